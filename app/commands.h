@@ -1,0 +1,21 @@
+// commands.h: the sparsedoc CLI's subcommands. Each returns the process exit code
+// (0 ok, 1 failure of the work, 2 usage error). main.c dispatches on argv[1].
+#ifndef SD_APP_COMMANDS_H
+#define SD_APP_COMMANDS_H
+
+struct sd_command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv); // argv[0] is the command name
+};
+
+// engine commands (cmd_engine.c)
+int sd_cmd_logits(int argc, char **argv);
+int sd_cmd_generate(int argc, char **argv);
+
+// Exit codes
+#define SD_EXIT_OK 0
+#define SD_EXIT_FAIL 1
+#define SD_EXIT_USAGE 2
+
+#endif

@@ -1,0 +1,43 @@
+// main.c: sparsedoc CLI entry point: global flags (--version, --help) and subcommand dispatch.
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "sd_build_config.h"
+
+static const struct sd_command commands[] = {
+    {"generate", "generate text from a prompt with a local model", sd_cmd_generate},
+    {"logits", "write float32 logits for every position of a token id file", sd_cmd_logits},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: sparsedoc [--version] [--help] COMMAND [ARGS]\n\n"
+               "sparsedoc answers questions about long documents with a local LLM engine\n"
+               "implementing DeepSeek Sparse Attention.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nRun 'sparsedoc COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return SD_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("sparsedoc %s\n", SD_VERSION);
+        return SD_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return SD_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "sparsedoc: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return SD_EXIT_USAGE;
+}

@@ -1,0 +1,45 @@
+// dsa.h: DeepSeek Sparse Attention on the CPU: the lightning indexer (fp32 path matching HF, and
+// DeepSeek's FP8 path: Hadamard rotation + 1x128 e4m3 quantization with power-of-two scales),
+// per-row top-k with -1 padding, and sparse MLA attention in the absorbed (MQA, 576/512) form over
+// gathered tokens. These are the reference implementations the CUDA kernels are tested against.
+#ifndef SD_DSA_H
+#define SD_DSA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// In-place orthonormal Sylvester-Hadamard transform of x[n] (n a power of two): x <- H x / sqrt(n).
+void sd_hadamard(float *x, int n);
+
+// Quantize one row of `dim` (128) values after Hadamard rotation: e4m3 values to q8[dim], the
+// power-of-two fp32 scale to *scale: s = 2^ceil(log2(max(amax,1e-4)/448)). x is not modified.
+void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale);
+
+// fp32 indexer scores. q: [n_q][n_heads][dim], k: [n_k][dim], w: [n_q][n_heads] per-head weights
+// already multiplied by n_heads^-1/2 * dim^-1/2. scores[i][u] = sum_j w[i][j] * relu(q[i][j].k[u])
+// for u < n_valid[i] (n_valid may be NULL: all n_k valid); others set to -INFINITY.
+// ld_scores is the row stride of scores.
+void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_heads, int dim, const float *k, int n_k,
+                             const int *n_valid, float *scores, size_t ld_scores, int n_threads);
+
+// FP8 indexer scores (DeepSeek numerics). q8: [n_q][n_heads][dim] e4m3, q_scale: [n_q][n_heads],
+// k8: [n_k][dim] e4m3, k_scale: [n_k]. w as above (without the q scale: it is folded inside).
+// scores[i][u] = k_scale[u] * sum_j (w[i][j]*q_scale[i][j]) * relu(dot(q8[i][j], k8[u]))  (fp32 accumulation)
+void sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float *w, int n_q, int n_heads, int dim,
+                             const uint8_t *k8, const float *k_scale, int n_k, const int *n_valid, float *scores,
+                             size_t ld_scores, int n_threads);
+
+// Top-k of scores[0..n_valid) (largest first; ties broken by the lower index). Writes k indices to
+// idx; slots past min(k, n_valid) are -1. Returns the number of valid indices. scratch: n_valid ints.
+int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *scratch);
+
+// Sparse MLA attention, absorbed form, for one query token.
+// q_lat: [n_heads][d_lat] (W_UK-absorbed nope query), q_pe: [n_heads][d_rope],
+// kv: cache rows of d_lat + d_rope floats ([c_kv | k_pe]) with row stride ld_kv,
+// idx: n_idx token indices into kv (-1 entries skipped). out: [n_heads][d_lat] = softmax-weighted c_kv.
+// scale: softmax scale tau. scratch: n_idx floats.
+void sd_mla_sparse_attn_absorbed(const float *q_lat, const float *q_pe, int n_heads, int d_lat, int d_rope,
+                                 const float *kv, size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *out,
+                                 float *scratch);
+
+#endif

@@ -1,0 +1,36 @@
+// dtype.h: element types of model files and caches, and scalar conversions between them
+// (bf16, f16, f8 e4m3 <-> f32). Pure C, no dependencies; shared by the loader, DSA and kernels tests.
+#ifndef SD_DTYPE_H
+#define SD_DTYPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sd_status.h"
+
+enum sd_dtype {
+    SD_DTYPE_F32 = 0,
+    SD_DTYPE_F16,
+    SD_DTYPE_BF16,
+    SD_DTYPE_F8_E4M3,
+    SD_DTYPE_I32,
+    SD_DTYPE_I64,
+    SD_DTYPE_U8,
+    SD_DTYPE_F64,
+    SD_DTYPE_COUNT
+};
+
+const char *sd_dtype_name(enum sd_dtype t);
+size_t sd_dtype_size(enum sd_dtype t);
+
+float sd_bf16_to_f32(uint16_t h);
+uint16_t sd_f32_to_bf16(float f); // round to nearest even
+float sd_f16_to_f32(uint16_t h);
+uint16_t sd_f32_to_f16(float f);
+float sd_e4m3_to_f32(uint8_t v);
+uint8_t sd_f32_to_e4m3(float f); // round to nearest even, saturating to +-448
+
+// Convert n elements of a tensor's data (any float dtype) to f32.
+enum sd_status sd_convert_to_f32(enum sd_dtype t, const void *src, float *dst, size_t n);
+
+#endif

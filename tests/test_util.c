@@ -1,0 +1,74 @@
+// test_util.c: shared helpers for the C tests (see test_util.h).
+#include "test_util.h"
+
+#include <sys/stat.h>
+
+int sd_test_failures = 0;
+
+const char *sd_test_corpus(void)
+{
+    const char *c = getenv("SD_CORPUS");
+    struct stat st;
+    if (!c || !*c || stat(c, &st) != 0 || !S_ISDIR(st.st_mode))
+        return NULL;
+    return c;
+}
+
+const char *sd_test_require_corpus(const char *why)
+{
+    const char *c = sd_test_corpus();
+    if (!c) {
+        printf("SKIP: shared corpus not found (set SD_CORPUS or -Dcorpus=PATH; looked at '%s'); needed for %s\n",
+               getenv("SD_CORPUS") ? getenv("SD_CORPUS") : "(unset)", why);
+        exit(77);
+    }
+    return c;
+}
+
+const char *sd_test_fixtures(void)
+{
+    const char *f = getenv("SD_FIXTURES");
+    return f && *f ? f : "tests/fixtures";
+}
+
+char *sd_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) != 0) {
+        fclose(f);
+        return NULL;
+    }
+    long n = ftell(f);
+    if (n < 0) {
+        fclose(f);
+        return NULL;
+    }
+    rewind(f);
+    char *buf = malloc((size_t)n + 1);
+    if (!buf) {
+        fclose(f);
+        return NULL;
+    }
+    size_t got = fread(buf, 1, (size_t)n, f);
+    fclose(f);
+    if (got != (size_t)n) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    if (len)
+        *len = (size_t)n;
+    return buf;
+}
+
+int sd_test_finish(const char *name)
+{
+    if (sd_test_failures) {
+        fprintf(stderr, "%s: %d check(s) failed\n", name, sd_test_failures);
+        return 1;
+    }
+    printf("%s: all checks passed\n", name);
+    return 0;
+}

@@ -1,0 +1,40 @@
+// test_util.h: tiny assertion helpers shared by the C tests (fail with file:line and values;
+// skip with exit code 77, which meson reports as SKIP), plus corpus/fixture path helpers.
+#ifndef SD_TEST_UTIL_H
+#define SD_TEST_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+extern int sd_test_failures;
+
+#define CHECK(cond)                                                                                                    \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                                   \
+            sd_test_failures++;                                                                                        \
+        }                                                                                                              \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                                                           \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);                                   \
+            fprintf(stderr, __VA_ARGS__);                                                                              \
+            fputc('\n', stderr);                                                                                       \
+            sd_test_failures++;                                                                                        \
+        }                                                                                                              \
+    } while (0)
+
+// Returns the corpus root (SD_CORPUS) if it exists, else NULL.
+const char *sd_test_corpus(void);
+// Exit 77 (skip) with a message if the corpus is absent; returns its path otherwise.
+const char *sd_test_require_corpus(const char *why);
+// Fixture dir (SD_FIXTURES, default tests/fixtures relative to cwd).
+const char *sd_test_fixtures(void);
+// Read a whole file (malloc'd, NUL-terminated); NULL on failure. *len may be NULL.
+char *sd_test_read_file(const char *path, size_t *len);
+// Return 0 if no failures, 1 otherwise, printing a summary line.
+int sd_test_finish(const char *name);
+
+#endif
