@@ -29,8 +29,8 @@ void sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const floa
                              const uint8_t *k8, const float *k_scale, int n_k, const int *n_valid, float *scores,
                              size_t ld_scores, int n_threads);
 
-// Top-k of scores[0..n_valid) (largest first; ties broken by the lower index). Writes k indices to
-// idx; slots past min(k, n_valid) are -1. Returns the number of valid indices. scratch: n_valid ints.
+// Top-k of scores[0..n_valid) (ties broken by the lower index; NaN ranks lowest). Writes the k chosen
+// indices to idx in ascending index order; slots past min(k, n_valid) are -1. Returns the number of valid indices. scratch: n_valid ints.
 int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *scratch);
 
 // Sparse MLA attention, absorbed form, for one query token.

@@ -22,6 +22,9 @@ enum sd_dtype {
 
 const char *sd_dtype_name(enum sd_dtype t);
 size_t sd_dtype_size(enum sd_dtype t);
+// Look up a dtype by its safetensors name ("F32", "BF16", "F8_E4M3", ...): SD_OK and *out set,
+// or SD_ERR_UNSUPPORTED for an unknown name (out untouched).
+enum sd_status sd_dtype_from_name(const char *name, enum sd_dtype *out);
 
 float sd_bf16_to_f32(uint16_t h);
 uint16_t sd_f32_to_bf16(float f); // round to nearest even
@@ -31,6 +34,8 @@ float sd_e4m3_to_f32(uint8_t v);
 uint8_t sd_f32_to_e4m3(float f); // round to nearest even, saturating to +-448
 
 // Convert n elements of a tensor's data (any float dtype) to f32.
+// src may be unaligned and is read in little-endian order. F32/F16/BF16/F8_E4M3/F64 are
+// supported; integer dtypes return SD_ERR_UNSUPPORTED.
 enum sd_status sd_convert_to_f32(enum sd_dtype t, const void *src, float *dst, size_t n);
 
 #endif

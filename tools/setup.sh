@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential pkg-config meson ninja-build python3
-  libjson-c-dev libpcre2-dev libopenblas-dev libssl-dev
+  libjson-c-dev libpcre2-dev libopenblas-dev libssl-dev libxxhash-dev
   libsqlite3-dev sqlite3 libpoppler-glib-dev libutf8proc-dev libcurl4-openssl-dev
   libgtk-4-dev libadwaita-1-dev xvfb xauth)
 

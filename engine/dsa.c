@@ -1,0 +1,280 @@
+// dsa.c: CPU reference of DeepSeek Sparse Attention: Hadamard + FP8 quantization of indexer rows,
+// indexer scores (fp32 and FP8 numerics), deterministic per-row top-k, and sparse absorbed MLA
+// attention over gathered tokens. Cost of the attention scales with the number of selected tokens.
+#include "dsa.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+
+void sd_hadamard(float *x, int n)
+{
+    for (int len = 1; len < n; len <<= 1) {
+        for (int i = 0; i < n; i += len << 1) {
+            for (int j = i; j < i + len; j++) {
+                float a = x[j], b = x[j + len];
+                x[j] = a + b;
+                x[j + len] = a - b;
+            }
+        }
+    }
+    float s = 1.0f / sqrtf((float)n);
+    for (int i = 0; i < n; i++)
+        x[i] *= s;
+}
+
+// 2^ceil(log2(r)) for r > 0, computed exactly from the binary exponent.
+static float pow2_ceil(float r)
+{
+    int e;
+    float m = frexpf(r, &e); // r = m * 2^e, m in [0.5, 1)
+    if (m == 0.5f)
+        e -= 1;
+    return ldexpf(1.0f, e);
+}
+
+void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale)
+{
+    float tmp[512];
+    int d = dim <= 512 ? dim : 512;
+    memcpy(tmp, x, (size_t)d * sizeof(float));
+    sd_hadamard(tmp, d);
+    float amax = 0.0f;
+    for (int i = 0; i < d; i++) {
+        float a = fabsf(tmp[i]);
+        if (a > amax)
+            amax = a;
+    }
+    if (amax < 1e-4f)
+        amax = 1e-4f;
+    float s = pow2_ceil(amax / 448.0f);
+    float inv = 1.0f / s; // exact: s is a power of two
+    for (int i = 0; i < d; i++)
+        q8[i] = sd_f32_to_e4m3(tmp[i] * inv);
+    *scale = s;
+}
+
+static inline float dot_f32(const float *a, const float *b, int n)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+        s4 += a[i + 4] * b[i + 4];
+        s5 += a[i + 5] * b[i + 5];
+        s6 += a[i + 6] * b[i + 6];
+        s7 += a[i + 7] * b[i + 7];
+    }
+    for (; i < n; i++)
+        s0 += a[i] * b[i];
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
+}
+
+void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_heads, int dim, const float *k, int n_k,
+                             const int *n_valid, float *scores, size_t ld_scores, int n_threads)
+{
+    const int kb = 256; // key block: keeps the block of keys in L1/L2 while all heads pass over it
+    int n_kb = (n_k + kb - 1) / kb;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_threads > 0 ? n_threads : 1)
+    for (int i = 0; i < n_q; i++) {
+        for (int b = 0; b < n_kb; b++) {
+            int nv = n_valid ? n_valid[i] : n_k;
+            if (nv > n_k)
+                nv = n_k;
+            float *row = scores + (size_t)i * ld_scores;
+            int u0 = b * kb, u1 = u0 + kb < n_k ? u0 + kb : n_k;
+            for (int u = u0; u < u1; u++) {
+                if (u >= nv) {
+                    row[u] = -INFINITY;
+                    continue;
+                }
+                const float *ku = k + (size_t)u * dim;
+                float s = 0.0f;
+                for (int j = 0; j < n_heads; j++) {
+                    float d = dot_f32(q + ((size_t)i * n_heads + j) * dim, ku, dim);
+                    if (d > 0.0f)
+                        s += w[(size_t)i * n_heads + j] * d;
+                }
+                row[u] = s;
+            }
+        }
+    }
+}
+
+static inline float dot_e4m3(const float *qf, const uint8_t *k8, const float *lut, int n)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += qf[i] * lut[k8[i]];
+        s1 += qf[i + 1] * lut[k8[i + 1]];
+        s2 += qf[i + 2] * lut[k8[i + 2]];
+        s3 += qf[i + 3] * lut[k8[i + 3]];
+    }
+    for (; i < n; i++)
+        s0 += qf[i] * lut[k8[i]];
+    return (s0 + s1) + (s2 + s3);
+}
+
+void sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float *w, int n_q, int n_heads, int dim,
+                             const uint8_t *k8, const float *k_scale, int n_k, const int *n_valid, float *scores,
+                             size_t ld_scores, int n_threads)
+{
+    float lut[256];
+    for (int v = 0; v < 256; v++)
+        lut[v] = sd_e4m3_to_f32((uint8_t)v);
+    const int kb = 256;
+    int n_kb = (n_k + kb - 1) / kb;
+#pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1)
+    {
+        // Decoded query heads (e4m3 values are exact in f32) and folded weights of one query.
+        float *qf = malloc((size_t)n_heads * dim * sizeof(float));
+        float *wf = malloc((size_t)n_heads * sizeof(float));
+        int have = qf && wf;
+#pragma omp for schedule(dynamic, 1)
+        for (int i = 0; i < n_q; i++) {
+            if (!have)
+                continue;
+            for (int j = 0; j < n_heads; j++) {
+                const uint8_t *src = q8 + ((size_t)i * n_heads + j) * dim;
+                for (int d = 0; d < dim; d++)
+                    qf[(size_t)j * dim + d] = lut[src[d]];
+                wf[j] = w[(size_t)i * n_heads + j] * q_scale[(size_t)i * n_heads + j];
+            }
+            int nv = n_valid ? n_valid[i] : n_k;
+            if (nv > n_k)
+                nv = n_k;
+            float *row = scores + (size_t)i * ld_scores;
+            for (int b = 0; b < n_kb; b++) {
+                int u0 = b * kb, u1 = u0 + kb < n_k ? u0 + kb : n_k;
+                for (int u = u0; u < u1; u++) {
+                    if (u >= nv) {
+                        row[u] = -INFINITY;
+                        continue;
+                    }
+                    const uint8_t *ku = k8 + (size_t)u * dim;
+                    float s = 0.0f;
+                    for (int j = 0; j < n_heads; j++) {
+                        float d = dot_e4m3(qf + (size_t)j * dim, ku, lut, dim);
+                        if (d > 0.0f)
+                            s += wf[j] * d;
+                    }
+                    row[u] = s * k_scale[u];
+                }
+            }
+        }
+        free(qf);
+        free(wf);
+    }
+}
+
+// Strict total order for selection: larger score first, then lower index. NaN ranks lowest.
+static inline int before(const float *s, int32_t a, int32_t b)
+{
+    float x = s[a], y = s[b];
+    if (x != x)
+        x = -INFINITY;
+    if (y != y)
+        y = -INFINITY;
+    if (x != y)
+        return x > y;
+    return a < b;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *scratch)
+{
+    if (n_valid < 0)
+        n_valid = 0;
+    if (n_valid <= k) {
+        for (int i = 0; i < n_valid; i++)
+            idx[i] = i;
+        for (int i = n_valid; i < k; i++)
+            idx[i] = -1;
+        return n_valid;
+    }
+    for (int i = 0; i < n_valid; i++)
+        scratch[i] = i;
+    // Quickselect so that scratch[0..k) holds the k first elements in the order `before`.
+    int lo = 0, hi = n_valid - 1;
+    uint32_t rng = 2463534242u;
+    while (lo < hi) {
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        int p = lo + (int)(rng % (uint32_t)(hi - lo + 1));
+        int32_t pivot = scratch[p];
+        scratch[p] = scratch[hi];
+        scratch[hi] = pivot;
+        int store = lo;
+        for (int i = lo; i < hi; i++) {
+            if (before(scores, scratch[i], pivot)) {
+                int32_t t = scratch[i];
+                scratch[i] = scratch[store];
+                scratch[store] = t;
+                store++;
+            }
+        }
+        scratch[hi] = scratch[store];
+        scratch[store] = pivot;
+        if (store == k - 1 || store == k)
+            break;
+        if (store < k)
+            lo = store + 1;
+        else
+            hi = store - 1;
+    }
+    memcpy(idx, scratch, (size_t)k * sizeof(int32_t));
+    qsort(idx, (size_t)k, sizeof(int32_t), cmp_i32);
+    return k;
+}
+
+void sd_mla_sparse_attn_absorbed(const float *q_lat, const float *q_pe, int n_heads, int d_lat, int d_rope,
+                                 const float *kv, size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *out,
+                                 float *scratch)
+{
+    for (int h = 0; h < n_heads; h++) {
+        const float *ql = q_lat + (size_t)h * d_lat;
+        const float *qp = q_pe + (size_t)h * d_rope;
+        float *o = out + (size_t)h * d_lat;
+        float mx = -INFINITY;
+        for (int t = 0; t < n_idx; t++) {
+            int32_t u = idx[t];
+            if (u < 0) {
+                scratch[t] = -INFINITY;
+                continue;
+            }
+            const float *row = kv + (size_t)u * ld_kv;
+            float s = (dot_f32(ql, row, d_lat) + dot_f32(qp, row + d_lat, d_rope)) * scale;
+            scratch[t] = s;
+            if (s > mx)
+                mx = s;
+        }
+        memset(o, 0, (size_t)d_lat * sizeof(float));
+        if (mx == -INFINITY)
+            continue; // no valid token: output stays zero
+        float sum = 0.0f;
+        for (int t = 0; t < n_idx; t++) {
+            if (idx[t] < 0)
+                continue;
+            float p = expf(scratch[t] - mx);
+            sum += p;
+            const float *row = kv + (size_t)idx[t] * ld_kv;
+            for (int d = 0; d < d_lat; d++)
+                o[d] += p * row[d];
+        }
+        float inv = 1.0f / sum;
+        for (int d = 0; d < d_lat; d++)
+            o[d] *= inv;
+    }
+}

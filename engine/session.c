@@ -1,0 +1,823 @@
+// session.c: the CPU forward pass. Llama/Qwen2/Qwen3 (GQA, RoPE half-split, Qwen3 q/k norms) and
+// DeepSeek-V3/V3.2 (MLA in the absorbed form over a 576-style latent cache, the lightning indexer with
+// causal top-k, attention only over the selected tokens, MoE with sigmoid/bias/group-limited routing).
+// All buffers are allocated in sd_session_new; eval allocates nothing.
+#include "session.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "dsa.h"
+#include "ops_cpu.h"
+
+struct sd_session {
+    const struct sd_model *m;
+    struct sd_session_params p;
+    int pos;
+    int topk;
+    int use_indexer; // model has an indexer
+    int n_threads;
+    // caches
+    float *kc, *vc;    // GQA [L][n_ctx][n_kv*hd]
+    float *lat;        // MLA [L][n_ctx][kvr+dr]
+    float *ikc;        // indexer keys f32 [L][n_ctx][di]
+    uint8_t *ik8;      // indexer keys e4m3 [L][n_ctx][di]
+    float *iks;        // indexer key scales [L][n_ctx]
+    // activations [T][...]
+    float *h, *x, *y;
+    float *q, *k, *v, *att;                 // GQA
+    float *cq, *kva, *qlat, *olat, *o;      // MLA
+    float *iq, *ik, *iw;                    // indexer
+    uint8_t *iq8;
+    float *iqs;
+    int32_t *idx;                           // [T][topk]
+    int *n_valid;                           // [T]
+    float *scores;                          // [score_rows][n_ctx]
+    int score_rows;
+    float *g, *u;                           // MLP [T][I]
+    float *router, *rw;                     // [T][E], [T][k]
+    int32_t *rsel;                          // [T][k]
+    int32_t *erows;                         // [T] token rows for one expert
+    float *ew;                              // [T]
+    float *ex, *ey;                         // [T][H]
+    int I_max;
+    float *tscratch;                        // per thread [n_threads][scr_len]
+    size_t scr_len;
+    int32_t *tscratch_i;                    // per thread [n_threads][n_ctx]
+};
+
+static void *xcalloc(size_t n, size_t sz, int *fail)
+{
+    if (n == 0)
+        n = 1;
+    void *p = calloc(n, sz);
+    if (!p)
+        *fail = 1;
+    return p;
+}
+
+void sd_session_free(struct sd_session *s)
+{
+    if (!s)
+        return;
+    void *ptrs[] = {s->kc, s->vc, s->lat, s->ikc, s->ik8, s->iks, s->h, s->x, s->y, s->q, s->k, s->v, s->att,
+                    s->cq, s->kva, s->qlat, s->olat, s->o, s->iq, s->ik, s->iw, s->iq8, s->iqs, s->idx,
+                    s->n_valid, s->scores, s->g, s->u, s->router, s->rw, s->rsel, s->erows, s->ew, s->ex, s->ey,
+                    s->tscratch, s->tscratch_i};
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
+        free(ptrs[i]);
+    free(s);
+}
+
+const struct sd_model *sd_session_model(const struct sd_session *s)
+{
+    return s->m;
+}
+
+int sd_session_pos(const struct sd_session *s)
+{
+    return s->pos;
+}
+
+int sd_session_n_ctx(const struct sd_session *s)
+{
+    return s->p.n_ctx;
+}
+
+size_t sd_session_kv_bytes_per_token(const struct sd_session *s)
+{
+    const struct sd_config *c = &s->m->cfg;
+    size_t per = 0;
+    if (sd_config_is_deepseek(c)) {
+        per = (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * sizeof(float);
+        if (s->use_indexer)
+            per += s->p.indexer_fp8 ? (size_t)c->index_head_dim + sizeof(float)
+                                    : (size_t)c->index_head_dim * sizeof(float);
+    } else {
+        per = 2 * (size_t)c->n_heads_kv * c->head_dim * sizeof(float);
+    }
+    return per * (size_t)c->n_layers;
+}
+
+enum sd_status sd_session_truncate(struct sd_session *s, int pos, struct sd_err *err)
+{
+    if (pos < 0 || pos > s->pos)
+        return sd_err_set(err, SD_ERR_ARG, "cannot truncate to %d: session holds %d tokens", pos, s->pos);
+    s->pos = pos;
+    return SD_OK;
+}
+
+enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_params *pin, struct sd_session **out,
+                              struct sd_err *err)
+{
+    *out = NULL;
+    const struct sd_config *c = &m->cfg;
+    struct sd_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
+    s->m = m;
+    s->p = pin ? *pin : (struct sd_session_params){0};
+    if (s->p.n_ctx <= 0)
+        s->p.n_ctx = c->max_position_embeddings < 8192 ? (int)c->max_position_embeddings : 8192;
+    if ((int64_t)s->p.n_ctx > c->max_position_embeddings) {
+        sd_session_free(s);
+        return sd_err_set(err, SD_ERR_RANGE, "context of %d tokens exceeds the model's max_position_embeddings %lld",
+                          pin->n_ctx, (long long)c->max_position_embeddings);
+    }
+    if (s->p.max_batch <= 0)
+        s->p.max_batch = 256;
+    if (s->p.max_batch > s->p.n_ctx)
+        s->p.max_batch = s->p.n_ctx;
+    sd_cpu_set_threads(s->p.n_threads);
+    s->n_threads = sd_cpu_threads();
+    s->use_indexer = c->arch == SD_ARCH_DEEPSEEK_V32;
+    s->topk = s->p.index_topk > 0 ? s->p.index_topk : c->index_topk;
+
+    int fail = 0;
+    size_t L = (size_t)c->n_layers, N = (size_t)s->p.n_ctx, T = (size_t)s->p.max_batch, H = (size_t)c->hidden_size;
+    s->h = xcalloc(T * H, sizeof(float), &fail);
+    s->x = xcalloc(T * H, sizeof(float), &fail);
+    s->y = xcalloc(T * H, sizeof(float), &fail);
+    int I = c->intermediate_size;
+    if (sd_config_is_deepseek(c)) {
+        size_t nh = (size_t)c->n_heads, dn = (size_t)c->qk_nope_head_dim, dr = (size_t)c->qk_rope_head_dim;
+        size_t dv = (size_t)c->v_head_dim, kvr = (size_t)c->kv_lora_rank;
+        s->lat = xcalloc(L * N * (kvr + dr), sizeof(float), &fail);
+        s->cq = xcalloc(T * (size_t)(c->q_lora_rank > 0 ? c->q_lora_rank : 1), sizeof(float), &fail);
+        s->q = xcalloc(T * nh * (dn + dr), sizeof(float), &fail);
+        s->kva = xcalloc(T * (kvr + dr), sizeof(float), &fail);
+        s->qlat = xcalloc(T * nh * kvr, sizeof(float), &fail);
+        s->olat = xcalloc(T * nh * kvr, sizeof(float), &fail);
+        s->o = xcalloc(T * nh * dv, sizeof(float), &fail);
+        if (s->use_indexer) {
+            size_t ni = (size_t)c->index_n_heads, di = (size_t)c->index_head_dim;
+            if (s->p.indexer_fp8 && (di & (di - 1))) {
+                sd_session_free(s);
+                return sd_err_set(err, SD_ERR_UNSUPPORTED, "FP8 indexer needs a power-of-two index_head_dim (got %zu)",
+                                  di);
+            }
+            s->ikc = xcalloc(L * N * di, sizeof(float), &fail);
+            if (s->p.indexer_fp8) {
+                s->ik8 = xcalloc(L * N * di, 1, &fail);
+                s->iks = xcalloc(L * N, sizeof(float), &fail);
+                s->iq8 = xcalloc(T * ni * di, 1, &fail);
+                s->iqs = xcalloc(T * ni, sizeof(float), &fail);
+            }
+            s->iq = xcalloc(T * ni * di, sizeof(float), &fail);
+            s->ik = xcalloc(T * di, sizeof(float), &fail);
+            s->iw = xcalloc(T * ni, sizeof(float), &fail);
+            s->idx = xcalloc(T * (size_t)s->topk, sizeof(int32_t), &fail);
+            // Score rows per pass: bounded to ~16M floats so [queries x keys] is never whole at long contexts.
+            size_t rows = ((size_t)16 << 20) / N;
+            if (rows < 1)
+                rows = 1;
+            if (rows > T)
+                rows = T;
+            s->score_rows = (int)rows;
+            s->scores = xcalloc(rows * N, sizeof(float), &fail);
+        }
+        s->n_valid = xcalloc(T, sizeof(int), &fail);
+        if (c->n_routed_experts > 0) {
+            int ie = c->moe_intermediate_size, is = c->n_shared_experts * c->moe_intermediate_size;
+            if (ie > I)
+                I = ie;
+            if (is > I)
+                I = is;
+            size_t E = (size_t)c->n_routed_experts, K = (size_t)c->n_experts_per_tok;
+            s->router = xcalloc(T * E, sizeof(float), &fail);
+            s->rw = xcalloc(T * K, sizeof(float), &fail);
+            s->rsel = xcalloc(T * K, sizeof(int32_t), &fail);
+            s->erows = xcalloc(T, sizeof(int32_t), &fail);
+            s->ew = xcalloc(T, sizeof(float), &fail);
+            s->ex = xcalloc(T * H, sizeof(float), &fail);
+            s->ey = xcalloc(T * H, sizeof(float), &fail);
+        }
+        s->scr_len = N > (size_t)s->topk ? N : (size_t)s->topk;
+    } else {
+        size_t kvd = (size_t)c->n_heads_kv * c->head_dim, qd = (size_t)c->n_heads * c->head_dim;
+        s->kc = xcalloc(L * N * kvd, sizeof(float), &fail);
+        s->vc = xcalloc(L * N * kvd, sizeof(float), &fail);
+        s->q = xcalloc(T * qd, sizeof(float), &fail);
+        s->k = xcalloc(T * kvd, sizeof(float), &fail);
+        s->v = xcalloc(T * kvd, sizeof(float), &fail);
+        s->att = xcalloc(T * qd, sizeof(float), &fail);
+        s->scr_len = N;
+    }
+    s->I_max = I;
+    s->g = xcalloc(T * (size_t)I, sizeof(float), &fail);
+    s->u = xcalloc(T * (size_t)I, sizeof(float), &fail);
+    s->tscratch = xcalloc((size_t)s->n_threads * s->scr_len, sizeof(float), &fail);
+    s->tscratch_i = xcalloc((size_t)s->n_threads * N, sizeof(int32_t), &fail);
+    if (fail) {
+        size_t kv = sd_session_kv_bytes_per_token(s) * N;
+        sd_session_free(s);
+        return sd_err_set(err, SD_ERR_NOMEM,
+                          "not enough memory for a %zu-token session (KV cache alone needs %.1f MiB); use a smaller "
+                          "context", N, (double)kv / (1 << 20));
+    }
+    *out = s;
+    return SD_OK;
+}
+
+static inline int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static inline float dotf(const float *a, const float *b, int n)
+{
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++)
+        s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+// ---------------------------------------------------------------- GQA (Llama/Qwen)
+
+static void attn_gqa(struct sd_session *s, int il, int T, int pos0)
+{
+    const struct sd_config *c = &s->m->cfg;
+    const struct sd_layer_weights *L = &s->m->layers[il];
+    int H = c->hidden_size, nh = c->n_heads, nkv = c->n_heads_kv, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd;
+    sd_matmul(s->q, s->x, L->wq, L->bq, T, qd, H);
+    sd_matmul(s->k, s->x, L->wk, L->bk, T, kvd, H);
+    sd_matmul(s->v, s->x, L->wv, L->bv, T, kvd, H);
+    if (L->q_norm) {
+        sd_rmsnorm(s->q, s->q, L->q_norm, T * nh, hd, (size_t)hd, c->rms_norm_eps);
+        sd_rmsnorm(s->k, s->k, L->k_norm, T * nkv, hd, (size_t)hd, c->rms_norm_eps);
+    }
+    size_t N = (size_t)s->p.n_ctx;
+    float *kc = s->kc + (size_t)il * N * kvd, *vc = s->vc + (size_t)il * N * kvd;
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < nh; h++)
+            sd_rope_apply(&c->rope_main, s->q + (size_t)t * qd + (size_t)h * hd, pos0 + t, 0);
+        for (int h = 0; h < nkv; h++)
+            sd_rope_apply(&c->rope_main, s->k + (size_t)t * kvd + (size_t)h * hd, pos0 + t, 0);
+        memcpy(kc + (size_t)(pos0 + t) * kvd, s->k + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+        memcpy(vc + (size_t)(pos0 + t) * kvd, s->v + (size_t)t * kvd, (size_t)kvd * sizeof(float));
+    }
+    int group = nh / nkv;
+    float scale = c->attn_scale;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(s->n_threads)
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < nh; h++) {
+            float *sc = s->tscratch + (size_t)thread_id() * s->scr_len;
+            const float *qv = s->q + (size_t)t * qd + (size_t)h * hd;
+            int kvh = h / group, n = pos0 + t + 1;
+            float mx = -INFINITY;
+            for (int u = 0; u < n; u++) {
+                float d = dotf(qv, kc + (size_t)u * kvd + (size_t)kvh * hd, hd) * scale;
+                sc[u] = d;
+                if (d > mx)
+                    mx = d;
+            }
+            float sum = 0.0f;
+            for (int u = 0; u < n; u++) {
+                sc[u] = expf(sc[u] - mx);
+                sum += sc[u];
+            }
+            float *o = s->att + (size_t)t * qd + (size_t)h * hd;
+            memset(o, 0, (size_t)hd * sizeof(float));
+            for (int u = 0; u < n; u++) {
+                const float *vv = vc + (size_t)u * kvd + (size_t)kvh * hd;
+                float p = sc[u] / sum;
+                for (int d = 0; d < hd; d++)
+                    o[d] += p * vv[d];
+            }
+        }
+    }
+    sd_matmul(s->y, s->att, L->wo, NULL, T, H, qd);
+}
+
+// ---------------------------------------------------------------- MLA + DSA (DeepSeek)
+
+// Indexer: writes this chunk's keys to the cache (always), then, when selection is needed, fills
+// s->idx rows with each query's top-k token indices. Returns 1 if sparse selection is in effect.
+static int indexer(struct sd_session *s, int il, int T, int pos0)
+{
+    const struct sd_config *c = &s->m->cfg;
+    const struct sd_layer_weights *L = &s->m->layers[il];
+    int H = c->hidden_size, ni = c->index_n_heads, di = c->index_head_dim, dr = c->qk_rope_head_dim;
+    size_t N = (size_t)s->p.n_ctx;
+    float *ikc = s->ikc + (size_t)il * N * di;
+    sd_matmul(s->ik, s->x, L->idx_wk, NULL, T, di, H);
+    sd_layernorm(s->ik, s->ik, L->idx_k_norm_w, L->idx_k_norm_b, T, di, (size_t)di, 1e-6f);
+    for (int t = 0; t < T; t++) {
+        float *kr = s->ik + (size_t)t * di;
+        sd_rope_apply(&c->rope_indexer, kr, pos0 + t, 0); // half-split (NeoX) on the first dr dims
+        memcpy(ikc + (size_t)(pos0 + t) * di, kr, (size_t)di * sizeof(float));
+        if (s->p.indexer_fp8)
+            sd_dsa_quant_fp8_row(kr, di, s->ik8 + ((size_t)il * N + pos0 + t) * di, s->iks + (size_t)il * N + pos0 + t);
+    }
+    (void)dr;
+    int end = pos0 + T;
+    if (s->p.dsa_mode == SD_DSA_DENSE || end <= s->topk)
+        return 0; // every query attends to all its valid tokens: exactly dense (DSA.md 3.3)
+
+    sd_matmul(s->iq, s->cq, L->idx_wq_b, NULL, T, ni * di, c->q_lora_rank);
+    sd_matmul(s->iw, s->x, L->idx_wproj, NULL, T, ni, H);
+    float wscale = 1.0f / sqrtf((float)ni) / sqrtf((float)di);
+    for (int t = 0; t < T; t++) {
+        for (int j = 0; j < ni; j++) {
+            float *qh = s->iq + ((size_t)t * ni + j) * di;
+            sd_rope_apply(&c->rope_indexer, qh, pos0 + t, 0);
+            if (s->p.indexer_fp8)
+                sd_dsa_quant_fp8_row(qh, di, s->iq8 + ((size_t)t * ni + j) * di, s->iqs + (size_t)t * ni + j);
+        }
+        for (int j = 0; j < ni; j++)
+            s->iw[(size_t)t * ni + j] *= wscale;
+        s->n_valid[t] = pos0 + t + 1;
+    }
+    for (int t0 = 0; t0 < T; t0 += s->score_rows) {
+        int nq = T - t0 < s->score_rows ? T - t0 : s->score_rows;
+        if (s->p.indexer_fp8)
+            sd_dsa_index_scores_fp8(s->iq8 + (size_t)t0 * ni * di, s->iqs + (size_t)t0 * ni, s->iw + (size_t)t0 * ni,
+                                    nq, ni, di, s->ik8 + (size_t)il * N * di, s->iks + (size_t)il * N, end,
+                                    s->n_valid + t0, s->scores, N, s->n_threads);
+        else
+            sd_dsa_index_scores_f32(s->iq + (size_t)t0 * ni * di, s->iw + (size_t)t0 * ni, nq, ni, di, ikc, end,
+                                    s->n_valid + t0, s->scores, N, s->n_threads);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(s->n_threads)
+        for (int r = 0; r < nq; r++) {
+            int32_t *scr = s->tscratch_i + (size_t)thread_id() * N;
+            sd_dsa_topk(s->scores + (size_t)r * N, s->n_valid[t0 + r], s->topk, s->idx + (size_t)(t0 + r) * s->topk,
+                        scr);
+        }
+    }
+    return 1;
+}
+
+static void attn_mla(struct sd_session *s, int il, int T, int pos0)
+{
+    const struct sd_config *c = &s->m->cfg;
+    const struct sd_layer_weights *L = &s->m->layers[il];
+    int H = c->hidden_size, nh = c->n_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
+    int dv = c->v_head_dim, kvr = c->kv_lora_rank, dq = dn + dr, dl = kvr + dr;
+    size_t N = (size_t)s->p.n_ctx;
+    if (c->q_lora_rank > 0) {
+        sd_matmul(s->cq, s->x, L->wq_a, NULL, T, c->q_lora_rank, H);
+        sd_rmsnorm(s->cq, s->cq, L->q_a_norm, T, c->q_lora_rank, (size_t)c->q_lora_rank, c->rms_norm_eps);
+        sd_matmul(s->q, s->cq, L->wq_b, NULL, T, nh * dq, c->q_lora_rank);
+    } else {
+        sd_matmul(s->q, s->x, L->wq_full, NULL, T, nh * dq, H);
+    }
+    sd_matmul(s->kva, s->x, L->wkv_a, NULL, T, dl, H);
+    sd_rmsnorm(s->kva, s->kva, L->kv_a_norm, T, kvr, (size_t)dl, c->rms_norm_eps);
+    float *lat = s->lat + (size_t)il * N * dl;
+    for (int t = 0; t < T; t++) {
+        float *row = s->kva + (size_t)t * dl;
+        sd_rope_apply(&c->rope_main, row + kvr, pos0 + t, 1); // interleaved pairs (MLA)
+        memcpy(lat + (size_t)(pos0 + t) * dl, row, (size_t)dl * sizeof(float));
+        for (int h = 0; h < nh; h++)
+            sd_rope_apply(&c->rope_main, s->q + (size_t)t * nh * dq + (size_t)h * dq + dn, pos0 + t, 1);
+    }
+    // Absorb W_UK into the query: q_lat[t][h] = W_UK_h^T q_nope[t][h]
+    for (int h = 0; h < nh; h++)
+        sd_matmul_nn(s->qlat + (size_t)h * kvr, nh * kvr, s->q + (size_t)h * dq, nh * dq,
+                     L->wkv_b + (size_t)h * (dn + dv) * kvr, kvr, T, kvr, dn);
+    int sparse = s->use_indexer ? indexer(s, il, T, pos0) : 0;
+    float scale = c->attn_scale;
+    int topk = s->topk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(s->n_threads)
+    for (int t = 0; t < T; t++) {
+        int tid = thread_id();
+        float *sc = s->tscratch + (size_t)tid * s->scr_len;
+        int32_t *list = s->tscratch_i + (size_t)tid * N;
+        const int32_t *ids;
+        int n;
+        if (sparse) {
+            ids = s->idx + (size_t)t * topk;
+            n = topk;
+        } else {
+            n = pos0 + t + 1;
+            for (int u = 0; u < n; u++)
+                list[u] = u;
+            ids = list;
+        }
+        // q_pe of all heads: gather into a contiguous [nh][dr] block in the olat row's tail? Use strided
+        // calls per head instead: sd_mla_sparse_attn_absorbed takes one head at a time here.
+        for (int h = 0; h < nh; h++) {
+            const float *ql = s->qlat + ((size_t)t * nh + h) * kvr;
+            const float *qp = s->q + (size_t)t * nh * dq + (size_t)h * dq + dn;
+            sd_mla_sparse_attn_absorbed(ql, qp, 1, kvr, dr, lat, (size_t)dl, ids, n, scale,
+                                        s->olat + ((size_t)t * nh + h) * kvr, sc);
+        }
+    }
+    // o_h = W_UV_h o_lat_h
+    for (int h = 0; h < nh; h++)
+        sd_matmul_ld(s->o + (size_t)h * dv, nh * dv, s->olat + (size_t)h * kvr, nh * kvr,
+                     L->wkv_b + ((size_t)h * (dn + dv) + dn) * kvr, kvr, T, dv, kvr, 0.0f);
+    sd_matmul(s->y, s->o, L->wo, NULL, T, H, nh * dv);
+}
+
+// ---------------------------------------------------------------- FFN
+
+static void mlp(struct sd_session *s, const float *x, int T, const float *wg, const float *wu, const float *wd, int I,
+                float *y)
+{
+    int H = s->m->cfg.hidden_size;
+    sd_matmul(s->g, x, wg, NULL, T, I, H);
+    sd_matmul(s->u, x, wu, NULL, T, I, H);
+    sd_silu_mul(s->g, s->u, (size_t)T * I);
+    sd_matmul(y, s->g, wd, NULL, T, H, I);
+}
+
+// Index of the best of n values by (value desc, index asc), skipping taken[] entries.
+static int argbest(const float *v, int n, const unsigned char *taken)
+{
+    int b = -1;
+    for (int i = 0; i < n; i++) {
+        if (taken && taken[i])
+            continue;
+        if (b < 0 || v[i] > v[b])
+            b = i;
+    }
+    return b;
+}
+
+static void moe(struct sd_session *s, int il, int T)
+{
+    const struct sd_config *c = &s->m->cfg;
+    const struct sd_layer_weights *L = &s->m->layers[il];
+    int H = c->hidden_size, E = c->n_routed_experts, K = c->n_experts_per_tok;
+    int G = c->n_group, per = E / G;
+    sd_matmul(s->router, s->x, L->router, NULL, T, E, H);
+    for (int t = 0; t < T; t++) {
+        float *r = s->router + (size_t)t * E;
+        float sc[1024], choice[1024], gs[1024];
+        unsigned char taken[1024];
+        if (c->scoring_sigmoid) {
+            for (int e = 0; e < E; e++)
+                sc[e] = 1.0f / (1.0f + expf(-r[e]));
+        } else {
+            memcpy(sc, r, (size_t)E * sizeof(float));
+            sd_softmax(sc, E);
+        }
+        for (int e = 0; e < E; e++)
+            choice[e] = sc[e] + (L->router_bias ? L->router_bias[e] : 0.0f);
+        if (G > 1) {
+            // group score: sum of the two best choice scores of the group (one if the group has one expert)
+            for (int g = 0; g < G; g++) {
+                memset(taken, 0, (size_t)per);
+                int a = argbest(choice + g * per, per, taken);
+                float v = choice[g * per + a];
+                if (per > 1) {
+                    taken[a] = 1;
+                    v += choice[g * per + argbest(choice + g * per, per, taken)];
+                }
+                gs[g] = v;
+            }
+            unsigned char keep[1024];
+            memset(taken, 0, (size_t)G);
+            memset(keep, 0, (size_t)G);
+            for (int i = 0; i < c->topk_group; i++) {
+                int g = argbest(gs, G, taken);
+                taken[g] = 1;
+                keep[g] = 1;
+            }
+            for (int e = 0; e < E; e++)
+                if (!keep[e / per])
+                    choice[e] = 0.0f; // transformers masks with 0.0 (not -inf): kept for exact parity
+        }
+        memset(taken, 0, (size_t)E);
+        float sum = 0.0f;
+        for (int i = 0; i < K; i++) {
+            int e = argbest(choice, E, taken);
+            taken[e] = 1;
+            s->rsel[(size_t)t * K + i] = e;
+            s->rw[(size_t)t * K + i] = sc[e];
+            sum += sc[e];
+        }
+        for (int i = 0; i < K; i++) {
+            float w = s->rw[(size_t)t * K + i];
+            if (c->norm_topk_prob && K > 1)
+                w /= (sum + 1e-20f);
+            s->rw[(size_t)t * K + i] = w * c->routed_scaling_factor;
+        }
+    }
+    // Shared experts first (into y), then each routed expert over the tokens routed to it.
+    float *y = s->y;
+    if (L->sh_gate)
+        mlp(s, s->x, T, L->sh_gate, L->sh_up, L->sh_down, c->n_shared_experts * c->moe_intermediate_size, y);
+    else
+        memset(y, 0, (size_t)T * H * sizeof(float));
+    int Ie = c->moe_intermediate_size;
+    for (int e = 0; e < E; e++) {
+        int n = 0;
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < K; i++)
+                if (s->rsel[(size_t)t * K + i] == e) {
+                    s->erows[n] = t;
+                    s->ew[n] = s->rw[(size_t)t * K + i];
+                    memcpy(s->ex + (size_t)n * H, s->x + (size_t)t * H, (size_t)H * sizeof(float));
+                    n++;
+                }
+        if (!n)
+            continue;
+        mlp(s, s->ex, n, L->exp_gate[e], L->exp_up[e], L->exp_down[e], Ie, s->ey);
+        for (int j = 0; j < n; j++) {
+            float *dst = y + (size_t)s->erows[j] * H;
+            const float *src = s->ey + (size_t)j * H;
+            float w = s->ew[j];
+            for (int d = 0; d < H; d++)
+                dst[d] += w * src[d];
+        }
+    }
+}
+
+// ---------------------------------------------------------------- KV export / import
+
+struct kv_blob_header {
+    char magic[4];          // "SDKV"
+    uint32_t version;
+    uint32_t arch;
+    uint32_t n_layers;
+    uint32_t block;         // tokens per block
+    uint32_t first_block;
+    uint32_t n_blocks;
+    uint32_t main_floats;   // floats per token per layer in the main cache
+    uint32_t idx_floats;    // floats per token per layer of indexer keys (f32)
+    uint32_t idx_fp8;       // 1: also e4m3 keys (idx_floats bytes) + scale per token
+    uint64_t payload_bytes;
+    uint64_t checksum;      // XXH3-64 of the payload
+};
+
+static void kv_layout(const struct sd_session *s, uint32_t *main_floats, uint32_t *idx_floats, uint32_t *fp8)
+{
+    const struct sd_config *c = &s->m->cfg;
+    if (sd_config_is_deepseek(c))
+        *main_floats = (uint32_t)(c->kv_lora_rank + c->qk_rope_head_dim);
+    else
+        *main_floats = (uint32_t)(2 * c->n_heads_kv * c->head_dim);
+    *idx_floats = s->use_indexer ? (uint32_t)c->index_head_dim : 0;
+    *fp8 = s->use_indexer && s->p.indexer_fp8;
+}
+
+static size_t kv_payload_bytes(uint32_t n_layers, size_t ntok, uint32_t mf, uint32_t idf, uint32_t fp8)
+{
+    size_t per = (size_t)mf * 4 + (size_t)idf * 4 + (fp8 ? (size_t)idf + 4 : 0);
+    return (size_t)n_layers * ntok * per;
+}
+
+enum sd_status sd_session_export(const struct sd_session *s, int first_block, int n_blocks, void **blob, size_t *len,
+                                 struct sd_err *err)
+{
+    const struct sd_config *c = &s->m->cfg;
+    *blob = NULL;
+    *len = 0;
+    if (first_block < 0 || n_blocks <= 0 || (int64_t)(first_block + n_blocks) * SD_KV_BLOCK > s->pos)
+        return sd_err_set(err, SD_ERR_ARG, "cannot export blocks [%d, %d): session holds %d tokens", first_block,
+                          first_block + n_blocks, s->pos);
+    uint32_t mf, idf, fp8;
+    kv_layout(s, &mf, &idf, &fp8);
+    size_t t0 = (size_t)first_block * SD_KV_BLOCK, nt = (size_t)n_blocks * SD_KV_BLOCK, N = (size_t)s->p.n_ctx;
+    size_t pb = kv_payload_bytes((uint32_t)c->n_layers, nt, mf, idf, fp8);
+    uint8_t *b = malloc(sizeof(struct kv_blob_header) + pb);
+    if (!b)
+        return sd_err_set(err, SD_ERR_NOMEM, "out of memory exporting %zu bytes of KV state", pb);
+    struct kv_blob_header hd = {.magic = {'S', 'D', 'K', 'V'}, .version = SD_KV_BLOB_VERSION,
+                                .arch = (uint32_t)c->arch, .n_layers = (uint32_t)c->n_layers,
+                                .block = SD_KV_BLOCK, .first_block = (uint32_t)first_block,
+                                .n_blocks = (uint32_t)n_blocks, .main_floats = mf, .idx_floats = idf,
+                                .idx_fp8 = fp8, .payload_bytes = pb};
+    uint8_t *p = b + sizeof hd;
+    for (int il = 0; il < c->n_layers; il++) {
+        if (sd_config_is_deepseek(c)) {
+            memcpy(p, s->lat + ((size_t)il * N + t0) * mf, nt * mf * 4);
+            p += nt * mf * 4;
+        } else {
+            size_t kvd = mf / 2;
+            memcpy(p, s->kc + ((size_t)il * N + t0) * kvd, nt * kvd * 4);
+            p += nt * kvd * 4;
+            memcpy(p, s->vc + ((size_t)il * N + t0) * kvd, nt * kvd * 4);
+            p += nt * kvd * 4;
+        }
+        if (idf) {
+            memcpy(p, s->ikc + ((size_t)il * N + t0) * idf, nt * idf * 4);
+            p += nt * idf * 4;
+        }
+        if (fp8) {
+            memcpy(p, s->ik8 + ((size_t)il * N + t0) * idf, nt * idf);
+            p += nt * idf;
+            memcpy(p, s->iks + (size_t)il * N + t0, nt * 4);
+            p += nt * 4;
+        }
+    }
+    hd.checksum = XXH3_64bits(b + sizeof hd, pb);
+    memcpy(b, &hd, sizeof hd);
+    *blob = b;
+    *len = sizeof hd + pb;
+    return SD_OK;
+}
+
+static enum sd_status blob_header(const void *blob, size_t len, struct kv_blob_header *hd, struct sd_err *err)
+{
+    if (!blob || len < sizeof *hd)
+        return sd_err_set(err, SD_ERR_FORMAT, "KV blob truncated: %zu bytes, header needs %zu", len, sizeof *hd);
+    memcpy(hd, blob, sizeof *hd);
+    if (memcmp(hd->magic, "SDKV", 4) != 0)
+        return sd_err_set(err, SD_ERR_FORMAT, "not a sparsedoc KV blob (bad magic)");
+    if (hd->version != SD_KV_BLOB_VERSION)
+        return sd_err_set(err, SD_ERR_UNSUPPORTED, "KV blob version %u, this build reads %u", hd->version,
+                          SD_KV_BLOB_VERSION);
+    if (hd->block != SD_KV_BLOCK || hd->n_blocks == 0 || hd->n_blocks > (1u << 20) || hd->first_block > (1u << 20))
+        return sd_err_set(err, SD_ERR_FORMAT, "KV blob header has an invalid block range");
+    if (hd->payload_bytes != len - sizeof *hd)
+        return sd_err_set(err, SD_ERR_FORMAT, "KV blob truncated or padded: payload %llu bytes, file has %zu",
+                          (unsigned long long)hd->payload_bytes, len - sizeof *hd);
+    return SD_OK;
+}
+
+enum sd_status sd_kv_blob_info(const void *blob, size_t len, int *first_block, int *n_blocks, struct sd_err *err)
+{
+    struct kv_blob_header hd;
+    *first_block = *n_blocks = -1;
+    enum sd_status st = blob_header(blob, len, &hd, err);
+    if (st != SD_OK)
+        return st;
+    *first_block = (int)hd.first_block;
+    *n_blocks = (int)hd.n_blocks;
+    return SD_OK;
+}
+
+enum sd_status sd_session_import(struct sd_session *s, const void *blob, size_t len, struct sd_err *err)
+{
+    const struct sd_config *c = &s->m->cfg;
+    struct kv_blob_header hd;
+    enum sd_status st = blob_header(blob, len, &hd, err);
+    if (st != SD_OK)
+        return st;
+    uint32_t mf, idf, fp8;
+    kv_layout(s, &mf, &idf, &fp8);
+    if (hd.arch != (uint32_t)c->arch || hd.n_layers != (uint32_t)c->n_layers || hd.main_floats != mf ||
+        hd.idx_floats != idf || hd.idx_fp8 != fp8)
+        return sd_err_set(err, SD_ERR_FORMAT, "KV blob was made for another model or KV layout");
+    size_t t0 = (size_t)hd.first_block * SD_KV_BLOCK, nt = (size_t)hd.n_blocks * SD_KV_BLOCK, N = (size_t)s->p.n_ctx;
+    if (t0 != (size_t)s->pos)
+        return sd_err_set(err, SD_ERR_ARG, "KV blob starts at token %zu but the session is at %d", t0, s->pos);
+    if (t0 + nt > N)
+        return sd_err_set(err, SD_ERR_RANGE, "KV blob ends at token %zu, beyond the session context %zu", t0 + nt, N);
+    if (hd.payload_bytes != kv_payload_bytes(hd.n_layers, nt, mf, idf, fp8))
+        return sd_err_set(err, SD_ERR_FORMAT, "KV blob payload size does not match its header");
+    const uint8_t *p = (const uint8_t *)blob + sizeof hd;
+    if (XXH3_64bits(p, hd.payload_bytes) != hd.checksum)
+        return sd_err_set(err, SD_ERR_CHECKSUM, "KV blob checksum mismatch: the cached state is corrupt");
+    for (int il = 0; il < c->n_layers; il++) {
+        if (sd_config_is_deepseek(c)) {
+            memcpy(s->lat + ((size_t)il * N + t0) * mf, p, nt * mf * 4);
+            p += nt * mf * 4;
+        } else {
+            size_t kvd = mf / 2;
+            memcpy(s->kc + ((size_t)il * N + t0) * kvd, p, nt * kvd * 4);
+            p += nt * kvd * 4;
+            memcpy(s->vc + ((size_t)il * N + t0) * kvd, p, nt * kvd * 4);
+            p += nt * kvd * 4;
+        }
+        if (idf) {
+            memcpy(s->ikc + ((size_t)il * N + t0) * idf, p, nt * idf * 4);
+            p += nt * idf * 4;
+        }
+        if (fp8) {
+            memcpy(s->ik8 + ((size_t)il * N + t0) * idf, p, nt * idf);
+            p += nt * idf;
+            memcpy(s->iks + (size_t)il * N + t0, p, nt * 4);
+            p += nt * 4;
+        }
+    }
+    s->pos += (int)nt;
+    return SD_OK;
+}
+
+// ---------------------------------------------------------------- benchmark support
+
+static float fill_rand(uint64_t *st)
+{
+    // sum of 4 uniforms, centred: cheap approximately-normal values with unit-ish variance
+    float acc = 0.0f;
+    for (int i = 0; i < 4; i++) {
+        *st ^= *st << 13;
+        *st ^= *st >> 7;
+        *st ^= *st << 17;
+        acc += (float)(*st >> 40) / (float)(1u << 24);
+    }
+    return (acc - 2.0f) * 1.7320508f;
+}
+
+enum sd_status sd_session_debug_fill(struct sd_session *s, int n, uint64_t seed, struct sd_err *err)
+{
+    const struct sd_config *c = &s->m->cfg;
+    if (n < 0 || s->pos + n > s->p.n_ctx)
+        return sd_err_set(err, SD_ERR_RANGE, "debug fill of %d tokens does not fit (%d of %d used)", n, s->pos,
+                          s->p.n_ctx);
+    uint64_t st = seed | 1;
+    size_t N = (size_t)s->p.n_ctx;
+    for (int il = 0; il < c->n_layers; il++) {
+        for (int t = s->pos; t < s->pos + n; t++) {
+            if (sd_config_is_deepseek(c)) {
+                size_t dl = (size_t)c->kv_lora_rank + c->qk_rope_head_dim;
+                float *row = s->lat + ((size_t)il * N + t) * dl;
+                for (size_t i = 0; i < dl; i++)
+                    row[i] = fill_rand(&st);
+                if (s->use_indexer) {
+                    size_t di = (size_t)c->index_head_dim;
+                    float *k = s->ikc + ((size_t)il * N + t) * di;
+                    for (size_t i = 0; i < di; i++)
+                        k[i] = fill_rand(&st);
+                    if (s->p.indexer_fp8)
+                        sd_dsa_quant_fp8_row(k, (int)di, s->ik8 + ((size_t)il * N + t) * di, s->iks + (size_t)il * N + t);
+                }
+            } else {
+                size_t kvd = (size_t)c->n_heads_kv * c->head_dim;
+                for (size_t i = 0; i < kvd; i++) {
+                    s->kc[((size_t)il * N + t) * kvd + i] = fill_rand(&st);
+                    s->vc[((size_t)il * N + t) * kvd + i] = fill_rand(&st);
+                }
+            }
+        }
+    }
+    s->pos += n;
+    return SD_OK;
+}
+
+// ---------------------------------------------------------------- driver
+
+static void forward_chunk(struct sd_session *s, const int32_t *ids, int T, float *logits, int all_logits)
+{
+    const struct sd_model *m = s->m;
+    const struct sd_config *c = &m->cfg;
+    int H = c->hidden_size, pos0 = s->pos;
+    for (int t = 0; t < T; t++)
+        memcpy(s->h + (size_t)t * H, m->embed + (size_t)ids[t] * H, (size_t)H * sizeof(float));
+    for (int il = 0; il < c->n_layers; il++) {
+        const struct sd_layer_weights *L = &m->layers[il];
+        sd_rmsnorm(s->x, s->h, L->attn_norm, T, H, (size_t)H, c->rms_norm_eps);
+        if (sd_config_is_deepseek(c))
+            attn_mla(s, il, T, pos0);
+        else
+            attn_gqa(s, il, T, pos0);
+        for (size_t i = 0; i < (size_t)T * H; i++)
+            s->h[i] += s->y[i];
+        sd_rmsnorm(s->x, s->h, L->ffn_norm, T, H, (size_t)H, c->rms_norm_eps);
+        if (L->is_moe)
+            moe(s, il, T);
+        else
+            mlp(s, s->x, T, L->w_gate, L->w_up, L->w_down, c->intermediate_size, s->y);
+        for (size_t i = 0; i < (size_t)T * H; i++)
+            s->h[i] += s->y[i];
+    }
+    s->pos += T;
+    if (!logits)
+        return;
+    int first = all_logits ? 0 : T - 1;
+    int n = T - first;
+    sd_rmsnorm(s->x, s->h + (size_t)first * H, m->norm, n, H, (size_t)H, c->rms_norm_eps);
+    sd_matmul(logits, s->x, m->lm_head, NULL, n, c->vocab_size, H);
+}
+
+enum sd_status sd_session_eval(struct sd_session *s, const int32_t *ids, int n, float *logits, int all_logits,
+                               struct sd_err *err)
+{
+    const struct sd_config *c = &s->m->cfg;
+    if (n <= 0)
+        return sd_err_set(err, SD_ERR_ARG, "no tokens to evaluate");
+    if (s->pos + n > s->p.n_ctx)
+        return sd_err_set(err, SD_ERR_RANGE,
+                          "context full: %d tokens cached + %d new > session context %d (model supports %lld); start "
+                          "a longer session (--ctx) or shorten the input",
+                          s->pos, n, s->p.n_ctx, (long long)c->max_position_embeddings);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return sd_err_set(err, SD_ERR_ARG, "token id %d at position %d is outside the vocabulary [0, %d)", ids[i],
+                              i, c->vocab_size);
+    for (int done = 0; done < n;) {
+        int T = n - done < s->p.max_batch ? n - done : s->p.max_batch;
+        int last = done + T == n;
+        float *lo = NULL;
+        if (logits && all_logits)
+            lo = logits + (size_t)done * c->vocab_size;
+        else if (logits && last)
+            lo = logits;
+        forward_chunk(s, ids + done, T, lo, all_logits);
+        done += T;
+    }
+    return SD_OK;
+}
