@@ -13,6 +13,12 @@ struct sd_command {
 int sd_cmd_logits(int argc, char **argv);
 int sd_cmd_generate(int argc, char **argv);
 
+// document-store commands (cmd_data.c; built when -Ddata=true, which defines SD_HAVE_DATA)
+int sd_cmd_ingest(int argc, char **argv);
+int sd_cmd_docs(int argc, char **argv);
+int sd_cmd_search(int argc, char **argv);
+int sd_cmd_contexts(int argc, char **argv);
+
 // Exit codes
 #define SD_EXIT_OK 0
 #define SD_EXIT_FAIL 1

@@ -8,6 +8,12 @@
 static const struct sd_command commands[] = {
     {"generate", "generate text from a prompt with a local model", sd_cmd_generate},
     {"logits", "write float32 logits for every position of a token id file", sd_cmd_logits},
+#ifdef SD_HAVE_DATA
+    {"ingest", "add PDFs, text files and code trees to the document store", sd_cmd_ingest},
+    {"docs", "list, show or remove ingested documents", sd_cmd_docs},
+    {"search", "full-text search with page or line references", sd_cmd_search},
+    {"contexts", "pack documents into contexts of at most N tokens", sd_cmd_contexts},
+#endif
 };
 
 static void usage(FILE *f)

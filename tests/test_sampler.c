@@ -124,22 +124,36 @@ static void test_distribution(void)
     check_freq("top_k=2", counts, N, p);
     sd_sampler_free(s);
 
-    // top-p: softmax at T=1 is about {.188,.114,.311,.042,.069,.256}(by id). Sorted: 2 (.311), 5 (.256),
-    // 0 (.188), 1 (.114), ... top_p 0.6 keeps 2, 5, 0 (0.567 < 0.6 <= 0.755).
-    s = mk(1.0f, 0, 0.6f, 1.0f, 0, 5, NV);
+    // top-p: softmax at T=1 is about {.154,.094,.420,.021,.057,.255} (by id). Sorted: 2 (.420), 5 (.255),
+    // 0 (.154), ... top_p 0.7 keeps 2, 5, 0 (0.675 < 0.7 <= 0.829).
+    s = mk(1.0f, 0, 0.7f, 1.0f, 0, 5, NV);
     draw(s, N, counts);
     const int p3[NV] = {1, 0, 1, 0, 0, 1};
     probs(1.0f, p3, p);
-    check_freq("top_p=0.6", counts, N, p);
+    check_freq("top_p=0.7", counts, N, p);
     sd_sampler_free(s);
 
-    // top-k 4 then top-p 0.5: top-4 = {2,5,0,1}; renormalized {.356,.293,.216,.131}; 0.5 keeps 2, 5
+    // top-k 4 then top-p 0.5: top-4 = {2,5,0,1}; renormalized {.455,.276,.167,.102}; 0.5 keeps 2, 5
     s = mk(1.0f, 4, 0.5f, 1.0f, 0, 5, NV);
     draw(s, N, counts);
     const int p4[NV] = {0, 0, 1, 0, 0, 1};
     probs(1.0f, p4, p);
     check_freq("top_k=4,top_p=0.5", counts, N, p);
     sd_sampler_free(s);
+
+    // near-uniform logits with a tiny top_p: only the best token survives (the pre-sort cut must keep it)
+    {
+        enum { U = 100 };
+        float l[U];
+        struct sd_sampler *u = mk(1.0f, 0, 0.001f, 1.0f, 0, 3, U);
+        for (int r = 0; r < 50; r++) {
+            for (int i = 0; i < U; i++)
+                l[i] = 1.0f;
+            l[37] = 1.001f;
+            CHECK(sd_sampler_sample(u, l, NULL, 0) == 37);
+        }
+        sd_sampler_free(u);
+    }
 
     // tiny top_p keeps only the best token
     s = mk(1.0f, 0, 0.01f, 1.0f, 0, 5, NV);

@@ -2,6 +2,7 @@
 // (tests/fixtures/tokenizer/), then against the real DeepSeek-V3 / Llama-3 / Qwen3 vocabularies with
 // the expected ids in the shared corpus (vocab/expected, vocab/llama.cpp). Every case must match
 // exactly and decode(encode(x)) must give x back. The corpus part skips (77) when it is absent.
+#include <json.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -80,6 +81,71 @@ static struct sd_tokenizer *load(const char *path)
     return tok;
 }
 
+// decode(encode(x)) == x on random mixes of ASCII, whitespace runs, digits, multi-byte UTF-8 and
+// (when given) added-token strings.
+static void random_roundtrip(const struct sd_tokenizer *tok, const char *label, const char *const *extra,
+                             size_t n_extra)
+{
+    static const char *const parts[] = {"a",
+                                        "b",
+                                        "Zq",
+                                        " ",
+                                        "  ",
+                                        "\n",
+                                        "\r\n",
+                                        "\t",
+                                        "12",
+                                        "345678",
+                                        "'s",
+                                        "'LL",
+                                        "!?",
+                                        "...",
+                                        "\xc3\xa9",
+                                        "e\xcc\x81",
+                                        "\xe4\xbd\xa0\xe5\xa5\xbd",
+                                        "\xf0\x9f\x99\x82",
+                                        "\xc2\xbd",
+                                        "\xe2\x80\x8b",
+                                        "<",
+                                        "|>",
+                                        "\xe3\x81\x8b"};
+    const size_t np = sizeof parts / sizeof parts[0];
+    uint64_t st = 0x1234567ull;
+    char buf[1024];
+    for (int iter = 0; iter < 300; iter++) {
+        size_t len = 0;
+        int n = 1 + iter % 40;
+        for (int k = 0; k < n; k++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            size_t r = (size_t)(st >> 33) % (np + n_extra);
+            const char *p = r < np ? parts[r] : extra[r - np];
+            size_t l = strlen(p);
+            if (len + l >= sizeof buf)
+                break;
+            memcpy(buf + len, p, l);
+            len += l;
+        }
+        int32_t *ids = NULL;
+        size_t ni = 0;
+        struct sd_err err = {0};
+        char *back = NULL;
+        if (sd_tokenizer_encode(tok, buf, len, 0, &ids, &ni, &err) != SD_OK ||
+            sd_tokenizer_decode(tok, ids, ni, 0, &back, &err) != SD_OK) {
+            CHECK_MSG(0, "%s random %d: %s", label, iter, err.msg);
+        } else if (strlen(back) != len || memcmp(back, buf, len) != 0) {
+            // an NFC tokenizer may rewrite "e" + U+0301; then the result must be a fixed point
+            int32_t *ids2 = NULL;
+            size_t n2 = 0;
+            int fixed = normalizes && sd_tokenizer_encode(tok, back, strlen(back), 0, &ids2, &n2, &err) == SD_OK &&
+                        ids_equal(ids, ni, ids2, n2);
+            free(ids2);
+            CHECK_MSG(fixed, "%s random %d: round trip '%.*s' -> '%s'", label, iter, (int)len, buf, back);
+        }
+        free(back);
+        free(ids);
+    }
+}
+
 static void test_tiny_bytelevel(void)
 {
     char path[1024];
@@ -121,6 +187,8 @@ static void test_tiny_bytelevel(void)
     check_case(tok, "tiny bos", "hello", 5, 1, w7, 2);
     // empty text
     check_case(tok, "tiny empty", "", 0, 0, NULL, 0);
+    static const char *const tiny_added[] = {"<|end|>", "<tool>", "<s>"};
+    random_roundtrip(tok, "tiny", tiny_added, 3);
 
     // decode: skip_special drops <|end|> but keeps the non-special <tool>
     const int32_t d1[] = {263, 259, 264, 265, 262};
@@ -152,8 +220,52 @@ static void test_tiny_bytelevel(void)
     CHECK(sd_tokenizer_load("/nonexistent/tokenizer.json", &none, &err) == SD_ERR_IO && none == NULL);
 }
 
+// The stories260K vocabulary with the newer Metaspace pre-tokenizer (prepend_scheme "first") instead of
+// the Prepend/Replace normalizers must give llama2.c's ids too (no piece has an inner "▁").
+static void test_metaspace(void)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tokenizer/stories_metaspace.json", sd_test_fixtures());
+    struct sd_tokenizer *tok = load(path);
+    if (!tok)
+        return;
+    snprintf(path, sizeof path, "%s/stories260K/expected_ids.json", sd_test_fixtures());
+    struct json_object *root = json_object_from_file(path), *cases = NULL;
+    CHECK_MSG(root && json_object_object_get_ex(root, "cases", &cases), "cannot read %s", path);
+    size_t n = cases ? json_object_array_length(cases) : 0;
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *c = json_object_array_get_idx(cases, i), *jt = NULL, *ji = NULL;
+        json_object_object_get_ex(c, "text", &jt);
+        json_object_object_get_ex(c, "ids_with_bos", &ji);
+        size_t nw = ji ? json_object_array_length(ji) : 0;
+        int32_t *want = malloc(sizeof *want * (nw + 1));
+        for (size_t k = 0; k < nw; k++)
+            want[k] = json_object_get_int(json_object_array_get_idx(ji, k));
+        // HF's Metaspace does not prepend "▁" to text that already starts with a space (llama2.c does)
+        if (json_object_get_string(jt)[0] == ' ') {
+            free(want);
+            continue;
+        }
+        char label[64];
+        snprintf(label, sizeof label, "metaspace case %zu", i);
+        check_case(tok, label, json_object_get_string(jt), (size_t)json_object_get_string_len(jt), 1, want, nw);
+        free(want);
+    }
+    // "first": text after a special token at offset 0 gets no "▁" prefix (▁ + "Once" would be 403)
+    int32_t *ids = NULL;
+    size_t ni = 0;
+    struct sd_err err = {0};
+    CHECK(sd_tokenizer_encode(tok, "<s>Once", 7, 0, &ids, &ni, &err) == SD_OK);
+    CHECK_MSG(ni >= 2 && ids[0] == 1 && ids[1] != 403, "got %zu ids, second %d", ni, ni > 1 ? ids[1] : -1);
+    free(ids);
+    if (root)
+        json_object_put(root);
+    sd_tokenizer_free(tok);
+}
+
 // Parse "ids per line" .out file and ".inp" cases; run them all against tok.
-static void run_corpus_file(const struct sd_tokenizer *tok, const char *name, const char *inp_path, const char *out_path)
+static void run_corpus_file(const struct sd_tokenizer *tok, const char *name, const char *inp_path,
+                            const char *out_path)
 {
     size_t inp_len = 0, out_len = 0;
     char *inp = sd_test_read_file(inp_path, &inp_len);
@@ -208,7 +320,8 @@ static void test_corpus(void)
     static const struct {
         const char *model, *inp, *out;
     } sets[] = {
-        {"deepseek-v3", "vocab/expected/deepseek-v3.llamacpp-tests.inp", "vocab/expected/deepseek-v3.llamacpp-tests.out"},
+        {"deepseek-v3", "vocab/expected/deepseek-v3.llamacpp-tests.inp",
+         "vocab/expected/deepseek-v3.llamacpp-tests.out"},
         {"deepseek-v3", "vocab/expected/deepseek-v3.extra.inp", "vocab/expected/deepseek-v3.extra.out"},
         {"llama3", "vocab/llama.cpp/ggml-vocab-llama-bpe.gguf.inp", "vocab/llama.cpp/ggml-vocab-llama-bpe.gguf.out"},
         {"llama3", "vocab/expected/llama3.extra.inp", "vocab/expected/llama3.extra.out"},
@@ -230,6 +343,11 @@ static void test_corpus(void)
         if (!tok)
             continue;
         normalizes = !strcmp(sets[i].model, "qwen3");
+        if (i == 0 || strcmp(sets[i - 1].model, sets[i].model)) {
+            static const char *const specials[] = {"<|im_start|>", "<|begin_of_text|>",
+                                                   "<\xef\xbd\x9cUser\xef\xbd\x9c>"};
+            random_roundtrip(tok, sets[i].model, specials, 3);
+        }
         snprintf(p2, sizeof p2, "%s/%s", c, sets[i].inp);
         snprintf(p3, sizeof p3, "%s/%s", c, sets[i].out);
         char name[128];
@@ -266,6 +384,9 @@ static void test_corpus(void)
 int main(void)
 {
     test_tiny_bytelevel();
+    test_metaspace();
+    if (!sd_test_corpus() && sd_test_failures) // report fixture failures rather than skipping
+        return sd_test_finish("tokenizer");
     test_corpus();
     return sd_test_finish("tokenizer");
 }

@@ -1,0 +1,59 @@
+// contexts.h: packing the spans of a scope (a set of documents) into contexts of at most N tokens.
+// Documents are taken in path order and spans in document order; each span becomes a citation header
+// ("[p. 12]" or "[src/main.c:10-69]") plus its paragraphs, each tokenized separately, so the same
+// documents and tokenizer always give the same token sequence (stable KV prefix hashes). Contexts break
+// at span boundaries; a span larger than N alone is split at paragraph, then line, then token boundaries.
+// Each context records every span's token offset, so a position maps back to a page or a line.
+#ifndef SD_DATA_CONTEXTS_H
+#define SD_DATA_CONTEXTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sd_status.h"
+#include "store.h"
+
+#define SD_CONTEXT_DEFAULT_TOKENS 65536
+#define SD_CONTEXT_MAX_TOKENS 131072
+
+// Tokenize text[0..len) without special tokens: *ids malloc'd (caller frees).
+typedef enum sd_status (*sd_tokenize_fn)(void *user, const char *text, size_t len, int32_t **ids, size_t *n_ids,
+                                         struct sd_err *err);
+
+struct sd_ctx_span {
+    int64_t span_id, doc_id;
+    int part;                // 0, or the piece number of a span split across contexts
+    int page_no;             // source reference copied from the span
+    int line_start, line_end;
+    uint32_t tok_offset;     // first token of this span (its header) in the context
+    uint32_t n_tokens;
+};
+
+struct sd_context {
+    int32_t *tokens;
+    size_t n_tokens;
+    struct sd_ctx_span *spans;
+    size_t n_spans;
+};
+
+struct sd_contexts {
+    struct sd_context *items;
+    size_t n;
+    size_t total_tokens;
+};
+
+struct sd_contexts_opts {
+    size_t max_tokens; // N: 0 -> SD_CONTEXT_DEFAULT_TOKENS; at most SD_CONTEXT_MAX_TOKENS
+    sd_tokenize_fn tokenize;
+    void *tok_user;
+};
+
+// Build the contexts of the given documents (n_docs = 0: every document in the store).
+enum sd_status sd_contexts_build(struct sd_store *s, const int64_t *doc_ids, size_t n_docs,
+                                 const struct sd_contexts_opts *opts, struct sd_contexts **out, struct sd_err *err);
+void sd_contexts_free(struct sd_contexts *c);
+
+// The span entry covering token position pos of context c; NULL if pos is out of range.
+const struct sd_ctx_span *sd_context_locate(const struct sd_context *c, size_t pos);
+
+#endif

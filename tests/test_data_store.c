@@ -1,0 +1,71 @@
+// test_data_store.c: the SQLite store: schema version, WAL, migrations idempotent across reopen,
+// spans + FTS5 search with snippets, document removal cascading to spans and the FTS index.
+#include "test_data_common.h"
+
+struct hits {
+    int n;
+    int first_line;
+    char snippet[256];
+};
+
+static int on_hit(void *user, const struct sd_search_hit *h)
+{
+    struct hits *c = user;
+    if (!c->n++) {
+        c->first_line = h->line_start;
+        snprintf(c->snippet, sizeof c->snippet, "%s", h->snippet ? h->snippet : "");
+    }
+    return 0;
+}
+
+int main(void)
+{
+    struct sd_store *s = open_db("store.db");
+    struct sd_err err;
+    CHECK(sd_store_user_version(s) == SD_STORE_SCHEMA_VERSION);
+    CHECK(query_int(s, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'") == 1);
+    CHECK(query_int(s, "PRAGMA foreign_keys") == 1);
+    CHECK(sd_store_begin(s, &err) == SD_OK);
+    struct sd_doc_new d = {.path = "/x/readme.md", .kind = "markdown", .sha256 = "00", .size = 10, .mtime_ns = 1};
+    int64_t id = 0;
+    CHECK(sd_store_doc_replace(s, &d, &id, &err) == SD_OK);
+    struct sd_span sp = {.ord = 0, .line_start = 1, .line_end = 3, .text = "alpha beta\ngamma", .n_tokens = -1};
+    sp.len = strlen(sp.text);
+    CHECK(sd_store_span_add(s, id, &sp, &err) == SD_OK);
+    struct sd_span sp2 = {.ord = 1, .line_start = 4, .line_end = 9, .text = "the zebra crossing is here", .n_tokens = -1};
+    sp2.len = strlen(sp2.text);
+    CHECK(sd_store_span_add(s, id, &sp2, &err) == SD_OK);
+    CHECK(sd_store_commit(s, &err) == SD_OK);
+    sd_store_close(s);
+
+    s = open_db("store.db"); // reopen: migrations already applied
+    CHECK(sd_store_user_version(s) == SD_STORE_SCHEMA_VERSION);
+    struct hits h = {0};
+    size_t n = 0;
+    CHECK(sd_store_search(s, "zebra", 5, on_hit, &h, &n, &err) == SD_OK);
+    CHECK(n == 1 && h.first_line == 4);
+    CHECK_MSG(strstr(h.snippet, "[zebra]") != NULL, "snippet '%s'", h.snippet);
+    memset(&h, 0, sizeof h);
+    CHECK(sd_store_search(s, "zebra NOT\"(", 5, on_hit, &h, &n, &err) == SD_OK); // FTS syntax is neutralised
+    CHECK(sd_store_search(s, "\"'*", 5, on_hit, &h, &n, &err) == SD_ERR_ARG);
+    CHECK(sd_store_integrity_check(s, &err) == SD_OK);
+    CHECK(sd_store_begin(s, &err) == SD_OK);
+    CHECK(sd_store_doc_remove(s, id, &err) == SD_OK);
+    CHECK(sd_store_doc_remove(s, id, &err) == SD_ERR_MISSING);
+    CHECK(sd_store_commit(s, &err) == SD_OK);
+    CHECK(query_int(s, "SELECT count(*) FROM spans") == 0);
+    memset(&h, 0, sizeof h);
+    CHECK(sd_store_search(s, "zebra", 5, on_hit, &h, &n, &err) == SD_OK && n == 0);
+    CHECK(sd_store_integrity_check(s, &err) == SD_OK);
+    sd_store_close(s);
+
+    // A file that is not a database fails with a clear message, not a crash.
+    char bad[700];
+    snprintf(bad, sizeof bad, "%s/bad.db", tmp_dir());
+    write_file(bad, "this is not an SQLite database, just some text that is long enough to have a header....");
+    struct sd_store *b = NULL;
+    CHECK(sd_store_open(bad, &b, &err) != SD_OK && b == NULL);
+    CHECK_MSG(strstr(err.msg, "not a") != NULL || strstr(err.msg, "damaged") != NULL, "msg '%s'", err.msg);
+    tmp_cleanup();
+    return sd_test_finish("data_store");
+}
