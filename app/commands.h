@@ -19,6 +19,9 @@ int sd_cmd_docs(int argc, char **argv);
 int sd_cmd_search(int argc, char **argv);
 int sd_cmd_contexts(int argc, char **argv);
 
+// KV prefix cache command (cmd_cache.c; -Ddata=true)
+int sd_cmd_cache(int argc, char **argv);
+
 // Exit codes
 #define SD_EXIT_OK 0
 #define SD_EXIT_FAIL 1

@@ -13,6 +13,7 @@ static const struct sd_command commands[] = {
     {"docs", "list, show or remove ingested documents", sd_cmd_docs},
     {"search", "full-text search with page or line references", sd_cmd_search},
     {"contexts", "pack documents into contexts of at most N tokens", sd_cmd_contexts},
+    {"cache", "KV prefix cache: stats, gc, clear", sd_cmd_cache},
 #endif
 };
 

@@ -3,6 +3,7 @@
 // attention over gathered tokens. Cost of the attention scales with the number of selected tokens.
 #include "dsa.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,8 +38,9 @@ static float pow2_ceil(float r)
 
 void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale)
 {
-    float tmp[512];
-    int d = dim <= 512 ? dim : 512;
+    float tmp[SD_DSA_MAX_DIM];
+    assert(dim > 0 && dim <= SD_DSA_MAX_DIM && (dim & (dim - 1)) == 0);
+    int d = dim <= SD_DSA_MAX_DIM ? dim : SD_DSA_MAX_DIM;
     memcpy(tmp, x, (size_t)d * sizeof(float));
     sd_hadamard(tmp, d);
     float amax = 0.0f;
@@ -121,7 +123,7 @@ static inline float dot_e4m3(const float *qf, const uint8_t *k8, const float *lu
     return (s0 + s1) + (s2 + s3);
 }
 
-void sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float *w, int n_q, int n_heads, int dim,
+int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float *w, int n_q, int n_heads, int dim,
                              const uint8_t *k8, const float *k_scale, int n_k, const int *n_valid, float *scores,
                              size_t ld_scores, int n_threads)
 {
@@ -130,12 +132,14 @@ void sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const floa
         lut[v] = sd_e4m3_to_f32((uint8_t)v);
     const int kb = 256;
     int n_kb = (n_k + kb - 1) / kb;
-#pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1)
+    int failed = 0;
+#pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1) reduction(| : failed)
     {
         // Decoded query heads (e4m3 values are exact in f32) and folded weights of one query.
         float *qf = malloc((size_t)n_heads * dim * sizeof(float));
         float *wf = malloc((size_t)n_heads * sizeof(float));
         int have = qf && wf;
+        failed |= !have;
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < n_q; i++) {
             if (!have)
@@ -171,6 +175,7 @@ void sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const floa
         free(qf);
         free(wf);
     }
+    return failed ? -1 : 0;
 }
 
 // Strict total order for selection: larger score first, then lower index. NaN ranks lowest.
@@ -196,6 +201,8 @@ int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *
 {
     if (n_valid < 0)
         n_valid = 0;
+    if (k <= 0)
+        return 0;
     if (n_valid <= k) {
         for (int i = 0; i < n_valid; i++)
             idx[i] = i;

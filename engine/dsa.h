@@ -8,10 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define SD_DSA_MAX_DIM 512 // largest indexer head dim the FP8 path takes (config.c enforces it)
+
 // In-place orthonormal Sylvester-Hadamard transform of x[n] (n a power of two): x <- H x / sqrt(n).
 void sd_hadamard(float *x, int n);
 
-// Quantize one row of `dim` (128) values after Hadamard rotation: e4m3 values to q8[dim], the
+// Quantize one row of `dim` values (a power of two, at most SD_DSA_MAX_DIM; 128 in DeepSeek-V3.2) after Hadamard rotation: e4m3 values to q8[dim], the
 // power-of-two fp32 scale to *scale: s = 2^ceil(log2(max(amax,1e-4)/448)). x is not modified.
 void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale);
 
@@ -25,7 +27,8 @@ void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_head
 // FP8 indexer scores (DeepSeek numerics). q8: [n_q][n_heads][dim] e4m3, q_scale: [n_q][n_heads],
 // k8: [n_k][dim] e4m3, k_scale: [n_k]. w as above (without the q scale: it is folded inside).
 // scores[i][u] = k_scale[u] * sum_j (w[i][j]*q_scale[i][j]) * relu(dot(q8[i][j], k8[u]))  (fp32 accumulation)
-void sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float *w, int n_q, int n_heads, int dim,
+// Returns 0, or -1 when a per-thread scratch allocation failed (scores are then undefined).
+int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float *w, int n_q, int n_heads, int dim,
                              const uint8_t *k8, const float *k_scale, int n_k, const int *n_valid, float *scores,
                              size_t ld_scores, int n_threads);
 
@@ -36,7 +39,8 @@ int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *
 // Sparse MLA attention, absorbed form, for one query token.
 // q_lat: [n_heads][d_lat] (W_UK-absorbed nope query), q_pe: [n_heads][d_rope],
 // kv: cache rows of d_lat + d_rope floats ([c_kv | k_pe]) with row stride ld_kv,
-// idx: n_idx token indices into kv (-1 entries skipped). out: [n_heads][d_lat] = softmax-weighted c_kv.
+// idx: n_idx token indices into kv (-1 entries skipped; every other entry must be a row the caller
+// owns: the top-k of sd_dsa_topk over n_valid rows satisfies this). out: [n_heads][d_lat] = softmax-weighted c_kv.
 // scale: softmax scale tau. scratch: n_idx floats.
 void sd_mla_sparse_attn_absorbed(const float *q_lat, const float *q_pe, int n_heads, int d_lat, int d_rope,
                                  const float *kv, size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *out,

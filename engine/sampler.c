@@ -53,8 +53,8 @@ static double uniform01(uint64_t s[4])
 
 struct sd_sampler_params sd_sampler_params_default(void)
 {
-    return (struct sd_sampler_params){.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .repetition_penalty = 1.0f,
-                                      .repeat_last_n = 64, .seed = 42};
+    return (struct sd_sampler_params){
+        .temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .repetition_penalty = 1.0f, .repeat_last_n = 64, .seed = 42};
 }
 
 void sd_sampler_reseed(struct sd_sampler *s, uint64_t seed)
@@ -77,7 +77,8 @@ enum sd_status sd_sampler_new(const struct sd_sampler_params *params, int32_t n_
     if (!(params->top_p > 0.0f && params->top_p <= 1.0f))
         return sd_err_set(err, SD_ERR_ARG, "sampler: top_p must be in (0, 1] (got %g)", (double)params->top_p);
     if (!(params->repetition_penalty > 0.0f) || isinf(params->repetition_penalty))
-        return sd_err_set(err, SD_ERR_ARG, "sampler: repetition_penalty must be a positive number (got %g); use 1 for none",
+        return sd_err_set(err, SD_ERR_ARG,
+                          "sampler: repetition_penalty must be a positive number (got %g); use 1 for none",
                           (double)params->repetition_penalty);
     struct sd_sampler *s = calloc(1, sizeof *s);
     if (!s)
@@ -214,6 +215,17 @@ int32_t sd_sampler_sample(struct sd_sampler *s, float *logits, const int32_t *hi
 
     // top-p: smallest prefix of the sorted candidates whose mass reaches top_p
     if (s->p.top_p < 1.0f) {
+        // Tokens below (1 - top_p) / (m - 1) of the mass are never needed as long as the most likely token
+        // is kept: at most m - 1 of them hold less than 1 - top_p together, so the nucleus lies among the
+        // others. Dropping them first keeps the sort short.
+        if (m > 1) {
+            const double cut = (1.0 - (double)s->p.top_p) / (double)(m - 1) * sum;
+            size_t w = 0;
+            for (size_t i = 0; i < m; i++)
+                if (s->cand[i].logit >= cut || s->cand[i].id == best)
+                    s->cand[w++] = s->cand[i];
+            m = w;
+        }
         qsort(s->cand, m, sizeof *s->cand, cmp_cand);
         double cum = 0.0, want = (double)s->p.top_p * sum;
         size_t keep = m;

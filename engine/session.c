@@ -349,11 +349,12 @@ static int indexer(struct sd_session *s, int il, int T, int pos0)
     }
     for (int t0 = 0; t0 < T; t0 += s->score_rows) {
         int nq = T - t0 < s->score_rows ? T - t0 : s->score_rows;
-        if (s->p.indexer_fp8)
-            sd_dsa_index_scores_fp8(s->iq8 + (size_t)t0 * ni * di, s->iqs + (size_t)t0 * ni, s->iw + (size_t)t0 * ni,
+        if (s->p.indexer_fp8) {
+            if (sd_dsa_index_scores_fp8(s->iq8 + (size_t)t0 * ni * di, s->iqs + (size_t)t0 * ni, s->iw + (size_t)t0 * ni,
                                     nq, ni, di, s->ik8 + (size_t)il * N * di, s->iks + (size_t)il * N, end,
-                                    s->n_valid + t0, s->scores, N, s->n_threads);
-        else
+                                    s->n_valid + t0, s->scores, N, s->n_threads))
+                return -1;
+        } else
             sd_dsa_index_scores_f32(s->iq + (size_t)t0 * ni * di, s->iw + (size_t)t0 * ni, nq, ni, di, ikc, end,
                                     s->n_valid + t0, s->scores, N, s->n_threads);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(s->n_threads)
@@ -366,7 +367,7 @@ static int indexer(struct sd_session *s, int il, int T, int pos0)
     return 1;
 }
 
-static void attn_mla(struct sd_session *s, int il, int T, int pos0)
+static int attn_mla(struct sd_session *s, int il, int T, int pos0)
 {
     const struct sd_config *c = &s->m->cfg;
     const struct sd_layer_weights *L = &s->m->layers[il];
@@ -395,6 +396,8 @@ static void attn_mla(struct sd_session *s, int il, int T, int pos0)
         sd_matmul_nn(s->qlat + (size_t)h * kvr, nh * kvr, s->q + (size_t)h * dq, nh * dq,
                      L->wkv_b + (size_t)h * (dn + dv) * kvr, kvr, T, kvr, dn);
     int sparse = s->use_indexer ? indexer(s, il, T, pos0) : 0;
+    if (sparse < 0)
+        return -1;
     float scale = c->attn_scale;
     int topk = s->topk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(s->n_threads)
@@ -427,6 +430,7 @@ static void attn_mla(struct sd_session *s, int il, int T, int pos0)
         sd_matmul_ld(s->o + (size_t)h * dv, nh * dv, s->olat + (size_t)h * kvr, nh * kvr,
                      L->wkv_b + ((size_t)h * (dn + dv) + dn) * kvr, kvr, T, dv, kvr, 0.0f);
     sd_matmul(s->y, s->o, L->wo, NULL, T, H, nh * dv);
+    return 0;
 }
 
 // ---------------------------------------------------------------- FFN
@@ -760,7 +764,8 @@ enum sd_status sd_session_debug_fill(struct sd_session *s, int n, uint64_t seed,
 
 // ---------------------------------------------------------------- driver
 
-static void forward_chunk(struct sd_session *s, const int32_t *ids, int T, float *logits, int all_logits)
+// Returns 0, or -1 when scratch memory ran out (the session state is then unusable: truncate it).
+static int forward_chunk(struct sd_session *s, const int32_t *ids, int T, float *logits, int all_logits)
 {
     const struct sd_model *m = s->m;
     const struct sd_config *c = &m->cfg;
@@ -770,9 +775,10 @@ static void forward_chunk(struct sd_session *s, const int32_t *ids, int T, float
     for (int il = 0; il < c->n_layers; il++) {
         const struct sd_layer_weights *L = &m->layers[il];
         sd_rmsnorm(s->x, s->h, L->attn_norm, T, H, (size_t)H, c->rms_norm_eps);
-        if (sd_config_is_deepseek(c))
-            attn_mla(s, il, T, pos0);
-        else
+        if (sd_config_is_deepseek(c)) {
+            if (attn_mla(s, il, T, pos0))
+                return -1;
+        } else
             attn_gqa(s, il, T, pos0);
         for (size_t i = 0; i < (size_t)T * H; i++)
             s->h[i] += s->y[i];
@@ -786,11 +792,12 @@ static void forward_chunk(struct sd_session *s, const int32_t *ids, int T, float
     }
     s->pos += T;
     if (!logits)
-        return;
+        return 0;
     int first = all_logits ? 0 : T - 1;
     int n = T - first;
     sd_rmsnorm(s->x, s->h + (size_t)first * H, m->norm, n, H, (size_t)H, c->rms_norm_eps);
     sd_matmul(logits, s->x, m->lm_head, NULL, n, c->vocab_size, H);
+    return 0;
 }
 
 enum sd_status sd_session_eval(struct sd_session *s, const int32_t *ids, int n, float *logits, int all_logits,
@@ -816,7 +823,11 @@ enum sd_status sd_session_eval(struct sd_session *s, const int32_t *ids, int n, 
             lo = logits + (size_t)done * c->vocab_size;
         else if (logits && last)
             lo = logits;
-        forward_chunk(s, ids + done, T, lo, all_logits);
+        int pos_before = s->pos;
+        if (forward_chunk(s, ids + done, T, lo, all_logits)) {
+            s->pos = pos_before; // the chunk's partial KV rows are dropped with it
+            return sd_err_set(err, SD_ERR_NOMEM, "out of memory in the FP8 indexer at position %d", pos_before);
+        }
         done += T;
     }
     return SD_OK;

@@ -194,11 +194,11 @@ enum norm_kind { NORM_NFC, NORM_NFD, NORM_NFKC, NORM_NFKD, NORM_PREPEND, NORM_RE
 
 struct norm_op {
     enum norm_kind kind;
-    char *a;         // Prepend: string; Replace: literal pattern (NULL when re is set)
+    char *a; // Prepend: string; Replace: literal pattern (NULL when re is set)
     size_t a_len;
-    char *b;         // Replace: content
+    char *b; // Replace: content
     size_t b_len;
-    pcre2_code *re;  // Replace with Regex
+    pcre2_code *re; // Replace with Regex
 };
 
 enum split_behavior { SPLIT_REMOVED, SPLIT_ISOLATED, SPLIT_MERGED_PREV, SPLIT_MERGED_NEXT, SPLIT_CONTIGUOUS };
@@ -207,15 +207,15 @@ enum pre_kind { PRE_SPLIT, PRE_BYTELEVEL_PREFIX, PRE_DIGITS, PRE_METASPACE };
 
 struct pre_op {
     enum pre_kind kind;
-    pcre2_code *re;   // Split (Regex); ByteLevel use_regex uses the GPT-2 pattern
-    char *lit;        // Split (String)
+    pcre2_code *re; // Split (Regex); ByteLevel use_regex uses the GPT-2 pattern
+    char *lit;      // Split (String)
     size_t lit_len;
     enum split_behavior behavior;
     bool invert;
     bool individual_digits;
-    char *repl;       // Metaspace replacement
+    char *repl; // Metaspace replacement
     size_t repl_len;
-    int prepend;      // Metaspace: 0 never, 1 always, 2 first
+    int prepend; // Metaspace: 0 never, 1 always, 2 first
     bool ms_split;
     bool add_prefix_space; // ByteLevel
 };
@@ -234,7 +234,7 @@ struct sd_tokenizer {
     struct buf dec_pool;
     uint8_t *flags; // 1 = present, 2 = special, 4 = added
     // model
-    bool byte_level;      // vocab keys are raw bytes (decoded from the GPT-2 alphabet)
+    bool byte_level; // vocab keys are raw bytes (decoded from the GPT-2 alphabet)
     bool byte_fallback;
     bool ignore_merges;
     bool fuse_unk;
@@ -441,8 +441,7 @@ static char *dupmem(const char *s, size_t n)
     return p;
 }
 
-static enum sd_status compile_regex(const char *pat, size_t len, pcre2_code **out, const char *path,
-                                    struct sd_err *err)
+static enum sd_status compile_regex(const char *pat, size_t len, pcre2_code **out, const char *path, struct sd_err *err)
 {
     int ec;
     PCRE2_SIZE eo;
@@ -482,8 +481,10 @@ static enum sd_status load_normalizer(struct sd_tokenizer *t, struct json_object
         return sd_err_set(err, SD_ERR_UNSUPPORTED,
                           "%s: normalizer %s needs utf8proc; rebuild with libutf8proc (SD_HAVE_UTF8PROC)", path, type);
 #endif
-        op.kind = !strcmp(type, "NFC") ? NORM_NFC : !strcmp(type, "NFD") ? NORM_NFD : !strcmp(type, "NFKC") ? NORM_NFKC
-                                                                                                              : NORM_NFKD;
+        op.kind = !strcmp(type, "NFC")    ? NORM_NFC
+                  : !strcmp(type, "NFD")  ? NORM_NFD
+                  : !strcmp(type, "NFKC") ? NORM_NFKC
+                                          : NORM_NFKD;
     } else if (!strcmp(type, "Prepend")) {
         size_t l;
         const char *s = jstr(n, "prepend", &l);
@@ -501,7 +502,8 @@ static enum sd_status load_normalizer(struct sd_tokenizer *t, struct json_object
         const char *ps = jstr(pat, "String", &pl);
         const char *pr = jstr(pat, "Regex", &pl);
         if (!c || (!ps && !pr))
-            return sd_err_set(err, SD_ERR_FORMAT, "%s: Replace normalizer needs pattern.String/Regex and content", path);
+            return sd_err_set(err, SD_ERR_FORMAT, "%s: Replace normalizer needs pattern.String/Regex and content",
+                              path);
         op.kind = NORM_REPLACE;
         op.b = dupmem(c, cl);
         op.b_len = cl;
@@ -629,6 +631,7 @@ static enum sd_status load_pretokenizer(struct sd_tokenizer *t, struct json_obje
     if (!strcmp(type, "Digits")) {
         op.kind = PRE_DIGITS;
         op.individual_digits = jbool(n, "individual_digits", false);
+        op.behavior = SPLIT_ISOLATED; // the match finder groups runs itself when !individual_digits
         return push_pre(t, &op, path, err);
     }
     if (!strcmp(type, "Metaspace")) {
@@ -656,8 +659,8 @@ static enum sd_status load_pretokenizer(struct sd_tokenizer *t, struct json_obje
     return sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: pre_tokenizer type '%s' is not supported", path, type);
 }
 
-static enum sd_status load_decoder(struct sd_tokenizer *t, struct json_object *d, const char *path,
-                                   bool *replace_meta, bool *bytefallback, struct sd_err *err)
+static enum sd_status load_decoder(struct sd_tokenizer *t, struct json_object *d, const char *path, bool *replace_meta,
+                                   bool *bytefallback, struct sd_err *err)
 {
     if (!d)
         return SD_OK;
@@ -668,7 +671,8 @@ static enum sd_status load_decoder(struct sd_tokenizer *t, struct json_object *d
         struct json_object *arr = jget(d, "decoders");
         size_t cnt = arr ? json_object_array_length(arr) : 0;
         for (size_t i = 0; i < cnt; i++) {
-            enum sd_status s = load_decoder(t, json_object_array_get_idx(arr, i), path, replace_meta, bytefallback, err);
+            enum sd_status s =
+                load_decoder(t, json_object_array_get_idx(arr, i), path, replace_meta, bytefallback, err);
             if (s)
                 return s;
         }
@@ -1049,8 +1053,8 @@ enum sd_status sd_tokenizer_load(const char *path, struct sd_tokenizer **out, st
             }
             int32_t io = smap_get(&t->vocab, tmp.p, tmp.n);
             if (ia < 0 || ib < 0 || io < 0) {
-                st = sd_err_set(err, SD_ERR_FORMAT, "%s: merge %zu ('%.40s' + '%.40s') refers to tokens not in the vocab",
-                                path, i, a, b);
+                st = sd_err_set(err, SD_ERR_FORMAT,
+                                "%s: merge %zu ('%.40s' + '%.40s') refers to tokens not in the vocab", path, i, a, b);
                 break;
             }
             merge_put(t, ia, ib, (int32_t)i, io);
@@ -1213,8 +1217,7 @@ struct enc {
     bool first_segment;
 };
 
-#define GROW(ptr, cap, need)                                                                                           \
-    (((need) <= (cap)) ? true : grow_array((void **)&(ptr), &(cap), (need), sizeof *(ptr)))
+#define GROW(ptr, cap, need) (((need) <= (cap)) ? true : grow_array((void **)&(ptr), &(cap), (need), sizeof *(ptr)))
 
 static bool grow_array(void **p, size_t *cap, size_t need, size_t elt)
 {
@@ -1416,17 +1419,36 @@ static enum sd_status normalize(struct enc *e, const char *text, size_t len, str
             if (ascii)
                 continue;
 #ifdef SD_HAVE_UTF8PROC
+            // Only runs containing non-ASCII text are normalized: an ASCII char never composes with what
+            // precedes it, so a run starts at the ASCII char before the first non-ASCII byte (it may be a
+            // base for combining marks) and ends before the next ASCII char.
             utf8proc_option_t opt = UTF8PROC_STABLE;
             opt |= (op->kind == NORM_NFC || op->kind == NORM_NFKC) ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE;
             if (op->kind == NORM_NFKC || op->kind == NORM_NFKD)
                 opt |= UTF8PROC_COMPAT;
-            utf8proc_uint8_t *res = NULL;
-            utf8proc_ssize_t rl = utf8proc_map((const utf8proc_uint8_t *)e->norm.p, (utf8proc_ssize_t)e->norm.n, &res,
-                                               opt);
-            if (rl < 0)
-                return sd_err_set(err, SD_ERR_ARG, "unicode normalization failed: %s", utf8proc_errmsg(rl));
-            ok = buf_add(o, res, (size_t)rl);
-            free(res);
+            const char *src = e->norm.p;
+            size_t n = e->norm.n, i = 0;
+            while (ok && i < n) {
+                size_t k = i;
+                while (k < n && !((unsigned char)src[k] & 0x80))
+                    k++;
+                if (k == n) {
+                    ok = buf_add(o, src + i, n - i);
+                    break;
+                }
+                size_t start = k > i ? k - 1 : k, end = k;
+                while (end < n && ((unsigned char)src[end] & 0x80))
+                    end++;
+                ok = buf_add(o, src + i, start - i);
+                utf8proc_uint8_t *res = NULL;
+                utf8proc_ssize_t rl =
+                    utf8proc_map((const utf8proc_uint8_t *)src + start, (utf8proc_ssize_t)(end - start), &res, opt);
+                if (rl < 0)
+                    return sd_err_set(err, SD_ERR_ARG, "unicode normalization failed: %s", utf8proc_errmsg(rl));
+                ok = ok && buf_add(o, res, (size_t)rl);
+                free(res);
+                i = end;
+            }
             break;
 #else
             return sd_err_set(err, SD_ERR_UNSUPPORTED, "unicode normalization needs utf8proc");
@@ -1447,7 +1469,8 @@ static enum sd_status normalize(struct enc *e, const char *text, size_t len, str
             if (op->re) {
                 size_t pos = 0;
                 while (ok && pos <= e->norm.n) {
-                    int rc = pcre2_match(op->re, (PCRE2_SPTR)e->norm.p, e->norm.n, pos, PCRE2_NO_UTF_CHECK, e->md, NULL);
+                    int rc =
+                        pcre2_match(op->re, (PCRE2_SPTR)e->norm.p, e->norm.n, pos, PCRE2_NO_UTF_CHECK, e->md, NULL);
                     if (rc < 0)
                         break;
                     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
@@ -1521,38 +1544,13 @@ static bool split_span(struct enc *e, const struct pre_op *op, const char *base,
                 found = true;
             }
         } else if (op->re) {
-            if (pos < n) {
-                int rc = pcre2_match(op->re, (PCRE2_SPTR)p, n, pos, PCRE2_NO_UTF_CHECK, e->md, NULL);
-                if (rc >= 0) {
-                    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
-                    ms = ov[0];
-                    me = ov[1];
-                    found = true;
-                    if (me == ms) { // empty match: skip a char
-                        uint32_t cp;
-                        size_t l = utf8_decode((const unsigned char *)p + ms, n - ms, &cp);
-                        if (ms >= n)
-                            found = false;
-                        else if (ms == pos) {
-                            // no progress; treat as no match at this char
-                            found = false;
-                            // search again from next char
-                            size_t np = ms + (l ? l : 1);
-                            int rc2 = np < n ? pcre2_match(op->re, (PCRE2_SPTR)p, n, np, PCRE2_NO_UTF_CHECK, e->md, NULL)
-                                             : -1;
-                            if (rc2 >= 0) {
-                                ov = pcre2_get_ovector_pointer(e->md);
-                                if (ov[1] > ov[0]) {
-                                    ms = ov[0];
-                                    me = ov[1];
-                                    found = true;
-                                }
-                            }
-                        } else {
-                            found = false;
-                        }
-                    }
-                }
+            // Empty matches would only make empty pieces, which are dropped anyway: ask for non-empty ones.
+            if (pos < n &&
+                pcre2_match(op->re, (PCRE2_SPTR)p, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NOTEMPTY, e->md, NULL) >= 0) {
+                PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
+                ms = ov[0];
+                me = ov[1];
+                found = me > ms;
             }
         } else if (op->lit) {
             if (pos < n) {
@@ -1648,7 +1646,8 @@ static enum sd_status pretokenize_and_bpe(struct enc *e, struct sd_err *err)
                         return sd_err_set(err, SD_ERR_NOMEM, "out of memory while encoding");
                     continue;
                 }
-                bool starts = n >= op->repl_len ? !memcmp(p, op->repl, op->repl_len) || p[0] == ' ' : n > 0 && p[0] == ' ';
+                bool starts =
+                    n >= op->repl_len ? !memcmp(p, op->repl, op->repl_len) || p[0] == ' ' : n > 0 && p[0] == ' ';
                 if (n > 0 && !starts && (op->prepend == 1 || (op->prepend == 2 && i == 0 && e->first_segment)))
                     ok = buf_add(other, op->repl, op->repl_len);
                 for (size_t j = 0; ok && j < n; j++)
@@ -1669,7 +1668,7 @@ static enum sd_status pretokenize_and_bpe(struct enc *e, struct sd_err *err)
                         seg = j;
                     }
                     j += (j + op->repl_len <= other->n && !memcmp(other->p + j, op->repl, op->repl_len)) ? op->repl_len
-                                                                                                        : 1;
+                                                                                                         : 1;
                 }
                 if (other->n > seg && !push_span(e, seg, other->n - seg))
                     return sd_err_set(err, SD_ERR_NOMEM, "out of memory while encoding");
@@ -1700,8 +1699,10 @@ static enum sd_status pretokenize_and_bpe(struct enc *e, struct sd_err *err)
 
 static enum sd_status encode_text(struct enc *e, const char *text, size_t len, struct sd_err *err)
 {
-    if (len == 0)
+    if (len == 0) {
+        e->first_segment = false; // Metaspace "first": only text at offset 0 gets the prefix
         return SD_OK;
+    }
     enum sd_status s = normalize(e, text, len, err);
     if (!s)
         s = pretokenize_and_bpe(e, err);
@@ -1754,8 +1755,8 @@ enum sd_status sd_tokenizer_encode(const struct sd_tokenizer *t, const char *tex
         for (; cand && *cand >= 0; cand++) {
             const struct added_tok *a = &t->added[*cand];
             if (a->len <= len - i && !memcmp(text + i, a->s, a->len)) {
-                if (a->single_word && ((i > 0 && is_word(text[i - 1])) ||
-                                       (i + a->len < len && is_word(text[i + a->len]))))
+                if (a->single_word &&
+                    ((i > 0 && is_word(text[i - 1])) || (i + a->len < len && is_word(text[i + a->len]))))
                     continue;
                 hit = a;
                 break;

@@ -11,7 +11,7 @@
 
 static int32_t *ids_of(const char *dir, int *n)
 {
-    char p[1024];
+    char p[1100];
     snprintf(p, sizeof p, "%s/ids.txt", dir);
     char *txt = sd_test_read_file(p, NULL);
     if (!txt)

@@ -1,0 +1,119 @@
+// sd_cuda.h: the CUDA backend's C interface. Plain C structs `struct sd_cuda_<op>_params` (device
+// pointers, sizes, strides, stream) cross the boundary; engine/ and the tests never include CUDA headers.
+// Every launcher validates its parameters, launches, checks the launch error, and returns an
+// enum sd_status (SD_ERR_UNSUPPORTED for shapes a kernel does not handle, SD_ERR_BACKEND for CUDA
+// failures, with the failing expression, file and line in sd_cuda_last_error()).
+// DSA ops: lightning indexer FP8 scores over the paged 132 B/token key cache, per-row radix top-k,
+// sparse absorbed MLA decode over gathered bf16 cache rows. Also small device helpers for tests/bench.
+#ifndef SD_CUDA_H
+#define SD_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sd_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- device helpers (thin wrappers; all return SD_OK or SD_ERR_BACKEND) ----
+// Number of CUDA devices; 0 when there is no driver or no device (never an error).
+int sd_cuda_device_count(void);
+// Message of the last failure inside this library ("expr at file:line: cuda error string").
+const char *sd_cuda_last_error(void);
+// Device name, multiprocessor count and L2 bytes of the current device.
+enum sd_status sd_cuda_device_info(char *name, size_t name_len, int *n_sm, size_t *l2_bytes);
+enum sd_status sd_cuda_malloc(void **p, size_t bytes);
+void sd_cuda_free(void *p);
+enum sd_status sd_cuda_memcpy_h2d(void *dst, const void *src, size_t bytes);
+enum sd_status sd_cuda_memcpy_d2h(void *dst, const void *src, size_t bytes);
+enum sd_status sd_cuda_memcpy_d2d(void *dst, const void *src, size_t bytes, void *stream);
+// Fill bytes with one byte value (0xff on floats gives NaN: the poison used by the tests).
+enum sd_status sd_cuda_memset(void *p, int value, size_t bytes);
+enum sd_status sd_cuda_sync(void);
+// Event timer on the default stream: start, then stop returns elapsed milliseconds.
+struct sd_cuda_timer;
+enum sd_status sd_cuda_timer_new(struct sd_cuda_timer **t);
+void sd_cuda_timer_free(struct sd_cuda_timer *t);
+enum sd_status sd_cuda_timer_start(struct sd_cuda_timer *t);
+enum sd_status sd_cuda_timer_stop(struct sd_cuda_timer *t, float *ms);
+
+// ---- lightning indexer, FP8 (DeepSeek-V3.2 numerics) ----
+// Key cache layout (paged, as DeepGEMM/sglang): pages of SD_CUDA_IDX_PAGE tokens; each page holds
+// SD_CUDA_IDX_PAGE x 128 e4m3 values, then SD_CUDA_IDX_PAGE fp32 scales (8448 bytes per page).
+// Token u lives in page u / 64 at offset u % 64. Allocate whole pages.
+#define SD_CUDA_IDX_PAGE 64
+#define SD_CUDA_IDX_DIM 128
+#define SD_CUDA_IDX_PAGE_BYTES (SD_CUDA_IDX_PAGE * (SD_CUDA_IDX_DIM + 4))
+
+enum sd_cuda_indexer_variant {
+    SD_CUDA_INDEXER_AUTO = 0,
+    SD_CUDA_INDEXER_SIMPLE = 1, // CUDA cores, fp32; same summation order as the CPU reference
+    SD_CUDA_INDEXER_MMA = 2,    // tensor cores: e4m3 -> f16 (exact) mma.sync m16n8k16, fp32 accumulation
+};
+
+struct sd_cuda_indexer_params {
+    const uint8_t *q8;     // [n_q][n_heads][128] e4m3
+    const float *q_scale;  // [n_q][n_heads]
+    const float *w;        // [n_q][n_heads] (already times n_heads^-1/2 * 128^-1/2; q scale NOT folded)
+    const uint8_t *kcache; // paged key cache, >= ceil(n_k / 64) pages
+    const int *n_valid;    // [n_q] keys u < n_valid[i] are candidates (others get -inf); NULL: all n_k
+    float *scores;         // [n_q][ld_scores]; columns [0, n_k) written
+    size_t ld_scores;
+    int n_q, n_heads, n_k;
+    int variant;  // enum sd_cuda_indexer_variant
+    void *stream; // cudaStream_t or NULL
+};
+// scores[i][u] = k_scale[u] * sum_j (w[i][j]*q_scale[i][j]) * relu(dot(q8[i][j], k8[u])).
+// n_heads: 1..64 for SIMPLE, 64 for MMA (AUTO picks MMA when it applies).
+enum sd_status sd_cuda_indexer_fp8(const struct sd_cuda_indexer_params *p);
+
+// ---- per-row top-k (radix select) ----
+struct sd_cuda_topk_params {
+    const float *scores; // [n_rows][ld_scores]
+    size_t ld_scores;
+    const int *n_valid; // [n_rows] candidates are columns [0, n_valid[r]) (clamped to n_cols); NULL: n_cols
+    int n_rows, n_cols, k;
+    int32_t *idx; // [n_rows][ld_idx]: k indices in ascending order, -1 padding past min(k, n_valid)
+    size_t ld_idx;
+    void *stream;
+};
+// Same set as sd_dsa_topk: larger score first, ties broken by the lower index, NaN ranks as -inf.
+enum sd_status sd_cuda_topk(const struct sd_cuda_topk_params *p);
+
+// ---- indexer + top-k over query chunks (prefill): the [n_q][n_k] score matrix is never materialised ----
+struct sd_cuda_indexer_topk_params {
+    struct sd_cuda_indexer_params ix; // scores/ld_scores ignored
+    float *scratch;                   // [chunk][n_k] floats of device memory
+    int chunk;                        // queries per chunk (>= 1)
+    int k;
+    int32_t *idx; // [n_q][k]
+};
+enum sd_status sd_cuda_indexer_topk(const struct sd_cuda_indexer_topk_params *p);
+
+// ---- sparse MLA decode, absorbed (MQA 576/512) form, bf16 cache ----
+enum sd_cuda_mla_variant {
+    SD_CUDA_MLA_AUTO = 0,   // MMA
+    SD_CUDA_MLA_SIMPLE = 1, // CUDA cores, all fp32 (q fp32, P fp32): matches the fp32 reference to ~1e-6
+    SD_CUDA_MLA_MMA = 2,    // tensor cores: q and P rounded to bf16 (FlashMLA numerics), fp32 accumulation
+};
+struct sd_cuda_mla_decode_params {
+    const float *q;     // [batch][s_q][n_heads][d_lat + d_rope] fp32 ([q_lat | q_pe])
+    const uint16_t *kv; // [n_tokens][576] bf16 rows [c_kv(512) | k_pe(64)] (pages of 64 rows, absolute slots)
+    const int32_t *idx; // [batch][s_q][topk] absolute token slots; -1 or >= n_tokens: skipped
+    float *out;         // [batch][s_q][n_heads][512]
+    float *lse;         // [batch][s_q][n_heads] natural-log sum exp of the scaled scores (-inf if none), may be NULL
+    int batch, s_q, n_heads, topk, n_tokens;
+    float scale; // softmax scale tau
+    void *stream;
+    int variant; // enum sd_cuda_mla_variant
+};
+// n_heads must be a multiple of 32; d_lat 512, d_rope 64 (fixed). Rows with no valid index get out = 0.
+enum sd_status sd_cuda_mla_decode(const struct sd_cuda_mla_decode_params *p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

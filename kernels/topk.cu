@@ -1,0 +1,158 @@
+// topk.cu: per-row top-k by radix select (one block of 1024 threads per row). Scores map to
+// order-preserving 32-bit keys (NaN ranks as -inf); three histogram passes over 11/11/10-bit digits
+// find the k-th largest key T and how many of the keys equal to T are needed; a last pass in index
+// order writes the chosen indices ascending (keys > T, plus the first `need` keys == T by index),
+// which is exactly the set of sd_dsa_topk, ties included. Slots past min(k, n_valid) get -1.
+#include <math.h>
+
+#include "sd_cuda_common.cuh"
+
+#define TOPK_THREADS 1024
+#define TOPK_ITEMS 8 // consecutive elements per thread in the final pass (chunk 8192 < 2^16)
+
+static __device__ __forceinline__ uint32_t order_key(float f)
+{
+    if (f != f)
+        f = -INFINITY;
+    uint32_t u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Block-wide exclusive sum over TOPK_THREADS threads; *total gets the sum. Uses 33 ints of scratch.
+static __device__ __forceinline__ uint32_t block_excl_scan(uint32_t v, uint32_t *scratch, uint32_t *total)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    uint32_t x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o)
+            x += y;
+    }
+    if (lane == 31)
+        scratch[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        uint32_t s = scratch[lane];
+        uint32_t z = s;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            uint32_t y = __shfl_up_sync(0xffffffffu, z, o);
+            if (lane >= o)
+                z += y;
+        }
+        scratch[lane] = z - s; // exclusive prefix of warp totals
+        if (lane == 31)
+            scratch[32] = z;
+    }
+    __syncthreads();
+    uint32_t r = scratch[warp] + x - v;
+    *total = scratch[32];
+    __syncthreads(); // scratch reusable on return
+    return r;
+}
+
+__global__ void __launch_bounds__(TOPK_THREADS)
+    topk_radix_kernel(const float *__restrict__ scores, size_t ld, const int *__restrict__ n_valid, int n_cols, int k,
+                      int32_t *idx, size_t ld_idx)
+{
+    __shared__ uint32_t hist[2048];
+    __shared__ uint32_t scan_tmp[33];
+    __shared__ uint32_t sel_digit, sel_above;
+    const int r = blockIdx.x, tid = threadIdx.x;
+    const float *row = scores + (size_t)r * ld;
+    int32_t *out = idx + (size_t)r * ld_idx;
+    int n = n_valid ? n_valid[r] : n_cols;
+    n = max(0, min(n, n_cols));
+    if (n <= k) {
+        for (int x = tid; x < k; x += TOPK_THREADS)
+            out[x] = x < n ? x : -1;
+        return;
+    }
+    uint32_t prefix = 0, mask = 0;
+    uint32_t k_rem = (uint32_t)k;
+    const int shifts[3] = {21, 10, 0};
+    const int nbits[3] = {11, 11, 10};
+    for (int pass = 0; pass < 3; pass++) {
+        const int shift = shifts[pass];
+        const uint32_t nbins = 1u << nbits[pass];
+        for (uint32_t b = tid; b < nbins; b += TOPK_THREADS)
+            hist[b] = 0;
+        __syncthreads();
+        for (int x = tid; x < n; x += TOPK_THREADS) {
+            uint32_t key = order_key(row[x]);
+            if ((key & mask) == prefix)
+                atomicAdd(&hist[(key >> shift) & (nbins - 1)], 1u);
+        }
+        __syncthreads();
+        // Counts from the top: thread t holds bins (descending) [per*t, per*t + per).
+        const uint32_t per = nbins / TOPK_THREADS; // 2 or 1
+        uint32_t hi_bin = nbins - 1 - per * tid;   // highest bin of this thread's chunk
+        uint32_t c = 0;
+        for (uint32_t x = 0; x < per; x++)
+            c += hist[hi_bin - x];
+        uint32_t total;
+        uint32_t above = block_excl_scan(c, scan_tmp, &total);
+        if (above < k_rem && k_rem <= above + c) {
+            uint32_t a = above;
+            for (uint32_t x = 0; x < per; x++) {
+                uint32_t h = hist[hi_bin - x];
+                if (k_rem <= a + h) {
+                    sel_digit = hi_bin - x;
+                    sel_above = a;
+                    break;
+                }
+                a += h;
+            }
+        }
+        __syncthreads();
+        prefix |= sel_digit << shift;
+        mask |= (nbins - 1) << shift;
+        k_rem -= sel_above;
+        __syncthreads();
+    }
+    // prefix == T (the k-th largest key); take every key > T and the first k_rem keys == T.
+    const uint32_t T = prefix, need_eq = k_rem;
+    uint32_t run_gt = 0, run_eq = 0;
+    for (int base = 0; base < n; base += TOPK_THREADS * TOPK_ITEMS) {
+        int i0 = base + tid * TOPK_ITEMS;
+        uint32_t keys[TOPK_ITEMS];
+        uint32_t packed = 0; // gt count | eq count << 16
+#pragma unroll
+        for (int x = 0; x < TOPK_ITEMS; x++) {
+            keys[x] = i0 + x < n ? order_key(row[i0 + x]) : 0u;
+            if (i0 + x < n)
+                packed += keys[x] > T ? 1u : (keys[x] == T ? 0x10000u : 0u);
+        }
+        uint32_t total;
+        uint32_t excl = block_excl_scan(packed, scan_tmp, &total);
+        uint32_t gt_before = run_gt + (excl & 0xffffu), eq_before = run_eq + (excl >> 16);
+#pragma unroll
+        for (int x = 0; x < TOPK_ITEMS; x++) {
+            if (i0 + x >= n)
+                break;
+            if (keys[x] > T) {
+                out[gt_before + min(eq_before, need_eq)] = i0 + x;
+                gt_before++;
+            } else if (keys[x] == T) {
+                if (eq_before < need_eq)
+                    out[gt_before + eq_before] = i0 + x;
+                eq_before++;
+            }
+        }
+        run_gt += total & 0xffffu;
+        run_eq += total >> 16;
+    }
+}
+
+extern "C" enum sd_status sd_cuda_topk(const struct sd_cuda_topk_params *p)
+{
+    SD_CHECK_ARG(p && p->scores && p->idx && p->k >= 1 && p->n_rows >= 0 && p->n_cols >= 0);
+    SD_CHECK_ARG(p->ld_scores >= (size_t)p->n_cols && p->ld_idx >= (size_t)p->k);
+    if (p->n_rows == 0)
+        return SD_OK;
+    topk_radix_kernel<<<p->n_rows, TOPK_THREADS, 0, (cudaStream_t)p->stream>>>(p->scores, p->ld_scores, p->n_valid,
+                                                                               p->n_cols, p->k, p->idx, p->ld_idx);
+    SD_CHECK_LAUNCH();
+    return SD_OK;
+}

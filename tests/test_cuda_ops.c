@@ -1,0 +1,544 @@
+// test_cuda_ops.c: every CUDA op of kernels/ against the CPU reference in engine/ on small awkward
+// shapes (fresh random inputs each run, seed printed; SD_SEED=N repeats a run). For each case the
+// CUDA output is computed first into NaN-poisoned buffers, then the reference; inf/nan positions must
+// match, errors are relative by dtype, and a second launch must be bit-identical.
+// SD_CUDA_TEST_SMALL=1 keeps the cases small (for compute-sanitizer). Exit 77 without a CUDA device.
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dsa.h"
+#include "dtype.h"
+#include "sd_cuda.h"
+#include "test_util.h"
+
+#define CU(expr)                                                                                                       \
+    do {                                                                                                               \
+        enum sd_status st_ = (expr);                                                                                   \
+        if (st_ != SD_OK) {                                                                                            \
+            fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", __FILE__, __LINE__, #expr, sd_status_str(st_),              \
+                    sd_cuda_last_error());                                                                             \
+            exit(1);                                                                                                   \
+        }                                                                                                              \
+    } while (0)
+
+static uint64_t rng_state;
+static double urand(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+static float nrand(void)
+{
+    double u = urand() + 1e-12, v = urand();
+    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
+}
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", n);
+        exit(1);
+    }
+    return p;
+}
+static void *dalloc(size_t n)
+{
+    void *p;
+    CU(sd_cuda_malloc(&p, n));
+    return p;
+}
+static void *dupload(const void *h, size_t n)
+{
+    void *p = dalloc(n);
+    CU(sd_cuda_memcpy_h2d(p, h, n));
+    return p;
+}
+
+static int small_mode;
+static double worst_idx_simple, worst_idx_mma, worst_mla_rel[3], worst_mla_lse[3];
+static int topk_cases, topk_exact;
+
+// ---------------------------------------------------------------- indexer
+struct ix_case {
+    int n_q, n_heads, n_k;
+    int mask; // 0: all valid (n_valid NULL), 1: causal prefill rows, 2: random per row
+};
+
+// Paged cache [pages][64 x 128 e4m3 | 64 x f32]; padding tokens filled with e4m3 NaN (0x7f) bytes.
+static uint8_t *make_paged(const uint8_t *k8, const float *ks, int n_k, size_t *bytes)
+{
+    int pages = (n_k + SD_CUDA_IDX_PAGE - 1) / SD_CUDA_IDX_PAGE;
+    *bytes = (size_t)pages * SD_CUDA_IDX_PAGE_BYTES;
+    uint8_t *c = xmalloc(*bytes);
+    memset(c, 0x7f, *bytes);
+    for (int u = 0; u < n_k; u++) {
+        uint8_t *page = c + (size_t)(u / SD_CUDA_IDX_PAGE) * SD_CUDA_IDX_PAGE_BYTES;
+        memcpy(page + (size_t)(u % SD_CUDA_IDX_PAGE) * SD_CUDA_IDX_DIM, k8 + (size_t)u * SD_CUDA_IDX_DIM,
+               SD_CUDA_IDX_DIM);
+        memcpy(page + SD_CUDA_IDX_PAGE * SD_CUDA_IDX_DIM + (size_t)(u % SD_CUDA_IDX_PAGE) * 4, &ks[u], 4);
+    }
+    return c;
+}
+
+static void test_indexer_case(struct ix_case c)
+{
+    const int D = SD_CUDA_IDX_DIM, H = c.n_heads;
+    size_t nqh = (size_t)c.n_q * H;
+    uint8_t *q8 = xmalloc(nqh * D), *k8 = xmalloc((size_t)c.n_k * D);
+    float *qs = xmalloc(nqh * 4), *w = xmalloc(nqh * 4), *ks = xmalloc((size_t)c.n_k * 4);
+    float row[128];
+    for (size_t r = 0; r < nqh; r++) {
+        for (int d = 0; d < D; d++)
+            row[d] = nrand() * (float)(0.5 + urand());
+        sd_dsa_quant_fp8_row(row, D, q8 + r * D, &qs[r]);
+        w[r] = nrand() / sqrtf((float)H) / sqrtf((float)D);
+    }
+    for (int u = 0; u < c.n_k; u++) {
+        for (int d = 0; d < D; d++)
+            row[d] = nrand() * (float)(0.5 + urand());
+        sd_dsa_quant_fp8_row(row, D, k8 + (size_t)u * D, &ks[u]);
+    }
+    int *nv = NULL;
+    if (c.mask) {
+        nv = xmalloc((size_t)c.n_q * sizeof(int));
+        for (int i = 0; i < c.n_q; i++)
+            nv[i] = c.mask == 1 ? c.n_k - c.n_q + 1 + i : (int)(urand() * (c.n_k + 1));
+        for (int i = 0; i < c.n_q; i++)
+            nv[i] = nv[i] < 0 ? 0 : nv[i];
+    }
+    size_t cache_bytes;
+    uint8_t *cache = make_paged(k8, ks, c.n_k, &cache_bytes);
+    size_t ld = (size_t)c.n_k + 3;
+    size_t sbytes = (size_t)c.n_q * ld * sizeof(float);
+    uint8_t *d_q8 = dupload(q8, nqh * D), *d_cache = dupload(cache, cache_bytes);
+    float *d_qs = dupload(qs, nqh * 4), *d_w = dupload(w, nqh * 4);
+    int *d_nv = nv ? dupload(nv, (size_t)c.n_q * sizeof(int)) : NULL;
+    float *d_s = dalloc(sbytes);
+    float *got[3] = {NULL, NULL, NULL}, *again = xmalloc(sbytes);
+    for (int variant = 1; variant <= 2; variant++) {
+        if (variant == 2 && H != 64)
+            continue;
+        struct sd_cuda_indexer_params p = {d_q8, d_qs, d_w, d_cache, d_nv, d_s, ld, c.n_q, H, c.n_k, variant, NULL};
+        got[variant] = xmalloc(sbytes);
+        for (int rep = 0; rep < 2; rep++) {
+            CU(sd_cuda_memset(d_s, 0xff, sbytes));
+            CU(sd_cuda_indexer_fp8(&p));
+            CU(sd_cuda_sync());
+            CU(sd_cuda_memcpy_d2h(rep ? again : got[variant], d_s, sbytes));
+        }
+        CHECK_MSG(memcmp(again, got[variant], sbytes) == 0, "indexer variant %d not deterministic (n_q %d n_k %d)",
+                  variant, c.n_q, c.n_k);
+    }
+    // Reference after the kernels.
+    float *ref = xmalloc(sbytes);
+    sd_dsa_index_scores_fp8(q8, qs, w, c.n_q, H, D, k8, ks, c.n_k, nv, ref, ld, 4);
+    float lut[256];
+    for (int v = 0; v < 256; v++)
+        lut[v] = sd_e4m3_to_f32((uint8_t)v);
+    for (int variant = 1; variant <= 2; variant++) {
+        if (!got[variant])
+            continue;
+        double worst = 0;
+        int bad = 0;
+        for (int i = 0; i < c.n_q; i++) {
+            for (int u = 0; u < c.n_k; u++) {
+                float g = got[variant][(size_t)i * ld + u], r = ref[(size_t)i * ld + u];
+                if (isinf(r) || isnan(r) || isinf(g) || isnan(g)) {
+                    if (!((isnan(r) && isnan(g)) || (isinf(r) && g == r))) {
+                        if (bad++ < 5)
+                            fprintf(stderr, "indexer v%d [%d][%d]: got %g want %g\n", variant, i, u, g, r);
+                    }
+                    continue;
+                }
+                // Magnitude of the signed sum: ks * sum_j |w q_s| relu(dot), in double.
+                double mag = 0;
+                for (int j = 0; j < H; j++) {
+                    const uint8_t *a = q8 + ((size_t)i * H + j) * D, *b = k8 + (size_t)u * D;
+                    double d = 0;
+                    for (int x = 0; x < D; x++)
+                        d += (double)lut[a[x]] * lut[b[x]];
+                    if (d > 0)
+                        mag += fabs((double)w[(size_t)i * H + j] * qs[(size_t)i * H + j]) * d;
+                }
+                mag *= ks[u];
+                double e = fabs((double)g - r) / (mag + 1e-30);
+                if (e > worst)
+                    worst = e;
+                if (e > 1e-5 && bad++ < 5)
+                    fprintf(stderr, "indexer v%d [%d][%d]: got %.9g want %.9g (rel %.3g of magnitude %.3g)\n", variant,
+                            i, u, g, r, e, mag);
+            }
+        }
+        CHECK_MSG(bad == 0, "indexer variant %d: %d bad elements (n_q %d heads %d n_k %d mask %d)", variant, bad, c.n_q,
+                  H, c.n_k, c.mask);
+        double *wv = variant == 1 ? &worst_idx_simple : &worst_idx_mma;
+        if (worst > *wv)
+            *wv = worst;
+    }
+    free(q8), free(k8), free(qs), free(w), free(ks), free(nv), free(cache), free(ref), free(again);
+    free(got[1]), free(got[2]);
+    sd_cuda_free(d_q8), sd_cuda_free(d_cache), sd_cuda_free(d_qs), sd_cuda_free(d_w), sd_cuda_free(d_nv);
+    sd_cuda_free(d_s);
+}
+
+// ---------------------------------------------------------------- top-k
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+static int cmp_f_desc(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+// kind 0: random normal; 1: few distinct values (ties) with some -inf and NaN.
+static void test_topk_case(int n_rows, int n_cols, int k, int kind, int with_nv)
+{
+    size_t ld = (size_t)n_cols + 1, ldi = (size_t)k;
+    float *s = xmalloc((size_t)n_rows * ld * 4);
+    for (size_t x = 0; x < (size_t)n_rows * ld; x++) {
+        if (kind == 0) {
+            s[x] = nrand();
+        } else {
+            double r = urand();
+            s[x] = r < 0.05 ? -INFINITY : r < 0.08 ? NAN : (float)floor(urand() * 6);
+        }
+    }
+    int *nv = NULL;
+    if (with_nv) {
+        nv = xmalloc((size_t)n_rows * sizeof(int));
+        for (int r = 0; r < n_rows; r++) {
+            double u = urand();
+            nv[r] = u < 0.15 ? n_cols : u < 0.25 ? (int)(urand() * k) : (int)(urand() * (n_cols + 1));
+        }
+        for (int r = 0; r < n_rows; r++)
+            nv[r] = nv[r] > n_cols ? n_cols : nv[r];
+        nv[0] = n_cols;
+        if (n_rows > 1)
+            nv[1] = 0;
+    }
+    float *d_s = dupload(s, (size_t)n_rows * ld * 4);
+    int *d_nv = nv ? dupload(nv, (size_t)n_rows * sizeof(int)) : NULL;
+    size_t ib = (size_t)n_rows * ldi * 4;
+    int32_t *d_i = dalloc(ib), *got = xmalloc(ib), *again = xmalloc(ib);
+    struct sd_cuda_topk_params p = {d_s, ld, d_nv, n_rows, n_cols, k, d_i, ldi, NULL};
+    for (int rep = 0; rep < 2; rep++) {
+        CU(sd_cuda_memset(d_i, 0x7f, ib));
+        CU(sd_cuda_topk(&p));
+        CU(sd_cuda_sync());
+        CU(sd_cuda_memcpy_d2h(rep ? again : got, d_i, ib));
+    }
+    CHECK_MSG(memcmp(got, again, ib) == 0, "topk not deterministic");
+    int32_t *ref = xmalloc((size_t)k * 4), *scratch = xmalloc((size_t)n_cols * 4 + 4);
+    float *tmp = xmalloc((size_t)n_cols * 4 + 4);
+    for (int r = 0; r < n_rows; r++) {
+        int n = nv ? nv[r] : n_cols;
+        const float *row = s + (size_t)r * ld;
+        int n_ref = sd_dsa_topk(row, n, k, ref, scratch);
+        const int32_t *g = got + (size_t)r * ldi;
+        topk_cases++;
+        int exact = memcmp(g, ref, (size_t)k * 4) == 0;
+        topk_exact += exact;
+        CHECK_MSG(exact, "topk row %d (n_cols %d n_valid %d k %d kind %d) differs from sd_dsa_topk", r, n_cols, n, k,
+                  kind);
+        // Properties: n_ref valid entries ascending, distinct, in range; then -1; all >= the k-th score.
+        int ok = 1;
+        for (int x = 0; x < k; x++) {
+            if (x < n_ref)
+                ok &= g[x] >= 0 && g[x] < n && (x == 0 || g[x] > g[x - 1]);
+            else
+                ok &= g[x] == -1;
+        }
+        if (ok && n_ref == k && n > k) {
+            for (int x = 0; x < n; x++)
+                tmp[x] = isnan(row[x]) ? -INFINITY : row[x];
+            qsort(tmp, (size_t)n, 4, cmp_f_desc);
+            float kth = tmp[k - 1];
+            for (int x = 0; x < k; x++) {
+                float v = isnan(row[g[x]]) ? -INFINITY : row[g[x]];
+                ok &= v >= kth;
+            }
+        }
+        CHECK_MSG(ok, "topk row %d (n_cols %d n_valid %d k %d kind %d): invalid selection", r, n_cols, n, k, kind);
+    }
+    (void)cmp_i32;
+    free(s), free(nv), free(got), free(again), free(ref), free(scratch), free(tmp);
+    sd_cuda_free(d_s), sd_cuda_free(d_nv), sd_cuda_free(d_i);
+}
+
+// Fused chunked indexer + top-k (SIMPLE variant: bit-exact scores, so the sets must match exactly).
+static void test_indexer_topk(int n_q, int n_k, int k, int chunk)
+{
+    const int D = 128, H = 64;
+    size_t nqh = (size_t)n_q * H;
+    uint8_t *q8 = xmalloc(nqh * D), *k8 = xmalloc((size_t)n_k * D);
+    float *qs = xmalloc(nqh * 4), *w = xmalloc(nqh * 4), *ks = xmalloc((size_t)n_k * 4), row[128];
+    for (size_t r = 0; r < nqh; r++) {
+        for (int d = 0; d < D; d++)
+            row[d] = nrand();
+        sd_dsa_quant_fp8_row(row, D, q8 + r * D, &qs[r]);
+        w[r] = nrand() / 8.0f / sqrtf(128.0f);
+    }
+    for (int u = 0; u < n_k; u++) {
+        for (int d = 0; d < D; d++)
+            row[d] = nrand();
+        sd_dsa_quant_fp8_row(row, D, k8 + (size_t)u * D, &ks[u]);
+    }
+    int *nv = xmalloc((size_t)n_q * sizeof(int));
+    for (int i = 0; i < n_q; i++)
+        nv[i] = n_k - n_q + 1 + i;
+    size_t cb;
+    uint8_t *cache = make_paged(k8, ks, n_k, &cb);
+    uint8_t *d_q8 = dupload(q8, nqh * D), *d_cache = dupload(cache, cb);
+    float *d_qs = dupload(qs, nqh * 4), *d_w = dupload(w, nqh * 4), *d_scr = dalloc((size_t)chunk * n_k * 4);
+    int *d_nv = dupload(nv, (size_t)n_q * sizeof(int));
+    int32_t *d_idx = dalloc((size_t)n_q * k * 4), *got = xmalloc((size_t)n_q * k * 4);
+    float *ref_s = xmalloc((size_t)n_q * n_k * 4);
+    int32_t *ref = xmalloc((size_t)k * 4), *scratch = xmalloc((size_t)n_k * 4);
+    for (int variant = 1; variant <= 2; variant++) {
+        struct sd_cuda_indexer_topk_params p;
+        memset(&p, 0, sizeof p);
+        p.ix = (struct sd_cuda_indexer_params){d_q8, d_qs, d_w, d_cache, d_nv, NULL, 0, n_q, H, n_k, variant, NULL};
+        p.scratch = d_scr;
+        p.chunk = chunk;
+        p.k = k;
+        p.idx = d_idx;
+        CU(sd_cuda_memset(d_idx, 0x7f, (size_t)n_q * k * 4));
+        CU(sd_cuda_indexer_topk(&p));
+        CU(sd_cuda_sync());
+        CU(sd_cuda_memcpy_d2h(got, d_idx, (size_t)n_q * k * 4));
+        if (variant == 1)
+            sd_dsa_index_scores_fp8(q8, qs, w, n_q, H, D, k8, ks, n_k, nv, ref_s, (size_t)n_k, 4);
+        long same = 0, total = 0;
+        for (int i = 0; i < n_q; i++) {
+            int n_ref = sd_dsa_topk(ref_s + (size_t)i * n_k, nv[i], k, ref, scratch);
+            const int32_t *g = got + (size_t)i * k;
+            // set overlap (both ascending)
+            int a = 0, b = 0;
+            while (a < n_ref && b < k && g[b] >= 0) {
+                if (ref[a] == g[b])
+                    same++, a++, b++;
+                else if (ref[a] < g[b])
+                    a++;
+                else
+                    b++;
+            }
+            total += n_ref;
+        }
+        double frac = total ? (double)same / total : 1.0;
+        printf("  indexer+topk fused, variant %d, n_q %d n_k %d chunk %d: set overlap %.6f\n", variant, n_q, n_k, chunk,
+               frac);
+        if (variant == 1)
+            CHECK_MSG(same == total, "fused indexer+topk (simple) set differs: overlap %.6f", frac);
+        else
+            CHECK_MSG(frac > 0.995, "fused indexer+topk (mma) overlap %.6f too low", frac);
+    }
+    free(q8), free(k8), free(qs), free(w), free(ks), free(nv), free(cache), free(got), free(ref_s), free(ref);
+    free(scratch);
+    sd_cuda_free(d_q8), sd_cuda_free(d_cache), sd_cuda_free(d_qs), sd_cuda_free(d_w), sd_cuda_free(d_scr);
+    sd_cuda_free(d_nv), sd_cuda_free(d_idx);
+}
+
+// ---------------------------------------------------------------- sparse MLA decode
+// idx_kind 0: distinct valid slots; 1: with -1, out-of-range and duplicate slots; 2: all invalid.
+static void test_mla_case(int batch, int s_q, int n_heads, int topk, int n_tokens, int idx_kind)
+{
+    const int DL = 512, DR = 64, D = 576;
+    const float tau = 0.1352338f;
+    size_t nq = (size_t)batch * s_q * n_heads * D;
+    float *q = xmalloc(nq * 4);
+    for (size_t x = 0; x < nq; x++) // bf16-representable, so the MMA variant's q rounding is exact
+        q[x] = sd_bf16_to_f32(sd_f32_to_bf16(nrand()));
+    uint16_t *kv = xmalloc((size_t)n_tokens * D * 2);
+    float *kvf = xmalloc((size_t)n_tokens * D * 4);
+    for (size_t x = 0; x < (size_t)n_tokens * D; x++) {
+        kv[x] = sd_f32_to_bf16(nrand());
+        kvf[x] = sd_bf16_to_f32(kv[x]);
+    }
+    size_t ni = (size_t)batch * s_q * topk;
+    int32_t *idx = xmalloc(ni * 4);
+    for (size_t r = 0; r < (size_t)batch * s_q; r++) {
+        for (int t = 0; t < topk; t++) {
+            int32_t u = t < n_tokens ? (int32_t)((t * 7919L + r * 131) % n_tokens) : -1; // distinct while t < n_tokens
+            if (idx_kind == 1) {
+                double z = urand();
+                u = z < 0.1    ? -1
+                    : z < 0.15 ? n_tokens + (int32_t)(urand() * 100)
+                    : z < 0.2  ? (int32_t)(urand() * n_tokens)
+                               : u;
+            }
+            if (idx_kind == 2)
+                u = -1;
+            idx[r * topk + t] = u;
+        }
+    }
+    float *d_q = dupload(q, nq * 4);
+    uint16_t *d_kv = dupload(kv, (size_t)n_tokens * D * 2);
+    int32_t *d_idx = dupload(idx, ni * 4);
+    size_t no = (size_t)batch * s_q * n_heads * DL, nl = (size_t)batch * s_q * n_heads;
+    float *d_o = dalloc(no * 4), *d_l = dalloc(nl * 4);
+    float *o[3], *l[3], *o2 = xmalloc(no * 4), *l2 = xmalloc(nl * 4);
+    for (int v = 1; v <= 2; v++) {
+        o[v] = xmalloc(no * 4);
+        l[v] = xmalloc(nl * 4);
+        struct sd_cuda_mla_decode_params p = {d_q,     d_kv, d_idx,    d_o, d_l,  batch, s_q,
+                                              n_heads, topk, n_tokens, tau, NULL, v};
+        for (int rep = 0; rep < 2; rep++) {
+            CU(sd_cuda_memset(d_o, 0xff, no * 4));
+            CU(sd_cuda_memset(d_l, 0xff, nl * 4));
+            CU(sd_cuda_mla_decode(&p));
+            CU(sd_cuda_sync());
+            CU(sd_cuda_memcpy_d2h(rep ? o2 : o[v], d_o, no * 4));
+            CU(sd_cuda_memcpy_d2h(rep ? l2 : l[v], d_l, nl * 4));
+        }
+        CHECK_MSG(memcmp(o[v], o2, no * 4) == 0 && memcmp(l[v], l2, nl * 4) == 0,
+                  "mla decode variant %d not deterministic", v);
+    }
+    // Reference (after the kernels): per (b, sq), invalid slots mapped to -1 for the CPU.
+    float *ql = xmalloc((size_t)n_heads * DL * 4), *qp = xmalloc((size_t)n_heads * DR * 4);
+    float *ref = xmalloc(no * 4), *lref = xmalloc(nl * 4), *scr = xmalloc((size_t)topk * 4 + 4);
+    double *sc = xmalloc((size_t)topk * sizeof(double) + 8);
+    int32_t *ix = xmalloc((size_t)topk * 4 + 4);
+    for (size_t r = 0; r < (size_t)batch * s_q; r++) {
+        for (int h = 0; h < n_heads; h++) {
+            memcpy(ql + (size_t)h * DL, q + (r * n_heads + h) * D, DL * 4);
+            memcpy(qp + (size_t)h * DR, q + (r * n_heads + h) * D + DL, DR * 4);
+        }
+        for (int t = 0; t < topk; t++) {
+            int32_t u = idx[r * topk + t];
+            ix[t] = (u >= 0 && u < n_tokens) ? u : -1;
+        }
+        sd_mla_sparse_attn_absorbed(ql, qp, n_heads, DL, DR, kvf, D, ix, topk, tau, ref + r * n_heads * DL, scr);
+        for (int h = 0; h < n_heads; h++) { // lse in double
+            double mx = -INFINITY, sum = 0;
+            const float *qh = q + (r * n_heads + h) * D;
+            for (int t = 0; t < topk; t++) {
+                sc[t] = -INFINITY;
+                if (ix[t] < 0)
+                    continue;
+                double s = 0;
+                for (int d = 0; d < D; d++)
+                    s += (double)qh[d] * kvf[(size_t)ix[t] * D + d];
+                sc[t] = s * tau;
+                if (sc[t] > mx)
+                    mx = sc[t];
+            }
+            for (int t = 0; t < topk; t++)
+                if (ix[t] >= 0)
+                    sum += exp(sc[t] - mx);
+            lref[r * n_heads + h] = mx == -INFINITY ? -INFINITY : (float)(mx + log(sum));
+        }
+    }
+    for (int v = 1; v <= 2; v++) {
+        double num = 0, den = 0, worst_lse = 0;
+        int bad_nonfinite = 0, bad_lse = 0;
+        for (size_t x = 0; x < no; x++) {
+            if (!isfinite(o[v][x])) {
+                bad_nonfinite++;
+                continue;
+            }
+            num += ((double)o[v][x] - ref[x]) * ((double)o[v][x] - ref[x]);
+            den += (double)ref[x] * ref[x];
+        }
+        for (size_t x = 0; x < nl; x++) {
+            if (isinf(lref[x]))
+                bad_lse += !(isinf(l[v][x]) && l[v][x] < 0);
+            else if (!(fabs(l[v][x] - lref[x]) <= worst_lse))
+                worst_lse = isnan(l[v][x]) ? INFINITY : fabs(l[v][x] - lref[x]);
+        }
+        double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+        double tol = v == 1 ? 1e-5 : 4e-3; // MMA: P rounded to bf16 before PV (FlashMLA numerics)
+        printf("  mla decode %s b %d s_q %d h %d topk %d n_tokens %d kind %d: rel err %.3g, lse abs err %.3g\n",
+               v == 1 ? "simple" : "mma", batch, s_q, n_heads, topk, n_tokens, idx_kind, rel, worst_lse);
+        CHECK_MSG(bad_nonfinite == 0, "mla decode v%d: %d non-finite outputs", v, bad_nonfinite);
+        CHECK_MSG(bad_lse == 0, "mla decode v%d: %d lse should be -inf", v, bad_lse);
+        CHECK_MSG(rel < tol, "mla decode v%d rel err %.3g > %.1g (b %d h %d topk %d kind %d)", v, rel, tol, batch,
+                  n_heads, topk, idx_kind);
+        CHECK_MSG(worst_lse < 1e-4, "mla decode v%d lse err %.3g", v, worst_lse);
+        if (rel > worst_mla_rel[v])
+            worst_mla_rel[v] = rel;
+        if (worst_lse > worst_mla_lse[v])
+            worst_mla_lse[v] = worst_lse;
+        free(o[v]), free(l[v]);
+    }
+    free(q), free(kv), free(kvf), free(idx), free(o2), free(l2), free(ql), free(qp), free(ref), free(lref);
+    free(scr), free(ix), free(sc);
+    sd_cuda_free(d_q), sd_cuda_free(d_kv), sd_cuda_free(d_idx), sd_cuda_free(d_o), sd_cuda_free(d_l);
+}
+
+int main(void)
+{
+    int n_dev = sd_cuda_device_count();
+    if (n_dev <= 0) {
+        printf("SKIP: no CUDA device (cudaGetDeviceCount found none); run on a machine with an NVIDIA GPU\n");
+        return 77;
+    }
+    const char *seed_env = getenv("SD_SEED");
+    uint64_t seed = seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+    if (!seed)
+        seed = 1;
+    rng_state = seed;
+    small_mode = getenv("SD_CUDA_TEST_SMALL") != NULL;
+    char name[256];
+    int n_sm;
+    size_t l2;
+    CU(sd_cuda_device_info(name, sizeof name, &n_sm, &l2));
+    printf("test_cuda_ops: seed %llu (SD_SEED to repeat), device %s, %d SMs, L2 %zu KB%s\n", (unsigned long long)seed,
+           name, n_sm, l2 >> 10, small_mode ? ", small mode" : "");
+
+    // Indexer: awkward key counts, query counts around the 4-query block, masks.
+    const int nks[] = {1, 7, 63, 65, 2047, 2049, 5000};
+    const int nqs[] = {1, 3, 4, 5, 9};
+    for (size_t a = 0; a < sizeof nks / sizeof nks[0]; a++) {
+        for (size_t b = 0; b < sizeof nqs / sizeof nqs[0]; b++) {
+            if (small_mode && (nks[a] > 2049 || nqs[b] > 5))
+                continue;
+            test_indexer_case((struct ix_case){nqs[b], 64, nks[a], (int)((a + b) % 3)});
+        }
+    }
+    test_indexer_case((struct ix_case){3, 32, 300, 1}); // GLM-5 head count: SIMPLE only
+    test_indexer_case((struct ix_case){2, 64, 7, 2});
+    if (!small_mode)
+        test_indexer_case((struct ix_case){6, 64, 20000, 1});
+    printf("indexer fp8: max error relative to the magnitude sum: simple %.3g, mma %.3g\n", worst_idx_simple,
+           worst_idx_mma);
+
+    // Top-k.
+    const int ncols[] = {1, 7, 63, 65, 2047, 2048, 2049, 5000, 40000};
+    for (size_t a = 0; a < sizeof ncols / sizeof ncols[0]; a++) {
+        if (small_mode && ncols[a] > 5000)
+            continue;
+        test_topk_case(5, ncols[a], 2048, 0, 1);
+        test_topk_case(3, ncols[a], 2048, 1, 1);
+        test_topk_case(2, ncols[a], 7, (int)(a & 1), 0);
+    }
+    if (!small_mode) {
+        test_topk_case(2, 163840, 2048, 0, 0);
+        test_topk_case(2, 163840, 2048, 1, 0);
+    }
+    printf("topk: %d/%d rows identical to sd_dsa_topk\n", topk_exact, topk_cases);
+    test_indexer_topk(small_mode ? 5 : 37, small_mode ? 2100 : 6000, 2048, small_mode ? 2 : 8);
+    test_indexer_topk(5, 300, 64, 3);
+
+    // Sparse MLA decode.
+    test_mla_case(1, 1, 32, 7, 50, 0);
+    test_mla_case(2, 2, 32, 65, 1000, 1);
+    test_mla_case(1, 2, 64, 2048, 700, 0); // fewer tokens than topk: -1 padding
+    test_mla_case(1, 1, 32, 40, 100, 2);   // all invalid: zeros, lse -inf
+    if (!small_mode) {
+        test_mla_case(2, 2, 128, 2048, 5000, 1);
+        test_mla_case(3, 1, 128, 2049, 4000, 0);
+    }
+    printf("mla decode vs fp32 reference on bf16-rounded q and cache: simple rel err %.3g (lse abs %.3g), "
+           "mma rel err %.3g (lse abs %.3g)\n",
+           worst_mla_rel[1], worst_mla_lse[1], worst_mla_rel[2], worst_mla_lse[2]);
+    return sd_test_finish("cuda_ops");
+}
