@@ -142,9 +142,9 @@ int main(int argc, char **argv)
     }
     sd_cpu_set_threads(threads);
     printf("model: DeepSeek-V3.2 shape, hidden %d, %d layers (%d dense + %d MoE, %d experts top-%d), %d heads, "
-           "kv_lora %d, indexer %dx%d, index_topk %d; %.0f MB f32 weights; %d threads\n",
+           "kv_lora %d, indexer %dx%d, index_topk %d; %.0f MB of f32 weights on disk; %d threads\n",
            sh.hidden, sh.layers, sh.first_dense, sh.layers - sh.first_dense, sh.experts, sh.experts_per_tok, sh.heads,
-           sh.kv_lora, sh.index_heads, sh.index_dim, sh.index_topk, (double)m->weight_bytes_f32 / 1e6, sd_cpu_threads());
+           sh.kv_lora, sh.index_heads, sh.index_dim, sh.index_topk, (double)(stat(cfgp, &st) == 0 ? st.st_size : 0) / 1e6, sd_cpu_threads());
     printf("prefill: %d tokens appended at depth L; decode: %d tokens at depth L\n\n", P, D);
     printf("%8s  %14s %14s %7s  %14s %14s %7s\n", "L", "prefill DSA", "prefill dense", "ratio", "decode DSA",
            "decode dense", "ratio");
