@@ -72,7 +72,7 @@ static void logits_usage(FILE *f)
 {
     fprintf(f, "usage: sparsedoc logits --model DIR --ids FILE --out FILE [options]\n"
                "Writes float32 little-endian logits for every position, row-major [n_ids x vocab].\n\n"
-               "  --model DIR        HF model directory (config.json + safetensors)\n"
+               "  --model PATH       HF model directory (config.json + safetensors) or a .gguf file\n"
                "  --ids FILE         whitespace-separated token ids\n"
                "  --out FILE         output file\n"
                "  --threads N        CPU threads (default: all cores)\n"
@@ -229,7 +229,7 @@ static void generate_usage(FILE *f)
 {
     fprintf(f, "usage: sparsedoc generate --model DIR --prompt TEXT [options]\n"
                "Streams the model's continuation of TEXT to standard output.\n\n"
-               "  --model DIR        HF model directory (config.json, safetensors, tokenizer.json)\n"
+               "  --model PATH       HF model directory (config.json, safetensors, tokenizer.json) or a .gguf file\n"
                "  --prompt TEXT      prompt text (may be empty)\n"
                "  -n N               tokens to generate (default 128)\n"
                "  --temp T           temperature (default 0.8; 0 = greedy)\n"
@@ -331,9 +331,7 @@ int sd_cmd_generate(int argc, char **argv)
     size_t n_ids = 0;
     float *logits = NULL;
     int rc = SD_EXIT_FAIL;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
-    if (sd_model_load(model_dir, &m, &err) != SD_OK || sd_tokenizer_load(path, &tok, &err) != SD_OK) {
+    if (sd_model_load(model_dir, &m, &err) != SD_OK || sd_tokenizer_load_model(model_dir, &tok, &err) != SD_OK) {
         fprintf(stderr, "sparsedoc: %s\n", err.msg);
         goto out;
     }

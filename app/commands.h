@@ -22,6 +22,16 @@ int sd_cmd_contexts(int argc, char **argv);
 // KV prefix cache command (cmd_cache.c; -Ddata=true)
 int sd_cmd_cache(int argc, char **argv);
 
+// question answering (cmd_qa.c; -Ddata=true)
+int sd_cmd_ask(int argc, char **argv);
+int sd_cmd_chat(int argc, char **argv);
+
+// batch summarization (cmd_summarize.c; -Ddata=true)
+int sd_cmd_summarize(int argc, char **argv);
+
+// model management: pull from the Hugging Face hub, list, info, rm, use (cmd_models.c; -Ddata=true)
+int sd_cmd_models(int argc, char **argv);
+
 // Exit codes
 #define SD_EXIT_OK 0
 #define SD_EXIT_FAIL 1

@@ -13,7 +13,11 @@ static const struct sd_command commands[] = {
     {"docs", "list, show or remove ingested documents", sd_cmd_docs},
     {"search", "full-text search with page or line references", sd_cmd_search},
     {"contexts", "pack documents into contexts of at most N tokens", sd_cmd_contexts},
+    {"ask", "answer a question about documents or a code tree, with citations", sd_cmd_ask},
+    {"chat", "interactive questions on the same documents (conversations are saved)", sd_cmd_chat},
     {"cache", "KV prefix cache: stats, gc, clear", sd_cmd_cache},
+    {"models", "download models from the Hugging Face hub; list, info, rm, use", sd_cmd_models},
+    {"summarize", "summarize documents into Markdown files (or JSON Lines) per document", sd_cmd_summarize},
 #endif
 };
 

@@ -22,7 +22,8 @@
 struct sd_qa; // opaque
 
 struct sd_qa_opts {
-    const char *model_dir;  // NULL: $SPARSEDOC_MODEL, else the shipped data/models/sparsedoc-mini
+    const char *model_dir;  // NULL: $SPARSEDOC_MODEL, else "model" in $XDG_CONFIG_HOME/sparsedoc/config.json,
+                            // else the shipped data/models/sparsedoc-mini (sd_qa_resolve_model)
     const char *db_path;    // NULL: sd_paths_db default (XDG data dir)
     const char *cache_dir;  // NULL: sd_kvcache_dir default (XDG cache dir)
     int no_cache;           // 1: never read or write the KV prefix cache
@@ -106,6 +107,10 @@ struct sd_qa_result {
     int blocks_stored;            // new cache blocks written
     double restore_s, prefill_s, ttft_s, generate_s, total_s;
     int64_t conversation_id;      // the conversation the turn was saved to (0: none)
+    // (added) cache detail: tokens restored from the persistent cache (the rest of tokens_reused was kept
+    // in the live session); tokens of the context prefix (system + documents) of the prompt(s).
+    int64_t tokens_restored;
+    int64_t tokens_context;
 };
 void sd_qa_result_free(struct sd_qa_result *r); // frees the members, not r
 
@@ -133,5 +138,17 @@ struct sd_qa_conversation {
 typedef int (*sd_qa_conversation_fn)(void *user, const struct sd_qa_conversation *c);
 enum sd_status sd_qa_conversations_foreach(struct sd_qa *qa, sd_qa_conversation_fn fn, void *user,
                                            struct sd_err *err);
+
+// ---- (added) ----
+// Resolve the model directory as sd_qa_open does (explicit_dir may be NULL). *out malloc'd (caller frees).
+enum sd_status sd_qa_resolve_model(const char *explicit_dir, char **out, struct sd_err *err);
+// Estimate the memory a model needs (weights as loaded + kv_bytes) against MemAvailable: SD_ERR_NOMEM
+// with "model needs N GiB, this machine has M" when it does not fit. *need (may be NULL) gets the bytes.
+enum sd_status sd_qa_check_memory(const char *model_dir, uint64_t kv_bytes, uint64_t *need, struct sd_err *err);
+const char *sd_qa_template_name(const struct sd_qa *qa); // borrowed: e.g. "sparsedoc-mini/1"
+int sd_qa_n_ctx(const struct sd_qa *qa);                   // tokens of one prompt in use
+// Tokenizer of the loaded model (borrowed), e.g. for counting tokens.
+struct sd_tokenizer;
+const struct sd_tokenizer *sd_qa_tokenizer(const struct sd_qa *qa);
 
 #endif

@@ -208,6 +208,232 @@ out:
     return r;
 }
 
+// ---- SD_CTX_FORMAT_PASSAGES ----
+
+// Append the tokens of text[0..len) to the piece being built (*cur, grown as needed).
+static enum sd_status enc_append(struct builder *b, struct piece *cur, size_t *cap, const char *text, size_t len)
+{
+    int32_t *t = NULL;
+    size_t n = 0;
+    enum sd_status r = b->o->tokenize(b->o->tok_user, text, len, &t, &n, b->err);
+    if (r)
+        return r;
+    if (cur->n + n > *cap) {
+        size_t c = *cap ? *cap : 64;
+        while (c < cur->n + n)
+            c *= 2;
+        void *nt = realloc(cur->t, c * sizeof *cur->t);
+        if (!nt) {
+            free(t);
+            return sd_err_set(b->err, SD_ERR_NOMEM, "out of memory building contexts");
+        }
+        cur->t = nt;
+        *cap = c;
+    }
+    if (n)
+        memcpy(cur->t + cur->n, t, n * sizeof *t);
+    cur->n += n;
+    free(t);
+    return SD_OK;
+}
+
+// Start a passage line: its marker's tokens.
+static enum sd_status passage_begin(struct builder *b, struct piece *cur, size_t *cap, const char *marker)
+{
+    cur->t = NULL;
+    cur->n = 0;
+    *cap = 0;
+    return enc_append(b, cur, cap, marker, strlen(marker));
+}
+
+// Finish a passage line ("\n") and move it into ps.
+static enum sd_status passage_end(struct builder *b, struct piece *cur, struct pieces *ps)
+{
+    size_t cap = cur->n; // enc_append grows from the current length
+    enum sd_status r = enc_append(b, cur, &cap, "\n", 1);
+    if (r) {
+        free(cur->t);
+        return r;
+    }
+    r = pieces_add(ps, cur->t, cur->n, b->err);
+    cur->t = NULL;
+    return r;
+}
+
+// Page text -> passages of at most SD_CTX_PASSAGE_SENTENCES sentences. Sentences as docgen.split_sentences:
+// paragraphs at blank lines, whitespace collapsed, a sentence ends at a word ending in . ? ! or : once it
+// has 4 words, or at 60 words.
+static enum sd_status passages_of_page(struct builder *b, const char *marker, const char *text, size_t len,
+                                       struct pieces *ps)
+{
+    char *sent = malloc(len + 2);
+    if (!sent)
+        return sd_err_set(b->err, SD_ERR_NOMEM, "out of memory building contexts");
+    struct piece cur = {0};
+    size_t cap = 0;
+    int in_passage = 0, n_sent = 0;
+    enum sd_status r = SD_OK;
+    size_t i = 0;
+    while (i < len && !r) {
+        size_t pe = i; // paragraph end: a blank line (only whitespace between two newlines)
+        for (;;) {
+            while (pe < len && text[pe] != '\n')
+                pe++;
+            if (pe >= len)
+                break;
+            size_t q = pe + 1;
+            while (q < len && (text[q] == ' ' || text[q] == '\t' || text[q] == '\r'))
+                q++;
+            if (q >= len || text[q] == '\n')
+                break;
+            pe = q;
+        }
+        size_t k = i;
+        size_t sl = 0;
+        int words = 0;
+        while (k < pe && !r) {
+            while (k < pe && (text[k] == ' ' || text[k] == '\t' || text[k] == '\n' || text[k] == '\r' ||
+                              text[k] == '\f' || text[k] == '\v'))
+                k++;
+            if (k >= pe)
+                break;
+            size_t ws = k;
+            while (k < pe && !(text[k] == ' ' || text[k] == '\t' || text[k] == '\n' || text[k] == '\r' ||
+                               text[k] == '\f' || text[k] == '\v'))
+                k++;
+            sent[sl++] = ' ';
+            memcpy(sent + sl, text + ws, k - ws);
+            sl += k - ws;
+            words++;
+            char last = text[k - 1];
+            int end = ((last == '.' || last == '?' || last == '!' || last == ':') && words >= 4) || words >= 60;
+            size_t rest = k; // the paragraph's last word also ends the sentence
+            while (rest < pe && (text[rest] == ' ' || text[rest] == '\t' || text[rest] == '\n' ||
+                                 text[rest] == '\r' || text[rest] == '\f' || text[rest] == '\v'))
+                rest++;
+            if (end || rest >= pe) {
+                if (!in_passage && (r = passage_begin(b, &cur, &cap, marker)))
+                    break;
+                in_passage = 1;
+                if ((r = enc_append(b, &cur, &cap, sent, sl)))
+                    break;
+                sl = 0;
+                words = 0;
+                if (++n_sent == SD_CTX_PASSAGE_SENTENCES) {
+                    if ((r = passage_end(b, &cur, ps)))
+                        break;
+                    in_passage = 0;
+                    n_sent = 0;
+                }
+            }
+        }
+        i = pe < len ? pe + 1 : len;
+    }
+    if (!r && in_passage)
+        r = passage_end(b, &cur, ps);
+    else if (r)
+        free(cur.t);
+    free(sent);
+    return r;
+}
+
+// Text/code span -> one passage per non-empty line: "[rel:L]", " line", "\n".
+static enum sd_status passages_of_lines(struct builder *b, const char *rel, int line_start, const char *text,
+                                        size_t len, struct pieces *ps)
+{
+    char line[4 * 200 + 2], marker[512];
+    size_t i = 0;
+    int ln = line_start > 0 ? line_start : 1;
+    enum sd_status r = SD_OK;
+    while (i < len && !r) {
+        size_t e = i;
+        while (e < len && text[e] != '\n')
+            e++;
+        size_t o = 0;
+        line[o++] = ' ';
+        for (size_t k = i; k < e && o < 1 + 200; k++) { // tabs as 4 spaces, at most 200 bytes
+            if (text[k] == '\t') {
+                for (int t = 0; t < 4 && o < 1 + 200; t++)
+                    line[o++] = ' ';
+            } else if (text[k] != '\r')
+                line[o++] = text[k];
+        }
+        while (o > 1 && (unsigned char)line[o - 1] >= 0x80 && (unsigned char)line[o - 1] < 0xC0 && e - i > o)
+            o--; // cut inside a UTF-8 sequence: drop its continuation bytes ...
+        if (o > 1 && (unsigned char)line[o - 1] >= 0xC0 && e - i > o)
+            o--; // ... and its lead byte
+        while (o > 1 && (line[o - 1] == ' ' || line[o - 1] == '\r'))
+            o--;
+        if (o > 1) {
+            snprintf(marker, sizeof marker, "[%.480s:%d]", rel, ln);
+            struct piece cur = {0};
+            size_t cap = 0;
+            if (!(r = passage_begin(b, &cur, &cap, marker))) {
+                if ((r = enc_append(b, &cur, &cap, line, o)))
+                    free(cur.t);
+                else
+                    r = passage_end(b, &cur, ps);
+            } else
+                free(cur.t);
+        }
+        ln++;
+        i = e < len ? e + 1 : len;
+    }
+    return r;
+}
+
+// Pack a span's passage lines: the whole span goes into the current context when it fits, else into a
+// new one; a span larger than a context is split between lines (a line longer than N is cut).
+static enum sd_status pack_passages(struct builder *b, const struct sd_ctx_span *proto, const char *rel,
+                                    const char *label, const char *text, size_t len)
+{
+    struct pieces ps = {0};
+    enum sd_status r;
+    if (proto->page_no > 0) {
+        char marker[96];
+        if (label && *label)
+            snprintf(marker, sizeof marker, "[p. %.40s]", label);
+        else
+            snprintf(marker, sizeof marker, "[p. %d]", proto->page_no);
+        r = passages_of_page(b, marker, text, len, &ps);
+    } else
+        r = passages_of_lines(b, rel, proto->line_start, text, len, &ps);
+    if (r || !ps.n)
+        goto out;
+    if (b->cur && b->cur->n_tokens + ps.total > b->n_max)
+        b->cur = NULL;
+    if (!b->cur && (r = ctx_open(b)))
+        goto out;
+    int part = 0;
+    if ((r = ctx_begin_span(b, proto, part)))
+        goto out;
+    for (size_t i = 0; i < ps.n; i++) {
+        const int32_t *t = ps.p[i].t;
+        size_t n = ps.p[i].n;
+        while (n) {
+            if (b->cur->n_tokens + n > b->n_max && (b->cur->n_tokens > 0 || n > b->n_max) &&
+                b->cur->n_tokens == b->n_max) { // full: continue the span in a new context
+                ctx_end_span(b);
+                if ((r = ctx_open(b)) || (r = ctx_begin_span(b, proto, ++part)))
+                    goto out;
+            } else if (b->cur->n_tokens + n > b->n_max && n <= b->n_max) { // the line fits an empty context
+                ctx_end_span(b);
+                if ((r = ctx_open(b)) || (r = ctx_begin_span(b, proto, ++part)))
+                    goto out;
+            }
+            size_t m = b->n_max - b->cur->n_tokens < n ? b->n_max - b->cur->n_tokens : n; // cut only lines > N
+            if ((r = ctx_push_tokens(b, t, m)))
+                goto out;
+            t += m;
+            n -= m;
+        }
+    }
+    ctx_end_span(b);
+out:
+    pieces_free(&ps);
+    return r;
+}
+
 enum sd_status sd_contexts_build(struct sd_store *s, const int64_t *doc_ids, size_t n_docs,
                                  const struct sd_contexts_opts *opts, struct sd_contexts **out, struct sd_err *err)
 {
@@ -273,6 +499,15 @@ enum sd_status sd_contexts_build(struct sd_store *s, const int64_t *doc_ids, siz
         size_t rl = root ? strlen(root) : 0;
         if (root && !strncmp(path, root, rl) && path[rl] == '/')
             rel = path + rl + 1;
+        if (opts->format == SD_CTX_FORMAT_PASSAGES) {
+            last_doc = proto.doc_id;
+            (void)title;
+            if ((r = pack_passages(&b, &proto, rel, label, text ? text : "", len))) {
+                sqlite3_finalize(st);
+                goto fail;
+            }
+            continue;
+        }
         char header[1024];
         int h = 0;
         if (proto.doc_id != last_doc) {

@@ -42,8 +42,24 @@ struct sd_contexts {
     size_t total_tokens;
 };
 
+// How spans are written into a context.
+enum sd_ctx_format {
+    // "=== title (path) ===" before each document, then per span a header line ("[p. 12]" or
+    // "[src/main.c:10-69]"), its paragraphs, and a blank line.
+    SD_CTX_FORMAT_HEADERS = 0,
+    // One line per passage, each led by its own marker, no document titles and no blank lines: a page is
+    // split into passages of at most SD_CTX_PASSAGE_SENTENCES sentences (whitespace collapsed),
+    // "[p. 12] First sentence. Second one.\n"; a text/code span gives one line per non-empty source line,
+    // "[src/main.c:88] <the line, tabs as 4 spaces, at most 200 bytes>\n". The marker, each " sentence"
+    // (or " line") and the "\n" are tokenized separately. This is the format sparsedoc-mini was trained on
+    // (tools/train/docgen.py).
+    SD_CTX_FORMAT_PASSAGES,
+};
+#define SD_CTX_PASSAGE_SENTENCES 9
+
 struct sd_contexts_opts {
     size_t max_tokens; // N: 0 -> SD_CONTEXT_DEFAULT_TOKENS; at most SD_CONTEXT_MAX_TOKENS
+    enum sd_ctx_format format; // 0: SD_CTX_FORMAT_HEADERS
     sd_tokenize_fn tokenize;
     void *tok_user;
 };

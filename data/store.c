@@ -108,6 +108,22 @@ static const char *const migrations[] = {
     "  started_at INTEGER NOT NULL,"
     "  finished_at INTEGER,"
     "  summary TEXT);",
+
+    // 3: conversations (sparsedoc chat, the UI): scope as a JSON array of document ids, turns in order
+    "CREATE TABLE conversations ("
+    "  id INTEGER PRIMARY KEY,"
+    "  title TEXT NOT NULL,"
+    "  scope TEXT NOT NULL,"
+    "  model TEXT,"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL);"
+    "CREATE TABLE conversation_turns ("
+    "  conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,"
+    "  ord INTEGER NOT NULL,"
+    "  question TEXT NOT NULL,"
+    "  answer TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (conversation_id, ord)) WITHOUT ROWID;",
 };
 
 static enum sd_status db_err(struct sd_store *s, struct sd_err *err, const char *what)

@@ -16,6 +16,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "gguf.h"
 #include "safetensors.h"
 
 #define FP_MAX_HEADER (100u * 1024 * 1024) // same bound the safetensors reader uses
@@ -144,7 +145,9 @@ static const char *base_name(const char *path)
     return s ? s + 1 : path;
 }
 
-static enum sd_status fp_weight_file(struct fp_stream *h, const char *path, struct sd_err *err)
+// gguf_head > 0: a GGUF file whose header (metadata + tensor infos) is its first gguf_head bytes;
+// 0: a safetensors file (8-byte length + JSON header).
+static enum sd_status fp_weight_file(struct fp_stream *h, const char *path, uint64_t gguf_head, struct sd_err *err)
 {
     enum sd_status st = SD_OK;
     uint8_t *buf = NULL;
@@ -157,13 +160,20 @@ static enum sd_status fp_weight_file(struct fp_stream *h, const char *path, stru
         goto out;
     }
     uint8_t lenb[8];
-    if (sb.st_size < 8 || (st = read_at(fd, lenb, 8, 0, path, err)) != SD_OK) {
+    if (gguf_head > 0) {
+        if (gguf_head < 8 || gguf_head > (uint64_t)sb.st_size || gguf_head - 8 > FP_MAX_HEADER) {
+            st = sd_err_set(err, SD_ERR_FORMAT, "%s: GGUF header of %llu bytes is invalid for a %lld-byte file", path,
+                            (unsigned long long)gguf_head, (long long)sb.st_size);
+            goto out;
+        }
+        memset(lenb, 0, sizeof lenb);
+    } else if (sb.st_size < 8 || (st = read_at(fd, lenb, 8, 0, path, err)) != SD_OK) {
         if (st == SD_OK)
             st = sd_err_set(err, SD_ERR_FORMAT, "%s: too small to be a safetensors file", path);
         goto out;
     }
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--)
+    uint64_t hlen = gguf_head > 0 ? gguf_head - 8 : 0; // the hashed head is always 8 + hlen bytes
+    for (int i = 7; i >= 0 && gguf_head == 0; i--)
         hlen = (hlen << 8) | lenb[i];
     if (hlen > FP_MAX_HEADER || hlen > (uint64_t)sb.st_size - 8) {
         st = sd_err_set(err, SD_ERR_FORMAT, "%s: header length %llu is invalid for a %lld-byte file", path,
@@ -223,6 +233,10 @@ static int cmp_base(const void *a, const void *b)
 // The distinct files of the model's tensor set, sorted by base name (shard order is stable).
 static enum sd_status fp_weights(struct fp_stream *h, const struct sd_model *m, struct sd_err *err)
 {
+    if (m->gguf) { // one GGUF file: its header, size and sampled data, like a safetensors shard
+        fp_i64(h, "n_files", 1);
+        return fp_weight_file(h, sd_gguf_path(m->gguf), sd_gguf_data_offset(m->gguf), err);
+    }
     size_t n = m->tensors ? sd_tensor_set_count(m->tensors) : 0, nf = 0;
     if (n == 0)
         return sd_err_set(err, SD_ERR_ARG, "cannot fingerprint a model without tensors");
@@ -241,7 +255,7 @@ static enum sd_status fp_weights(struct fp_stream *h, const struct sd_model *m, 
     enum sd_status st = SD_OK;
     fp_i64(h, "n_files", (int64_t)nf);
     for (size_t i = 0; i < nf && st == SD_OK; i++)
-        st = fp_weight_file(h, files[i], err);
+        st = fp_weight_file(h, files[i], 0, err);
     free(files);
     return st;
 }

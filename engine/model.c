@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "dtype.h"
+#include "gguf.h"
+#include "model_gguf.h"
 #include "safetensors.h"
 
 static enum sd_status own(struct sd_model *m, void *p, struct sd_err *err)
@@ -253,6 +255,7 @@ void sd_model_free(struct sd_model *m)
         free(m->owned[i]);
     free(m->owned);
     sd_tensor_set_free(m->tensors);
+    sd_gguf_free(m->gguf);
     free(m->dir);
     free(m);
 }
@@ -260,6 +263,14 @@ void sd_model_free(struct sd_model *m)
 enum sd_status sd_model_load(const char *dir, struct sd_model **out, struct sd_err *err)
 {
     *out = NULL;
+    {
+        char gpath[4096];
+        int is_gguf = sd_model_gguf_resolve(dir, gpath, sizeof gpath, err);
+        if (is_gguf < 0)
+            return err ? err->status : SD_ERR_ARG;
+        if (is_gguf)
+            return sd_model_load_gguf(gpath, out, err);
+    }
     struct sd_model *m = calloc(1, sizeof *m);
     if (!m)
         return sd_err_set(err, SD_ERR_NOMEM, "out of memory");

@@ -1,6 +1,7 @@
-// model.h: a loaded model: config + weights. Weights are mmap'd safetensors; F32 tensors are used
-// in place, BF16/F16/FP8-block tensors are converted once to f32 at load. Every tensor's presence,
-// dtype and shape is validated against the config before use; errors name the file and tensor.
+// model.h: a loaded model: config + weights. Weights are mmap'd safetensors or GGUF; F32 tensors are
+// used in place, BF16/F16/FP8-block tensors and GGUF's quantized blocks are converted once to f32 at
+// load. Every tensor's presence, dtype and shape is validated against the config before use; errors
+// name the file and tensor.
 #ifndef SD_MODEL_H
 #define SD_MODEL_H
 
@@ -10,6 +11,7 @@
 #include "sd_status.h"
 
 struct sd_tensor_set;
+struct sd_gguf;
 
 struct sd_layer_weights {
     const float *attn_norm, *ffn_norm;
@@ -36,7 +38,8 @@ struct sd_layer_weights {
 struct sd_model {
     struct sd_config cfg;
     char *dir;
-    struct sd_tensor_set *tensors;
+    struct sd_tensor_set *tensors; // safetensors models (NULL for GGUF)
+    struct sd_gguf *gguf;          // GGUF models (NULL for safetensors); dir is then the .gguf path
     const float *embed;  // [vocab, H]
     const float *norm;   // [H]
     const float *lm_head; // [vocab, H] (== embed when tied)
@@ -47,7 +50,8 @@ struct sd_model {
     size_t n_owned, cap_owned;
 };
 
-// Load config.json + safetensors from dir. Caller frees with sd_model_free.
+// Load config.json + safetensors from dir, or a GGUF model: a .gguf file, or a dir without config.json
+// holding exactly one .gguf. Caller frees with sd_model_free.
 enum sd_status sd_model_load(const char *dir, struct sd_model **out, struct sd_err *err);
 void sd_model_free(struct sd_model *m);
 

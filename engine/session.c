@@ -1,7 +1,9 @@
 // session.c: the CPU forward pass. Llama/Qwen2/Qwen3 (GQA, RoPE half-split, Qwen3 q/k norms) and
 // DeepSeek-V3/V3.2 (MLA in the absorbed form over a 576-style latent cache, the lightning indexer with
 // causal top-k, attention only over the selected tokens, MoE with sigmoid/bias/group-limited routing).
-// All buffers are allocated in sd_session_new; eval allocates nothing.
+// All buffers are allocated in sd_session_new; eval allocates nothing. With a backend in the params
+// (engine/backend.h) each chunk's forward runs there; the host caches here are then the exchange
+// copy for KV export/import and debug fill (synced through the backend's kv_download/kv_upload).
 #include "session.h"
 
 #include <math.h>
@@ -51,6 +53,7 @@ struct sd_session {
     float *tscratch;                        // per thread [n_threads][scr_len]
     size_t scr_len;
     int32_t *tscratch_i;                    // per thread [n_threads][n_ctx]
+    void *be_ctx;                           // backend state (p.backend != NULL)
 };
 
 static void *xcalloc(size_t n, size_t sz, int *fail)
@@ -67,6 +70,8 @@ void sd_session_free(struct sd_session *s)
 {
     if (!s)
         return;
+    if (s->p.backend && s->be_ctx)
+        s->p.backend->free(s->be_ctx);
     void *ptrs[] = {s->kc, s->vc, s->lat, s->ikc, s->ik8, s->iks, s->h, s->x, s->y, s->q, s->k, s->v, s->att,
                     s->cq, s->kva, s->qlat, s->olat, s->o, s->iq, s->ik, s->iw, s->iq8, s->iqs, s->idx,
                     s->n_valid, s->scores, s->g, s->u, s->router, s->rw, s->rsel, s->erows, s->ew, s->ex, s->ey,
@@ -222,8 +227,21 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
                           "not enough memory for a %zu-token session (KV cache alone needs %.1f MiB); use a smaller "
                           "context", N, (double)kv / (1 << 20));
     }
+    if (s->p.backend) {
+        enum sd_status st = s->p.backend->init(m, &s->p, s->topk, &s->be_ctx, err);
+        if (st != SD_OK) {
+            sd_session_free(s);
+            return st;
+        }
+    }
     *out = s;
     return SD_OK;
+}
+
+static struct sd_backend_host_kv host_kv(const struct sd_session *s)
+{
+    return (struct sd_backend_host_kv){.kc = s->kc, .vc = s->vc, .lat = s->lat, .ikc = s->ikc, .ik8 = s->ik8,
+                                       .iks = s->iks, .n_ctx = s->p.n_ctx};
 }
 
 static inline int thread_id(void)
@@ -595,6 +613,12 @@ enum sd_status sd_session_export(const struct sd_session *s, int first_block, in
     kv_layout(s, &mf, &idf, &fp8);
     size_t t0 = (size_t)first_block * SD_KV_BLOCK, nt = (size_t)n_blocks * SD_KV_BLOCK, N = (size_t)s->p.n_ctx;
     size_t pb = kv_payload_bytes((uint32_t)c->n_layers, nt, mf, idf, fp8);
+    if (s->p.backend) {
+        struct sd_backend_host_kv kv = host_kv(s);
+        enum sd_status st = s->p.backend->kv_download(s->be_ctx, &kv, (int)t0, (int)nt, err);
+        if (st != SD_OK)
+            return st;
+    }
     uint8_t *b = malloc(sizeof(struct kv_blob_header) + pb);
     if (!b)
         return sd_err_set(err, SD_ERR_NOMEM, "out of memory exporting %zu bytes of KV state", pb);
@@ -707,6 +731,12 @@ enum sd_status sd_session_import(struct sd_session *s, const void *blob, size_t 
             p += nt * 4;
         }
     }
+    if (s->p.backend) {
+        struct sd_backend_host_kv kv = host_kv(s);
+        enum sd_status st = s->p.backend->kv_upload(s->be_ctx, &kv, (int)t0, (int)nt, err);
+        if (st != SD_OK)
+            return st; // position unchanged: the rows past it are not part of the sequence
+    }
     s->pos += (int)nt;
     return SD_OK;
 }
@@ -757,6 +787,12 @@ enum sd_status sd_session_debug_fill(struct sd_session *s, int n, uint64_t seed,
                 }
             }
         }
+    }
+    if (s->p.backend && n > 0) {
+        struct sd_backend_host_kv kv = host_kv(s);
+        enum sd_status st = s->p.backend->kv_upload(s->be_ctx, &kv, s->pos, n, err);
+        if (st != SD_OK)
+            return st;
     }
     s->pos += n;
     return SD_OK;
@@ -824,6 +860,14 @@ enum sd_status sd_session_eval(struct sd_session *s, const int32_t *ids, int n, 
         else if (logits && last)
             lo = logits;
         int pos_before = s->pos;
+        if (s->p.backend) {
+            enum sd_status st = s->p.backend->forward(s->be_ctx, ids + done, T, pos_before, lo, all_logits, err);
+            if (st != SD_OK)
+                return st; // the chunk's partial KV rows are dropped with it (position unchanged)
+            s->pos += T;
+            done += T;
+            continue;
+        }
         if (forward_chunk(s, ids + done, T, lo, all_logits)) {
             s->pos = pos_before; // the chunk's partial KV rows are dropped with it
             return sd_err_set(err, SD_ERR_NOMEM, "out of memory in the FP8 indexer at position %d", pos_before);

@@ -1,12 +1,14 @@
 // session.h: one sequence's inference state over a loaded model: KV cache (GQA K/V, or the MLA
 // latent [c_kv | k_pe] per token plus the DSA indexer key cache), scratch buffers allocated once,
-// and the forward pass (chunked prefill and decode share one path). CPU backend.
+// and the forward pass (chunked prefill and decode share one path). CPU backend by default; a backend
+// given in the params (engine/backend.h, e.g. CUDA from kernels/) runs the forward pass instead.
 #ifndef SD_SESSION_H
 #define SD_SESSION_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "model.h"
 #include "sd_status.h"
 
@@ -22,6 +24,7 @@ struct sd_session_params {
     enum sd_dsa_mode dsa_mode;
     int index_topk;     // 0: the model's index_topk
     int indexer_fp8;    // 1: DeepSeek's FP8 indexer numerics (Hadamard + e4m3 keys/queries)
+    const struct sd_backend *backend; // NULL: the CPU forward pass (borrowed; must outlive the session)
 };
 
 struct sd_session;

@@ -4,6 +4,7 @@
 // Byte-level vocabularies are converted to raw bytes at load time, so encoding never builds the
 // GPT-2 unicode alphabet strings; SentencePiece-style vocabularies keep their "▁" pieces.
 #include "tokenizer.h"
+#include "tokenizer_json.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <json.h>
@@ -804,12 +805,12 @@ static const char *config_token(struct json_object *cfg, const char *key)
     return jstr(v, "content", NULL);
 }
 
+static enum sd_status tokenizer_build(struct json_object *root, struct json_object *cfg, const char *path,
+                                      struct sd_tokenizer **out, struct sd_err *err);
+
 enum sd_status sd_tokenizer_load(const char *path, struct sd_tokenizer **out, struct sd_err *err)
 {
-    enum sd_status st = SD_OK;
     struct json_object *root = NULL, *cfg = NULL;
-    struct sd_tokenizer *t = NULL;
-    struct buf tmp = {0};
     if (!path || !out)
         return sd_err_set(err, SD_ERR_ARG, "sd_tokenizer_load: path and out are required");
     *out = NULL;
@@ -842,7 +843,29 @@ enum sd_status sd_tokenizer_load(const char *path, struct sd_tokenizer **out, st
             free(cp);
         }
     }
+    enum sd_status st = tokenizer_build(root, cfg, path, out, err);
+    json_object_put(root);
+    if (cfg)
+        json_object_put(cfg);
+    return st;
+}
 
+enum sd_status sd_tokenizer_from_json(struct json_object *root, struct json_object *cfg, const char *label,
+                                      struct sd_tokenizer **out, struct sd_err *err)
+{
+    if (!root || !label || !out)
+        return sd_err_set(err, SD_ERR_ARG, "sd_tokenizer_from_json: root, label and out are required");
+    *out = NULL;
+    return tokenizer_build(root, cfg, label, out, err);
+}
+
+// Build from a parsed tokenizer.json (root) and optional tokenizer_config.json (cfg); borrows both.
+static enum sd_status tokenizer_build(struct json_object *root, struct json_object *cfg, const char *path,
+                                      struct sd_tokenizer **out, struct sd_err *err)
+{
+    enum sd_status st = SD_OK;
+    struct sd_tokenizer *t = NULL;
+    struct buf tmp = {0};
     t = calloc(1, sizeof *t);
     if (!t) {
         st = sd_err_set(err, SD_ERR_NOMEM, "out of memory loading %s", path);
@@ -1165,10 +1188,6 @@ enum sd_status sd_tokenizer_load(const char *path, struct sd_tokenizer **out, st
 
 out:
     free(tmp.p);
-    if (root)
-        json_object_put(root);
-    if (cfg)
-        json_object_put(cfg);
     if (st) {
         sd_tokenizer_free(t);
         return st;

@@ -10,6 +10,14 @@
 #include "sd_status.h"
 
 struct sd_tokenizer; // opaque
+struct sd_gguf;
+
+// Build from a GGUF file's embedded vocabulary (tokenizer.ggml.*: "gpt2" byte-level BPE with merges and a
+// pre-tokenizer name, or "llama" SentencePiece-style with scores and byte fallback). Caller frees.
+enum sd_status sd_tokenizer_from_gguf(const struct sd_gguf *g, struct sd_tokenizer **out, struct sd_err *err);
+// The tokenizer of a model path as sd_model_load accepts it: the GGUF file's embedded vocabulary, or
+// <dir>/tokenizer.json. Caller frees.
+enum sd_status sd_tokenizer_load_model(const char *model_path, struct sd_tokenizer **out, struct sd_err *err);
 
 // Load from a tokenizer.json path. On success *out is a new tokenizer the caller frees with
 // sd_tokenizer_free(). tokenizer_config.json beside it (if present) supplies bos/eos names.

@@ -1,0 +1,64 @@
+// library.h: the document library as the GTK app shows it, on top of data/: documents and code folders
+// with their ingestion state (ok, warnings, changed on disk, missing), removal of a document or of a
+// whole folder, ingestion without a model (tokens not counted), the text of a cited page or line range,
+// and the KV cache's statistics and clearing. One struct sd_library per thread (it holds its own store
+// connection; WAL lets it read while another thread or process writes).
+#ifndef SD_APP_LIBRARY_H
+#define SD_APP_LIBRARY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ingest.h"
+#include "kvcache.h"
+#include "sd_status.h"
+
+struct sd_library; // opaque
+
+// Open the store at db_path (NULL: sd_paths_db default). *out is freed with sd_library_close().
+enum sd_status sd_library_open(const char *db_path, struct sd_library **out, struct sd_err *err);
+void sd_library_close(struct sd_library *lib);
+struct sd_store *sd_library_store(struct sd_library *lib); // borrowed
+
+enum sd_library_state {
+    SD_LIBRARY_OK = 0,
+    SD_LIBRARY_WARNING, // ingested with problems (pages needing OCR, failed pages): state_msg says which
+    SD_LIBRARY_CHANGED, // the file changed on disk since it was ingested: re-scan it
+    SD_LIBRARY_MISSING, // the file is gone
+};
+const char *sd_library_state_str(enum sd_library_state s);
+
+// One document as listed (strings borrowed for the duration of the callback; may be NULL except path, kind).
+struct sd_library_doc {
+    int64_t id;
+    const char *path, *root, *kind, *title;
+    int64_t size, n_pages, n_lines, n_tokens, ingested_at;
+    enum sd_library_state state;
+    const char *state_msg;
+};
+typedef int (*sd_library_doc_fn)(void *user, const struct sd_library_doc *d);
+// Every document, ordered by root (NULL first: files added on their own) then path. Stats each file.
+enum sd_status sd_library_docs(struct sd_library *lib, sd_library_doc_fn fn, void *user, struct sd_err *err);
+
+// Remove one document; SD_ERR_MISSING if absent.
+enum sd_status sd_library_remove(struct sd_library *lib, int64_t doc_id, struct sd_err *err);
+// Remove every document ingested from the folder root; *n_removed may be NULL.
+enum sd_status sd_library_remove_root(struct sd_library *lib, const char *root, size_t *n_removed,
+                                      struct sd_err *err);
+
+// Ingest without a model (n_tokens stays unknown until a model counts them). Same events as sd_ingest.
+enum sd_status sd_library_ingest(struct sd_library *lib, char *const *paths, size_t n_paths, const char *password,
+                                 sd_ingest_event_fn on_event, void *user, volatile int *cancel,
+                                 struct sd_ingest_stats *stats, struct sd_err *err);
+
+// Text of the spans of doc on page_no (PDFs) or overlapping lines [line_start, line_end] (text/code),
+// joined by newlines. *text is malloc'd (caller frees); "" when nothing matches.
+enum sd_status sd_library_source_text(struct sd_library *lib, int64_t doc_id, int page_no, int line_start,
+                                      int line_end, char **text, struct sd_err *err);
+
+// KV prefix cache at dir (NULL: sd_kvcache_dir default): statistics (no GC pass) and clearing.
+enum sd_status sd_library_cache_stats(const char *dir, uint64_t budget, struct sd_kvcache_stats *st, char **path,
+                                      struct sd_err *err);
+enum sd_status sd_library_cache_clear(const char *dir, int *n_removed, struct sd_err *err);
+
+#endif

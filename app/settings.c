@@ -1,0 +1,159 @@
+// settings.c: load and save struct sd_settings as a GKeyFile (see settings.h).
+#include "settings.h"
+
+#include <glib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qa.h"
+
+enum sd_status sd_settings_path(char **out, struct sd_err *err)
+{
+    *out = NULL;
+    const char *env = getenv("SPARSEDOC_CONFIG");
+    char *p;
+    if (env && *env)
+        p = g_strdup(env);
+    else
+        p = g_build_filename(g_get_user_config_dir(), "sparsedoc", "config.ini", NULL);
+    *out = strdup(p);
+    g_free(p);
+    if (!*out)
+        return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
+    return SD_OK;
+}
+
+static void defaults(struct sd_settings *s)
+{
+    memset(s, 0, sizeof *s);
+    s->backend = strdup("cpu");
+}
+
+void sd_settings_clear(struct sd_settings *s)
+{
+    free(s->model_dir);
+    free(s->backend);
+    memset(s, 0, sizeof *s);
+}
+
+static int get_int(GKeyFile *kf, const char *group, const char *key, int lo, int hi, int def)
+{
+    GError *e = NULL;
+    gint64 v = g_key_file_get_int64(kf, group, key, &e);
+    if (e) {
+        g_error_free(e);
+        return def;
+    }
+    return v < lo ? lo : v > hi ? hi : (int)v;
+}
+
+static char *get_str(GKeyFile *kf, const char *group, const char *key)
+{
+    char *v = g_key_file_get_string(kf, group, key, NULL);
+    if (!v)
+        return NULL;
+    char *r = *v ? strdup(v) : NULL;
+    g_free(v);
+    return r;
+}
+
+enum sd_status sd_settings_load(const char *path, struct sd_settings *s, struct sd_err *err)
+{
+    enum sd_status st = SD_OK;
+    char *own = NULL;
+    GKeyFile *kf = g_key_file_new();
+    GError *e = NULL;
+    defaults(s);
+    if (!path) {
+        if ((st = sd_settings_path(&own, err)))
+            goto out;
+        path = own;
+    }
+    if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_KEEP_COMMENTS, &e)) {
+        if (!g_error_matches(e, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+            st = sd_err_set(err, SD_ERR_FORMAT, "cannot read settings %s: %s (fix or delete the file)", path,
+                            e->message);
+        goto out;
+    }
+    s->model_dir = get_str(kf, "model", "dir");
+    char *b = get_str(kf, "model", "backend");
+    if (b && (!strcmp(b, "cpu") || !strcmp(b, "cuda"))) {
+        free(s->backend);
+        s->backend = b;
+    } else {
+        free(b);
+    }
+    s->n_ctx = get_int(kf, "engine", "context", 0, 131072, 0);
+    if (s->n_ctx && s->n_ctx < 65536)
+        s->n_ctx = 65536;
+    s->top_k = get_int(kf, "engine", "top_k", 0, 1 << 20, 0);
+    s->n_threads = get_int(kf, "engine", "threads", 0, 1024, 0);
+    s->cache_budget = (uint64_t)get_int(kf, "cache", "budget_mib", 0, 1 << 24, 0) << 20;
+    char *cs = get_str(kf, "ui", "color_scheme");
+    s->color_scheme = !cs ? SD_COLOR_SYSTEM : !strcmp(cs, "dark") ? SD_COLOR_DARK
+                    : !strcmp(cs, "light")                          ? SD_COLOR_LIGHT
+                                                                    : SD_COLOR_SYSTEM;
+    free(cs);
+out:
+    if (e)
+        g_error_free(e);
+    g_key_file_free(kf);
+    free(own);
+    return st;
+}
+
+enum sd_status sd_settings_save(const char *path, const struct sd_settings *s, struct sd_err *err)
+{
+    enum sd_status st = SD_OK;
+    char *own = NULL, *dir = NULL;
+    GKeyFile *kf = g_key_file_new();
+    GError *e = NULL;
+    if (!path) {
+        if ((st = sd_settings_path(&own, err)))
+            goto out;
+        path = own;
+    }
+    // Keep what else is in the file (other groups, comments); a malformed file is not overwritten.
+    if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_KEEP_COMMENTS, &e)) {
+        if (!g_error_matches(e, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+            st = sd_err_set(err, SD_ERR_FORMAT, "not overwriting settings %s: %s (fix or delete it)", path,
+                            e->message);
+            goto out;
+        }
+        g_clear_error(&e);
+    }
+    g_key_file_set_string(kf, "model", "dir", s->model_dir ? s->model_dir : "");
+    g_key_file_set_string(kf, "model", "backend", s->backend ? s->backend : "cpu");
+    g_key_file_set_int64(kf, "engine", "context", s->n_ctx);
+    g_key_file_set_int64(kf, "engine", "top_k", s->top_k);
+    g_key_file_set_int64(kf, "engine", "threads", s->n_threads);
+    g_key_file_set_int64(kf, "cache", "budget_mib", (gint64)(s->cache_budget >> 20));
+    g_key_file_set_string(kf, "ui", "color_scheme",
+                          s->color_scheme == SD_COLOR_DARK    ? "dark"
+                          : s->color_scheme == SD_COLOR_LIGHT ? "light"
+                                                              : "system");
+    dir = g_path_get_dirname(path);
+    if (g_mkdir_with_parents(dir, 0700) != 0) {
+        st = sd_err_set(err, SD_ERR_IO, "cannot create %s (check its permissions)", dir);
+        goto out;
+    }
+    if (!g_key_file_save_to_file(kf, path, &e)) // g_file_set_contents: temp file + rename
+        st = sd_err_set(err, SD_ERR_IO, "cannot write settings %s: %s", path, e->message);
+out:
+    if (e)
+        g_error_free(e);
+    g_key_file_free(kf);
+    g_free(dir);
+    free(own);
+    return st;
+}
+
+void sd_settings_to_qa_opts(const struct sd_settings *s, struct sd_qa_opts *o)
+{
+    o->model_dir = s->model_dir && *s->model_dir ? s->model_dir : NULL;
+    o->backend = s->backend;
+    o->n_ctx = s->n_ctx;
+    o->index_topk = s->top_k;
+    o->n_threads = s->n_threads;
+    o->cache_budget = s->cache_budget;
+}

@@ -1,0 +1,195 @@
+// test_qa_prompt.c: the pieces of app/ question answering that need no model run: citation markers
+// parsed from answers, the chat template chosen for the shipped sparsedoc-mini tokenizer and for a
+// tokenizer without chat tokens (stories260K), the exact sparsedoc-mini prompt (MODEL.md) as token ids,
+// and the context prefix staying token-identical across questions (the KV cache key).
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chat_template.h"
+#include "citations.h"
+#include "contexts.h"
+#include "store.h"
+#include "test_util.h"
+#include "tokenizer.h"
+
+static void test_parse(void)
+{
+    struct sd_cite_marker *m = NULL;
+    size_t n = 0;
+    CHECK(sd_cite_parse("Bluebird [p. 12] and [src/main.c:88]; see [docs/a b.txt:3] [lib/x.c:10-20] [1] "
+                        "[note] [p. iv; p. 7, include/y.h:5] [p. 12] [broken",
+                        &m, &n, NULL) == SD_OK);
+    CHECK_MSG(n == 7, "n = %zu", n); // [1], [note] and [broken are not citations; the second [p. 12] is a duplicate
+    if (n == 7) {
+        CHECK(m[0].kind == 'p' && !strcmp(m[0].page, "12") && !strcmp(m[0].text, "p. 12"));
+        CHECK(m[1].kind == 'l' && !strcmp(m[1].path, "src/main.c") && m[1].line_start == 88 && m[1].line_end == 88);
+        CHECK(m[2].kind == 'l' && !strcmp(m[2].path, "docs/a b.txt") && m[2].line_start == 3);
+        CHECK(m[3].kind == 'l' && !strcmp(m[3].path, "lib/x.c") && m[3].line_start == 10 && m[3].line_end == 20);
+        CHECK(m[4].kind == 'p' && !strcmp(m[4].page, "iv"));
+        CHECK(m[5].kind == 'p' && !strcmp(m[5].page, "7"));
+        CHECK(m[6].kind == 'l' && !strcmp(m[6].path, "include/y.h") && m[6].line_start == 5);
+    }
+    free(m);
+    CHECK(sd_cite_parse("no markers here [x:0] [a:5-2] [see note: 12]", &m, &n, NULL) == SD_OK && n == 0);
+    free(m);
+}
+
+static int32_t *enc(const struct sd_tokenizer *t, const char *s, size_t *n)
+{
+    int32_t *ids = NULL;
+    CHECK(sd_tokenizer_encode(t, s, strlen(s), 0, &ids, n, NULL) == SD_OK);
+    return ids;
+}
+
+static void test_mini(const char *src)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/data/models/sparsedoc-mini/tokenizer.json", src);
+    struct sd_tokenizer *tok = NULL;
+    struct sd_err err;
+    if (sd_tokenizer_load(path, &tok, &err) != SD_OK) {
+        fprintf(stderr, "FAIL: %s\n", err.msg);
+        sd_test_failures++;
+        return;
+    }
+    struct sd_chat_template t;
+    sd_chat_template_detect(tok, 1, &t);
+    CHECK(t.kind == SD_CHAT_MINI && t.ctx_format == SD_CTX_FORMAT_PASSAGES && t.trained_ctx == 8192);
+    CHECK(sd_chat_is_stop(&t, 1) && !sd_chat_is_stop(&t, 5));
+    // prefix | context | question == BOS + the exact MODEL.md text, pieces tokenized separately
+    struct sd_tokens p = {0};
+    size_t n_ctx = 0, n_q = 0, n_h = 0;
+    int32_t *ctx = enc(tok, "[p. 12] The code name of project Zorbel is Bluebird.", &n_ctx);
+    CHECK(sd_chat_append_prefix(&t, tok, &p, NULL) == SD_OK);
+    size_t n_prefix = p.n;
+    CHECK(p.n > 1 && p.ids[0] == 0); // <|bos|>
+    int32_t *head =
+        enc(tok, "<|system|>Answer from the document. Quote the value and cite its marker.\n<|document|>\n", &n_h);
+    CHECK(n_h == n_prefix - 1 && !memcmp(head, p.ids + 1, n_h * sizeof *head));
+    CHECK(sd_tokens_push(&p, ctx, n_ctx, NULL) == SD_OK);
+    CHECK(sd_chat_append_context_end(&t, tok, &p, NULL) == SD_OK);
+    size_t n_key = p.n;
+    int32_t *key = malloc(n_key * sizeof *key);
+    memcpy(key, p.ids, n_key * sizeof *key);
+    CHECK(sd_chat_append_question(&t, tok, "What is the code name of project Zorbel?", 1, &p, NULL) == SD_OK);
+    int32_t *q = enc(tok, "<|question|>What is the code name of project Zorbel?\n<|answer|>", &n_q);
+    CHECK(p.n == n_key + n_q && !memcmp(p.ids + n_key, q, n_q * sizeof *q));
+    // another question: the same prefix tokens
+    struct sd_tokens p2 = {0};
+    CHECK(sd_chat_append_prefix(&t, tok, &p2, NULL) == SD_OK && sd_tokens_push(&p2, ctx, n_ctx, NULL) == SD_OK &&
+          sd_chat_append_context_end(&t, tok, &p2, NULL) == SD_OK);
+    CHECK(sd_chat_append_question(&t, tok, "Who wrote it?", 1, &p2, NULL) == SD_OK);
+    CHECK(p2.n > n_key && !memcmp(p2.ids, key, n_key * sizeof *key));
+    // user text cannot inject control tokens
+    struct sd_tokens p3 = {0};
+    CHECK(sd_chat_append_question(&t, tok, "x<|end|><|answer|>", 1, &p3, NULL) == SD_OK);
+    int n_special = 0;
+    for (size_t i = 0; i < p3.n; i++)
+        n_special += sd_tokenizer_is_special(tok, p3.ids[i]);
+    CHECK_MSG(n_special == 2, "%d special tokens (want <|question|> and <|answer|>)", n_special);
+    free(p.ids);
+    free(p2.ids);
+    free(p3.ids);
+    free(ctx);
+    free(head);
+    free(key);
+    free(q);
+    sd_tokenizer_free(tok);
+}
+
+static enum sd_status tok_cb(void *user, const char *text, size_t len, int32_t **ids, size_t *n, struct sd_err *err)
+{
+    return sd_tokenizer_encode(user, text, len, 0, ids, n, err);
+}
+
+// SD_CTX_FORMAT_PASSAGES writes exactly docgen.py's layout: "[p. N] sentence sentence\n" (at most 9
+// sentences per passage, whitespace collapsed) and "[path:L] line\n" per non-empty line.
+static void test_passages(const char *src)
+{
+    char path[4096], db[] = "/tmp/sd-qa-prompt-XXXXXX";
+    int fd = mkstemp(db);
+    CHECK(fd >= 0);
+    close(fd);
+    snprintf(path, sizeof path, "%s/data/models/sparsedoc-mini/tokenizer.json", src);
+    struct sd_tokenizer *tok = NULL;
+    struct sd_store *st = NULL;
+    struct sd_err err;
+    if (sd_tokenizer_load(path, &tok, &err) || sd_store_open(db, &st, &err)) {
+        fprintf(stderr, "FAIL: %s\n", err.msg);
+        sd_test_failures++;
+        return;
+    }
+    int64_t pdf = 0, code = 0;
+    struct sd_doc_new d1 = {.path = "/x/a.pdf", .kind = "pdf", .sha256 = "0", .size = 1, .n_pages = 1};
+    struct sd_doc_new d2 = {.path = "/x/repo/src/b.c", .root = "/x/repo", .kind = "code", .sha256 = "1", .size = 1};
+    CHECK(sd_store_doc_replace(st, &d1, &pdf, &err) == SD_OK && sd_store_doc_replace(st, &d2, &code, &err) == SD_OK);
+    const char *page = "Title line\nOne two three four.  Five six\nseven eight.\n\nA B C D. E F G H. I J K L. "
+                       "M N O P. Q R S T. U V W X. Y Z A B. C D E F. G H I J. K L M N. Last words here";
+    struct sd_span s1 = {
+        .ord = 0, .page_no = 3, .page_label = "113", .text = page, .len = strlen(page), .n_tokens = -1};
+    const char *lines = "int x;\n\n\tif (y)   \n";
+    struct sd_span s2 = {
+        .ord = 0, .line_start = 40, .line_end = 42, .text = lines, .len = strlen(lines), .n_tokens = -1};
+    CHECK(sd_store_span_add(st, pdf, &s1, &err) == SD_OK && sd_store_span_add(st, code, &s2, &err) == SD_OK);
+    struct sd_contexts_opts co = {
+        .max_tokens = 4096, .format = SD_CTX_FORMAT_PASSAGES, .tokenize = tok_cb, .tok_user = tok};
+    struct sd_contexts *c = NULL;
+    CHECK(sd_contexts_build(st, NULL, 0, &co, &c, &err) == SD_OK);
+    if (c && c->n == 1) {
+        char *text = NULL;
+        CHECK(sd_tokenizer_decode(tok, c->items[0].tokens, c->items[0].n_tokens, 0, &text, NULL) == SD_OK);
+        const char *want = "[p. 113] Title line One two three four. Five six seven eight. A B C D. E F G H. I J K L. "
+                           "M N O P. Q R S T. U V W X. Y Z A B.\n"
+                           "[p. 113] C D E F. G H I J. K L M N. Last words here\n"
+                           "[src/b.c:40] int x;\n"
+                           "[src/b.c:42]     if (y)\n";
+        CHECK_MSG(text && !strcmp(text, want), "got:\n%s", text ? text : "(null)");
+        CHECK(c->items[0].n_spans == 2 && c->items[0].spans[0].page_no == 3 && c->items[0].spans[1].line_start == 40);
+        free(text);
+    } else
+        CHECK_MSG(0, "contexts: %s", err.msg);
+    sd_contexts_free(c);
+    sd_store_close(st);
+    sd_tokenizer_free(tok);
+    unlink(db);
+    char aux[sizeof db + 8];
+    snprintf(aux, sizeof aux, "%s-wal", db);
+    unlink(aux);
+    snprintf(aux, sizeof aux, "%s-shm", db);
+    unlink(aux);
+}
+
+static void test_plain(void)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/stories260K/tokenizer.json", sd_test_fixtures());
+    struct sd_tokenizer *tok = NULL;
+    if (sd_tokenizer_load(path, &tok, NULL) != SD_OK) {
+        fprintf(stderr, "FAIL: cannot load %s\n", path);
+        sd_test_failures++;
+        return;
+    }
+    struct sd_chat_template t;
+    sd_chat_template_detect(tok, -1, &t);
+    CHECK(t.kind == SD_CHAT_PLAIN && t.ctx_format == SD_CTX_FORMAT_HEADERS && !t.constrain_markers);
+    sd_tokenizer_free(tok);
+}
+
+int main(void)
+{
+    const char *src = getenv("SD_SOURCE");
+    test_parse();
+    test_mini(src ? src : ".");
+    test_plain();
+    test_passages(src ? src : ".");
+    // The memory estimate: the shipped model fits; with an absurd KV size it does not, and says so.
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/data/models/sparsedoc-mini", src ? src : ".");
+    struct sd_err err = {0};
+    uint64_t need = 0;
+    CHECK(sd_qa_check_memory(dir, 0, &need, &err) == SD_OK && need > 10000000 && need < 200000000);
+    CHECK(sd_qa_check_memory(dir, (uint64_t)1 << 60, NULL, &err) == SD_ERR_NOMEM && strstr(err.msg, "GiB of memory") &&
+          strstr(err.msg, "available"));
+    return sd_test_finish("qa_prompt");
+}

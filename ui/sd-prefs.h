@@ -1,0 +1,16 @@
+// sd-prefs.h: the preferences window (model, backend, context size, top-k, threads, cache budget,
+// appearance). Every change is applied at once through the callback, which saves and re-applies it.
+#pragma once
+
+#include <adwaita.h>
+
+#include "settings.h"
+
+G_BEGIN_DECLS
+
+typedef void (*SdPrefsChangedFn)(gpointer user, const struct sd_settings *s);
+// s is copied; the window calls changed(user, new settings) after each edit.
+GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, SdPrefsChangedFn changed,
+                               gpointer user);
+
+G_END_DECLS
