@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "dtype.h"
+#include "ops_cpu.h"
 
 void sd_hadamard(float *x, int n)
 {
@@ -82,7 +83,8 @@ void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_head
 {
     const int kb = 256; // key block: keeps the block of keys in L1/L2 while all heads pass over it
     int n_kb = (n_k + kb - 1) / kb;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_threads > 0 ? n_threads : 1)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(n_threads > 0 ? n_threads : 1)                \
+    if ((size_t)n_q * n_k * n_heads * dim >= SD_PAR_MIN_WORK)
     for (int i = 0; i < n_q; i++) {
         for (int b = 0; b < n_kb; b++) {
             int nv = n_valid ? n_valid[i] : n_k;
@@ -133,7 +135,8 @@ int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float
     const int kb = 256;
     int n_kb = (n_k + kb - 1) / kb;
     int failed = 0;
-#pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1) reduction(| : failed)
+#pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1) reduction(| : failed)                                \
+    if ((size_t)n_q * n_k * n_heads * dim >= SD_PAR_MIN_WORK)
     {
         // Decoded query heads (e4m3 values are exact in f32) and folded weights of one query.
         float *qf = malloc((size_t)n_heads * dim * sizeof(float));

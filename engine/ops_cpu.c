@@ -44,7 +44,8 @@ int sd_cpu_threads(void)
 void sd_matmul_noblas(float *y, int ldy, const float *x, int ldx, const float *w, int ldw, int T, int N, int K,
                       float beta)
 {
-#pragma omp parallel for collapse(2) schedule(static) num_threads(g_threads)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(g_threads)                                         \
+    if ((size_t)T * N * K >= SD_PAR_MIN_WORK)
     for (int t = 0; t < T; t++) {
         for (int n = 0; n < N; n++) {
             const float *a = x + (size_t)t * ldx, *b = w + (size_t)n * ldw;
@@ -74,8 +75,9 @@ void sd_matmul_ld(float *y, int ldy, const float *x, int ldx, const float *w, in
     if (T <= 0 || N <= 0)
         return;
 #if SD_HAVE_BLAS
+    // One row (decode): our loops beat sgemv (tools/bench_engine) and stay serial when small.
     if (T == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, w, ldw, x, 1, beta, y, 1);
+        sd_matmul_noblas(y, ldy, x, ldx, w, ldw, T, N, K, beta);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, x, ldx, w, ldw, beta, y, ldy);
 #else
@@ -100,7 +102,7 @@ void sd_matmul_nn(float *y, int ldy, const float *x, int ldx, const float *w, in
 #if SD_HAVE_BLAS
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, N, K, 1.0f, x, ldx, w, ldw, 0.0f, y, ldy);
 #else
-#pragma omp parallel for schedule(static) num_threads(g_threads)
+#pragma omp parallel for schedule(static) num_threads(g_threads) if ((size_t)T * N * K >= SD_PAR_MIN_WORK)
     for (int t = 0; t < T; t++) {
         float *o = y + (size_t)t * ldy;
         for (int n = 0; n < N; n++)

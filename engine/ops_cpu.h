@@ -7,6 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Loops with fewer multiply-adds than this run on the calling thread: waking an OpenMP team costs
+// more than the work, and on a busy machine a team whose threads spin-wait can lose a whole
+// scheduler timeslice per parallel region (measured: sparsedoc-mini decode fell from ~1000 to ~30
+// tokens/s with 2 threads on a 2-core VM under load).
+#define SD_PAR_MIN_WORK ((size_t)1 << 20)
+
 void sd_cpu_set_threads(int n); // n <= 0: all cores
 int sd_cpu_threads(void);
 
