@@ -12,6 +12,9 @@
 #include "sampler.h"
 #include "session.h"
 #include "tokenizer.h"
+#ifdef SD_CUDA_BACKEND
+#include "sd_cuda.h"
+#endif
 
 static double now_s(void)
 {
@@ -47,12 +50,29 @@ static int parse_float(const char *s, const char *what, double lo, double hi, do
     return 0;
 }
 
-static int parse_backend(const char *s)
+// --backend NAME: 0 and *be set (NULL for cpu), or SD_EXIT_USAGE for an unknown name, or SD_EXIT_FAIL when
+// the backend exists in this build but cannot run here (no CUDA device or driver).
+static int parse_backend(const char *s, const struct sd_backend **be)
 {
+    *be = NULL;
     if (!strcmp(s, "cpu"))
         return 0;
-    fprintf(stderr, "sparsedoc: backend '%s' is not available in this build (available: cpu)\n", s);
-    return -1;
+#ifdef SD_CUDA_BACKEND
+    if (!strcmp(s, "cuda")) {
+        if (sd_cuda_device_count() <= 0) {
+            fprintf(stderr, "sparsedoc: --backend cuda: no CUDA device or driver found on this machine; use --backend "
+                            "cpu\n");
+            return SD_EXIT_FAIL;
+        }
+        *be = sd_cuda_backend();
+        return 0;
+    }
+    fprintf(stderr, "sparsedoc: unknown backend '%s' (available: cpu, cuda)\n", s);
+#else
+    fprintf(stderr, "sparsedoc: backend '%s' is not available in this build (available: cpu; cuda needs a build with "
+                    "nvcc)\n", s);
+#endif
+    return SD_EXIT_USAGE;
 }
 
 static int parse_dsa(const char *s, enum sd_dsa_mode *m)
@@ -76,7 +96,7 @@ static void logits_usage(FILE *f)
                "  --ids FILE         whitespace-separated token ids\n"
                "  --out FILE         output file\n"
                "  --threads N        CPU threads (default: all cores)\n"
-               "  --backend cpu      compute backend\n"
+               "  --backend NAME     compute backend: cpu (default) or cuda (fp32 forward pass on the GPU)\n"
                "  --attention MODE   sparse (default, the model's DSA) or dense (same weights, full attention)\n"
                "  --index-topk K     override the model's index_topk\n"
                "  --indexer-fp8      DeepSeek's FP8 indexer numerics instead of fp32\n"
@@ -151,10 +171,12 @@ int sd_cmd_logits(int argc, char **argv)
                 return SD_EXIT_USAGE;
             sp.n_threads = (int)v;
             break;
-        case 'b':
-            if (parse_backend(optarg))
-                return SD_EXIT_USAGE;
+        case 'b': {
+            int brc = parse_backend(optarg, &sp.backend);
+            if (brc)
+                return brc;
             break;
+        }
         case 'a':
             if (parse_dsa(optarg, &sp.dsa_mode))
                 return SD_EXIT_USAGE;
@@ -239,7 +261,7 @@ static void generate_usage(FILE *f)
                "  --seed S           random seed (default: time)\n"
                "  --ctx N            context size (default: min(model max, 8192))\n"
                "  --threads N        CPU threads (default: all cores)\n"
-               "  --backend cpu      compute backend\n"
+               "  --backend NAME     compute backend: cpu (default) or cuda (fp32 forward pass on the GPU)\n"
                "  --attention MODE   sparse (default) or dense\n"
                "  --stats            print timing to stderr\n");
 }
@@ -305,10 +327,12 @@ int sd_cmd_generate(int argc, char **argv)
                 return SD_EXIT_USAGE;
             sp.n_threads = (int)v;
             break;
-        case 'b':
-            if (parse_backend(optarg))
-                return SD_EXIT_USAGE;
+        case 'b': {
+            int brc = parse_backend(optarg, &sp.backend);
+            if (brc)
+                return brc;
             break;
+        }
         case 'a':
             if (parse_dsa(optarg, &sp.dsa_mode))
                 return SD_EXIT_USAGE;

@@ -20,10 +20,14 @@ struct sd_library {
 const char *sd_library_state_str(enum sd_library_state s)
 {
     switch (s) {
-    case SD_LIBRARY_OK: return "ingested";
-    case SD_LIBRARY_WARNING: return "ingested with warnings";
-    case SD_LIBRARY_CHANGED: return "changed on disk";
-    case SD_LIBRARY_MISSING: return "file missing";
+    case SD_LIBRARY_OK:
+        return "ingested";
+    case SD_LIBRARY_WARNING:
+        return "ingested with warnings";
+    case SD_LIBRARY_CHANGED:
+        return "changed on disk";
+    case SD_LIBRARY_MISSING:
+        return "file missing";
     }
     return "?";
 }
@@ -58,14 +62,17 @@ void sd_library_close(struct sd_library *lib)
     free(lib);
 }
 
-struct sd_store *sd_library_store(struct sd_library *lib) { return lib->store; }
+struct sd_store *sd_library_store(struct sd_library *lib)
+{
+    return lib->store;
+}
 
 // ---- listing ----
 
 struct doc_copy {
     int64_t id;
     char *path, *root, *kind, *title, *ocr_pages, *failed_pages;
-    int64_t size, mtime_ns, n_pages, n_lines, n_tokens, ingested_at;
+    int64_t size, mtime_ns, n_pages, n_lines, n_chars, n_tokens, ingested_at;
 };
 
 struct doc_list {
@@ -74,7 +81,10 @@ struct doc_list {
     int oom;
 };
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
 
 static int collect(void *user, const struct sd_doc *d)
 {
@@ -101,6 +111,7 @@ static int collect(void *user, const struct sd_doc *d)
     c->mtime_ns = d->mtime_ns;
     c->n_pages = d->n_pages;
     c->n_lines = d->n_lines;
+    c->n_chars = d->n_chars;
     c->n_tokens = d->n_tokens;
     c->ingested_at = d->ingested_at;
     return 0;
@@ -150,9 +161,17 @@ enum sd_status sd_library_docs(struct sd_library *lib, sd_library_doc_fn fn, voi
     qsort(l.v, l.n, sizeof *l.v, cmp_docs);
     for (size_t i = 0; i < l.n; i++) {
         struct doc_copy *c = &l.v[i];
-        struct sd_library_doc d = {.id = c->id, .path = c->path, .root = c->root, .kind = c->kind,
-                                   .title = c->title, .size = c->size, .n_pages = c->n_pages,
-                                   .n_lines = c->n_lines, .n_tokens = c->n_tokens, .ingested_at = c->ingested_at};
+        struct sd_library_doc d = {.id = c->id,
+                                   .path = c->path,
+                                   .root = c->root,
+                                   .kind = c->kind,
+                                   .title = c->title,
+                                   .size = c->size,
+                                   .n_pages = c->n_pages,
+                                   .n_lines = c->n_lines,
+                                   .n_chars = c->n_chars,
+                                   .n_tokens = c->n_tokens,
+                                   .ingested_at = c->ingested_at};
         char msg[512] = "";
         struct stat sb;
         if (stat(c->path, &sb) != 0) {
@@ -195,8 +214,7 @@ enum sd_status sd_library_remove(struct sd_library *lib, int64_t doc_id, struct 
     return sd_store_doc_remove(lib->store, doc_id, err);
 }
 
-enum sd_status sd_library_remove_root(struct sd_library *lib, const char *root, size_t *n_removed,
-                                      struct sd_err *err)
+enum sd_status sd_library_remove_root(struct sd_library *lib, const char *root, size_t *n_removed, struct sd_err *err)
 {
     if (n_removed)
         *n_removed = 0;
@@ -244,10 +262,15 @@ out:
 }
 
 enum sd_status sd_library_ingest(struct sd_library *lib, char *const *paths, size_t n_paths, const char *password,
-                                 sd_ingest_event_fn on_event, void *user, volatile int *cancel,
-                                 struct sd_ingest_stats *stats, struct sd_err *err)
+                                 sd_count_tokens_fn count_tokens, void *tok_user, sd_ingest_event_fn on_event,
+                                 void *user, volatile int *cancel, struct sd_ingest_stats *stats, struct sd_err *err)
 {
-    struct sd_ingest_opts o = {.password = password, .on_event = on_event, .user = user, .cancel = cancel};
+    struct sd_ingest_opts o = {.password = password,
+                               .count_tokens = count_tokens,
+                               .tok_user = tok_user,
+                               .on_event = on_event,
+                               .user = user,
+                               .cancel = cancel};
     return sd_ingest(lib->store, paths, n_paths, &o, stats, err);
 }
 
@@ -263,8 +286,7 @@ struct text_acc {
 static int take_span(void *user, const struct sd_span_row *r)
 {
     struct text_acc *a = user;
-    int hit = a->page_no > 0 ? r->page_no == a->page_no
-                             : r->line_end >= a->line_start && r->line_start <= a->line_end;
+    int hit = a->page_no > 0 ? r->page_no == a->page_no : r->line_end >= a->line_start && r->line_start <= a->line_end;
     if (!hit)
         return 0;
     size_t need = a->len + r->len + 2;
@@ -286,8 +308,8 @@ static int take_span(void *user, const struct sd_span_row *r)
     return 0;
 }
 
-enum sd_status sd_library_source_text(struct sd_library *lib, int64_t doc_id, int page_no, int line_start,
-                                      int line_end, char **text, struct sd_err *err)
+enum sd_status sd_library_source_text(struct sd_library *lib, int64_t doc_id, int page_no, int line_start, int line_end,
+                                      char **text, struct sd_err *err)
 {
     *text = NULL;
     struct text_acc a = {.page_no = page_no, .line_start = line_start, .line_end = line_end ? line_end : line_start};

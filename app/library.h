@@ -32,7 +32,8 @@ const char *sd_library_state_str(enum sd_library_state s);
 struct sd_library_doc {
     int64_t id;
     const char *path, *root, *kind, *title;
-    int64_t size, n_pages, n_lines, n_tokens, ingested_at;
+    int64_t size, n_pages, n_lines, n_chars, ingested_at;
+    int64_t n_tokens; // <= 0 with n_chars > 0: not counted (ingested without a model)
     enum sd_library_state state;
     const char *state_msg;
 };
@@ -43,18 +44,19 @@ enum sd_status sd_library_docs(struct sd_library *lib, sd_library_doc_fn fn, voi
 // Remove one document; SD_ERR_MISSING if absent.
 enum sd_status sd_library_remove(struct sd_library *lib, int64_t doc_id, struct sd_err *err);
 // Remove every document ingested from the folder root; *n_removed may be NULL.
-enum sd_status sd_library_remove_root(struct sd_library *lib, const char *root, size_t *n_removed,
-                                      struct sd_err *err);
+enum sd_status sd_library_remove_root(struct sd_library *lib, const char *root, size_t *n_removed, struct sd_err *err);
 
-// Ingest without a model (n_tokens stays unknown until a model counts them). Same events as sd_ingest.
+// Ingest paths into the library. count_tokens (may be NULL: tokens stay unknown until a model counts
+// them) is called with tok_user; cancel (may be NULL) set non-zero stops after the current file.
+// Same events as sd_ingest.
 enum sd_status sd_library_ingest(struct sd_library *lib, char *const *paths, size_t n_paths, const char *password,
-                                 sd_ingest_event_fn on_event, void *user, volatile int *cancel,
-                                 struct sd_ingest_stats *stats, struct sd_err *err);
+                                 sd_count_tokens_fn count_tokens, void *tok_user, sd_ingest_event_fn on_event,
+                                 void *user, volatile int *cancel, struct sd_ingest_stats *stats, struct sd_err *err);
 
 // Text of the spans of doc on page_no (PDFs) or overlapping lines [line_start, line_end] (text/code),
 // joined by newlines. *text is malloc'd (caller frees); "" when nothing matches.
-enum sd_status sd_library_source_text(struct sd_library *lib, int64_t doc_id, int page_no, int line_start,
-                                      int line_end, char **text, struct sd_err *err);
+enum sd_status sd_library_source_text(struct sd_library *lib, int64_t doc_id, int page_no, int line_start, int line_end,
+                                      char **text, struct sd_err *err);
 
 // KV prefix cache at dir (NULL: sd_kvcache_dir default): statistics (no GC pass) and clearing.
 enum sd_status sd_library_cache_stats(const char *dir, uint64_t budget, struct sd_kvcache_stats *st, char **path,

@@ -10,12 +10,17 @@
 enum sd_status sd_settings_path(char **out, struct sd_err *err)
 {
     *out = NULL;
-    const char *env = getenv("SPARSEDOC_CONFIG");
+    // Read the environment at each call (like data/paths.c), not GLib's cached g_get_user_config_dir().
+    const char *env = getenv("SPARSEDOC_CONFIG"), *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
     char *p;
     if (env && *env)
         p = g_strdup(env);
+    else if (xdg && xdg[0] == '/')
+        p = g_build_filename(xdg, "sparsedoc", "config.ini", NULL);
+    else if (home && *home)
+        p = g_build_filename(home, ".config", "sparsedoc", "config.ini", NULL);
     else
-        p = g_build_filename(g_get_user_config_dir(), "sparsedoc", "config.ini", NULL);
+        return sd_err_set(err, SD_ERR_MISSING, "neither XDG_CONFIG_HOME nor HOME is set; set SPARSEDOC_CONFIG");
     *out = strdup(p);
     g_free(p);
     if (!*out)
@@ -90,9 +95,10 @@ enum sd_status sd_settings_load(const char *path, struct sd_settings *s, struct 
     s->n_threads = get_int(kf, "engine", "threads", 0, 1024, 0);
     s->cache_budget = (uint64_t)get_int(kf, "cache", "budget_mib", 0, 1 << 24, 0) << 20;
     char *cs = get_str(kf, "ui", "color_scheme");
-    s->color_scheme = !cs ? SD_COLOR_SYSTEM : !strcmp(cs, "dark") ? SD_COLOR_DARK
-                    : !strcmp(cs, "light")                          ? SD_COLOR_LIGHT
-                                                                    : SD_COLOR_SYSTEM;
+    s->color_scheme = !cs                    ? SD_COLOR_SYSTEM
+                      : !strcmp(cs, "dark")  ? SD_COLOR_DARK
+                      : !strcmp(cs, "light") ? SD_COLOR_LIGHT
+                                             : SD_COLOR_SYSTEM;
     free(cs);
 out:
     if (e)
@@ -116,8 +122,7 @@ enum sd_status sd_settings_save(const char *path, const struct sd_settings *s, s
     // Keep what else is in the file (other groups, comments); a malformed file is not overwritten.
     if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_KEEP_COMMENTS, &e)) {
         if (!g_error_matches(e, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
-            st = sd_err_set(err, SD_ERR_FORMAT, "not overwriting settings %s: %s (fix or delete it)", path,
-                            e->message);
+            st = sd_err_set(err, SD_ERR_FORMAT, "not overwriting settings %s: %s (fix or delete it)", path, e->message);
             goto out;
         }
         g_clear_error(&e);

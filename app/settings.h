@@ -14,12 +14,12 @@ struct sd_qa_opts;
 enum sd_color_scheme { SD_COLOR_SYSTEM = 0, SD_COLOR_LIGHT, SD_COLOR_DARK };
 
 struct sd_settings {
-    char *model_dir;        // NULL or "": the default model (see sd_qa_opts.model_dir)
-    char *backend;          // "cpu" or "cuda"
-    int n_ctx;              // 0: default (64K); else 65536..131072
-    int top_k;              // 0: the model's
-    int n_threads;          // 0: all cores
-    uint64_t cache_budget;  // bytes; 0: the cache's default
+    char *model_dir;       // NULL or "": the default model (see sd_qa_opts.model_dir)
+    char *backend;         // "cpu" or "cuda"
+    int n_ctx;             // 0: default (64K); else 65536..131072
+    int top_k;             // 0: the model's
+    int n_threads;         // 0: all cores
+    uint64_t cache_budget; // bytes; 0: the cache's default
     enum sd_color_scheme color_scheme;
 };
 

@@ -15,8 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define GGUF_MAX_COUNT ((uint64_t)1 << 24)   // tensors or kvs; real models have < 100k
-#define GGUF_MAX_NAME 256                    // bytes of a key or tensor name (ggml's limit is 64)
+#define GGUF_MAX_COUNT ((uint64_t)1 << 24) // tensors or kvs; real models have < 100k
+#define GGUF_MAX_NAME 256                  // bytes of a key or tensor name (ggml's limit is 64)
 #define GGUF_DEFAULT_ALIGN 32
 
 struct sd_gguf {
@@ -34,7 +34,7 @@ struct sd_gguf {
     size_t *kv_sorted, *t_sorted; // indices sorted by key / name
 };
 
-static const char *vtype_names[SD_GGUF_VTYPE_COUNT] = {"u8",  "i8",   "u16",    "i16",   "u32", "i32", "f32",
+static const char *vtype_names[SD_GGUF_VTYPE_COUNT] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
                                                        "bool", "string", "array", "u64", "i64", "f64"};
 static const size_t vtype_size[SD_GGUF_VTYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
 
@@ -133,9 +133,10 @@ static enum sd_status rd_name(struct cur *c, char **out, const char *what)
     if (st)
         return st;
     if (n == 0 || n > GGUF_MAX_NAME || memchr(s, 0, (size_t)n))
-        return sd_err_set(c->err, SD_ERR_FORMAT, "%s: %s at byte %zu has length %llu or a NUL byte (must be 1..%d "
-                          "bytes of text)", c->label, what, c->off - (size_t)n - 8, (unsigned long long)n,
-                          GGUF_MAX_NAME);
+        return sd_err_set(c->err, SD_ERR_FORMAT,
+                          "%s: %s at byte %zu has length %llu or a NUL byte (must be 1..%d "
+                          "bytes of text)",
+                          c->label, what, c->off - (size_t)n - 8, (unsigned long long)n, GGUF_MAX_NAME);
     char *d = malloc((size_t)n + 1);
     if (!d)
         return sd_err_set(c->err, SD_ERR_NOMEM, "%s: out of memory", c->label);
@@ -176,19 +177,21 @@ static enum sd_status parse_kv(struct cur *c, struct sd_gguf_kv *kv)
     if ((st = rd_u32(c, &at, "an array type")) || (st = rd_u64(c, &n, "an array length")))
         return st;
     if (at >= SD_GGUF_VTYPE_COUNT)
-        return sd_err_set(c->err, SD_ERR_FORMAT, "%s: array \"%s\" has unknown element type %u", c->label, kv->key,
-                          at);
+        return sd_err_set(c->err, SD_ERR_FORMAT, "%s: array \"%s\" has unknown element type %u", c->label, kv->key, at);
     if (at == SD_GGUF_ARRAY)
-        return sd_err_set(c->err, SD_ERR_UNSUPPORTED, "%s: array \"%s\" holds arrays; nested arrays are not "
-                          "supported", c->label, kv->key);
+        return sd_err_set(c->err, SD_ERR_UNSUPPORTED,
+                          "%s: array \"%s\" holds arrays; nested arrays are not "
+                          "supported",
+                          c->label, kv->key);
     kv->arr_type = (enum sd_gguf_vtype)at;
     kv->arr_n = n;
     kv->data = c->p + c->off;
     if (at != SD_GGUF_STRING) {
         if (n > (c->len - c->off) / vtype_size[at])
-            return sd_err_set(c->err, SD_ERR_FORMAT, "%s: array \"%s\" claims %llu elements of %s, more than the "
-                              "%zu bytes left", c->label, kv->key, (unsigned long long)n, vtype_names[at],
-                              c->len - c->off);
+            return sd_err_set(c->err, SD_ERR_FORMAT,
+                              "%s: array \"%s\" claims %llu elements of %s, more than the "
+                              "%zu bytes left",
+                              c->label, kv->key, (unsigned long long)n, vtype_names[at], c->len - c->off);
         if (at == SD_GGUF_BOOL)
             for (uint64_t i = 0; i < n; i++)
                 if (c->p[c->off + i] > 1)
@@ -198,8 +201,10 @@ static enum sd_status parse_kv(struct cur *c, struct sd_gguf_kv *kv)
         return SD_OK;
     }
     if (n > (c->len - c->off) / 8) // each string takes at least its 8-byte length
-        return sd_err_set(c->err, SD_ERR_FORMAT, "%s: string array \"%s\" claims %llu elements, more than fit in "
-                          "the %zu bytes left", c->label, kv->key, (unsigned long long)n, c->len - c->off);
+        return sd_err_set(c->err, SD_ERR_FORMAT,
+                          "%s: string array \"%s\" claims %llu elements, more than fit in "
+                          "the %zu bytes left",
+                          c->label, kv->key, (unsigned long long)n, c->len - c->off);
     kv->str = malloc(sizeof *kv->str * (size_t)(n ? n : 1));
     if (!kv->str)
         return sd_err_set(c->err, SD_ERR_NOMEM, "%s: out of memory for array \"%s\"", c->label, kv->key);
@@ -248,8 +253,10 @@ static enum sd_status parse_tensor(struct cur *c, struct sd_gguf *g, struct sd_g
         if ((st = rd_u64(c, &d, "a tensor dimension")))
             return st;
         if (d == 0 || d > ((uint64_t)1 << 40) || (uint64_t)ne > ((uint64_t)1 << 50) / d)
-            return sd_err_set(c->err, SD_ERR_FORMAT, "%s: tensor \"%s\" dimension %u is %llu (must be 1..2^40, and "
-                              "at most 2^50 elements in all)", c->label, t->name, i, (unsigned long long)d);
+            return sd_err_set(c->err, SD_ERR_FORMAT,
+                              "%s: tensor \"%s\" dimension %u is %llu (must be 1..2^40, and "
+                              "at most 2^50 elements in all)",
+                              c->label, t->name, i, (unsigned long long)d);
         t->ne[i] = (int64_t)d;
         ne *= (int64_t)d;
     }
@@ -263,9 +270,10 @@ static enum sd_status parse_tensor(struct cur *c, struct sd_gguf *g, struct sd_g
     t->type = (enum sd_qtype)ty;
     int B = sd_qtype_block(t->type);
     if (t->ne[0] % B)
-        return sd_err_set(c->err, SD_ERR_FORMAT, "%s: tensor \"%s\" of type %s has a first dimension of %lld, not a "
-                          "multiple of its block size %d", c->label, t->name, sd_qtype_name(t->type),
-                          (long long)t->ne[0], B);
+        return sd_err_set(c->err, SD_ERR_FORMAT,
+                          "%s: tensor \"%s\" of type %s has a first dimension of %lld, not a "
+                          "multiple of its block size %d",
+                          c->label, t->name, sd_qtype_name(t->type), (long long)t->ne[0], B);
     t->n_bytes = (size_t)(ne / B) * sd_qtype_block_bytes(t->type);
     if (t->offset % g->alignment)
         return sd_err_set(c->err, SD_ERR_FORMAT, "%s: tensor \"%s\" offset %llu is not a multiple of the alignment %u",
@@ -298,16 +306,20 @@ enum sd_status sd_gguf_parse(const uint8_t *buf, size_t len, const char *label, 
     if ((st = rd_u32(&c, &magic, "the magic")) || (st = rd_u32(&c, &g->version, "the version")))
         goto fail;
     if (g->version != 2 && g->version != 3) {
-        st = sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: GGUF version %u is not supported (2 and 3 are); convert the "
-                        "model with a current llama.cpp", label, g->version);
+        st = sd_err_set(err, SD_ERR_UNSUPPORTED,
+                        "%s: GGUF version %u is not supported (2 and 3 are); convert the "
+                        "model with a current llama.cpp",
+                        label, g->version);
         goto fail;
     }
     if ((st = rd_u64(&c, &n_t, "the tensor count")) || (st = rd_u64(&c, &n_kv, "the metadata count")))
         goto fail;
     // Every kv takes >= 13 bytes (key length, key byte, type, 1-byte value) and every tensor info >= 33.
     if (n_kv > GGUF_MAX_COUNT || n_kv > (len - c.off) / 13 || n_t > GGUF_MAX_COUNT || n_t > (len - c.off) / 33) {
-        st = sd_err_set(err, SD_ERR_FORMAT, "%s: header claims %llu metadata entries and %llu tensors, more than a "
-                        "%zu-byte file can hold", label, (unsigned long long)n_kv, (unsigned long long)n_t, len);
+        st = sd_err_set(err, SD_ERR_FORMAT,
+                        "%s: header claims %llu metadata entries and %llu tensors, more than a "
+                        "%zu-byte file can hold",
+                        label, (unsigned long long)n_kv, (unsigned long long)n_t, len);
         goto fail;
     }
     g->kv = calloc((size_t)n_kv + 1, sizeof *g->kv);
@@ -339,8 +351,10 @@ enum sd_status sd_gguf_parse(const uint8_t *buf, size_t len, const char *label, 
     if (al) {
         uint64_t a = al->type == SD_GGUF_U32 ? rd_le(al->data, 4) : 0;
         if (al->type != SD_GGUF_U32 || a == 0 || (a & (a - 1)) || a > 65536) {
-            st = sd_err_set(err, SD_ERR_FORMAT, "%s: general.alignment must be a u32 power of two <= 65536 (got "
-                            "type %s, value %llu)", label, sd_gguf_vtype_name(al->type), (unsigned long long)a);
+            st = sd_err_set(err, SD_ERR_FORMAT,
+                            "%s: general.alignment must be a u32 power of two <= 65536 (got "
+                            "type %s, value %llu)",
+                            label, sd_gguf_vtype_name(al->type), (unsigned long long)a);
             goto fail;
         }
         g->alignment = (uint32_t)a;
@@ -358,8 +372,10 @@ enum sd_status sd_gguf_parse(const uint8_t *buf, size_t len, const char *label, 
         size_t end = c.off;
         g->data_off = end + (a - end % a) % a;
         if (g->n_t > 0 && g->data_off > len) {
-            st = sd_err_set(err, SD_ERR_FORMAT, "%s: the tensor data section would start at byte %zu, past the end "
-                            "of the %zu-byte file; the file is truncated", label, g->data_off, len);
+            st = sd_err_set(err, SD_ERR_FORMAT,
+                            "%s: the tensor data section would start at byte %zu, past the end "
+                            "of the %zu-byte file; the file is truncated",
+                            label, g->data_off, len);
             goto fail;
         }
         if (g->data_off > len)
@@ -369,9 +385,11 @@ enum sd_status sd_gguf_parse(const uint8_t *buf, size_t len, const char *label, 
     for (size_t i = 0; i < g->n_t; i++) {
         struct sd_gguf_tensor *t = &g->t[i];
         if (t->offset > data_len || t->n_bytes > data_len - t->offset) {
-            st = sd_err_set(err, SD_ERR_FORMAT, "%s: tensor \"%s\" (%s, %zu bytes at data offset %llu) extends past "
-                            "the end of the file (data section is %zu bytes); the file is truncated", label, t->name,
-                            sd_qtype_name(t->type), t->n_bytes, (unsigned long long)t->offset, data_len);
+            st =
+                sd_err_set(err, SD_ERR_FORMAT,
+                           "%s: tensor \"%s\" (%s, %zu bytes at data offset %llu) extends past "
+                           "the end of the file (data section is %zu bytes); the file is truncated",
+                           label, t->name, sd_qtype_name(t->type), t->n_bytes, (unsigned long long)t->offset, data_len);
             goto fail;
         }
         t->data = buf + g->data_off + t->offset;
@@ -438,13 +456,34 @@ enum sd_status sd_gguf_open(const char *path, struct sd_gguf **out, struct sd_er
 
 // ------------------------------------------------------------------------------------------------ access
 
-const char *sd_gguf_path(const struct sd_gguf *g) { return g->path; }
-uint32_t sd_gguf_version(const struct sd_gguf *g) { return g->version; }
-uint32_t sd_gguf_alignment(const struct sd_gguf *g) { return g->alignment; }
-size_t sd_gguf_data_offset(const struct sd_gguf *g) { return g->data_off; }
-size_t sd_gguf_file_size(const struct sd_gguf *g) { return g->len; }
-size_t sd_gguf_kv_count(const struct sd_gguf *g) { return g->n_kv; }
-size_t sd_gguf_tensor_count(const struct sd_gguf *g) { return g->n_t; }
+const char *sd_gguf_path(const struct sd_gguf *g)
+{
+    return g->path;
+}
+uint32_t sd_gguf_version(const struct sd_gguf *g)
+{
+    return g->version;
+}
+uint32_t sd_gguf_alignment(const struct sd_gguf *g)
+{
+    return g->alignment;
+}
+size_t sd_gguf_data_offset(const struct sd_gguf *g)
+{
+    return g->data_off;
+}
+size_t sd_gguf_file_size(const struct sd_gguf *g)
+{
+    return g->len;
+}
+size_t sd_gguf_kv_count(const struct sd_gguf *g)
+{
+    return g->n_kv;
+}
+size_t sd_gguf_tensor_count(const struct sd_gguf *g)
+{
+    return g->n_t;
+}
 
 const struct sd_gguf_kv *sd_gguf_kv_at(const struct sd_gguf *g, size_t i)
 {
@@ -498,13 +537,20 @@ static int64_t load_int(enum sd_gguf_vtype t, const uint8_t *p, int *ok)
 {
     *ok = 1;
     switch (t) {
-    case SD_GGUF_U8: return p[0];
-    case SD_GGUF_I8: return (int8_t)p[0];
-    case SD_GGUF_U16: return (int64_t)rd_le(p, 2);
-    case SD_GGUF_I16: return (int16_t)rd_le(p, 2);
-    case SD_GGUF_U32: return (int64_t)rd_le(p, 4);
-    case SD_GGUF_I32: return (int32_t)rd_le(p, 4);
-    case SD_GGUF_I64: return (int64_t)rd_le(p, 8);
+    case SD_GGUF_U8:
+        return p[0];
+    case SD_GGUF_I8:
+        return (int8_t)p[0];
+    case SD_GGUF_U16:
+        return (int64_t)rd_le(p, 2);
+    case SD_GGUF_I16:
+        return (int16_t)rd_le(p, 2);
+    case SD_GGUF_U32:
+        return (int64_t)rd_le(p, 4);
+    case SD_GGUF_I32:
+        return (int32_t)rd_le(p, 4);
+    case SD_GGUF_I64:
+        return (int64_t)rd_le(p, 8);
     case SD_GGUF_U64: {
         uint64_t v = rd_le(p, 8);
         if (v > (uint64_t)INT64_MAX) {
@@ -513,8 +559,11 @@ static int64_t load_int(enum sd_gguf_vtype t, const uint8_t *p, int *ok)
         }
         return (int64_t)v;
     }
-    case SD_GGUF_BOOL: return p[0];
-    default: *ok = 0; return 0;
+    case SD_GGUF_BOOL:
+        return p[0];
+    default:
+        *ok = 0;
+        return 0;
     }
 }
 

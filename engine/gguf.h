@@ -41,13 +41,13 @@ struct sd_gguf_kv {
 };
 
 struct sd_gguf_tensor {
-    char *name;           // owned by the file object
-    enum sd_qtype type;   // ggml tensor type
+    char *name;         // owned by the file object
+    enum sd_qtype type; // ggml tensor type
     int n_dims;
     int64_t ne[SD_GGUF_MAX_DIMS]; // ne[0] is the contiguous (innermost) dimension
     int64_t n_elems;
-    uint64_t offset;      // relative to the data section
-    const void *data;     // in the mapping, valid while the file object lives
+    uint64_t offset;  // relative to the data section
+    const void *data; // in the mapping, valid while the file object lives
     size_t n_bytes;
 };
 

@@ -73,8 +73,8 @@ int sd_model_gguf_resolve(const char *path, char *out, size_t out_len, struct sd
     if (n == 0)
         return 0;
     if (n > 1) {
-        sd_err_set(err, SD_ERR_ARG, "%s holds %d GGUF files (%s, %s, ...); pass one of them as the model path", path,
-                   n, first, second);
+        sd_err_set(err, SD_ERR_ARG, "%s holds %d GGUF files (%s, %s, ...); pass one of them as the model path", path, n,
+                   first, second);
         return -1;
     }
     if ((size_t)snprintf(out, out_len, "%s/%s", path, first) >= out_len) {
@@ -135,8 +135,7 @@ static int has_int(const struct cfgb *b, const char *suffix)
     return sd_gguf_find_kv(b->g, key(b, suffix, k, sizeof k)) != NULL;
 }
 
-static enum sd_status build_config(const struct sd_gguf *g, const char *path, struct sd_config *cfg,
-                                   struct sd_err *err)
+static enum sd_status build_config(const struct sd_gguf *g, const char *path, struct sd_config *cfg, struct sd_err *err)
 {
     const char *as;
     size_t al;
@@ -159,15 +158,19 @@ static enum sd_status build_config(const struct sd_gguf *g, const char *path, st
     else if (ds)
         hf = has_int(&b, "attention.indexer.head_count") ? "DeepseekV32ForCausalLM" : "DeepseekV3ForCausalLM";
     if (!hf) {
-        st = sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: GGUF architecture \"%s\" is not supported (supported: llama, "
-                        "qwen2, qwen3, deepseek2 with or without the DSA indexer)", path, arch);
+        st = sd_err_set(err, SD_ERR_UNSUPPORTED,
+                        "%s: GGUF architecture \"%s\" is not supported (supported: llama, "
+                        "qwen2, qwen3, deepseek2 with or without the DSA indexer)",
+                        path, arch);
         goto out;
     }
     {
         int64_t splits;
         if (sd_gguf_get_int(g, "split.count", 0, 1 << 20, &splits, NULL) == SD_OK && splits > 1) {
-            st = sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: split GGUF models (%lld parts) are not supported; merge "
-                            "them with llama-gguf-split --merge", path, (long long)splits);
+            st = sd_err_set(err, SD_ERR_UNSUPPORTED,
+                            "%s: split GGUF models (%lld parts) are not supported; merge "
+                            "them with llama-gguf-split --merge",
+                            path, (long long)splits);
             goto out;
         }
     }
@@ -234,8 +237,10 @@ static enum sd_status build_config(const struct sd_gguf *g, const char *path, st
                     json_object_object_add(rp, "mscale_all_dim", json_object_new_double(v / 0.1));
                 }
             } else {
-                st = sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: rope scaling type \"%.*s\" is not supported (linear, "
-                                "yarn; llama3 comes as a rope_freqs tensor)", path, (int)rl, rt);
+                st = sd_err_set(err, SD_ERR_UNSUPPORTED,
+                                "%s: rope scaling type \"%.*s\" is not supported (linear, "
+                                "yarn; llama3 comes as a rope_freqs tensor)",
+                                path, (int)rl, rt);
                 goto out;
             }
         }
@@ -263,16 +268,18 @@ static enum sd_status build_config(const struct sd_gguf *g, const char *path, st
         json_object_object_add(b.o, "scoring_func", json_object_new_string(gate == 2 ? "sigmoid" : "softmax"));
         // Newer converters split kv_b into k_b/v_b and then store the MLA dims under *_mla.
         int mla = has_int(&b, "attention.key_length_mla");
-        if ((st = sd_gguf_get_int(g, key(&b, mla ? "attention.key_length_mla" : "attention.key_length", k, sizeof k),
-                                  1, 1 << 16, &qk, err)) ||
-            (st = sd_gguf_get_int(g,
-                                  key(&b, mla ? "attention.value_length_mla" : "attention.value_length", k, sizeof k),
-                                  1, 1 << 16, &v, err)) ||
+        if ((st = sd_gguf_get_int(g, key(&b, mla ? "attention.key_length_mla" : "attention.key_length", k, sizeof k), 1,
+                                  1 << 16, &qk, err)) ||
+            (st =
+                 sd_gguf_get_int(g, key(&b, mla ? "attention.value_length_mla" : "attention.value_length", k, sizeof k),
+                                 1, 1 << 16, &v, err)) ||
             (st = sd_gguf_get_int(g, key(&b, "rope.dimension_count", k, sizeof k), 1, 1 << 16, &dr, err)))
             goto out;
         if (qk <= dr) {
-            st = sd_err_set(err, SD_ERR_FORMAT, "%s: %s.attention.key_length%s %lld is not larger than the rope "
-                            "dimension %lld", path, arch, mla ? "_mla" : "", (long long)qk, (long long)dr);
+            st = sd_err_set(err, SD_ERR_FORMAT,
+                            "%s: %s.attention.key_length%s %lld is not larger than the rope "
+                            "dimension %lld",
+                            path, arch, mla ? "_mla" : "", (long long)qk, (long long)dr);
             goto out;
         }
         json_object_object_add(b.o, "qk_nope_head_dim", json_object_new_int64(qk - dr));
@@ -359,13 +366,16 @@ static enum sd_status gload(struct sd_model *m, const char *name, int nd, const 
         int64_t rev[SD_GGUF_MAX_DIMS];
         for (int i = 0; i < t->n_dims; i++)
             rev[i] = t->ne[t->n_dims - 1 - i];
-        return sd_err_set(err, SD_ERR_FORMAT, "%s: tensor \"%s\" has shape %s (outermost first), the metadata implies "
-                          "%s", m->dir, name, shape_str(rev, t->n_dims, a, sizeof a), shape_str(hf, nd, b, sizeof b));
+        return sd_err_set(err, SD_ERR_FORMAT,
+                          "%s: tensor \"%s\" has shape %s (outermost first), the metadata implies "
+                          "%s",
+                          m->dir, name, shape_str(rev, t->n_dims, a, sizeof a), shape_str(hf, nd, b, sizeof b));
     }
     if (!sd_qtype_supported(t->type))
-        return sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: tensor \"%s\" has type %s; supported: F32, F16, BF16, Q8_0, "
-                          "Q4_0, Q4_K, Q5_K, Q6_K (requantize the model with llama-quantize)", m->dir, name,
-                          sd_qtype_name(t->type));
+        return sd_err_set(err, SD_ERR_UNSUPPORTED,
+                          "%s: tensor \"%s\" has type %s; supported: F32, F16, BF16, Q8_0, "
+                          "Q4_0, Q4_K, Q5_K, Q6_K (requantize the model with llama-quantize)",
+                          m->dir, name, sd_qtype_name(t->type));
     if (t->type == SD_Q_F32 && !perm_heads && (uintptr_t)t->data % sizeof(float) == 0) {
         *out = t->data;
         return SD_OK;

@@ -23,13 +23,13 @@ static const struct {
     size_t bytes;
     int supported;
 } qtab[SD_Q_TYPE_LIMIT] = {
-    [SD_Q_F32] = {"F32", 1, 4, 1},        [SD_Q_F16] = {"F16", 1, 2, 1},       [SD_Q_Q4_0] = {"Q4_0", 32, 18, 1},
-    [SD_Q_Q4_1] = {"Q4_1", 32, 20, 0},    [SD_Q_Q5_0] = {"Q5_0", 32, 22, 0},   [SD_Q_Q5_1] = {"Q5_1", 32, 24, 0},
-    [SD_Q_Q8_0] = {"Q8_0", 32, 34, 1},    [SD_Q_Q8_1] = {"Q8_1", 32, 36, 0},   [SD_Q_Q2_K] = {"Q2_K", 256, 84, 0},
-    [SD_Q_Q3_K] = {"Q3_K", 256, 110, 0},  [SD_Q_Q4_K] = {"Q4_K", 256, 144, 1}, [SD_Q_Q5_K] = {"Q5_K", 256, 176, 1},
-    [SD_Q_Q6_K] = {"Q6_K", 256, 210, 1},  [SD_Q_Q8_K] = {"Q8_K", 256, 292, 0}, [SD_Q_I8] = {"I8", 1, 1, 0},
-    [SD_Q_I16] = {"I16", 1, 2, 0},        [SD_Q_I32] = {"I32", 1, 4, 0},       [SD_Q_I64] = {"I64", 1, 8, 0},
-    [SD_Q_F64] = {"F64", 1, 8, 0},        [SD_Q_BF16] = {"BF16", 1, 2, 1},
+    [SD_Q_F32] = {"F32", 1, 4, 1},       [SD_Q_F16] = {"F16", 1, 2, 1},       [SD_Q_Q4_0] = {"Q4_0", 32, 18, 1},
+    [SD_Q_Q4_1] = {"Q4_1", 32, 20, 0},   [SD_Q_Q5_0] = {"Q5_0", 32, 22, 0},   [SD_Q_Q5_1] = {"Q5_1", 32, 24, 0},
+    [SD_Q_Q8_0] = {"Q8_0", 32, 34, 1},   [SD_Q_Q8_1] = {"Q8_1", 32, 36, 0},   [SD_Q_Q2_K] = {"Q2_K", 256, 84, 0},
+    [SD_Q_Q3_K] = {"Q3_K", 256, 110, 0}, [SD_Q_Q4_K] = {"Q4_K", 256, 144, 1}, [SD_Q_Q5_K] = {"Q5_K", 256, 176, 1},
+    [SD_Q_Q6_K] = {"Q6_K", 256, 210, 1}, [SD_Q_Q8_K] = {"Q8_K", 256, 292, 0}, [SD_Q_I8] = {"I8", 1, 1, 0},
+    [SD_Q_I16] = {"I16", 1, 2, 0},       [SD_Q_I32] = {"I32", 1, 4, 0},       [SD_Q_I64] = {"I64", 1, 8, 0},
+    [SD_Q_F64] = {"F64", 1, 8, 0},       [SD_Q_BF16] = {"BF16", 1, 2, 1},
 };
 
 int sd_qtype_block(enum sd_qtype t)
@@ -388,8 +388,60 @@ AVX2 static float dot_q4_0_avx2(const uint8_t *w, const struct sd_q8_block *x, i
     return hsum8(acc);
 }
 
-// K-quants: the unpack is shared with the reference; the 256 u * q products (u <= 63 unsigned, so
-// maddubs cannot saturate) and the per-16 scale weighting run in AVX2.
+// Shift every byte of v right by n (< 8) and keep its low `mask` bits (16-bit shifts; the bits that cross
+// from the high byte are masked away).
+AVX2 static inline __m256i bytes_srl(__m256i v, int n, int mask)
+{
+    return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(n)), _mm256_set1_epi8((char)mask));
+}
+
+// The quants of a K block unpacked 32 bytes at a time (scales and mins as in the scalar unpack).
+AVX2 static void unpack_k_avx2(enum sd_qtype t, const uint8_t *b, struct kq_unpacked *k)
+{
+    if (t == SD_Q_Q6_K) {
+        k->d = k->dmin = ld_f16(b + 208);
+        for (int g = 0; g < 16; g++) {
+            k->sc[g] = ((const int8_t *)(b + 192))[g];
+            k->mn[g] = 32 * k->sc[g];
+        }
+        for (int h = 0; h < 2; h++) {
+            __m256i L0 = _mm256_loadu_si256((const __m256i *)(b + 64 * h));
+            __m256i L1 = _mm256_loadu_si256((const __m256i *)(b + 64 * h + 32));
+            __m256i H = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
+            uint8_t *u = k->u + 128 * h;
+            for (int j = 0; j < 4; j++) {
+                __m256i lo = bytes_srl(j & 1 ? L1 : L0, j < 2 ? 0 : 4, 15);
+                __m256i hi = _mm256_slli_epi16(bytes_srl(H, 2 * j, 3), 4);
+                _mm256_storeu_si256((__m256i *)(u + 32 * j), _mm256_or_si256(lo, hi));
+            }
+        }
+        return;
+    }
+    int q5 = t == SD_Q_Q5_K;
+    k->d = ld_f16(b);
+    k->dmin = ld_f16(b + 2);
+    for (int j = 0; j < 8; j++) {
+        int sc, mn;
+        kq_scale_min(b + 4, j, &sc, &mn);
+        k->sc[2 * j] = k->sc[2 * j + 1] = sc;
+        k->mn[2 * j] = k->mn[2 * j + 1] = mn;
+    }
+    const uint8_t *qs = b + (q5 ? 48 : 16);
+    __m256i qh = q5 ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        __m256i lo = bytes_srl(q, 0, 15), hi = bytes_srl(q, 4, 15);
+        if (q5) {
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(bytes_srl(qh, 2 * c, 1), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(bytes_srl(qh, 2 * c + 1, 1), 4));
+        }
+        _mm256_storeu_si256((__m256i *)(k->u + 64 * c), lo);
+        _mm256_storeu_si256((__m256i *)(k->u + 64 * c + 32), hi);
+    }
+}
+
+// K-quants: quants unpacked with AVX2, the 256 u * q products (u <= 63 unsigned, so maddubs cannot
+// saturate) and the per-16 scale weighting run in AVX2.
 AVX2 static float dot_k_avx2(enum sd_qtype t, const uint8_t *w, const struct sd_q8k_block *x, int64_t nb)
 {
     size_t bb = sd_qtype_block_bytes(t);
@@ -397,7 +449,7 @@ AVX2 static float dot_k_avx2(enum sd_qtype t, const uint8_t *w, const struct sd_
     struct kq_unpacked k;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < nb; b++, w += bb) {
-        unpack_k(t, w, &k);
+        unpack_k_avx2(t, w, &k);
         __m256i accq = _mm256_setzero_si256();
         for (int c = 0; c < 8; c++) { // 32 elements = groups 2c (low lane) and 2c+1 (high lane)
             __m256i u = _mm256_loadu_si256((const __m256i *)(k.u + 32 * c));
@@ -523,8 +575,10 @@ enum sd_status sd_quant_matmul(enum sd_qtype t, const void *w, int64_t rows, int
 {
     size_t rb = sd_qtype_row_bytes(t, cols);
     if (!sd_qtype_supported(t) || rb == 0 || rows < 0 || n_tok < 0)
-        return sd_err_set(err, SD_ERR_UNSUPPORTED, "quantized matmul: type %s with %lld columns is not supported "
-                          "(columns must be a multiple of %d)", sd_qtype_name(t), (long long)cols, sd_qtype_block(t));
+        return sd_err_set(err, SD_ERR_UNSUPPORTED,
+                          "quantized matmul: type %s with %lld columns is not supported "
+                          "(columns must be a multiple of %d)",
+                          sd_qtype_name(t), (long long)cols, sd_qtype_block(t));
     size_t ab = sd_quant_act_bytes(t, cols);
     uint8_t *xq = NULL;
     if (ab) {

@@ -35,7 +35,7 @@ enum sd_qtype {
     SD_Q_TYPE_LIMIT = 64
 };
 
-#define SD_QK 32   // elements per Q8_0 / Q4_0 block
+#define SD_QK 32    // elements per Q8_0 / Q4_0 block
 #define SD_QK_K 256 // elements per K-quant super-block
 
 // Geometry of a type: elements per block and bytes per block; 0/0 for an unknown id.

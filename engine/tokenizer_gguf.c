@@ -116,6 +116,8 @@ static enum sd_status spm_merges(const struct sd_gguf_kv *toks, const struct sd_
     for (size_t k = 0; k < np; k++) {
         size_t len;
         const char *s = sd_gguf_arr_str(toks, (uint64_t)p[k].id, &len);
+        if (len == 0) // nothing to split (and s may point at the end of the mapping)
+            continue;
         for (size_t cut = utf8_len((unsigned char)s[0]); cut < len; cut += utf8_len((unsigned char)s[cut])) {
             struct json_object *l, *r;
             char *a = strndup(s, cut), *b = strndup(s + cut, len - cut);
@@ -173,8 +175,8 @@ enum sd_status sd_tokenizer_from_gguf(const struct sd_gguf *g, struct sd_tokeniz
         return st;
     int spm = ml == 5 && !memcmp(model, "llama", 5);
     if (!spm && !(ml == 4 && !memcmp(model, "gpt2", 4)))
-        return sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: tokenizer model \"%.*s\" is not supported (gpt2, llama)",
-                          label, (int)(ml < 64 ? ml : 64), model);
+        return sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: tokenizer model \"%.*s\" is not supported (gpt2, llama)", label,
+                          (int)(ml < 64 ? ml : 64), model);
     const struct sd_gguf_kv *toks = sd_gguf_find_kv(g, "tokenizer.ggml.tokens");
     const struct sd_gguf_kv *types = sd_gguf_find_kv(g, "tokenizer.ggml.token_type");
     const struct sd_gguf_kv *scores = sd_gguf_find_kv(g, "tokenizer.ggml.scores");
@@ -187,8 +189,8 @@ enum sd_status sd_tokenizer_from_gguf(const struct sd_gguf *g, struct sd_tokeniz
         return sd_err_set(err, SD_ERR_FORMAT, "%s: tokenizer.ggml.token_type must be %llu integers", label,
                           (unsigned long long)n);
     if (spm && (!scores || scores->type != SD_GGUF_ARRAY || scores->arr_type == SD_GGUF_STRING || scores->arr_n != n))
-        return sd_err_set(err, SD_ERR_FORMAT, "%s: a llama tokenizer needs tokenizer.ggml.scores (%llu numbers)",
-                          label, (unsigned long long)n);
+        return sd_err_set(err, SD_ERR_FORMAT, "%s: a llama tokenizer needs tokenizer.ggml.scores (%llu numbers)", label,
+                          (unsigned long long)n);
     if (!spm && (!mg || mg->type != SD_GGUF_ARRAY || mg->arr_type != SD_GGUF_STRING))
         return sd_err_set(err, SD_ERR_FORMAT, "%s: a gpt2 tokenizer needs tokenizer.ggml.merges (strings)", label);
     if (!spm && sd_gguf_find_kv(g, "tokenizer.ggml.pre") &&
@@ -277,8 +279,10 @@ enum sd_status sd_tokenizer_from_gguf(const struct sd_gguf *g, struct sd_tokeniz
     } else {
         struct json_object *pt = gpt2_pre(pre, pl);
         if (!pt) {
-            st = sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: pre-tokenizer \"%.*s\" is not supported (default, gpt-2, "
-                            "llama-bpe, qwen2, deepseek-v3)", label, (int)(pl < 64 ? pl : 64), pre);
+            st = sd_err_set(err, SD_ERR_UNSUPPORTED,
+                            "%s: pre-tokenizer \"%.*s\" is not supported (default, gpt-2, "
+                            "llama-bpe, qwen2, deepseek-v3)",
+                            label, (int)(pl < 64 ? pl : 64), pre);
             goto out;
         }
         json_object_object_add(root, "pre_tokenizer", pt);

@@ -4,7 +4,8 @@
 // enum sd_status (SD_ERR_UNSUPPORTED for shapes a kernel does not handle, SD_ERR_BACKEND for CUDA
 // failures, with the failing expression, file and line in sd_cuda_last_error()).
 // DSA ops: lightning indexer FP8 scores over the paged 132 B/token key cache, per-row radix top-k,
-// sparse absorbed MLA decode over gathered bf16 cache rows. Also small device helpers for tests/bench.
+// sparse absorbed MLA decode over gathered bf16 cache rows. Also small device helpers for tests/bench,
+// and the whole forward pass as an engine backend (forward.cu, engine/backend.h).
 #ifndef SD_CUDA_H
 #define SD_CUDA_H
 
@@ -16,6 +17,11 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+// ---- the engine backend (forward.cu): pass it as sd_session_params.backend. fp32 weights and
+// caches on device 0; init fails with SD_ERR_BACKEND and a message when no device/driver is usable. ----
+struct sd_backend;
+const struct sd_backend *sd_cuda_backend(void);
 
 // ---- device helpers (thin wrappers; all return SD_OK or SD_ERR_BACKEND) ----
 // Number of CUDA devices; 0 when there is no driver or no device (never an error).

@@ -26,6 +26,7 @@
 #include "model.h"
 #include "quant.h"
 #include "session.h"
+#include "synth_model.h"
 #include "test_util.h"
 #include "tokenizer.h"
 
@@ -122,7 +123,10 @@ static void block_bounds(enum sd_qtype t, const float *x, int n, double *bound)
             bound[i] = 0;
     } else if (t == SD_Q_F16) {
         for (int i = 0; i < n; i++)
-            bound[i] = fabs(x[i]) / 2048 + 3e-8;
+            bound[i] = fabs(x[i]) / 2048 + 3e-8; // half an ulp of an 11-bit significand (+ subnormals)
+    } else if (t == SD_Q_BF16) {
+        for (int i = 0; i < n; i++)
+            bound[i] = fabs(x[i]) / 256; // half an ulp of an 8-bit significand
     } else if (t == SD_Q_Q8_0 || t == SD_Q_Q4_0) {
         double amax = 0;
         for (int i = 0; i < n; i++)
@@ -252,16 +256,15 @@ static void check_weights(const struct sd_model *mg, const struct sd_model *ms, 
 // Load fixture `fix` as safetensors and as GGUF `file`; compare weights and logits.
 // logit_factor > 0: quantized dense model, logits rel L2 must be <= factor * weight rel error (+ 1e-6).
 // logit_factor == 0: lossless, rel L2 <= 1e-6. < 0: logits only checked finite (near-tie DSA/MoE fixtures).
-static void check_model(const char *fix, const char *file, double logit_factor, const int *must_see)
+// Returns the measured amplification (logits rel L2 / weight rel error) of a lossy file, else 0.
+static double check_model(const char *dir, const int32_t *ids, int n, const char *gguf, double logit_factor,
+                          const int *must_see)
 {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/%s", sd_test_fixtures(), fix);
+    double amp = 0;
+    const char *file = strrchr(gguf, '/') ? strrchr(gguf, '/') + 1 : gguf;
     struct sd_model *ms = NULL, *mg = NULL;
     struct sd_err err = {0};
-    int n = 0;
-    int32_t *ids = load_ids(dir, &n);
-    CHECK(ids && n > 0);
-    if (sd_model_load(dir, &ms, &err) != SD_OK || sd_model_load(gpath(file), &mg, &err) != SD_OK) {
+    if (sd_model_load(dir, &ms, &err) != SD_OK || sd_model_load(gguf, &mg, &err) != SD_OK) {
         CHECK_MSG(0, "%s: %s", file, err.msg);
         goto out;
     }
@@ -306,6 +309,7 @@ static void check_model(const char *fix, const char *file, double logit_factor, 
             printf("%-22s weights rel err %.3g (%ld in bounds)  logits rel_l2 %.3g (bound %.3g)\n", file, werr,
                    w.n_checked, e, bound);
             CHECK_MSG(e <= bound, "%s: logits rel L2 %.3g > %.3g", file, e, bound);
+            amp = werr > 0 ? e / werr : 0;
         } else {
             printf("%-22s weights rel err %.3g (%ld in bounds)  logits rel_l2 %.3g (near-tie routing; finite only)\n",
                    file, werr, w.n_checked, e);
@@ -314,9 +318,89 @@ static void check_model(const char *fix, const char *file, double logit_factor, 
     free(a);
     free(b);
 out:
-    free(ids);
     sd_model_free(ms);
     sd_model_free(mg);
+    return amp;
+}
+
+static double check_fixture(const char *fix, const char *file, double logit_factor, const int *must_see)
+{
+    double amp = 0;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/%s", sd_test_fixtures(), fix);
+    int n = 0;
+    int32_t *ids = load_ids(dir, &n);
+    CHECK_MSG(ids && n > 0, "%s: ids.txt missing", dir);
+    if (ids)
+        amp = check_model(dir, ids, n, gpath(file), logit_factor, must_see);
+    free(ids);
+    return amp;
+}
+
+// Lossy types are held to CALIB x the amplification (logits rel L2 / weight rel error) that the same model
+// shows for BF16, whose rounding is unstructured noise with no block layout: quantization noise of the same
+// relative size should be amplified alike, while a wrong layout or scale gives errors of order 1.
+#define CALIB 1.5
+
+// K-quants on a continuous model: a synthetic DeepSeek-V3.2 of width 256 (so most weights take the K
+// type) with dense MLPs only and index_topk above the sequence length (no routing or top-k choices to flip),
+// converted at test time with tools/st2gguf.py by the python3 given on the command line.
+static void test_synth_kquants(const char *python)
+{
+    const char *src = getenv("SD_SOURCE");
+    char tmpl[] = "/tmp/sd_gguf_synth_XXXXXX", dir[256], out[512], cmd[4096];
+    if (!python || !src || !mkdtemp(tmpl)) {
+        CHECK_MSG(0, "synthetic K-quant model: need python3 (argv[2]) and SD_SOURCE");
+        return;
+    }
+    snprintf(dir, sizeof dir, "%s/model", tmpl);
+    struct sd_synth_shape sh = {.vocab = 256,
+                                .hidden = 256,
+                                .layers = 2,
+                                .first_dense = 2,
+                                .heads = 4,
+                                .q_lora = 64,
+                                .kv_lora = 64,
+                                .nope = 32,
+                                .rope = 16,
+                                .v = 32,
+                                .experts = 8,
+                                .experts_per_tok = 2,
+                                .n_group = 1,
+                                .topk_group = 1,
+                                .moe_inter = 64,
+                                .shared = 1,
+                                .inter = 256,
+                                .index_heads = 4,
+                                .index_dim = 64,
+                                .index_topk = 64,
+                                .max_pos = 4096};
+    CHECK(sd_synth_write_deepseek(dir, &sh, 7) == 0);
+    int32_t ids[48];
+    for (int i = 0; i < 48; i++)
+        ids[i] = (int32_t)(rnd64() % 256);
+    static const char *const types[] = {"f32", "bf16", "q4_k", "q5_k", "q6_k"};
+    static const int b16[] = {SD_Q_BF16, -1}, k4[] = {SD_Q_Q4_K, -1}, k5[] = {SD_Q_Q5_K, -1}, k6[] = {SD_Q_Q6_K, -1};
+    static const int *const must[] = {NULL, b16, k4, k5, k6};
+    double amp = 0;
+    for (int i = 0; i < 5; i++) {
+        snprintf(out, sizeof out, "%s/synth-%s.gguf", tmpl, types[i]);
+        snprintf(cmd, sizeof cmd, "'%s' '%s/tools/st2gguf.py' '%s' '%s' --type %s", python, src, dir, out, types[i]);
+        int rc = system(cmd);
+        CHECK_MSG(rc == 0, "%s failed (%d)", cmd, rc);
+        if (rc == 0) { // bf16 (no block layout) calibrates how much this model amplifies weight noise
+            double a = check_model(dir, ids, 48, out, i == 0 ? 0 : i == 1 ? 20 : CALIB * amp, must[i]);
+            if (i == 1)
+                amp = a;
+        }
+        unlink(out);
+    }
+    snprintf(out, sizeof out, "%s/config.json", dir);
+    unlink(out);
+    snprintf(out, sizeof out, "%s/model.safetensors", dir);
+    unlink(out);
+    rmdir(dir);
+    rmdir(tmpl);
 }
 
 // ------------------------------------------------------------------------------------------------ dots
@@ -353,14 +437,19 @@ static void rand_weights(enum sd_qtype t, uint8_t *w, int64_t n)
             break;
         }
         case SD_Q_Q8_0:
-        case SD_Q_Q4_0: rand_f16_scale(b, 1e-3, 2e-2); break;
+        case SD_Q_Q4_0:
+            rand_f16_scale(b, 1e-3, 2e-2);
+            break;
         case SD_Q_Q4_K:
         case SD_Q_Q5_K:
             rand_f16_scale(b, 1e-3, 2e-2);
             rand_f16_scale(b + 2, 1e-3, 2e-2);
             break;
-        case SD_Q_Q6_K: rand_f16_scale(b + 208, 1e-3, 2e-2); break;
-        default: break;
+        case SD_Q_Q6_K:
+            rand_f16_scale(b + 208, 1e-3, 2e-2);
+            break;
+        default:
+            break;
         }
     }
 }
@@ -388,7 +477,8 @@ static void act_dequant(enum sd_qtype t, const void *xq, int64_t n, double *xh)
 
 static void test_dots(void)
 {
-    const enum sd_qtype types[] = {SD_Q_F32, SD_Q_F16, SD_Q_BF16, SD_Q_Q8_0, SD_Q_Q4_0, SD_Q_Q4_K, SD_Q_Q5_K, SD_Q_Q6_K};
+    const enum sd_qtype types[] = {SD_Q_F32,  SD_Q_F16,  SD_Q_BF16, SD_Q_Q8_0,
+                                   SD_Q_Q4_0, SD_Q_Q4_K, SD_Q_Q5_K, SD_Q_Q6_K};
     printf("dot products: %s path available\n", sd_quant_impl());
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         enum sd_qtype t = types[ti];
@@ -437,8 +527,10 @@ static void test_dots(void)
                 worst_bound = fmax(worst_bound, actb > 0 ? e2 / (actb + tol) : 0);
                 CHECK_MSG(e1 <= tol, "%s n=%lld %s: dot %.9g vs exact %.9g (|err| %.3g > %.3g)", sd_qtype_name(t),
                           (long long)n, simd ? sd_quant_impl() : "scalar", got, exact, e1, tol);
-                CHECK_MSG(e2 <= actb + tol, "%s n=%lld: dot %.9g vs f64 reference %.9g beyond the activation rounding "
-                          "bound %.3g", sd_qtype_name(t), (long long)n, got, ref, actb);
+                CHECK_MSG(e2 <= actb + tol,
+                          "%s n=%lld: dot %.9g vs f64 reference %.9g beyond the activation rounding "
+                          "bound %.3g",
+                          sd_qtype_name(t), (long long)n, got, ref, actb);
             }
             sd_quant_force_scalar(0);
             // matmul: 3 rows x 2 tokens equals the row dots
@@ -474,7 +566,8 @@ static void test_dots(void)
             free(xq);
         }
         printf("  %-5s 40 random rows x {%s, scalar}: max |dot - exact| / sum|w x^| = %.2g; max error / activation "
-               "bound = %.2g\n", sd_qtype_name(t), sd_quant_impl(), worst_exact, worst_bound);
+               "bound = %.2g\n",
+               sd_qtype_name(t), sd_quant_impl(), worst_exact, worst_bound);
     }
     struct sd_err err = {0};
     float y;
@@ -497,8 +590,14 @@ static void put(struct gb *b, const void *s, size_t n)
     memcpy(b->p + b->n, s, n);
     b->n += n;
 }
-static void put32(struct gb *b, uint32_t v) { put(b, &v, 4); }
-static void put64(struct gb *b, uint64_t v) { put(b, &v, 8); }
+static void put32(struct gb *b, uint32_t v)
+{
+    put(b, &v, 4);
+}
+static void put64(struct gb *b, uint64_t v)
+{
+    put(b, &v, 8);
+}
 static void putstr(struct gb *b, const char *s)
 {
     put64(b, strlen(s));
@@ -662,8 +761,8 @@ static void test_malformed(void)
         sd_err_clear(&err);
         enum sd_status st = sd_gguf_parse(b.p, b.n, "bad.gguf", &g, &err);
         CHECK_MSG(st != SD_OK && g == NULL, "lie %d accepted", lie);
-        CHECK_MSG(strstr(err.msg, "bad.gguf") && strstr(err.msg, want[lie]), "lie %d: message \"%s\" lacks \"%s\"",
-                  lie, err.msg, want[lie]);
+        CHECK_MSG(strstr(err.msg, "bad.gguf") && strstr(err.msg, want[lie]), "lie %d: message \"%s\" lacks \"%s\"", lie,
+                  err.msg, want[lie]);
         if (lie == L_NTENS || lie == L_OVERLAP)
             printf("  e.g. %s\n", err.msg);
         free(b.p);
@@ -711,8 +810,12 @@ static void test_mutations(void)
             for (int e = 0; e < edits; e++) {
                 size_t at = (size_t)(rnd64() % hdr);
                 switch (rnd64() % 4) {
-                case 0: m[at] ^= (uint8_t)(1u << (rnd64() % 8)); break;
-                case 1: m[at] = (uint8_t)rnd64(); break;
+                case 0:
+                    m[at] ^= (uint8_t)(1u << (rnd64() % 8));
+                    break;
+                case 1:
+                    m[at] = (uint8_t)rnd64();
+                    break;
                 case 2: { // a large or boundary 64-bit value over a length/count/offset
                     uint64_t vals[] = {0, 1, UINT32_MAX, UINT64_MAX, (uint64_t)1 << 63, (uint64_t)len, hdr};
                     uint64_t v = vals[rnd64() % 7];
@@ -720,7 +823,9 @@ static void test_mutations(void)
                         memcpy(m + at, &v, 8);
                     break;
                 }
-                default: n = hdr / 2 + (size_t)(rnd64() % (len - hdr / 2)); break; // truncate
+                default:
+                    n = hdr / 2 + (size_t)(rnd64() % (len - hdr / 2));
+                    break; // truncate
                 }
             }
             uint8_t *cp = malloc(n); // exact size, so a stray read is a heap overflow under ASan
@@ -775,9 +880,10 @@ static void test_loader_paths(void)
     CHECK(dir != NULL);
     if (!dir)
         return;
-    char a[1200], b[1200];
+    char a[1200], b[1200], abs1[4096], abs2[4096];
+    CHECK(realpath(gpath("qwen2-f32.gguf"), abs1) && realpath(gpath("llama-f32.gguf"), abs2));
     snprintf(a, sizeof a, "%s/model.gguf", dir);
-    CHECK(symlink(gpath("qwen2-f32.gguf"), a) == 0);
+    CHECK(symlink(abs1, a) == 0);
     CHECK_MSG(sd_model_load(dir, &m, &err) == SD_OK && m && m->gguf, "dir with one GGUF: %s", err.msg);
     sd_model_free(m);
     m = NULL;
@@ -785,7 +891,7 @@ static void test_loader_paths(void)
     CHECK_MSG(sd_tokenizer_load_model(dir, &tok, &err) == SD_ERR_MISSING && strstr(err.msg, "tokenizer.ggml.model"),
               "tokenizer of a GGUF without a vocabulary: %s", err.msg);
     snprintf(b, sizeof b, "%s/other.gguf", dir);
-    CHECK(symlink(gpath("llama-f32.gguf"), b) == 0);
+    CHECK(symlink(abs2, b) == 0);
     CHECK_MSG(sd_model_load(dir, &m, &err) != SD_OK && m == NULL && strstr(err.msg, "2 GGUF files"),
               "dir with two GGUFs: %s", err.msg);
     unlink(a);
@@ -829,7 +935,8 @@ static void test_tokenizer(const char *json, const char *gguf)
         "",
         " leading space and  two  spaces\tand tab\nnew line\n\n",
         "Numbers 1234567 and 3.14159, punctuation!?;: \"quotes\" (parens) [brackets]",
-        "Unicode: caf\xc3\xa9 na\xc3\xafve \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x98\x80 \xce\xb1\xce\xb2\xce\xb3",
+        "Unicode: caf\xc3\xa9 na\xc3\xafve \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x98\x80 "
+        "\xce\xb1\xce\xb2\xce\xb3",
         "it's I'm we'll they've don't",
         "special <s> inside and </s> and <|end|> and <tool> text",
         "tail spaces   ",
@@ -888,8 +995,10 @@ static void test_vocab_corpus(void)
     static const struct {
         const char *model, *inp;
     } sets[] = {
-        {"llama3", "vocab/llama.cpp/ggml-vocab-llama-bpe.gguf.inp"}, {"llama3", "vocab/expected/llama3.extra.inp"},
-        {"qwen3", "vocab/llama.cpp/ggml-vocab-qwen2.gguf.inp"},      {"qwen3", "vocab/expected/qwen3.extra.inp"},
+        {"llama3", "vocab/llama.cpp/ggml-vocab-llama-bpe.gguf.inp"},
+        {"llama3", "vocab/expected/llama3.extra.inp"},
+        {"qwen3", "vocab/llama.cpp/ggml-vocab-qwen2.gguf.inp"},
+        {"qwen3", "vocab/expected/qwen3.extra.inp"},
         {"deepseek-v3", "vocab/expected/deepseek-v3.llamacpp-tests.inp"},
         {"deepseek-v3", "vocab/expected/deepseek-v3.extra.inp"},
     };
@@ -923,8 +1032,8 @@ static void test_vocab_corpus(void)
                          (na == 0 || !memcmp(a, b, na * sizeof *a));
                 same += ok;
                 if (!ok)
-                    fprintf(stderr, "%s case %d: GGUF vocabulary encodes differently (%zu vs %zu ids)\n", pi, cases,
-                            nb, na);
+                    fprintf(stderr, "%s case %d: GGUF vocabulary encodes differently (%zu vs %zu ids)\n", pi, cases, nb,
+                            na);
                 free(a);
                 free(b);
             }
@@ -941,7 +1050,7 @@ static void test_vocab_corpus(void)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: test_gguf GGUF_DIR\n");
+        fprintf(stderr, "usage: test_gguf GGUF_DIR [PYTHON3]\n");
         return 2;
     }
     gdir = argv[1];
@@ -951,23 +1060,22 @@ int main(int argc, char **argv)
                gpath("llama-f32.gguf"));
         return 77;
     }
-    static const int q8[] = {SD_Q_Q8_0, -1}, q4[] = {SD_Q_Q4_0, -1}, f16[] = {SD_Q_F16, -1},
-                               k4[] = {SD_Q_Q4_K, SD_Q_Q8_0, -1}, k5[] = {SD_Q_Q5_K, -1}, k6[] = {SD_Q_Q6_K, -1};
-    check_model("llama", "llama-f32.gguf", 0, NULL);
-    check_model("qwen2", "qwen2-f32.gguf", 0, NULL);
-    check_model("qwen3", "qwen3-f32.gguf", 0, NULL);
-    check_model("dsv32", "dsv32-f32.gguf", 0, NULL);
-    check_model("dsv32_fp8", "dsv32_fp8-f32.gguf", 0, NULL);
-    // These random tiny models turn a relative weight error e into logits error ~4.3 e for every type
-    // (f16 4.3, q8_0 3.9-4.2, q4_0 4.3 measured); 6 leaves room, while a wrong block layout or permutation
-    // gives errors of order 1 (>= 10x the bound for q8_0).
-    check_model("llama", "llama-f16.gguf", 6, f16);
-    check_model("llama", "llama-q8_0.gguf", 6, q8);
-    check_model("qwen3", "qwen3-q8_0.gguf", 6, q8);
-    check_model("llama", "llama-q4_0.gguf", 6, q4);
-    check_model("dsv32_fp8", "dsv32_fp8-q4_k.gguf", -1, k4);
-    check_model("dsv32_fp8", "dsv32_fp8-q5_k.gguf", -1, k5);
-    check_model("dsv32_fp8", "dsv32_fp8-q6_k.gguf", -1, k6);
+    static const int q8[] = {SD_Q_Q8_0, -1}, q4[] = {SD_Q_Q4_0, -1}, f16[] = {SD_Q_F16, -1}, bf16[] = {SD_Q_BF16, -1},
+                     k4[] = {SD_Q_Q4_K, SD_Q_Q8_0, -1}, k5[] = {SD_Q_Q5_K, -1}, k6[] = {SD_Q_Q6_K, -1};
+    check_fixture("llama", "llama-f32.gguf", 0, NULL);
+    check_fixture("qwen2", "qwen2-f32.gguf", 0, NULL);
+    check_fixture("qwen3", "qwen3-f32.gguf", 0, NULL);
+    check_fixture("dsv32", "dsv32-f32.gguf", 0, NULL);
+    check_fixture("dsv32_fp8", "dsv32_fp8-f32.gguf", 0, NULL);
+    double amp = check_fixture("llama", "llama-bf16.gguf", 20, bf16); // calibration (see CALIB)
+    check_fixture("llama", "llama-f16.gguf", CALIB * amp, f16);
+    check_fixture("llama", "llama-q8_0.gguf", CALIB * amp, q8);
+    check_fixture("llama", "llama-q4_0.gguf", CALIB * amp, q4);
+    check_fixture("qwen3", "qwen3-q8_0.gguf", CALIB * amp, q8); // same sizes and init as llama
+    check_fixture("dsv32_fp8", "dsv32_fp8-q4_k.gguf", -1, k4);
+    check_fixture("dsv32_fp8", "dsv32_fp8-q5_k.gguf", -1, k5);
+    check_fixture("dsv32_fp8", "dsv32_fp8-q6_k.gguf", -1, k6);
+    test_synth_kquants(argc > 2 ? argv[2] : NULL);
     test_dots();
     test_malformed();
     test_mutations();

@@ -17,15 +17,15 @@
 static char *shots_dir;
 static int n_checks;
 
-#define CHECK(cond, ...)                                                                                           \
-    do {                                                                                                           \
-        n_checks++;                                                                                                \
-        if (!(cond)) {                                                                                             \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                       \
-            fprintf(stderr, __VA_ARGS__);                                                                          \
-            fprintf(stderr, "\n");                                                                                 \
-            exit(1);                                                                                               \
-        }                                                                                                          \
+#define CHECK(cond, ...)                                                                                               \
+    do {                                                                                                               \
+        n_checks++;                                                                                                    \
+        if (!(cond)) {                                                                                                 \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                            \
+            fprintf(stderr, __VA_ARGS__);                                                                              \
+            fprintf(stderr, "\n");                                                                                     \
+            exit(1);                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 static gboolean wake(gpointer d)
@@ -68,12 +68,18 @@ static void settle(void)
 static void screenshot(GtkWidget *window, const char *name)
 {
     settle();
-    GtkWidget *w = adw_toast_overlay_get_child(
-        ADW_TOAST_OVERLAY(adw_application_window_get_content(ADW_APPLICATION_WINDOW(window))));
+    GtkWidget *w = ADW_IS_APPLICATION_WINDOW(window)
+                       ? adw_toast_overlay_get_child(
+                             ADW_TOAST_OVERLAY(adw_application_window_get_content(ADW_APPLICATION_WINDOW(window))))
+                       : window;
     int width = gtk_widget_get_width(w), height = gtk_widget_get_height(w);
     CHECK(width > 0 && height > 0, "window has no size");
     GdkPaintable *p = gtk_widget_paintable_new(w);
     GtkSnapshot *s = gtk_snapshot_new();
+    // The window, not its content, paints the background: Adwaita's window_bg_color for the style.
+    GdkRGBA bg;
+    gdk_rgba_parse(&bg, adw_style_manager_get_dark(adw_style_manager_get_default()) ? "#242424" : "#fafafa");
+    gtk_snapshot_append_color(s, &bg, &GRAPHENE_RECT_INIT(0, 0, width, height));
     gdk_paintable_snapshot(p, s, width, height);
     GskRenderNode *node = gtk_snapshot_free_to_node(s);
     CHECK(node != NULL, "nothing rendered for %s", name);
@@ -89,6 +95,19 @@ static void screenshot(GtkWidget *window, const char *name)
 }
 
 static SdWindow *win;
+
+static GtkWindow *find_toplevel(GType type)
+{
+    GtkWindow *found = NULL;
+    GListModel *tops = gtk_window_get_toplevels();
+    for (guint i = 0; i < g_list_model_get_n_items(tops) && !found; i++) {
+        GObject *o = g_list_model_get_item(tops, i);
+        if (G_TYPE_CHECK_INSTANCE_TYPE(o, type))
+            found = GTK_WINDOW(o);
+        g_object_unref(o);
+    }
+    return found;
+}
 
 static gboolean library_idle(gpointer u)
 {
@@ -131,7 +150,10 @@ static void conv_loaded(GObject *src, GAsyncResult *res, gpointer d)
     }
     conv_loaded_flag = TRUE;
 }
-static gboolean flag_set(gpointer u) { return *(gboolean *)u; }
+static gboolean flag_set(gpointer u)
+{
+    return *(gboolean *)u;
+}
 
 static gboolean reading_or_text(gpointer u)
 {
@@ -142,7 +164,10 @@ static gboolean reading_or_text(gpointer u)
            (st && (!strcmp(st, "prefill") || !strcmp(st, "generate")));
 }
 
-static gboolean passage_shown(gpointer u) { return sd_pdf_view_get_n_passage_highlights(u) > 0; }
+static gboolean passage_shown(gpointer u)
+{
+    return sd_pdf_view_get_n_passage_highlights(u) > 0;
+}
 
 static gboolean first_text(gpointer u)
 {
@@ -154,8 +179,14 @@ static gboolean first_text(gpointer u)
 static SdCacheInfo *cache_info;
 static int cleared;
 static gboolean removed;
-static gboolean ptr_set(gpointer u) { return *(gpointer *)u != NULL; }
-static gboolean int_set(gpointer u) { return *(int *)u != -2; }
+static gboolean ptr_set(gpointer u)
+{
+    return *(gpointer *)u != NULL;
+}
+static gboolean int_set(gpointer u)
+{
+    return *(int *)u != -2;
+}
 static void cache_stats_done(GObject *src, GAsyncResult *res, gpointer d)
 {
     (void)d;
@@ -176,7 +207,10 @@ static void remove_done(GObject *src, GAsyncResult *res, gpointer d)
     removed = TRUE;
 }
 
-static gboolean source_loaded(gpointer u) { return sd_source_view_is_loaded(u); }
+static gboolean source_loaded(gpointer u)
+{
+    return sd_source_view_is_loaded(u);
+}
 
 static SdConversation *conv_opened;
 static gboolean conv_opened_flag;
@@ -216,7 +250,8 @@ static int run(const char *source, const char *corpus)
     CHECK(sd_window_get_n_jobs(win) == 1, "no ingest job row");
     pump_until(library_idle, NULL, "ingestion of the sample PDF");
     GPtrArray *docs = sd_window_get_docs(win);
-    CHECK(docs->len == 1, "library has %u documents after adding one", docs->len);
+    CHECK(docs->len == 1, "library has %u documents after adding one (error row: %s; message: %s)", docs->len,
+          sd_window_get_n_errors(win) ? sd_window_get_error(win, 0) : "none", sd_window_get_last_message(win));
     SdDocInfo *d = g_ptr_array_index(docs, 0);
     CHECK(!strcmp(d->kind, "pdf") && d->n_pages >= 1, "kind %s pages %" G_GINT64_FORMAT, d->kind, d->n_pages);
     CHECK(d->n_tokens > 0, "tokens not counted with the model: %" G_GINT64_FORMAT, d->n_tokens);
@@ -228,8 +263,8 @@ static int run(const char *source, const char *corpus)
 
     // 2. Ask; the answer streams in while the job runs.
     SdChatView *chat = sd_window_get_chat(win);
-    const char *question = have_sample ? "What is the access code for the Brenlow vault?"
-                                       : "What does DeepSeek Sparse Attention select?";
+    const char *question =
+        have_sample ? "What is the access code for the Brenlow vault?" : "What does DeepSeek Sparse Attention select?";
     guint streamed = 0;
     ask(question, &streamed);
     const char *answer = sd_chat_view_last_answer(chat);
@@ -303,12 +338,14 @@ static int run(const char *source, const char *corpus)
         // Press Stop once the worker reports reading the documents (or the first text arrives).
         pump_until(reading_or_text, NULL, "the answer to start");
         CHECK(sd_chat_view_is_running(chat), "the answer finished before Stop could be pressed");
-        printf("stopping at stage %s after %u pieces\n", sd_chat_view_get_stage(chat), sd_chat_view_last_n_pieces(chat));
+        printf("stopping at stage %s after %u pieces\n", sd_chat_view_get_stage(chat),
+               sd_chat_view_last_n_pieces(chat));
         g_signal_emit_by_name(stop, "clicked");
         pump_until(answer_done, &streamed, "the stopped answer");
         status = sd_chat_view_last_status(chat);
         printf("stopped answer status: %s\n", status);
-        CHECK(status && g_str_has_prefix(status, "Stopped"), "Stop did not stop the answer: %s", status ? status : "(none)");
+        CHECK(status && g_str_has_prefix(status, "Stopped"), "Stop did not stop the answer: %s",
+              status ? status : "(none)");
         // Again, stopping once the answer text has started to stream in.
         sd_chat_view_ask(chat, "Summarize every section of both documents in detail.");
         pump_until(first_text, NULL, "the first piece of the answer");
@@ -344,7 +381,8 @@ static int run(const char *source, const char *corpus)
     CHECK(sd_window_get_n_errors(win) == 1, "%u error rows for a broken PDF", sd_window_get_n_errors(win));
     printf("broken PDF: %s\n", sd_window_get_error(win, 0));
     CHECK(sd_window_get_docs(win)->len == n_docs, "a broken PDF changed the library");
-    g_autofree char *enc = corpus ? g_build_filename(corpus, "pdf", "encrypted", "qpdf-enc-R2V1-rc4-40-user_view.pdf", NULL) : NULL;
+    g_autofree char *enc =
+        corpus ? g_build_filename(corpus, "pdf", "encrypted", "qpdf-enc-R2V1-rc4-40-user_view.pdf", NULL) : NULL;
     if (enc && g_file_test(enc, G_FILE_TEST_EXISTS)) {
         g_autoptr(GFile) fe = g_file_new_for_path(enc);
         sd_window_add_files(win, &fe, 1, NULL);
@@ -354,7 +392,23 @@ static int run(const char *source, const char *corpus)
         CHECK(sd_window_get_error_password_button(win, 1) != NULL, "no password button for an encrypted PDF: %s",
               sd_window_get_error(win, 1));
         screenshot(GTK_WIDGET(win), "06-errors.png");
-        sd_window_add_files(win, &fe, 1, "view"); // what the password dialog does
+        // The key button asks for the password; Unlock adds the file with it.
+        g_signal_emit_by_name(sd_window_get_error_password_button(win, 1), "clicked");
+        settle();
+        AdwMessageDialog *dlg = NULL;
+        GListModel *tops = gtk_window_get_toplevels();
+        for (guint i = 0; i < g_list_model_get_n_items(tops) && !dlg; i++) {
+            GObject *o = g_list_model_get_item(tops, i);
+            if (ADW_IS_MESSAGE_DIALOG(o))
+                dlg = ADW_MESSAGE_DIALOG(o);
+            g_object_unref(o);
+        }
+        CHECK(dlg != NULL, "no password dialog");
+        GtkWidget *pw = adw_message_dialog_get_extra_child(dlg);
+        CHECK(GTK_IS_ENTRY(pw) && !gtk_entry_get_visibility(GTK_ENTRY(pw)),
+              "the password dialog has no password entry");
+        gtk_editable_set_text(GTK_EDITABLE(pw), "view");
+        adw_message_dialog_response(dlg, "unlock");
         pump_until(library_idle, NULL, "ingestion with the password");
         CHECK(sd_window_get_docs(win)->len == n_docs + 1, "the encrypted PDF was not added with its password");
         CHECK(sd_window_get_n_errors(win) == 1, "the encrypted PDF's error row stays after it was added");
@@ -366,7 +420,8 @@ static int run(const char *source, const char *corpus)
     // 7b. A code folder: one library row for the folder; a code citation opens the file at the line.
     g_autofree char *proj = g_build_filename(tmp, "quorvin", NULL), *src = g_build_filename(proj, "src", NULL);
     g_mkdir_with_parents(src, 0700);
-    g_autofree char *cfile = g_build_filename(src, "server.c", NULL), *readme = g_build_filename(proj, "README.md", NULL);
+    g_autofree char *cfile = g_build_filename(src, "server.c", NULL),
+                    *readme = g_build_filename(proj, "README.md", NULL);
     static const char code[] = "// server.c: the Quorvin request server.\n"
                                "#include <stdio.h>\n"
                                "\n"
@@ -408,6 +463,32 @@ static int run(const char *source, const char *corpus)
           "source viewer at line %d: %s", sd_source_view_get_line(sd_window_get_source_view(win)), line);
     screenshot(GTK_WIDGET(win), "07-code.png");
     g_array_unref(folder_ids);
+
+    // 7b'. Adding a large folder can be stopped: the job ends early and says so.
+    g_autofree char *many = g_build_filename(tmp, "many", NULL);
+    g_mkdir_with_parents(many, 0700);
+    for (int i = 0; i < 300; i++) {
+        g_autofree char *fn = g_strdup_printf("%s/note%03d.txt", many, i);
+        g_autofree char *body = g_strdup_printf("Note %d.\nNothing to see here.\n", i);
+        CHECK(g_file_set_contents(fn, body, -1, NULL), "write %s", fn);
+    }
+    g_autoptr(GFile) fm = g_file_new_for_path(many);
+    guint n_before_many = sd_window_get_docs(win)->len;
+    sd_window_add_files(win, &fm, 1, NULL);
+    GtkWidget *stop_ingest = sd_window_get_job_stop_button(win, 0);
+    CHECK(stop_ingest != NULL, "no Stop button on the ingest job row");
+    g_signal_emit_by_name(stop_ingest, "clicked");
+    pump_until(library_idle, NULL, "the stopped ingestion");
+    printf("stopped ingestion: %s; %u documents added\n", sd_window_get_last_message(win),
+           sd_window_get_docs(win)->len - n_before_many);
+    CHECK(g_str_has_prefix(sd_window_get_last_message(win), "Stopped adding"), "ingestion not stopped: %s",
+          sd_window_get_last_message(win));
+    CHECK(sd_window_get_docs(win)->len - n_before_many < 300, "all 300 files were added despite Stop");
+    if (sd_window_get_docs(win)->len > n_before_many) {
+        removed = FALSE;
+        sd_service_remove_async(sd_application_get_service(app), 0, many, remove_done, NULL);
+        pump_until(flag_set, &removed, "removal of the stopped folder");
+    }
 
     // 7c. Cache panel data: blocks were stored by the answers; clearing empties the cache.
     cache_info = NULL;
@@ -471,8 +552,29 @@ static int run(const char *source, const char *corpus)
     }
     screenshot(GTK_WIDGET(win), "09-dark.png");
 
-    gtk_window_destroy(GTK_WINDOW(win));
+    // Preferences and About open as their own windows.
+    g_action_group_activate_action(G_ACTION_GROUP(app), "preferences", NULL);
     settle();
+    GtkWindow *prefs = find_toplevel(ADW_TYPE_PREFERENCES_WINDOW);
+    CHECK(prefs != NULL, "no preferences window");
+    screenshot(GTK_WIDGET(prefs), "10-preferences.png");
+    gtk_window_destroy(prefs);
+    g_action_group_activate_action(G_ACTION_GROUP(app), "about", NULL);
+    settle();
+    GtkWindow *about = find_toplevel(ADW_TYPE_ABOUT_WINDOW);
+    CHECK(about != NULL, "no about window");
+    gtk_window_destroy(about);
+
+    // Closing the window while an answer streams and a folder is being added: the jobs finish on the
+    // worker and their results find no widgets to update (no crash, no warning).
+    sd_chat_view_ask(chat, question);
+    g_autoptr(GFile) fp2 = g_file_new_for_path(proj);
+    sd_window_add_files(win, &fp2, 1, NULL);
+    gtk_window_destroy(GTK_WINDOW(win));
+    for (int i = 0; i < 30; i++) { // let the worker finish and its queued callbacks run
+        settle();
+        g_usleep(50000);
+    }
     g_object_unref(app);
     printf("ok: %d checks\n", n_checks);
     return 0;
@@ -508,14 +610,6 @@ int main(int argc, char **argv)
     g_setenv("GSETTINGS_BACKEND", "memory", TRUE);
     g_setenv("GTK_A11Y", "none", TRUE);
     g_setenv("NO_AT_BRIDGE", "1", TRUE);
-    // Strict: any GLib/GTK warning or critical fails the test (G_DEBUG=fatal-warnings).
-    g_log_set_always_fatal(G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING | G_LOG_FATAL_MASK);
-    if (!gtk_init_check()) {
-        printf("SKIP: cannot open the display\n");
-        return 77;
-    }
-    // No animations: screenshots show settled states (a style switch is otherwise a cross-fade).
-    g_object_set(gtk_settings_get_default(), "gtk-enable-animations", FALSE, NULL);
     // Temp store, cache and config; the shipped test model.
     g_autofree char *tmp = g_dir_make_tmp("sd-ui-XXXXXX", NULL);
     g_autofree char *data = g_build_filename(tmp, "data", NULL), *cache = g_build_filename(tmp, "cache", NULL),
@@ -531,6 +625,15 @@ int main(int argc, char **argv)
     g_unsetenv("SPARSEDOC_CONFIG");
     g_autofree char *model = g_build_filename(source, "data", "models", "sparsedoc-mini", NULL);
     g_setenv("SPARSEDOC_MODEL", model, TRUE);
+    // GTK is started only now: GLib caches the XDG directories on first use.
+    // Strict: any GLib/GTK warning or critical fails the test (G_DEBUG=fatal-warnings).
+    g_log_set_always_fatal(G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING | G_LOG_FATAL_MASK);
+    if (!gtk_init_check()) {
+        printf("SKIP: cannot open the display\n");
+        return 77;
+    }
+    // No animations: screenshots show settled states (a style switch is otherwise a cross-fade).
+    g_object_set(gtk_settings_get_default(), "gtk-enable-animations", FALSE, NULL);
     shots_dir = g_build_filename(build, "ui-screenshots", NULL);
     g_mkdir_with_parents(shots_dir, 0755);
     int rc = run(source, corpus && g_file_test(corpus, G_FILE_TEST_IS_DIR) ? corpus : NULL);

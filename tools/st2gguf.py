@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """st2gguf.py: write an HF model directory (config.json + model.safetensors [+ tokenizer.json]) as one GGUF v3
-file, the way llama.cpp's converter names and lays it out, in F32, F16, Q8_0, Q4_0, Q4_K, Q5_K or Q6_K.
+file, the way llama.cpp's converter names and lays it out, in F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K or Q6_K.
 
 Python 3 standard library only (struct, json, array). Meant for the tiny test models in tests/fixtures; a
 real conversion of a large model would take hours in pure Python.
@@ -30,8 +30,8 @@ import os
 import struct
 import sys
 
-GGML = {'f32': 0, 'f16': 1, 'q4_0': 2, 'q8_0': 8, 'q4_k': 12, 'q5_k': 13, 'q6_k': 14}
-BLOCK = {'f32': 1, 'f16': 1, 'q4_0': 32, 'q8_0': 32, 'q4_k': 256, 'q5_k': 256, 'q6_k': 256}
+GGML = {'f32': 0, 'f16': 1, 'bf16': 30, 'q4_0': 2, 'q8_0': 8, 'q4_k': 12, 'q5_k': 13, 'q6_k': 14}
+BLOCK = {'f32': 1, 'f16': 1, 'bf16': 1, 'q4_0': 32, 'q8_0': 32, 'q4_k': 256, 'q5_k': 256, 'q6_k': 256}
 ALIGN = 32
 
 # ------------------------------------------------------------------------------------------ safetensors
@@ -218,6 +218,9 @@ def encode(values, shape, want):
         return array.array('f', values).tobytes(), typ
     if typ == 'f16':
         return struct.pack(f'<{len(values)}e', *values), typ
+    if typ == 'bf16':  # the top half of the f32 bits, rounded to nearest even
+        bits = array.array('I', array.array('f', values).tobytes())
+        return array.array('H', [((b + 0x7fff + ((b >> 16) & 1)) >> 16) & 0xffff for b in bits]).tobytes(), typ
     return QUANT[typ](list(values)), typ
 
 

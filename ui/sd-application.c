@@ -21,10 +21,10 @@ G_DEFINE_FINAL_TYPE(SdApplication, sd_application, ADW_TYPE_APPLICATION)
 
 static void apply_scheme(enum sd_color_scheme c)
 {
-    adw_style_manager_set_color_scheme(adw_style_manager_get_default(),
-                                       c == SD_COLOR_DARK    ? ADW_COLOR_SCHEME_FORCE_DARK
-                                       : c == SD_COLOR_LIGHT ? ADW_COLOR_SCHEME_FORCE_LIGHT
-                                                             : ADW_COLOR_SCHEME_PREFER_LIGHT);
+    adw_style_manager_set_color_scheme(adw_style_manager_get_default(), c == SD_COLOR_DARK ? ADW_COLOR_SCHEME_FORCE_DARK
+                                                                        : c == SD_COLOR_LIGHT
+                                                                            ? ADW_COLOR_SCHEME_FORCE_LIGHT
+                                                                            : ADW_COLOR_SCHEME_PREFER_LIGHT);
 }
 
 void sd_application_apply_settings(SdApplication *self, const struct sd_settings *s)
@@ -43,9 +43,18 @@ void sd_application_apply_settings(SdApplication *self, const struct sd_settings
         sd_window_show_toast(self->window, err.msg);
 }
 
-const struct sd_settings *sd_application_get_settings(SdApplication *self) { return &self->settings; }
-SdService *sd_application_get_service(SdApplication *self) { return self->service; }
-SdWindow *sd_application_get_window(SdApplication *self) { return self->window; }
+const struct sd_settings *sd_application_get_settings(SdApplication *self)
+{
+    return &self->settings;
+}
+SdService *sd_application_get_service(SdApplication *self)
+{
+    return self->service;
+}
+SdWindow *sd_application_get_window(SdApplication *self)
+{
+    return self->window;
+}
 
 static void prefs_changed(gpointer user, const struct sd_settings *s)
 {
@@ -204,7 +213,10 @@ static void sd_application_class_init(SdApplicationClass *klass)
     G_APPLICATION_CLASS(klass)->activate = sd_application_activate;
 }
 
-static void sd_application_init(SdApplication *self) { (void)self; }
+static void sd_application_init(SdApplication *self)
+{
+    (void)self;
+}
 
 SdApplication *sd_application_new(void)
 {

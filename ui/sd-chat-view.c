@@ -34,6 +34,7 @@ struct _SdChatView {
     Page *running;     // page with the answer in progress
     GCancellable *cancel;
     char *stage_raw;
+    gboolean no_docs; // the library is empty: nothing to ask about
     int max_new_tokens;
     SdCitationFn on_cite;
     gpointer cite_user;
@@ -84,7 +85,7 @@ static void update_buttons(SdChatView *self)
     gboolean running = self->running != NULL;
     gtk_stack_set_visible_child(GTK_STACK(self->buttons), running ? self->stop : self->send);
     const char *q = gtk_editable_get_text(GTK_EDITABLE(self->entry));
-    gtk_widget_set_sensitive(self->send, !running && q && *q);
+    gtk_widget_set_sensitive(self->send, !running && !self->no_docs && q && *q);
     gtk_widget_set_visible(self->stage, running);
 }
 
@@ -129,7 +130,8 @@ static void show_page(SdChatView *self, Page *pg)
 {
     self->page = pg;
     gtk_stack_set_visible_child(GTK_STACK(self->stack), pg->scroller);
-    char *ph = g_strdup_printf("Ask about %s", pg->label ? pg->label : "all documents");
+    char *ph = self->no_docs ? g_strdup("Add documents first: drop files on the window or press Ctrl+O")
+                             : g_strdup_printf("Ask about %s", pg->label ? pg->label : "all documents");
     gtk_entry_set_placeholder_text(GTK_ENTRY(self->entry), ph);
     g_free(ph);
 }
@@ -246,12 +248,18 @@ static void on_text(GObject *target, const char *text)
 
 static const char *stage_name(const char *stage)
 {
-    if (!strcmp(stage, "tokenize")) return "Preparing the documents";
-    if (!strcmp(stage, "restore")) return "Restoring cached context";
-    if (!strcmp(stage, "prefill")) return "Reading the documents";
-    if (!strcmp(stage, "generate")) return "Answering";
-    if (!strcmp(stage, "reduce")) return "Combining partial answers";
-    if (!strcmp(stage, "ingest")) return "Ingesting";
+    if (!strcmp(stage, "tokenize"))
+        return "Preparing the documents";
+    if (!strcmp(stage, "restore"))
+        return "Restoring cached context";
+    if (!strcmp(stage, "prefill"))
+        return "Reading the documents";
+    if (!strcmp(stage, "generate"))
+        return "Answering";
+    if (!strcmp(stage, "reduce"))
+        return "Combining partial answers";
+    if (!strcmp(stage, "ingest"))
+        return "Ingesting";
     return stage;
 }
 
@@ -263,8 +271,9 @@ static void on_progress(GObject *target, const char *stage, gint64 done, gint64 
         return;
     g_free(self->stage_raw);
     self->stage_raw = g_strdup(stage);
-    char *s = total > 0 ? g_strdup_printf("%s… %" G_GINT64_FORMAT " / %" G_GINT64_FORMAT, stage_name(stage), done, total)
-                        : g_strdup_printf("%s…", stage_name(stage));
+    char *s = total > 0
+                  ? g_strdup_printf("%s… %" G_GINT64_FORMAT " / %" G_GINT64_FORMAT, stage_name(stage), done, total)
+                  : g_strdup_printf("%s…", stage_name(stage));
     gtk_label_set_text(GTK_LABEL(pg->last->progress), s);
     gtk_label_set_text(GTK_LABEL(self->stage), s);
     g_free(s);
@@ -306,7 +315,8 @@ static void show_citations(SdChatView *self, Turn *t)
 {
     for (size_t i = 0; i < t->result->n_cites; i++) {
         const struct sd_qa_citation *c = &t->result->cites[i];
-        g_autofree char *name = c->title && *c->title ? g_strdup(c->title) : g_path_get_basename(c->path ? c->path : "?");
+        g_autofree char *name =
+            c->title && *c->title ? g_strdup(c->title) : g_path_get_basename(c->path ? c->path : "?");
         g_autofree char *label = NULL;
         if (!c->valid)
             label = g_strdup_printf("%s (not in the documents)", c->marker);
@@ -360,6 +370,13 @@ static void ask_done(GObject *src, GAsyncResult *res, gpointer data)
     GError *error = NULL;
     struct sd_qa_result *partial = NULL;
     struct sd_qa_result *r = sd_service_ask_finish(SD_SERVICE(src), res, &partial, &error);
+    if (!self->pages) { // disposed meanwhile
+        sd_service_result_free(r);
+        sd_service_result_free(partial);
+        g_clear_error(&error);
+        g_object_unref(self);
+        return;
+    }
     Page *pg = self->running;
     self->running = NULL;
     g_clear_object(&self->cancel);
@@ -382,9 +399,10 @@ static void ask_done(GObject *src, GAsyncResult *res, gpointer data)
                 pg->conv_id = partial->conversation_id;
             if (!t->text->len)
                 gtk_widget_set_visible(t->answer, FALSE);
-            g_autofree char *m = t->n_pieces ? g_strdup_printf("Stopped after %u piece%s of text; the text so far is kept.",
-                                                               t->n_pieces, t->n_pieces == 1 ? "" : "s")
-                                             : g_strdup("Stopped before the answer began.");
+            g_autofree char *m = t->n_pieces
+                                     ? g_strdup_printf("Stopped after %u piece%s of text; the text so far is kept.",
+                                                       t->n_pieces, t->n_pieces == 1 ? "" : "s")
+                                     : g_strdup("Stopped before the answer began.");
             turn_set_status(t, "warning", m);
         } else {
             g_autofree char *clean = sd_ui_message(NULL, error->message);
@@ -443,9 +461,26 @@ void sd_chat_view_show_conversation(SdChatView *self, SdConversation *conv, cons
     show_page(self, pg);
 }
 
-gboolean sd_chat_view_is_running(SdChatView *self) { return self->running != NULL; }
-void sd_chat_view_set_max_tokens(SdChatView *self, int n) { self->max_new_tokens = n; }
-void sd_chat_view_focus_entry(SdChatView *self) { gtk_widget_grab_focus(self->entry); }
+void sd_chat_view_set_library_empty(SdChatView *self, gboolean empty)
+{
+    self->no_docs = empty;
+    if (self->page)
+        show_page(self, self->page);
+    update_buttons(self);
+}
+
+gboolean sd_chat_view_is_running(SdChatView *self)
+{
+    return self->running != NULL;
+}
+void sd_chat_view_set_max_tokens(SdChatView *self, int n)
+{
+    self->max_new_tokens = n;
+}
+void sd_chat_view_focus_entry(SdChatView *self)
+{
+    gtk_widget_grab_focus(self->entry);
+}
 
 void sd_chat_view_set_citation_handler(SdChatView *self, SdCitationFn fn, gpointer user)
 {
@@ -459,7 +494,10 @@ void sd_chat_view_set_done_handler(SdChatView *self, SdAnswerDoneFn fn, gpointer
     self->done_user = user;
 }
 
-static Turn *last_turn(SdChatView *self) { return self->page ? self->page->last : NULL; }
+static Turn *last_turn(SdChatView *self)
+{
+    return self->page ? self->page->last : NULL;
+}
 
 const char *sd_chat_view_last_answer(SdChatView *self)
 {
@@ -497,8 +535,14 @@ const struct sd_qa_citation *sd_chat_view_last_citation(SdChatView *self, guint 
     return t && t->result && i < t->result->n_cites ? &t->result->cites[i] : NULL;
 }
 
-GtkWidget *sd_chat_view_get_stop_button(SdChatView *self) { return self->stop; }
-const char *sd_chat_view_get_stage(SdChatView *self) { return self->running ? self->stage_raw : NULL; }
+GtkWidget *sd_chat_view_get_stop_button(SdChatView *self)
+{
+    return self->stop;
+}
+const char *sd_chat_view_get_stage(SdChatView *self)
+{
+    return self->running ? self->stage_raw : NULL;
+}
 
 // ---- widget ----
 
@@ -529,6 +573,8 @@ static void sd_chat_view_dispose(GObject *obj)
     if (self->cancel)
         g_cancellable_cancel(self->cancel);
     g_clear_object(&self->cancel);
+    self->running = NULL; // streamed pieces still queued find nothing to update
+    self->page = NULL;
     g_clear_pointer(&self->box, gtk_widget_unparent);
     g_clear_pointer(&self->pages, g_hash_table_unref);
     g_clear_pointer(&self->stage_raw, g_free);
@@ -588,8 +634,7 @@ static void sd_chat_view_init(SdChatView *self)
     GtkEventController *keys = gtk_shortcut_controller_new();
     gtk_shortcut_controller_add_shortcut(
         GTK_SHORTCUT_CONTROLLER(keys),
-        gtk_shortcut_new(gtk_keyval_trigger_new(GDK_KEY_Escape, 0),
-                         gtk_callback_action_new(on_escape, NULL, NULL)));
+        gtk_shortcut_new(gtk_keyval_trigger_new(GDK_KEY_Escape, 0), gtk_callback_action_new(on_escape, NULL, NULL)));
     gtk_widget_add_controller(GTK_WIDGET(self), keys);
 }
 

@@ -20,6 +20,8 @@ void sd_chat_view_set_scope(SdChatView *self, const gint64 *doc_ids, gsize n, co
 void sd_chat_view_show_conversation(SdChatView *self, SdConversation *conv, const char *label);
 void sd_chat_view_ask(SdChatView *self, const char *question);
 void sd_chat_view_stop(SdChatView *self);
+// With an empty library the entry says to add documents and Ask stays insensitive.
+void sd_chat_view_set_library_empty(SdChatView *self, gboolean empty);
 gboolean sd_chat_view_is_running(SdChatView *self);
 void sd_chat_view_set_max_tokens(SdChatView *self, int max_new_tokens);
 void sd_chat_view_focus_entry(SdChatView *self);
@@ -32,10 +34,10 @@ typedef void (*SdAnswerDoneFn)(gpointer user, gboolean ok);
 void sd_chat_view_set_done_handler(SdChatView *self, SdAnswerDoneFn fn, gpointer user);
 
 // For tests and the window: the last answer on the visible page.
-const char *sd_chat_view_last_answer(SdChatView *self);       // text so far
-guint sd_chat_view_last_n_pieces(SdChatView *self);           // streamed pieces received
-const char *sd_chat_view_last_status(SdChatView *self);       // cache line, or the error / stop message
-guint sd_chat_view_last_n_citations(SdChatView *self);        // citation buttons
+const char *sd_chat_view_last_answer(SdChatView *self); // text so far
+guint sd_chat_view_last_n_pieces(SdChatView *self);     // streamed pieces received
+const char *sd_chat_view_last_status(SdChatView *self); // cache line, or the error / stop message
+guint sd_chat_view_last_n_citations(SdChatView *self);  // citation buttons
 GtkWidget *sd_chat_view_last_citation_button(SdChatView *self, guint i);
 const struct sd_qa_citation *sd_chat_view_last_citation(SdChatView *self, guint i);
 GtkWidget *sd_chat_view_get_stop_button(SdChatView *self);

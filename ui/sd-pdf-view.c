@@ -11,9 +11,9 @@ struct _SdPdfView {
     PopplerDocument *doc;
     PopplerPage *page;
     int page_no;
-    double zoom; // 0: fit width
-    GArray *hits;     // PopplerRectangle, page coordinates with y down: the quoted answer text
-    GArray *passage;  // the same, for the cited passage around it (drawn lighter)
+    double zoom;     // 0: fit width
+    GArray *hits;    // PopplerRectangle, page coordinates with y down: the quoted answer text
+    GArray *passage; // the same, for the cited passage around it (drawn lighter)
 };
 
 G_DEFINE_FINAL_TYPE(SdPdfView, sd_pdf_view, GTK_TYPE_WIDGET)
@@ -127,9 +127,18 @@ gboolean sd_pdf_view_open(SdPdfView *self, const char *path, const char *passwor
     return TRUE;
 }
 
-int sd_pdf_view_get_page(SdPdfView *self) { return self->page_no; }
-int sd_pdf_view_get_n_pages(SdPdfView *self) { return self->doc ? poppler_document_get_n_pages(self->doc) : 0; }
-guint sd_pdf_view_get_n_highlights(SdPdfView *self) { return self->hits->len; }
+int sd_pdf_view_get_page(SdPdfView *self)
+{
+    return self->page_no;
+}
+int sd_pdf_view_get_n_pages(SdPdfView *self)
+{
+    return self->doc ? poppler_document_get_n_pages(self->doc) : 0;
+}
+guint sd_pdf_view_get_n_highlights(SdPdfView *self)
+{
+    return self->hits->len;
+}
 
 static guint find_add(SdPdfView *self, GArray *into, const char *needle)
 {
@@ -180,17 +189,29 @@ static guint highlight_into(SdPdfView *self, GArray *into, const char *text)
     return into->len;
 }
 
-guint sd_pdf_view_highlight(SdPdfView *self, const char *text) { return highlight_into(self, self->hits, text); }
+guint sd_pdf_view_highlight(SdPdfView *self, const char *text)
+{
+    return highlight_into(self, self->hits, text);
+}
 
 guint sd_pdf_view_highlight_passage(SdPdfView *self, const char *text)
 {
     return highlight_into(self, self->passage, text);
 }
 
-guint sd_pdf_view_get_n_passage_highlights(SdPdfView *self) { return self->passage->len; }
+guint sd_pdf_view_get_n_passage_highlights(SdPdfView *self)
+{
+    return self->passage->len;
+}
 
-static void on_prev(SdPdfView *self) { sd_pdf_view_set_page(self, self->page_no - 1); }
-static void on_next(SdPdfView *self) { sd_pdf_view_set_page(self, self->page_no + 1); }
+static void on_prev(SdPdfView *self)
+{
+    sd_pdf_view_set_page(self, self->page_no - 1);
+}
+static void on_next(SdPdfView *self)
+{
+    sd_pdf_view_set_page(self, self->page_no + 1);
+}
 
 static void set_zoom(SdPdfView *self, double z)
 {
@@ -215,7 +236,10 @@ static void on_zoom_out(SdPdfView *self)
     set_zoom(self, MAX(0.25, scale_for(self, pw) / 1.25));
 }
 
-static void on_zoom_fit(SdPdfView *self) { set_zoom(self, 0); }
+static void on_zoom_fit(SdPdfView *self)
+{
+    set_zoom(self, 0);
+}
 
 static void on_resize(GtkDrawingArea *a, int w, int h, gpointer data)
 {
@@ -292,4 +316,7 @@ static void sd_pdf_view_init(SdPdfView *self)
     update_label(self);
 }
 
-GtkWidget *sd_pdf_view_new(void) { return g_object_new(SD_TYPE_PDF_VIEW, NULL); }
+GtkWidget *sd_pdf_view_new(void)
+{
+    return g_object_new(SD_TYPE_PDF_VIEW, NULL);
+}

@@ -13,7 +13,7 @@ GtkWidget *sd_pdf_view_new(void);
 // Open path (password may be NULL) at page_no (1-based). Returns FALSE with error when it cannot be opened.
 gboolean sd_pdf_view_open(SdPdfView *self, const char *path, const char *password, int page_no, GError **error);
 void sd_pdf_view_set_page(SdPdfView *self, int page_no);
-int sd_pdf_view_get_page(SdPdfView *self);   // 1-based; 0 when nothing is open
+int sd_pdf_view_get_page(SdPdfView *self); // 1-based; 0 when nothing is open
 int sd_pdf_view_get_n_pages(SdPdfView *self);
 // Highlight the occurrences of each non-empty line of text on the current page (and of its longest
 // phrases when a whole line is not found). Returns the number of rectangles highlighted.

@@ -22,13 +22,17 @@ static void prefs_free(gpointer p)
     g_free(pr);
 }
 
-static void emit(Prefs *pr) { pr->changed(pr->user, &pr->s); }
+static void emit(Prefs *pr)
+{
+    pr->changed(pr->user, &pr->s);
+}
 
 static void show_model(Prefs *pr)
 {
-    adw_action_row_set_subtitle(ADW_ACTION_ROW(pr->model_row), pr->s.model_dir && *pr->s.model_dir
-                                                                   ? pr->s.model_dir
-                                                                   : "Default: $SPARSEDOC_MODEL or the bundled sparsedoc-mini");
+    adw_action_row_set_subtitle(ADW_ACTION_ROW(pr->model_row),
+                                pr->s.model_dir && *pr->s.model_dir
+                                    ? pr->s.model_dir
+                                    : "Default: $SPARSEDOC_MODEL, else the bundled sparsedoc-mini");
 }
 
 static void model_chosen(GtkNativeDialog *d, int response, gpointer data)
@@ -49,9 +53,9 @@ static void model_chosen(GtkNativeDialog *d, int response, gpointer data)
 
 static void on_choose_model(GtkButton *b, gpointer data)
 {
-    GtkFileChooserNative *d = gtk_file_chooser_native_new(
-        "Choose a Model Folder", GTK_WINDOW(gtk_widget_get_root(GTK_WIDGET(b))), GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER,
-        "_Select", "_Cancel");
+    GtkFileChooserNative *d =
+        gtk_file_chooser_native_new("Choose a Model Folder", GTK_WINDOW(gtk_widget_get_root(GTK_WIDGET(b))),
+                                    GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER, "_Select", "_Cancel");
     g_signal_connect(d, "response", G_CALLBACK(model_chosen), data);
     gtk_native_dialog_show(GTK_NATIVE_DIALOG(d));
 }
@@ -131,8 +135,7 @@ static GtkWidget *spin_row(Prefs *pr, const char *title, const char *subtitle, c
     return row;
 }
 
-GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, SdPrefsChangedFn changed,
-                               gpointer user)
+GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, SdPrefsChangedFn changed, gpointer user)
 {
     Prefs *pr = g_new0(Prefs, 1);
     pr->s = *s;
@@ -144,6 +147,7 @@ GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, S
     GtkWidget *w = adw_preferences_window_new();
     gtk_window_set_transient_for(GTK_WINDOW(w), parent);
     gtk_window_set_modal(GTK_WINDOW(w), TRUE);
+    gtk_window_set_default_size(GTK_WINDOW(w), 640, 720);
     adw_preferences_window_set_search_enabled(ADW_PREFERENCES_WINDOW(w), FALSE);
     g_object_set_data_full(G_OBJECT(w), "sd-prefs", pr, prefs_free);
 
@@ -171,24 +175,25 @@ GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, S
     adw_preferences_group_add(ADW_PREFERENCES_GROUP(g), pr->model_row);
     static const char *backends_cuda[] = {"CPU", "CUDA", NULL};
     static const char *backends_cpu[] = {"CPU", NULL};
-    GtkWidget *be = combo_row(pr, "Backend",
-                              SD_HAVE_CUDA ? "CUDA runs on an NVIDIA GPU when one is present"
-                                           : "This build has no CUDA backend",
-                              "backend", SD_HAVE_CUDA ? backends_cuda : backends_cpu,
-                              SD_HAVE_CUDA && !g_strcmp0(pr->s.backend, "cuda") ? 1 : 0);
+    GtkWidget *be = combo_row(
+        pr, "Backend",
+        SD_HAVE_CUDA ? "CUDA runs on an NVIDIA GPU when one is present" : "This build has no CUDA backend", "backend",
+        SD_HAVE_CUDA ? backends_cuda : backends_cpu, SD_HAVE_CUDA && !g_strcmp0(pr->s.backend, "cuda") ? 1 : 0);
     adw_preferences_group_add(ADW_PREFERENCES_GROUP(g), be);
     adw_preferences_page_add(ADW_PREFERENCES_PAGE(page), ADW_PREFERENCES_GROUP(g));
 
     g = adw_preferences_group_new();
     adw_preferences_group_set_title(ADW_PREFERENCES_GROUP(g), "Engine");
-    static const char *ctx[] = {"Default (model's, up to 64K)", "64K tokens", "96K tokens", "128K tokens", NULL};
+    static const char *ctx[] = {"Default", "64K tokens", "96K tokens", "128K tokens", NULL};
     guint ci = 0;
     for (guint i = 0; i < G_N_ELEMENTS(ctx_values); i++)
         if (ctx_values[i] == pr->s.n_ctx)
             ci = i;
-    adw_preferences_group_add(ADW_PREFERENCES_GROUP(g),
-                              combo_row(pr, "Context size", "Tokens per prompt: documents, question and answer",
-                                        "context", ctx, ci));
+    adw_preferences_group_add(
+        ADW_PREFERENCES_GROUP(g),
+        combo_row(pr, "Context size",
+                  "Tokens per prompt (documents, question, answer); default: the model's, at most 64K", "context", ctx,
+                  ci));
     adw_preferences_group_add(ADW_PREFERENCES_GROUP(g),
                               spin_row(pr, "Sparse attention top-k", "Tokens each query attends to; 0: the model's",
                                        "topk", 65536, pr->s.top_k));

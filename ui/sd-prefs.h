@@ -10,7 +10,6 @@ G_BEGIN_DECLS
 
 typedef void (*SdPrefsChangedFn)(gpointer user, const struct sd_settings *s);
 // s is copied; the window calls changed(user, new settings) after each edit.
-GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, SdPrefsChangedFn changed,
-                               gpointer user);
+GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, SdPrefsChangedFn changed, gpointer user);
 
 G_END_DECLS

@@ -3,15 +3,18 @@
 
 #include "sd-service.h"
 
+#include "tokenizer.h"
+
 #include <stdlib.h>
 #include <string.h>
 
-G_DEFINE_QUARK(sd-ui-error-quark, sd_ui_error)
+G_DEFINE_QUARK(sd - ui - error - quark, sd_ui_error)
 
 struct _SdService {
     GObject parent_instance;
     GThreadPool *worker; // max 1 thread: jobs that use the sd_qa run in order
-    GMutex lock;         // guards settings, settings_serial, model_error
+    GThread *worker_thread;
+    GMutex lock; // guards settings, settings_serial, model_error
     struct sd_settings settings;
     guint settings_serial;
     char *model_error;
@@ -44,7 +47,8 @@ char *sd_ui_message(const char *path, const char *msg)
     if (path && g_str_has_prefix(msg, path) && !strncmp(msg + strlen(path), ": ", 2))
         msg += strlen(path) + 2;
     char *m = g_strdup(msg);
-    static const char *const hints[] = {"; supply the password with --password", "; pass --", " (pass --", ", or run 'sparsedoc"};
+    static const char *const hints[] = {"; supply the password with --password", "; pass --", "; ingest some with",
+                                        " (pass --", ", or run 'sparsedoc"};
     for (size_t i = 0; i < G_N_ELEMENTS(hints); i++) {
         char *h = strstr(m, hints[i]);
         if (h)
@@ -117,12 +121,12 @@ static void worker_func(gpointer data, gpointer user_data)
 {
     GTask *task = data;
     Job *j = g_task_get_task_data(task);
+    ((SdService *)user_data)->worker_thread = g_thread_self();
     j->run(task, user_data, j);
     g_object_unref(task);
 }
 
-static GTask *push(SdService *self, Job *j, GCancellable *c, GAsyncReadyCallback cb, gpointer user_data,
-                   gpointer tag)
+static GTask *push(SdService *self, Job *j, GCancellable *c, GAsyncReadyCallback cb, gpointer user_data, gpointer tag)
 {
     GTask *task = g_task_new(self, c, cb, user_data);
     g_task_set_source_tag(task, tag);
@@ -136,13 +140,13 @@ static GTask *push(SdService *self, Job *j, GCancellable *c, GAsyncReadyCallback
 }
 
 // Thread-pool jobs get (task, source, task_data, cancellable); adapt to JobFn.
-#define POOL_JOB(name)                                                                              \
-    static void name##_body(GTask *task, SdService *self, Job *j);                                  \
-    static void name(GTask *task, gpointer source, gpointer data, GCancellable *c)                  \
-    {                                                                                               \
-        (void)c;                                                                                    \
-        name##_body(task, source, data);                                                            \
-    }                                                                                               \
+#define POOL_JOB(name)                                                                                                 \
+    static void name##_body(GTask *task, SdService *self, Job *j);                                                     \
+    static void name(GTask *task, gpointer source, gpointer data, GCancellable *c)                                     \
+    {                                                                                                                  \
+        (void)c;                                                                                                       \
+        name##_body(task, source, data);                                                                               \
+    }                                                                                                                  \
     static void name##_body(GTask *task, SdService *self, Job *j)
 
 // ---- marshalling to the main loop ----
@@ -163,8 +167,12 @@ static gboolean call_run(gpointer p)
 {
     Call *c = p;
     switch (c->kind) {
-    case CALL_TEXT: c->job->on_text(c->target, c->text); break;
-    case CALL_PROGRESS: c->job->on_progress(c->target, c->text, c->done, c->total); break;
+    case CALL_TEXT:
+        c->job->on_text(c->target, c->text);
+        break;
+    case CALL_PROGRESS:
+        c->job->on_progress(c->target, c->text, c->done, c->total);
+        break;
     case CALL_INGEST:
         c->ev.path = c->path;
         c->ev.msg = c->msg;
@@ -191,7 +199,10 @@ static void task_call_free(gpointer p)
     g_free(tc);
 }
 
-static gboolean task_call_run(gpointer p) { return call_run(&((TaskCall *)p)->call); }
+static gboolean task_call_run(gpointer p)
+{
+    return call_run(&((TaskCall *)p)->call);
+}
 
 static void invoke(GTask *task, Call c)
 {
@@ -259,8 +270,6 @@ static void on_ingest_event(void *user, const struct sd_ingest_event *ev)
 {
     GTask *task = user;
     Job *j = g_task_get_task_data(task);
-    if (g_task_get_cancellable(task) && g_cancellable_is_cancelled(g_task_get_cancellable(task)))
-        j->cancel_flag = 1;
     if (!j->on_event)
         return;
     Call c = {.kind = CALL_INGEST, .ev = *ev, .path = g_strdup(ev->path), .msg = g_strdup(ev->msg)};
@@ -274,26 +283,43 @@ static int should_cancel(void *user)
     return c && g_cancellable_is_cancelled(c);
 }
 
+static int64_t count_tokens(void *user, const char *text, size_t len)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (sd_tokenizer_encode(user, text, len, 0, &ids, &n, NULL))
+        return -1;
+    free(ids);
+    return (int64_t)n;
+}
+
+static void on_ingest_cancelled(GCancellable *c, gpointer data)
+{
+    (void)c;
+    ((Job *)data)->cancel_flag = 1; // read by sd_ingest between files
+}
+
+// Ingestion goes through the library (data/ingest.h) rather than sd_qa_ingest so that it can be
+// cancelled; tokens are counted with the model's tokenizer when a model is loaded.
 static void ingest_run(GTask *task, SdService *self, gpointer data)
 {
     Job *j = data;
     GError *error = NULL;
     struct sd_err err = {0};
-    enum sd_status st;
     struct sd_qa *qa = ensure_qa(self, NULL);
-    size_t n = g_strv_length(j->paths);
-    if (qa) {
-        struct sd_qa_events ev = {.user = task, .on_ingest = on_ingest_event, .should_cancel = should_cancel};
-        st = sd_qa_ingest(qa, j->paths, n, j->password, &ev, &j->stats, &err);
-    } else {
-        struct sd_library *lib = ensure_lib(self, &error);
-        if (!lib) {
-            g_task_return_error(task, error);
-            return;
-        }
-        st = sd_library_ingest(lib, j->paths, n, j->password, on_ingest_event, task, &j->cancel_flag, &j->stats,
-                               &err);
+    struct sd_library *lib = ensure_lib(self, &error);
+    if (!lib) {
+        g_task_return_error(task, error);
+        return;
     }
+    GCancellable *c = g_task_get_cancellable(task);
+    gulong id = c ? g_cancellable_connect(c, G_CALLBACK(on_ingest_cancelled), j, NULL) : 0;
+    const struct sd_tokenizer *tok = qa ? sd_qa_tokenizer(qa) : NULL;
+    enum sd_status st =
+        sd_library_ingest(lib, j->paths, g_strv_length(j->paths), j->password, tok ? count_tokens : NULL, (void *)tok,
+                          on_ingest_event, task, &j->cancel_flag, &j->stats, &err);
+    if (c)
+        g_cancellable_disconnect(c, id);
     if (st)
         g_task_return_error(task, error_from(&err));
     else
@@ -372,8 +398,8 @@ static void ask_run(GTask *task, SdService *self, gpointer data)
         j->conv_id = id;
     }
     struct sd_qa_ask_opts ao = {.max_new_tokens = j->max_new_tokens, .conversation_id = j->conv_id};
-    struct sd_qa_events ev = {.user = task, .on_text = on_text, .on_progress = on_progress,
-                              .should_cancel = should_cancel};
+    struct sd_qa_events ev = {
+        .user = task, .on_text = on_text, .on_progress = on_progress, .should_cancel = should_cancel};
     struct sd_qa_result *r = g_new0(struct sd_qa_result, 1);
     enum sd_status st = sd_qa_ask(qa, &scope, j->question, &ao, &ev, r, &err);
     if (!r->conversation_id)
@@ -559,6 +585,7 @@ static int doc_add(void *user, const struct sd_library_doc *d)
     i->size = d->size;
     i->n_pages = d->n_pages;
     i->n_lines = d->n_lines;
+    i->n_chars = d->n_chars;
     i->n_tokens = d->n_tokens;
     i->state = d->state;
     g_ptr_array_add(user, i);
@@ -752,7 +779,9 @@ const char *sd_service_get_model_error(SdService *self)
 static void sd_service_finalize(GObject *obj)
 {
     SdService *self = SD_SERVICE(obj);
-    g_thread_pool_free(self->worker, FALSE, TRUE); // finish queued jobs, then stop
+    // The last reference may go with a job's task on the worker thread itself: it cannot wait for itself.
+    gboolean on_worker = g_thread_self() == self->worker_thread;
+    g_thread_pool_free(self->worker, FALSE, !on_worker); // finish queued jobs, then stop
     if (self->qa)
         sd_qa_close(self->qa);
     sd_library_close(self->lib);
@@ -762,7 +791,10 @@ static void sd_service_finalize(GObject *obj)
     G_OBJECT_CLASS(sd_service_parent_class)->finalize(obj);
 }
 
-static void sd_service_class_init(SdServiceClass *klass) { G_OBJECT_CLASS(klass)->finalize = sd_service_finalize; }
+static void sd_service_class_init(SdServiceClass *klass)
+{
+    G_OBJECT_CLASS(klass)->finalize = sd_service_finalize;
+}
 
 static void sd_service_init(SdService *self)
 {

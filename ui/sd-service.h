@@ -62,8 +62,8 @@ GPtrArray *sd_service_conversations_finish(SdService *self, GAsyncResult *res, G
 
 typedef struct {
     gint64 id;
-    GArray *doc_ids;   // gint64
-    GPtrArray *turns;  // char* pairs: question, answer, question, answer...
+    GArray *doc_ids;  // gint64
+    GPtrArray *turns; // char* pairs: question, answer, question, answer...
 } SdConversation;
 void sd_service_conversation_load_async(SdService *self, gint64 id, GCancellable *c, GAsyncReadyCallback cb,
                                         gpointer user_data);
@@ -74,7 +74,7 @@ void sd_conversation_free(SdConversation *c);
 typedef struct {
     gint64 id;
     char *path, *root, *kind, *title, *state_msg;
-    gint64 size, n_pages, n_lines, n_tokens;
+    gint64 size, n_pages, n_lines, n_chars, n_tokens;
     enum sd_library_state state;
 } SdDocInfo;
 void sd_service_docs_async(SdService *self, GCancellable *c, GAsyncReadyCallback cb, gpointer user_data);

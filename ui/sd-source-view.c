@@ -45,7 +45,13 @@ static void loaded(GObject *src, GAsyncResult *res, gpointer data)
 {
     SdSourceView *self = data;
     GError *error = NULL;
-    if (!gtk_source_file_loader_load_finish(GTK_SOURCE_FILE_LOADER(src), res, &error)) {
+    gboolean ok = gtk_source_file_loader_load_finish(GTK_SOURCE_FILE_LOADER(src), res, &error);
+    if (!self->buffer) { // disposed meanwhile
+        g_clear_error(&error);
+        g_object_unref(self);
+        return;
+    }
+    if (!ok) {
         if (!g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
             gtk_text_buffer_set_text(GTK_TEXT_BUFFER(self->buffer), error->message, -1);
             g_signal_emit(self, signals[SIG_LOADED], 0, error);
@@ -97,9 +103,18 @@ void sd_source_view_open(SdSourceView *self, const char *path, int line_start, i
                                       g_object_ref(self));
 }
 
-const char *sd_source_view_get_path(SdSourceView *self) { return self->path; }
-int sd_source_view_get_line(SdSourceView *self) { return self->line_start; }
-gboolean sd_source_view_is_loaded(SdSourceView *self) { return self->loaded; }
+const char *sd_source_view_get_path(SdSourceView *self)
+{
+    return self->path;
+}
+int sd_source_view_get_line(SdSourceView *self)
+{
+    return self->line_start;
+}
+gboolean sd_source_view_is_loaded(SdSourceView *self)
+{
+    return self->loaded;
+}
 
 char *sd_source_view_get_line_text(SdSourceView *self, int line)
 {
@@ -152,4 +167,7 @@ static void sd_source_view_init(SdSourceView *self)
                             G_CONNECT_SWAPPED);
 }
 
-GtkWidget *sd_source_view_new(void) { return g_object_new(SD_TYPE_SOURCE_VIEW, NULL); }
+GtkWidget *sd_source_view_new(void)
+{
+    return g_object_new(SD_TYPE_SOURCE_VIEW, NULL);
+}

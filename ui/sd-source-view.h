@@ -15,8 +15,8 @@ GtkWidget *sd_source_view_new(void);
 // "loaded" (with a GError or NULL) when done.
 void sd_source_view_open(SdSourceView *self, const char *path, int line_start, int line_end);
 const char *sd_source_view_get_path(SdSourceView *self);
-int sd_source_view_get_line(SdSourceView *self);          // line_start of the last open; 0 if none
-gboolean sd_source_view_is_loaded(SdSourceView *self);    // the last open finished successfully
+int sd_source_view_get_line(SdSourceView *self);                  // line_start of the last open; 0 if none
+gboolean sd_source_view_is_loaded(SdSourceView *self);            // the last open finished successfully
 char *sd_source_view_get_line_text(SdSourceView *self, int line); // a line of the buffer (g_free)
 
 G_END_DECLS

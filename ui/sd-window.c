@@ -9,11 +9,12 @@ struct _SdWindow {
     AdwApplicationWindow parent_instance;
     SdService *service;
     AdwWindowTitle *title;
-    GtkWidget *toasts, *content, *search_bar, *search_entry, *library, *jobs, *jobs_label, *errors,
-        *errors_label, *convs, *convs_label, *chat, *viewer, *viewer_title, *viewer_stack, *pdf, *source,
-        *banner, *banner_label, *cache_button, *cache_label, *empty_library;
-    AdwToast *toast;   // the one shown (owned by the overlay)
-    GPtrArray *docs;   // SdDocInfo (owned)
+    GtkWidget *toasts, *content, *search_bar, *search_entry, *library, *jobs, *jobs_label, *errors, *errors_label,
+        *convs, *convs_label, *chat, *viewer, *viewer_title, *viewer_stack, *pdf, *source, *banner, *banner_label,
+        *cache_button, *cache_label, *empty_library;
+    AdwToast *toast; // the one shown (owned by the overlay)
+    char *last_toast;
+    GPtrArray *docs; // SdDocInfo (owned)
     GPtrArray *error_rows;
     GHashTable *conv_titles; // id -> title
     guint n_jobs, viewer_serial;
@@ -35,6 +36,8 @@ static void toast_gone(AdwToast *t, gpointer data)
 // (Dismissing a toast during its reveal animation crashes libadwaita 1.2, so none is dismissed.)
 void sd_window_show_toast(SdWindow *self, const char *text)
 {
+    g_free(self->last_toast);
+    self->last_toast = g_strdup(text);
     if (self->toast) {
         adw_toast_set_title(self->toast, text);
         return;
@@ -44,6 +47,12 @@ void sd_window_show_toast(SdWindow *self, const char *text)
     g_signal_connect_object(t, "dismissed", G_CALLBACK(toast_gone), self, 0);
     self->toast = t;
     adw_toast_overlay_add_toast(ADW_TOAST_OVERLAY(self->toasts), t);
+}
+
+// Disposed (closed) while an async job was in flight: its widgets are gone.
+static gboolean window_gone(SdWindow *self)
+{
+    return self->service == NULL;
 }
 
 static char *human_count(gint64 n)
@@ -73,7 +82,14 @@ static void set_banner(SdWindow *self, const char *text)
     gtk_widget_set_visible(self->banner, text != NULL);
 }
 
-const char *sd_window_get_banner(SdWindow *self) { return self->banner_text; }
+const char *sd_window_get_banner(SdWindow *self)
+{
+    return self->banner_text;
+}
+const char *sd_window_get_last_message(SdWindow *self)
+{
+    return self->last_toast;
+}
 
 // ---- library ----
 
@@ -120,7 +136,7 @@ static GtkWidget *library_row(SdWindow *self, const char *root, GPtrArray *membe
     const char *worst_msg = NULL;
     for (guint i = 0; i < members->len; i++) {
         SdDocInfo *d = g_ptr_array_index(members, i);
-        if (d->n_tokens < 0) // ingested without a model: not counted yet
+        if (d->n_tokens <= 0 && d->n_chars > 0) // ingested without a model: not counted yet
             unknown = TRUE;
         else
             tokens += d->n_tokens;
@@ -132,9 +148,9 @@ static GtkWidget *library_row(SdWindow *self, const char *root, GPtrArray *membe
         }
     }
     g_autofree char *tok = unknown && tokens == 0 ? g_strdup("tokens not counted") : human_count(tokens);
-    g_autofree char *sub = folder ? g_strdup_printf("%u files · %s", members->len, tok)
-                          : pages > 0 ? g_strdup_printf("%" G_GINT64_FORMAT " pages · %s", pages, tok)
-                                      : g_strdup_printf("%" G_GINT64_FORMAT " lines · %s", lines, tok);
+    g_autofree char *sub = folder      ? g_strdup_printf("%u files · %s", members->len, tok)
+                           : pages > 0 ? g_strdup_printf("%" G_GINT64_FORMAT " pages · %s", pages, tok)
+                                       : g_strdup_printf("%" G_GINT64_FORMAT " lines · %s", lines, tok);
     if (worst != SD_LIBRARY_OK) {
         char *s = g_strdup_printf("%s · %s", sub, sd_library_state_str(worst));
         g_free(sub);
@@ -143,8 +159,8 @@ static GtkWidget *library_row(SdWindow *self, const char *root, GPtrArray *membe
     adw_action_row_set_subtitle(ADW_ACTION_ROW(row), sub);
     adw_action_row_set_subtitle_lines(ADW_ACTION_ROW(row), 2);
     gtk_widget_set_tooltip_text(row, worst_msg ? worst_msg : (folder ? root : d0->path));
-    GtkWidget *icon = gtk_image_new_from_icon_name(
-        worst == SD_LIBRARY_OK ? kind_icon(d0->kind, folder) : "dialog-warning-symbolic");
+    GtkWidget *icon =
+        gtk_image_new_from_icon_name(worst == SD_LIBRARY_OK ? kind_icon(d0->kind, folder) : "dialog-warning-symbolic");
     if (worst != SD_LIBRARY_OK)
         gtk_widget_add_css_class(icon, "warning");
     adw_action_row_add_prefix(ADW_ACTION_ROW(row), icon);
@@ -162,7 +178,8 @@ static GtkWidget *library_row(SdWindow *self, const char *root, GPtrArray *membe
         g_array_append_val(ids, ((SdDocInfo *)g_ptr_array_index(members, i))->id);
     g_object_set_data_full(G_OBJECT(row), "sd-ids", ids, (GDestroyNotify)g_array_unref);
     g_object_set_data_full(G_OBJECT(row), "sd-label", g_strdup(title), g_free);
-    g_object_set_data_full(G_OBJECT(row), "sd-search", g_strdup_printf("%s %s", title, folder ? root : d0->path), g_free);
+    g_object_set_data_full(G_OBJECT(row), "sd-search", g_strdup_printf("%s %s", title, folder ? root : d0->path),
+                           g_free);
     return row;
 }
 
@@ -181,7 +198,8 @@ static void selection_changed(GtkListBox *box, gpointer data)
             continue;
         g_array_append_vals(ids, r->data, r->len);
         if (n_rows++ < 2)
-            g_string_append_printf(label, "%s%s", label->len ? ", " : "", (char *)g_object_get_data(l->data, "sd-label"));
+            g_string_append_printf(label, "%s%s", label->len ? ", " : "",
+                                   (char *)g_object_get_data(l->data, "sd-label"));
     }
     g_list_free(sel);
     if (n_rows > 2)
@@ -216,6 +234,10 @@ void sd_window_select_docs(SdWindow *self, const gint64 *ids, guint n)
 static void docs_loaded(GObject *src, GAsyncResult *res, gpointer data)
 {
     SdWindow *self = data;
+    if (window_gone(self)) { // closed meanwhile: the task frees its result
+        g_object_unref(self);
+        return;
+    }
     GError *error = NULL;
     GPtrArray *docs = sd_service_docs_finish(SD_SERVICE(src), res, &error);
     self->refreshing = FALSE;
@@ -255,6 +277,7 @@ static void docs_loaded(GObject *src, GAsyncResult *res, gpointer data)
     }
     gtk_widget_set_visible(self->empty_library, docs->len == 0);
     gtk_widget_set_visible(self->library, docs->len > 0);
+    sd_chat_view_set_library_empty(SD_CHAT_VIEW(self->chat), docs->len == 0);
     self->selecting = FALSE;
     sd_window_select_docs(self, (const gint64 *)(void *)selected->data, selected->len);
     g_array_unref(selected);
@@ -290,6 +313,10 @@ static gboolean filter_rows(GtkListBoxRow *row, gpointer data)
 static void on_removed(GObject *src, GAsyncResult *res, gpointer data)
 {
     SdWindow *self = data;
+    if (window_gone(self)) { // closed meanwhile: the task frees its result
+        g_object_unref(self);
+        return;
+    }
     GError *error = NULL;
     if (!sd_service_remove_finish(SD_SERVICE(src), res, &error)) {
         g_autofree char *m = g_strdup_printf("Could not remove: %s", error->message);
@@ -344,12 +371,24 @@ static void on_ingest_event(GObject *target, const struct sd_ingest_event *ev)
         sub = g_strdup_printf("%zu file%s to look at", ev->total, ev->total == 1 ? "" : "s");
         frac = 0;
         break;
-    case SD_INGEST_ADDED: sub = g_strdup_printf("added %s", base); break;
-    case SD_INGEST_UPDATED: sub = g_strdup_printf("updated %s", base); break;
-    case SD_INGEST_UNCHANGED: sub = g_strdup_printf("%s unchanged", base); break;
-    case SD_INGEST_SKIPPED: sub = g_strdup_printf("skipped %s", base); break;
-    case SD_INGEST_REMOVED: sub = g_strdup_printf("removed %s (gone from the folder)", base); break;
-    case SD_INGEST_WARNING: sub = g_strdup_printf("%s: %s", base, ev->msg ? ev->msg : "warning"); break;
+    case SD_INGEST_ADDED:
+        sub = g_strdup_printf("added %s", base);
+        break;
+    case SD_INGEST_UPDATED:
+        sub = g_strdup_printf("updated %s", base);
+        break;
+    case SD_INGEST_UNCHANGED:
+        sub = g_strdup_printf("%s unchanged", base);
+        break;
+    case SD_INGEST_SKIPPED:
+        sub = g_strdup_printf("skipped %s", base);
+        break;
+    case SD_INGEST_REMOVED:
+        sub = g_strdup_printf("removed %s (gone from the folder)", base);
+        break;
+    case SD_INGEST_WARNING:
+        sub = g_strdup_printf("%s: %s", base, ev->msg ? ev->msg : "warning");
+        break;
     case SD_INGEST_FAILED:
         sub = g_strdup_printf("%s failed", base);
         if (self)
@@ -391,11 +430,21 @@ static void ingest_done(GObject *src, GAsyncResult *res, gpointer data)
     GError *error = NULL;
     gboolean ok = sd_service_ingest_finish(SD_SERVICE(src), res, &st, &error);
     g_source_remove(GPOINTER_TO_UINT(g_object_get_data(G_OBJECT(row), "sd-pulse")));
+    if (window_gone(self)) {
+        g_clear_error(&error);
+        g_object_unref(row);
+        g_object_unref(self);
+        return;
+    }
     const char *path = g_object_get_data(G_OBJECT(row), "sd-path");
     g_autofree char *base = g_path_get_basename(path);
     if (!ok) {
         error_row_add(self, path, error->message);
         g_error_free(error);
+    } else if (st.cancelled) {
+        g_autofree char *m =
+            g_strdup_printf("Stopped adding %s: %zu files added, the rest left out", base, st.added + st.updated);
+        sd_window_show_toast(self, m);
     } else if (st.failed == 0) {
         for (guint i = self->error_rows->len; i-- > 0;) {
             GtkWidget *er = g_ptr_array_index(self->error_rows, i);
@@ -417,7 +466,14 @@ static void ingest_done(GObject *src, GAsyncResult *res, gpointer data)
     self->n_jobs--;
     update_sections(self);
     sd_window_refresh(self);
+    g_object_unref(row);
     g_object_unref(self);
+}
+
+static void on_job_stop(GtkButton *b, gpointer data)
+{
+    gtk_widget_set_sensitive(GTK_WIDGET(b), FALSE);
+    g_cancellable_cancel(G_CANCELLABLE(data));
 }
 
 void sd_window_add_files(SdWindow *self, GFile *const *files, guint n, const char *password)
@@ -441,6 +497,11 @@ void sd_window_add_files(SdWindow *self, GFile *const *files, guint n, const cha
         gtk_accessible_update_property(GTK_ACCESSIBLE(bar), GTK_ACCESSIBLE_PROPERTY_LABEL, "Ingestion progress", -1);
         adw_action_row_add_suffix(ADW_ACTION_ROW(row), bar);
         g_object_set_data(G_OBJECT(row), "sd-bar", bar);
+        GCancellable *cancel = g_cancellable_new();
+        g_object_set_data_full(G_OBJECT(row), "sd-cancel", cancel, g_object_unref);
+        GtkWidget *stop = row_button("process-stop-symbolic", "Stop adding", G_CALLBACK(on_job_stop), cancel);
+        adw_action_row_add_suffix(ADW_ACTION_ROW(row), stop);
+        g_object_set_data(G_OBJECT(row), "sd-stop", stop);
         g_object_set_data(G_OBJECT(row), "sd-window", self);
         g_object_set_data_full(G_OBJECT(row), "sd-path", g_strdup(path), g_free);
         guint src = g_timeout_add(150, pulse, row);
@@ -449,8 +510,8 @@ void sd_window_add_files(SdWindow *self, GFile *const *files, guint n, const cha
         self->n_jobs++;
         const char *paths[] = {path, NULL};
         g_object_ref(self);
-        sd_service_ingest_async(self->service, paths, password, G_OBJECT(row), on_ingest_event, NULL, ingest_done,
-                                row);
+        sd_service_ingest_async(self->service, paths, password, G_OBJECT(row), on_ingest_event, cancel, ingest_done,
+                                g_object_ref(row)); // released in ingest_done
     }
     update_sections(self);
 }
@@ -488,8 +549,12 @@ static void on_password(GtkButton *b, gpointer data)
     g_autofree char *base = g_path_get_basename(path);
     GtkWidget *d = adw_message_dialog_new(GTK_WINDOW(self), "Password Required", NULL);
     adw_message_dialog_format_body(ADW_MESSAGE_DIALOG(d), "“%s” is encrypted. Enter its password to add it.", base);
-    GtkWidget *entry = gtk_password_entry_new();
-    gtk_password_entry_set_show_peek_icon(GTK_PASSWORD_ENTRY(entry), TRUE);
+    // A plain GtkEntry in password mode: with GTK 4.8, a GtkPasswordEntry here gave an "invalid
+    // unclassed pointer in cast to GtkPasswordEntry" warning after the dialog closed (seen under Xvfb).
+    GtkWidget *entry = gtk_entry_new();
+    gtk_entry_set_visibility(GTK_ENTRY(entry), FALSE);
+    gtk_entry_set_input_purpose(GTK_ENTRY(entry), GTK_INPUT_PURPOSE_PASSWORD);
+    gtk_entry_set_activates_default(GTK_ENTRY(entry), TRUE);
     gtk_accessible_update_property(GTK_ACCESSIBLE(entry), GTK_ACCESSIBLE_PROPERTY_LABEL, "Password", -1);
     adw_message_dialog_set_extra_child(ADW_MESSAGE_DIALOG(d), entry);
     adw_message_dialog_add_responses(ADW_MESSAGE_DIALOG(d), "cancel", "_Cancel", "unlock", "_Unlock", NULL);
@@ -513,8 +578,8 @@ static gboolean is_encrypted_error(const char *path, const char *msg)
 static void error_row_add(SdWindow *self, const char *path, const char *raw)
 {
     g_autofree char *base = g_path_get_basename(path ? path : "?");
-    g_autofree char *msg = is_encrypted_error(path, raw) ? g_strdup("Encrypted: enter its password to add it")
-                                                         : sd_ui_message(path, raw);
+    g_autofree char *msg =
+        is_encrypted_error(path, raw) ? g_strdup("Encrypted: enter its password to add it") : sd_ui_message(path, raw);
     GtkWidget *row = adw_action_row_new();
     adw_preferences_row_set_title(ADW_PREFERENCES_ROW(row), base);
     adw_preferences_row_set_use_markup(ADW_PREFERENCES_ROW(row), FALSE);
@@ -582,10 +647,9 @@ static void chooser_response(GtkNativeDialog *d, int response, gpointer data)
 // GtkFileDialog needs GTK 4.10; Debian 12 has 4.8, so this uses GtkFileChooserNative (portal-aware).
 static void choose(SdWindow *self, gboolean folder)
 {
-    GtkFileChooserNative *d = gtk_file_chooser_native_new(folder ? "Add Folder" : "Add Documents", GTK_WINDOW(self),
-                                                          folder ? GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER
-                                                                 : GTK_FILE_CHOOSER_ACTION_OPEN,
-                                                          "_Add", "_Cancel");
+    GtkFileChooserNative *d = gtk_file_chooser_native_new(
+        folder ? "Add Folder" : "Add Documents", GTK_WINDOW(self),
+        folder ? GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER : GTK_FILE_CHOOSER_ACTION_OPEN, "_Add", "_Cancel");
     gtk_file_chooser_set_select_multiple(GTK_FILE_CHOOSER(d), TRUE);
     if (!folder) {
         GtkFileFilter *f = gtk_file_filter_new();
@@ -689,7 +753,7 @@ static void passage_loaded(GObject *src, GAsyncResult *res, gpointer data)
 {
     PassageReq *req = data;
     g_autofree char *text = sd_service_source_text_finish(SD_SERVICE(src), res, NULL);
-    if (text && req->serial == req->self->viewer_serial) {
+    if (text && !window_gone(req->self) && req->serial == req->self->viewer_serial) {
         g_autofree char *sentence = sentence_around(text, req->quote);
         if (*sentence)
             sd_pdf_view_highlight_passage(SD_PDF_VIEW(req->self->pdf), sentence);
@@ -753,6 +817,10 @@ static void on_citation(gpointer user, const struct sd_qa_citation *c, const cha
 static void convs_loaded(GObject *src, GAsyncResult *res, gpointer data)
 {
     SdWindow *self = data;
+    if (window_gone(self)) { // closed meanwhile: the task frees its result
+        g_object_unref(self);
+        return;
+    }
     GError *error = NULL;
     GPtrArray *a = sd_service_conversations_finish(SD_SERVICE(src), res, &error);
     if (!a) {
@@ -797,6 +865,10 @@ static void refresh_conversations(SdWindow *self)
 static void conv_opened(GObject *src, GAsyncResult *res, gpointer data)
 {
     SdWindow *self = data;
+    if (window_gone(self)) { // closed meanwhile: the task frees its result
+        g_object_unref(self);
+        return;
+    }
     GError *error = NULL;
     SdConversation *c = sd_service_conversation_load_finish(SD_SERVICE(src), res, &error);
     if (!c) {
@@ -826,6 +898,10 @@ static void on_conv_activated(GtkListBox *box, GtkListBoxRow *row, gpointer data
 static void cache_stats_done(GObject *src, GAsyncResult *res, gpointer data)
 {
     SdWindow *self = data;
+    if (window_gone(self)) { // closed meanwhile: the task frees its result
+        g_object_unref(self);
+        return;
+    }
     GError *error = NULL;
     SdCacheInfo *ci = sd_service_cache_stats_finish(SD_SERVICE(src), res, &error);
     if (!ci) {
@@ -853,6 +929,10 @@ static void refresh_cache(SdWindow *self)
 static void cache_cleared(GObject *src, GAsyncResult *res, gpointer data)
 {
     SdWindow *self = data;
+    if (window_gone(self)) { // closed meanwhile: the task frees its result
+        g_object_unref(self);
+        return;
+    }
     GError *error = NULL;
     int n = sd_service_cache_clear_finish(SD_SERVICE(src), res, &error);
     g_autofree char *m = n < 0 ? g_strdup_printf("Could not clear the cache: %s", error->message)
@@ -881,14 +961,46 @@ static void on_answer_done(gpointer user, gboolean ok)
 
 // ---- accessors ----
 
-SdChatView *sd_window_get_chat(SdWindow *self) { return SD_CHAT_VIEW(self->chat); }
-SdPdfView *sd_window_get_pdf_view(SdWindow *self) { return SD_PDF_VIEW(self->pdf); }
-SdSourceView *sd_window_get_source_view(SdWindow *self) { return SD_SOURCE_VIEW(self->source); }
-const char *sd_window_get_viewer_mode(SdWindow *self) { return self->viewer_mode; }
-guint sd_window_get_n_jobs(SdWindow *self) { return self->n_jobs; }
-gboolean sd_window_is_refreshing(SdWindow *self) { return self->refreshing || self->refresh_again; }
-GPtrArray *sd_window_get_docs(SdWindow *self) { return self->docs; }
-guint sd_window_get_n_errors(SdWindow *self) { return self->error_rows->len; }
+SdChatView *sd_window_get_chat(SdWindow *self)
+{
+    return SD_CHAT_VIEW(self->chat);
+}
+SdPdfView *sd_window_get_pdf_view(SdWindow *self)
+{
+    return SD_PDF_VIEW(self->pdf);
+}
+SdSourceView *sd_window_get_source_view(SdWindow *self)
+{
+    return SD_SOURCE_VIEW(self->source);
+}
+const char *sd_window_get_viewer_mode(SdWindow *self)
+{
+    return self->viewer_mode;
+}
+guint sd_window_get_n_jobs(SdWindow *self)
+{
+    return self->n_jobs;
+}
+gboolean sd_window_is_refreshing(SdWindow *self)
+{
+    return self->refreshing || self->refresh_again;
+}
+GPtrArray *sd_window_get_docs(SdWindow *self)
+{
+    return self->docs;
+}
+guint sd_window_get_n_errors(SdWindow *self)
+{
+    return self->error_rows->len;
+}
+
+GtkWidget *sd_window_get_job_stop_button(SdWindow *self, guint i)
+{
+    GtkWidget *row = gtk_widget_get_first_child(self->jobs);
+    for (; row && i > 0; i--)
+        row = gtk_widget_get_next_sibling(row);
+    return row ? g_object_get_data(G_OBJECT(row), "sd-stop") : NULL;
+}
 
 guint sd_window_get_n_conversations(SdWindow *self)
 {
@@ -933,6 +1045,7 @@ static void sd_window_dispose(GObject *obj)
     g_clear_pointer(&self->conv_titles, g_hash_table_unref);
     g_clear_pointer(&self->viewer_mode, g_free);
     g_clear_pointer(&self->banner_text, g_free);
+    g_clear_pointer(&self->last_toast, g_free);
     g_clear_object(&self->service);
     G_OBJECT_CLASS(sd_window_parent_class)->dispose(obj);
 }

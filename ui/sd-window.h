@@ -35,10 +35,12 @@ guint sd_window_get_n_jobs(SdWindow *self);            // ingest jobs running
 gboolean sd_window_is_refreshing(SdWindow *self);      // a library reload is in flight
 GPtrArray *sd_window_get_docs(SdWindow *self);         // SdDocInfo of the last reload (borrowed)
 guint sd_window_get_n_conversations(SdWindow *self);
-guint sd_window_get_n_errors(SdWindow *self);          // failed-file rows shown
+guint sd_window_get_n_errors(SdWindow *self);                      // failed-file rows shown
+GtkWidget *sd_window_get_job_stop_button(SdWindow *self, guint i); // Stop of the i-th running ingest job
 const char *sd_window_get_error(SdWindow *self, guint i);
 GtkWidget *sd_window_get_error_password_button(SdWindow *self, guint i); // NULL unless encrypted
-void sd_window_select_docs(SdWindow *self, const gint64 *ids, guint n); // scope; n 0: all documents
-const char *sd_window_get_banner(SdWindow *self);      // the model problem shown, NULL if none
+void sd_window_select_docs(SdWindow *self, const gint64 *ids, guint n);  // scope; n 0: all documents
+const char *sd_window_get_banner(SdWindow *self);                        // the model problem shown, NULL if none
+const char *sd_window_get_last_message(SdWindow *self);                  // the last toast's text, NULL if none
 
 G_END_DECLS

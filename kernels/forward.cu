@@ -1,0 +1,1089 @@
+// forward.cu: the CUDA forward pass behind engine/backend.h (sd_cuda_backend()). fp32 throughout:
+// weights uploaded once as f32, KV/indexer caches and activations allocated once in device memory,
+// GEMMs through cuBLAS sgemm (fp32 accumulation, no TF32), our kernels for embeddings, RMSNorm,
+// LayerNorm, RoPE (both pairings, the config's llama3/YaRN tables), SwiGLU, dense causal GQA attention,
+// absorbed MLA attention over all or the indexer's top-k tokens, the fp32 lightning indexer, top-k
+// (topk.cu) and MoE routing. Expert execution runs each selected expert's rows through cuBLAS after the
+// (small) routing result is read back to the host. The step mirrors engine/session.c op for op.
+#include <cublas_v2.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" { // engine headers are C; sd_status.h must get C linkage before sd_cuda.h includes it
+#include "backend.h"
+#include "model.h"
+#include "sd_status.h"
+#include "session.h"
+}
+
+#include "sd_cuda_common.cuh"
+
+#define SD_CHECK_CUBLAS(expr)                                                                                          \
+    do {                                                                                                               \
+        cublasStatus_t sd_b_ = (expr);                                                                                 \
+        if (sd_b_ != CUBLAS_STATUS_SUCCESS) {                                                                          \
+            sd_cuda_set_error(#expr, __FILE__, __LINE__, cublasGetStatusString(sd_b_));                                \
+            return SD_ERR_BACKEND;                                                                                     \
+        }                                                                                                              \
+    } while (0)
+
+// Propagate a status from a helper.
+#define TRY(expr)                                                                                                      \
+    do {                                                                                                               \
+        enum sd_status sd_s_ = (expr);                                                                                 \
+        if (sd_s_ != SD_OK)                                                                                            \
+            return sd_s_;                                                                                              \
+    } while (0)
+
+#define NT 128     // threads of the row kernels and the attention kernel
+#define ATT_ACC 4  // output dims per attention thread: d_v <= NT * ATT_ACC
+#define MAX_EXPERTS 1024
+
+struct fwd {
+    const struct sd_model *m;
+    struct sd_session_params p;
+    int topk, deepseek, use_indexer, score_rows;
+    cublasHandle_t cb;
+    cudaStream_t st;
+    void **allocs;
+    size_t n_allocs, cap_allocs;
+    // weights (device)
+    const float *embed, *norm, *lm_head;
+    struct sd_layer_weights *L; // host array of structs holding device pointers
+    // caches [L][N][row]
+    float *kc, *vc, *lat, *ikc;
+    // activations
+    int32_t *ids;
+    float *h, *x, *y, *q, *k, *v, *att, *cq, *kva, *qfull, *olat, *o;
+    float *iq, *ik, *iw, *scores;
+    int32_t *idx;
+    int *n_valid;
+    float *g, *u, *router, *rw, *ex, *ey, *ew;
+    int32_t *rsel, *erows;
+    float *logits;
+    // host staging for MoE dispatch
+    int32_t *h_rsel, *h_rows, *h_off;
+    float *h_rw, *h_w;
+};
+
+// ---------------------------------------------------------------- device memory
+
+static enum sd_status dalloc(struct fwd *f, void **p, size_t bytes)
+{
+    *p = NULL;
+    if (f->n_allocs == f->cap_allocs) {
+        size_t cap = f->cap_allocs ? 2 * f->cap_allocs : 256;
+        void **na = (void **)realloc(f->allocs, cap * sizeof *na);
+        if (!na)
+            return SD_ERR_NOMEM;
+        f->allocs = na;
+        f->cap_allocs = cap;
+    }
+    SD_CHECK_CUDA(cudaMalloc(p, bytes ? bytes : 4));
+    f->allocs[f->n_allocs++] = *p;
+    return SD_OK;
+}
+
+#define DALLOC(f, ptr, n, type) TRY(dalloc((f), (void **)&(ptr), (size_t)(n) * sizeof(type)))
+
+// Upload n floats (NULL stays NULL).
+static enum sd_status upload(struct fwd *f, const float *host, size_t n, const float **dev)
+{
+    *dev = NULL;
+    if (!host)
+        return SD_OK;
+    float *d;
+    DALLOC(f, d, n, float);
+    SD_CHECK_CUDA(cudaMemcpy(d, host, n * sizeof(float), cudaMemcpyHostToDevice));
+    *dev = d;
+    return SD_OK;
+}
+
+// ---------------------------------------------------------------- kernels
+
+static __device__ __forceinline__ double block_sum_d(double v, double *sh)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0)
+        sh[threadIdx.x >> 5] = v;
+    __syncthreads();
+    double s = 0.0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++)
+        s += sh[i];
+    return s;
+}
+
+static __device__ __forceinline__ float block_sum_f(float v, float *sh)
+{
+    v = sd_warp_sum(v);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0)
+        sh[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float s = 0.0f;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++)
+        s += sh[i];
+    return s;
+}
+
+static __device__ __forceinline__ float block_max_f(float v, float *sh)
+{
+    v = sd_warp_max(v);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0)
+        sh[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float s = -INFINITY;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++)
+        s = fmaxf(s, sh[i]);
+    return s;
+}
+
+__global__ void k_embed(float *h, const float *emb, const int32_t *ids, int H)
+{
+    const float *src = emb + (size_t)ids[blockIdx.x] * H;
+    float *dst = h + (size_t)blockIdx.x * H;
+    for (int i = threadIdx.x; i < H; i += blockDim.x)
+        dst[i] = src[i];
+}
+
+// One row per block (y may alias x). Sum of squares in double as the CPU does.
+__global__ void k_rmsnorm(float *y, const float *x, const float *w, int D, size_t ld, float eps)
+{
+    __shared__ double sh[32];
+    const float *a = x + (size_t)blockIdx.x * ld;
+    float *o = y + (size_t)blockIdx.x * ld;
+    double ss = 0.0;
+    for (int i = threadIdx.x; i < D; i += blockDim.x)
+        ss += (double)a[i] * a[i];
+    ss = block_sum_d(ss, sh);
+    float r = 1.0f / sqrtf((float)(ss / D) + eps);
+    for (int i = threadIdx.x; i < D; i += blockDim.x)
+        o[i] = a[i] * r * w[i];
+}
+
+__global__ void k_layernorm(float *y, const float *x, const float *w, const float *b, int D, size_t ld, float eps)
+{
+    __shared__ double sh[32];
+    const float *a = x + (size_t)blockIdx.x * ld;
+    float *o = y + (size_t)blockIdx.x * ld;
+    double mean = 0.0;
+    for (int i = threadIdx.x; i < D; i += blockDim.x)
+        mean += a[i];
+    mean = block_sum_d(mean, sh) / D;
+    double var = 0.0;
+    for (int i = threadIdx.x; i < D; i += blockDim.x)
+        var += ((double)a[i] - mean) * ((double)a[i] - mean);
+    var = block_sum_d(var, sh) / D;
+    float r = 1.0f / sqrtf((float)var + eps), mf = (float)mean;
+    for (int i = threadIdx.x; i < D; i += blockDim.x)
+        o[i] = (a[i] - mf) * r * w[i] + (b ? b[i] : 0.0f);
+}
+
+// RoPE on x[t][h] = x + t*ld_t + h*ld_h at position pos0 + t. Grid (T, n_heads), threads >= dim/2.
+__global__ void k_rope(float *x, size_t ld_t, size_t ld_h, int pos0, struct sd_rope r, int interleaved)
+{
+    int half = r.dim / 2, i = threadIdx.x;
+    if (i >= half)
+        return;
+    float *v = x + (size_t)blockIdx.x * ld_t + (size_t)blockIdx.y * ld_h;
+    float ang = (float)(int64_t)(pos0 + (int)blockIdx.x) * r.inv_freq[i];
+    float c = cosf(ang) * r.attn_factor, s = sinf(ang) * r.attn_factor;
+    int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+    float x0 = v[a], x1 = v[b];
+    v[a] = x0 * c - x1 * s;
+    v[b] = x1 * c + x0 * s;
+}
+
+__global__ void k_add(float *h, const float *y, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        h[i] += y[i];
+}
+
+__global__ void k_bias(float *y, const float *b, int N, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] += b[i % N];
+}
+
+__global__ void k_silu_mul(float *g, const float *u, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float v = g[i];
+        g[i] = v / (1.0f + expf(-v)) * u[i];
+    }
+}
+
+__global__ void k_fill_nvalid(int *nv, int n, int first)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        nv[i] = first + i + 1;
+}
+
+// Attention of query (t, h) over keys u (all u <= pos0 + t, or the idx list), online softmax in fp32.
+struct attn_args {
+    const float *q;
+    size_t q_t, q_h;
+    const float *k;
+    size_t k_u, k_h;
+    const float *v;
+    size_t v_u, v_h;
+    float *o;
+    size_t o_t, o_h;
+    int dk, dv, group, pos0;
+    const int32_t *idx; // [T][n_idx] or NULL (dense causal)
+    int n_idx;
+    float scale;
+};
+
+__global__ void __launch_bounds__(NT) k_attn(struct attn_args a)
+{
+    extern __shared__ float sm[];
+    float *qs = sm, *ps = sm + a.dk;
+    int *us = (int *)(ps + NT);
+    __shared__ float red[32];
+    const int t = blockIdx.x, h = blockIdx.y, kvh = h / a.group, tid = threadIdx.x;
+    const float *qv = a.q + (size_t)t * a.q_t + (size_t)h * a.q_h;
+    for (int d = tid; d < a.dk; d += NT)
+        qs[d] = qv[d];
+    __syncthreads();
+    const int n = a.idx ? a.n_idx : a.pos0 + t + 1;
+    const float *kb = a.k + (size_t)kvh * a.k_h, *vb = a.v + (size_t)kvh * a.v_h;
+    float acc[ATT_ACC];
+#pragma unroll
+    for (int j = 0; j < ATT_ACC; j++)
+        acc[j] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    for (int base = 0; base < n; base += NT) {
+        int j = base + tid, u = -1;
+        float sc = -INFINITY;
+        if (j < n) {
+            u = a.idx ? a.idx[(size_t)t * a.n_idx + j] : j;
+            if (u >= 0) {
+                const float *kr = kb + (size_t)u * a.k_u;
+                float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+                int d = 0;
+                for (; d + 4 <= a.dk; d += 4) {
+                    s0 += qs[d] * kr[d];
+                    s1 += qs[d + 1] * kr[d + 1];
+                    s2 += qs[d + 2] * kr[d + 2];
+                    s3 += qs[d + 3] * kr[d + 3];
+                }
+                for (; d < a.dk; d++)
+                    s0 += qs[d] * kr[d];
+                sc = ((s0 + s1) + (s2 + s3)) * a.scale;
+            }
+        }
+        float mt = block_max_f(sc, red);
+        float mn = fmaxf(m, mt);
+        if (mn == -INFINITY)
+            continue; // no valid key yet (uniform across the block)
+        float corr = expf(m - mn); // m = -inf -> 0
+        float p = sc == -INFINITY ? 0.0f : expf(sc - mn);
+        __syncthreads();
+        ps[tid] = p;
+        us[tid] = u;
+        l = l * corr + block_sum_f(p, red); // block_sum_f syncs: ps/us visible after it
+        int cnt = min(NT, n - base);
+#pragma unroll
+        for (int jj = 0; jj < ATT_ACC; jj++) {
+            int d = tid + jj * NT;
+            if (d < a.dv) {
+                float s = acc[jj] * corr;
+                for (int e = 0; e < cnt; e++) {
+                    float pe = ps[e];
+                    if (pe != 0.0f)
+                        s += pe * vb[(size_t)us[e] * a.v_u + d];
+                }
+                acc[jj] = s;
+            }
+        }
+        m = mn;
+        __syncthreads();
+    }
+    float *ov = a.o + (size_t)t * a.o_t + (size_t)h * a.o_h;
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+    for (int jj = 0; jj < ATT_ACC; jj++) {
+        int d = tid + jj * NT;
+        if (d < a.dv)
+            ov[d] = acc[jj] * inv;
+    }
+}
+
+// fp32 indexer scores for query rows [t0, t0 + nq): scores[r][u] = sum_j (w[j] * wscale) * relu(q_j . k_u)
+// for u < pos0 + t + 1, -inf for other u < n_k. Grid (nq, ceil(n_k / NT)); q of one row in shared memory.
+__global__ void __launch_bounds__(NT) k_index_scores(const float *q, const float *w, int ni, int di, float wscale,
+                                                     const float *k, int n_k, int pos0, int t0, float *scores,
+                                                     size_t ld)
+{
+    extern __shared__ float qs[];
+    __shared__ float ws[256];
+    const int r = blockIdx.x, t = t0 + r;
+    const float *qr = q + (size_t)t * ni * di;
+    for (int i = threadIdx.x; i < ni * di; i += NT)
+        qs[i] = qr[i];
+    for (int j = threadIdx.x; j < ni; j += NT)
+        ws[j] = w[(size_t)t * ni + j] * wscale;
+    __syncthreads();
+    int u = blockIdx.y * NT + threadIdx.x;
+    if (u >= n_k)
+        return;
+    float *row = scores + (size_t)r * ld;
+    if (u >= pos0 + t + 1) {
+        row[u] = -INFINITY;
+        return;
+    }
+    const float *ku = k + (size_t)u * di;
+    float s = 0.0f;
+    for (int j = 0; j < ni; j++) {
+        const float *qh = qs + (size_t)j * di;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+        int d = 0;
+        for (; d + 8 <= di; d += 8) {
+            s0 += qh[d] * ku[d];
+            s1 += qh[d + 1] * ku[d + 1];
+            s2 += qh[d + 2] * ku[d + 2];
+            s3 += qh[d + 3] * ku[d + 3];
+            s4 += qh[d + 4] * ku[d + 4];
+            s5 += qh[d + 5] * ku[d + 5];
+            s6 += qh[d + 6] * ku[d + 6];
+            s7 += qh[d + 7] * ku[d + 7];
+        }
+        for (; d < di; d++)
+            s0 += qh[d] * ku[d];
+        float dd = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
+        if (dd > 0.0f)
+            s += ws[j] * dd;
+    }
+    row[u] = s;
+}
+
+static __device__ int argbest_d(const float *v, int n, const unsigned char *taken)
+{
+    int b = -1;
+    for (int i = 0; i < n; i++) {
+        if (taken && taken[i])
+            continue;
+        if (b < 0 || v[i] > v[b])
+            b = i;
+    }
+    return b;
+}
+
+struct route_args {
+    const float *router, *bias;
+    int E, K, G, topk_group, sigmoid, norm_topk;
+    float scaling;
+    int32_t *rsel;
+    float *rw;
+};
+
+// MoE routing, one thread per token, exactly the CPU's selection rule (engine/session.c moe()).
+__global__ void k_route(struct route_args a, int T)
+{
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= T)
+        return;
+    float sc[MAX_EXPERTS], choice[MAX_EXPERTS];
+    unsigned char taken[MAX_EXPERTS];
+    const int E = a.E, K = a.K, G = a.G, per = E / G;
+    const float *r = a.router + (size_t)t * E;
+    if (a.sigmoid) {
+        for (int e = 0; e < E; e++)
+            sc[e] = 1.0f / (1.0f + expf(-r[e]));
+    } else {
+        float mx = -INFINITY;
+        for (int e = 0; e < E; e++)
+            mx = fmaxf(mx, r[e]);
+        float sum = 0.0f;
+        for (int e = 0; e < E; e++) {
+            sc[e] = expf(r[e] - mx);
+            sum += sc[e];
+        }
+        float inv = 1.0f / sum;
+        for (int e = 0; e < E; e++)
+            sc[e] *= inv;
+    }
+    for (int e = 0; e < E; e++)
+        choice[e] = sc[e] + (a.bias ? a.bias[e] : 0.0f);
+    if (G > 1) {
+        float gs[MAX_EXPERTS];
+        unsigned char keep[MAX_EXPERTS];
+        for (int g = 0; g < G; g++) {
+            for (int i = 0; i < per; i++)
+                taken[i] = 0;
+            int b = argbest_d(choice + g * per, per, taken);
+            float v = choice[g * per + b];
+            if (per > 1) {
+                taken[b] = 1;
+                v += choice[g * per + argbest_d(choice + g * per, per, taken)];
+            }
+            gs[g] = v;
+        }
+        for (int g = 0; g < G; g++)
+            taken[g] = keep[g] = 0;
+        for (int i = 0; i < a.topk_group; i++) {
+            int g = argbest_d(gs, G, taken);
+            taken[g] = 1;
+            keep[g] = 1;
+        }
+        for (int e = 0; e < E; e++)
+            if (!keep[e / per])
+                choice[e] = 0.0f;
+    }
+    for (int e = 0; e < E; e++)
+        taken[e] = 0;
+    float sum = 0.0f;
+    for (int i = 0; i < K; i++) {
+        int e = argbest_d(choice, E, taken);
+        taken[e] = 1;
+        a.rsel[(size_t)t * K + i] = e;
+        a.rw[(size_t)t * K + i] = sc[e];
+        sum += sc[e];
+    }
+    for (int i = 0; i < K; i++) {
+        float w = a.rw[(size_t)t * K + i];
+        if (a.norm_topk && K > 1)
+            w /= (sum + 1e-20f);
+        a.rw[(size_t)t * K + i] = w * a.scaling;
+    }
+}
+
+// ex[j] = x[rows[j]] (grid n, rows of H)
+__global__ void k_gather(float *ex, const float *x, const int32_t *rows, int H)
+{
+    const float *src = x + (size_t)rows[blockIdx.x] * H;
+    float *dst = ex + (size_t)blockIdx.x * H;
+    for (int i = threadIdx.x; i < H; i += blockDim.x)
+        dst[i] = src[i];
+}
+
+// y[rows[j]] += w[j] * ey[j] (rounded as the CPU: product, then sum)
+__global__ void k_scatter_add(float *y, const float *ey, const int32_t *rows, const float *w, int H)
+{
+    float *dst = y + (size_t)rows[blockIdx.x] * H;
+    const float *src = ey + (size_t)blockIdx.x * H;
+    float wj = w[blockIdx.x];
+    for (int i = threadIdx.x; i < H; i += blockDim.x)
+        dst[i] = __fadd_rn(dst[i], __fmul_rn(wj, src[i]));
+}
+
+// ---------------------------------------------------------------- launch helpers
+
+static unsigned blocks(size_t n)
+{
+    return (unsigned)((n + 255) / 256);
+}
+
+// y[T][N] = x[T][K] w[N][K]^T (+ beta y), leading dims in elements (as sd_matmul_ld).
+static enum sd_status mm(struct fwd *f, float *y, int ldy, const float *x, int ldx, const float *w, int ldw, int T,
+                         int N, int K, float beta)
+{
+    if (T <= 0 || N <= 0)
+        return SD_OK;
+    const float one = 1.0f;
+    SD_CHECK_CUBLAS(cublasSgemm(f->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, w, ldw, x, ldx, &beta, y, ldy));
+    return SD_OK;
+}
+
+static enum sd_status matmul(struct fwd *f, float *y, const float *x, const float *w, const float *bias, int T, int N,
+                             int K)
+{
+    TRY(mm(f, y, N, x, K, w, K, T, N, K, 0.0f));
+    if (bias) {
+        size_t n = (size_t)T * N;
+        k_bias<<<blocks(n), 256, 0, f->st>>>(y, bias, N, n);
+        SD_CHECK_LAUNCH();
+    }
+    return SD_OK;
+}
+
+static enum sd_status rmsnorm(struct fwd *f, float *y, const float *x, const float *w, int rows, int D, size_t ld,
+                              float eps)
+{
+    if (rows <= 0)
+        return SD_OK;
+    k_rmsnorm<<<rows, NT, 0, f->st>>>(y, x, w, D, ld, eps);
+    SD_CHECK_LAUNCH();
+    return SD_OK;
+}
+
+static enum sd_status rope(struct fwd *f, float *x, int T, int n_heads, size_t ld_t, size_t ld_h, int pos0,
+                           const struct sd_rope *r, int interleaved)
+{
+    if (T <= 0 || n_heads <= 0 || r->dim < 2)
+        return SD_OK;
+    int thr = ((r->dim / 2 + 31) / 32) * 32;
+    k_rope<<<dim3(T, n_heads), thr, 0, f->st>>>(x, ld_t, ld_h, pos0, *r, interleaved);
+    SD_CHECK_LAUNCH();
+    return SD_OK;
+}
+
+static enum sd_status add(struct fwd *f, float *h, const float *y, size_t n)
+{
+    k_add<<<blocks(n), 256, 0, f->st>>>(h, y, n);
+    SD_CHECK_LAUNCH();
+    return SD_OK;
+}
+
+static enum sd_status attn(struct fwd *f, const struct attn_args *a, int T, int n_heads)
+{
+    size_t smem = (size_t)a->dk * sizeof(float) + NT * (sizeof(float) + sizeof(int));
+    k_attn<<<dim3(T, n_heads), NT, smem, f->st>>>(*a);
+    SD_CHECK_LAUNCH();
+    return SD_OK;
+}
+
+static enum sd_status mlp(struct fwd *f, const float *x, int T, const float *wg, const float *wu, const float *wd,
+                          int I, float *y)
+{
+    int H = f->m->cfg.hidden_size;
+    TRY(matmul(f, f->g, x, wg, NULL, T, I, H));
+    TRY(matmul(f, f->u, x, wu, NULL, T, I, H));
+    size_t n = (size_t)T * I;
+    k_silu_mul<<<blocks(n), 256, 0, f->st>>>(f->g, f->u, n);
+    SD_CHECK_LAUNCH();
+    return matmul(f, y, f->g, wd, NULL, T, H, I);
+}
+
+// ---------------------------------------------------------------- layers
+
+static enum sd_status attn_gqa(struct fwd *f, int il, int T, int pos0)
+{
+    const struct sd_config *c = &f->m->cfg;
+    const struct sd_layer_weights *L = &f->L[il];
+    int H = c->hidden_size, nh = c->n_heads, nkv = c->n_heads_kv, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd;
+    size_t N = (size_t)f->p.n_ctx;
+    TRY(matmul(f, f->q, f->x, L->wq, L->bq, T, qd, H));
+    TRY(matmul(f, f->k, f->x, L->wk, L->bk, T, kvd, H));
+    TRY(matmul(f, f->v, f->x, L->wv, L->bv, T, kvd, H));
+    if (L->q_norm) {
+        TRY(rmsnorm(f, f->q, f->q, L->q_norm, T * nh, hd, (size_t)hd, c->rms_norm_eps));
+        TRY(rmsnorm(f, f->k, f->k, L->k_norm, T * nkv, hd, (size_t)hd, c->rms_norm_eps));
+    }
+    TRY(rope(f, f->q, T, nh, (size_t)qd, (size_t)hd, pos0, &c->rope_main, 0));
+    TRY(rope(f, f->k, T, nkv, (size_t)kvd, (size_t)hd, pos0, &c->rope_main, 0));
+    float *kc = f->kc + (size_t)il * N * kvd, *vc = f->vc + (size_t)il * N * kvd;
+    SD_CHECK_CUDA(cudaMemcpyAsync(kc + (size_t)pos0 * kvd, f->k, (size_t)T * kvd * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, f->st));
+    SD_CHECK_CUDA(cudaMemcpyAsync(vc + (size_t)pos0 * kvd, f->v, (size_t)T * kvd * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, f->st));
+    struct attn_args a = {};
+    a.q = f->q, a.q_t = (size_t)qd, a.q_h = (size_t)hd;
+    a.k = kc, a.k_u = (size_t)kvd, a.k_h = (size_t)hd;
+    a.v = vc, a.v_u = (size_t)kvd, a.v_h = (size_t)hd;
+    a.o = f->att, a.o_t = (size_t)qd, a.o_h = (size_t)hd;
+    a.dk = hd, a.dv = hd, a.group = nh / nkv, a.pos0 = pos0, a.idx = NULL, a.n_idx = 0, a.scale = c->attn_scale;
+    TRY(attn(f, &a, T, nh));
+    return matmul(f, f->y, f->att, L->wo, NULL, T, H, qd);
+}
+
+// Indexer keys into the cache; when selection applies, f->idx rows get each query's top-k. *sparse = 1 then.
+static enum sd_status indexer(struct fwd *f, int il, int T, int pos0, int *sparse)
+{
+    const struct sd_config *c = &f->m->cfg;
+    const struct sd_layer_weights *L = &f->L[il];
+    int H = c->hidden_size, ni = c->index_n_heads, di = c->index_head_dim;
+    size_t N = (size_t)f->p.n_ctx;
+    float *ikc = f->ikc + (size_t)il * N * di;
+    *sparse = 0;
+    TRY(matmul(f, f->ik, f->x, L->idx_wk, NULL, T, di, H));
+    k_layernorm<<<T, NT, 0, f->st>>>(f->ik, f->ik, L->idx_k_norm_w, L->idx_k_norm_b, di, (size_t)di, 1e-6f);
+    SD_CHECK_LAUNCH();
+    TRY(rope(f, f->ik, T, 1, (size_t)di, 0, pos0, &c->rope_indexer, 0));
+    SD_CHECK_CUDA(cudaMemcpyAsync(ikc + (size_t)pos0 * di, f->ik, (size_t)T * di * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, f->st));
+    int end = pos0 + T;
+    if (f->p.dsa_mode == SD_DSA_DENSE || end <= f->topk)
+        return SD_OK;
+    TRY(matmul(f, f->iq, f->cq, L->idx_wq_b, NULL, T, ni * di, c->q_lora_rank));
+    TRY(matmul(f, f->iw, f->x, L->idx_wproj, NULL, T, ni, H));
+    TRY(rope(f, f->iq, T, ni, (size_t)ni * di, (size_t)di, pos0, &c->rope_indexer, 0));
+    float wscale = 1.0f / sqrtf((float)ni) / sqrtf((float)di);
+    k_fill_nvalid<<<blocks(T), 256, 0, f->st>>>(f->n_valid, T, pos0);
+    SD_CHECK_LAUNCH();
+    for (int t0 = 0; t0 < T; t0 += f->score_rows) {
+        int nq = T - t0 < f->score_rows ? T - t0 : f->score_rows;
+        size_t smem = (size_t)ni * di * sizeof(float);
+        k_index_scores<<<dim3(nq, (end + NT - 1) / NT), NT, smem, f->st>>>(f->iq, f->iw, ni, di, wscale, ikc, end,
+                                                                          pos0, t0, f->scores, N);
+        SD_CHECK_LAUNCH();
+        struct sd_cuda_topk_params tp = {};
+        tp.scores = f->scores;
+        tp.ld_scores = N;
+        tp.n_valid = f->n_valid + t0;
+        tp.n_rows = nq;
+        tp.n_cols = end;
+        tp.k = f->topk;
+        tp.idx = f->idx + (size_t)t0 * f->topk;
+        tp.ld_idx = (size_t)f->topk;
+        tp.stream = f->st;
+        TRY(sd_cuda_topk(&tp));
+    }
+    *sparse = 1;
+    return SD_OK;
+}
+
+static enum sd_status attn_mla(struct fwd *f, int il, int T, int pos0)
+{
+    const struct sd_config *c = &f->m->cfg;
+    const struct sd_layer_weights *L = &f->L[il];
+    int H = c->hidden_size, nh = c->n_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
+    int dv = c->v_head_dim, kvr = c->kv_lora_rank, dq = dn + dr, dl = kvr + dr;
+    size_t N = (size_t)f->p.n_ctx;
+    if (c->q_lora_rank > 0) {
+        TRY(matmul(f, f->cq, f->x, L->wq_a, NULL, T, c->q_lora_rank, H));
+        TRY(rmsnorm(f, f->cq, f->cq, L->q_a_norm, T, c->q_lora_rank, (size_t)c->q_lora_rank, c->rms_norm_eps));
+        TRY(matmul(f, f->q, f->cq, L->wq_b, NULL, T, nh * dq, c->q_lora_rank));
+    } else {
+        TRY(matmul(f, f->q, f->x, L->wq_full, NULL, T, nh * dq, H));
+    }
+    TRY(matmul(f, f->kva, f->x, L->wkv_a, NULL, T, dl, H));
+    TRY(rmsnorm(f, f->kva, f->kva, L->kv_a_norm, T, kvr, (size_t)dl, c->rms_norm_eps));
+    TRY(rope(f, f->kva + kvr, T, 1, (size_t)dl, 0, pos0, &c->rope_main, 1));
+    float *lat = f->lat + (size_t)il * N * dl;
+    SD_CHECK_CUDA(cudaMemcpyAsync(lat + (size_t)pos0 * dl, f->kva, (size_t)T * dl * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, f->st));
+    TRY(rope(f, f->q + dn, T, nh, (size_t)nh * dq, (size_t)dq, pos0, &c->rope_main, 1));
+    // qfull[t][h] = [W_UK_h^T q_nope[t][h] | q_pe[t][h]]  (one strided-batched GEMM over heads + a 2-D copy)
+    const float one = 1.0f, zero = 0.0f;
+    SD_CHECK_CUBLAS(cublasSgemmStridedBatched(f->cb, CUBLAS_OP_N, CUBLAS_OP_N, kvr, T, dn, &one, L->wkv_b, kvr,
+                                              (long long)(dn + dv) * kvr, f->q, nh * dq, (long long)dq, &zero,
+                                              f->qfull, nh * dl, (long long)dl, nh));
+    SD_CHECK_CUDA(cudaMemcpy2DAsync(f->qfull + kvr, (size_t)dl * sizeof(float), f->q + dn, (size_t)dq * sizeof(float),
+                                    (size_t)dr * sizeof(float), (size_t)T * nh, cudaMemcpyDeviceToDevice, f->st));
+    int sparse = 0;
+    if (f->use_indexer)
+        TRY(indexer(f, il, T, pos0, &sparse));
+    struct attn_args a = {};
+    a.q = f->qfull, a.q_t = (size_t)nh * dl, a.q_h = (size_t)dl;
+    a.k = lat, a.k_u = (size_t)dl, a.k_h = 0;
+    a.v = lat, a.v_u = (size_t)dl, a.v_h = 0;
+    a.o = f->olat, a.o_t = (size_t)nh * kvr, a.o_h = (size_t)kvr;
+    a.dk = dl, a.dv = kvr, a.group = nh, a.pos0 = pos0, a.scale = c->attn_scale;
+    a.idx = sparse ? f->idx : NULL;
+    a.n_idx = sparse ? f->topk : 0;
+    TRY(attn(f, &a, T, nh));
+    // o_h = W_UV_h o_lat_h
+    SD_CHECK_CUBLAS(cublasSgemmStridedBatched(f->cb, CUBLAS_OP_T, CUBLAS_OP_N, dv, T, kvr, &one, L->wkv_b + (size_t)dn * kvr,
+                                              kvr, (long long)(dn + dv) * kvr, f->olat, nh * kvr, (long long)kvr, &zero,
+                                              f->o, nh * dv, (long long)dv, nh));
+    return matmul(f, f->y, f->o, L->wo, NULL, T, H, nh * dv);
+}
+
+static enum sd_status moe(struct fwd *f, int il, int T)
+{
+    const struct sd_config *c = &f->m->cfg;
+    const struct sd_layer_weights *L = &f->L[il];
+    int H = c->hidden_size, E = c->n_routed_experts, K = c->n_experts_per_tok;
+    TRY(matmul(f, f->router, f->x, L->router, NULL, T, E, H));
+    struct route_args ra = {};
+    ra.router = f->router, ra.bias = L->router_bias, ra.E = E, ra.K = K, ra.G = c->n_group > 0 ? c->n_group : 1;
+    ra.topk_group = c->topk_group, ra.sigmoid = c->scoring_sigmoid, ra.norm_topk = c->norm_topk_prob;
+    ra.scaling = c->routed_scaling_factor, ra.rsel = f->rsel, ra.rw = f->rw;
+    k_route<<<(T + 63) / 64, 64, 0, f->st>>>(ra, T);
+    SD_CHECK_LAUNCH();
+    // Shared experts first (into y), then each routed expert over its rows, in expert order (as the CPU).
+    if (L->sh_gate)
+        TRY(mlp(f, f->x, T, L->sh_gate, L->sh_up, L->sh_down, c->n_shared_experts * c->moe_intermediate_size, f->y));
+    else
+        SD_CHECK_CUDA(cudaMemsetAsync(f->y, 0, (size_t)T * H * sizeof(float), f->st));
+    SD_CHECK_CUDA(cudaMemcpyAsync(f->h_rsel, f->rsel, (size_t)T * K * sizeof(int32_t), cudaMemcpyDeviceToHost, f->st));
+    SD_CHECK_CUDA(cudaMemcpyAsync(f->h_rw, f->rw, (size_t)T * K * sizeof(float), cudaMemcpyDeviceToHost, f->st));
+    SD_CHECK_CUDA(cudaStreamSynchronize(f->st));
+    // Rows grouped by expert: h_off[e] .. h_off[e + 1] in h_rows / h_w.
+    int *cnt = f->h_off;
+    memset(cnt, 0, (size_t)(E + 1) * sizeof(int));
+    for (int i = 0; i < T * K; i++) {
+        int e = f->h_rsel[i];
+        if (e < 0 || e >= E) {
+            sd_cuda_set_error("expert index", __FILE__, __LINE__, "routing produced an invalid expert");
+            return SD_ERR_BACKEND;
+        }
+        cnt[e + 1]++;
+    }
+    for (int e = 0; e < E; e++)
+        cnt[e + 1] += cnt[e];
+    for (int e = 0, n = 0; e < E; e++) {
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < K; i++)
+                if (f->h_rsel[(size_t)t * K + i] == e) {
+                    f->h_rows[n] = t;
+                    f->h_w[n] = f->h_rw[(size_t)t * K + i];
+                    n++;
+                }
+    }
+    SD_CHECK_CUDA(cudaMemcpyAsync(f->erows, f->h_rows, (size_t)T * K * sizeof(int32_t), cudaMemcpyHostToDevice, f->st));
+    SD_CHECK_CUDA(cudaMemcpyAsync(f->ew, f->h_w, (size_t)T * K * sizeof(float), cudaMemcpyHostToDevice, f->st));
+    int Ie = c->moe_intermediate_size;
+    for (int e = 0; e < E; e++) {
+        int o0 = cnt[e], n = cnt[e + 1] - cnt[e];
+        if (!n)
+            continue;
+        k_gather<<<n, NT, 0, f->st>>>(f->ex, f->x, f->erows + o0, H);
+        SD_CHECK_LAUNCH();
+        TRY(mlp(f, f->ex, n, L->exp_gate[e], L->exp_up[e], L->exp_down[e], Ie, f->ey));
+        k_scatter_add<<<n, NT, 0, f->st>>>(f->y, f->ey, f->erows + o0, f->ew + o0, H);
+        SD_CHECK_LAUNCH();
+    }
+    // The host staging buffers are reused by the next layer only after this sync point's copies finished:
+    // the H2D copies above are ordered before any later kernel, and the next layer syncs before writing them.
+    SD_CHECK_CUDA(cudaStreamSynchronize(f->st));
+    return SD_OK;
+}
+
+static enum sd_status forward(struct fwd *f, const int32_t *ids, int T, int pos0, float *logits, int all_logits)
+{
+    const struct sd_model *m = f->m;
+    const struct sd_config *c = &m->cfg;
+    int H = c->hidden_size;
+    size_t TH = (size_t)T * H;
+    SD_CHECK_CUDA(cudaMemcpyAsync(f->ids, ids, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, f->st));
+    k_embed<<<T, NT, 0, f->st>>>(f->h, f->embed, f->ids, H);
+    SD_CHECK_LAUNCH();
+    for (int il = 0; il < c->n_layers; il++) {
+        const struct sd_layer_weights *L = &f->L[il];
+        TRY(rmsnorm(f, f->x, f->h, L->attn_norm, T, H, (size_t)H, c->rms_norm_eps));
+        if (f->deepseek)
+            TRY(attn_mla(f, il, T, pos0));
+        else
+            TRY(attn_gqa(f, il, T, pos0));
+        TRY(add(f, f->h, f->y, TH));
+        TRY(rmsnorm(f, f->x, f->h, L->ffn_norm, T, H, (size_t)H, c->rms_norm_eps));
+        if (L->is_moe)
+            TRY(moe(f, il, T));
+        else
+            TRY(mlp(f, f->x, T, L->w_gate, L->w_up, L->w_down, c->intermediate_size, f->y));
+        TRY(add(f, f->h, f->y, TH));
+    }
+    if (logits) {
+        int first = all_logits ? 0 : T - 1, n = T - first;
+        TRY(rmsnorm(f, f->x, f->h + (size_t)first * H, f->norm, n, H, (size_t)H, c->rms_norm_eps));
+        TRY(matmul(f, f->logits, f->x, f->lm_head, NULL, n, c->vocab_size, H));
+        SD_CHECK_CUDA(cudaMemcpyAsync(logits, f->logits, (size_t)n * c->vocab_size * sizeof(float),
+                                      cudaMemcpyDeviceToHost, f->st));
+    }
+    SD_CHECK_CUDA(cudaStreamSynchronize(f->st));
+    return SD_OK;
+}
+
+// ---------------------------------------------------------------- backend table
+
+static void fwd_free(void *ctx)
+{
+    struct fwd *f = (struct fwd *)ctx;
+    if (!f)
+        return;
+    if (f->st)
+        cudaStreamSynchronize(f->st);
+    for (size_t i = 0; i < f->n_allocs; i++)
+        cudaFree(f->allocs[i]);
+    free(f->allocs);
+    if (f->L) {
+        for (int il = 0; il < f->m->cfg.n_layers; il++) {
+            free((void *)f->L[il].exp_gate);
+            free((void *)f->L[il].exp_up);
+            free((void *)f->L[il].exp_down);
+        }
+        free(f->L);
+    }
+    cudaFreeHost(f->h_rsel);
+    cudaFreeHost(f->h_rows);
+    cudaFreeHost(f->h_rw);
+    cudaFreeHost(f->h_w);
+    free(f->h_off);
+    if (f->cb)
+        cublasDestroy(f->cb);
+    if (f->st)
+        cudaStreamDestroy(f->st);
+    free(f);
+}
+
+static enum sd_status upload_layer(struct fwd *f, int il)
+{
+    const struct sd_config *c = &f->m->cfg;
+    const struct sd_layer_weights *S = &f->m->layers[il];
+    struct sd_layer_weights *D = &f->L[il];
+    size_t H = (size_t)c->hidden_size, nh = (size_t)c->n_heads;
+    D->is_moe = S->is_moe;
+    TRY(upload(f, S->attn_norm, H, &D->attn_norm));
+    TRY(upload(f, S->ffn_norm, H, &D->ffn_norm));
+    if (f->deepseek) {
+        size_t dn = (size_t)c->qk_nope_head_dim, dr = (size_t)c->qk_rope_head_dim, dv = (size_t)c->v_head_dim;
+        size_t kvr = (size_t)c->kv_lora_rank, ql = (size_t)c->q_lora_rank, dq = dn + dr;
+        TRY(upload(f, S->wq_a, ql * H, &D->wq_a));
+        TRY(upload(f, S->q_a_norm, ql, &D->q_a_norm));
+        TRY(upload(f, S->wq_b, nh * dq * ql, &D->wq_b));
+        TRY(upload(f, S->wq_full, nh * dq * H, &D->wq_full));
+        TRY(upload(f, S->wkv_a, (kvr + dr) * H, &D->wkv_a));
+        TRY(upload(f, S->kv_a_norm, kvr, &D->kv_a_norm));
+        TRY(upload(f, S->wkv_b, nh * (dn + dv) * kvr, &D->wkv_b));
+        TRY(upload(f, S->wo, H * nh * dv, &D->wo));
+        if (f->use_indexer) {
+            size_t ni = (size_t)c->index_n_heads, di = (size_t)c->index_head_dim;
+            TRY(upload(f, S->idx_wq_b, ni * di * ql, &D->idx_wq_b));
+            TRY(upload(f, S->idx_wk, di * H, &D->idx_wk));
+            TRY(upload(f, S->idx_k_norm_w, di, &D->idx_k_norm_w));
+            TRY(upload(f, S->idx_k_norm_b, di, &D->idx_k_norm_b));
+            TRY(upload(f, S->idx_wproj, ni * H, &D->idx_wproj));
+        }
+    } else {
+        size_t hd = (size_t)c->head_dim, qd = nh * hd, kvd = (size_t)c->n_heads_kv * hd;
+        TRY(upload(f, S->wq, qd * H, &D->wq));
+        TRY(upload(f, S->wk, kvd * H, &D->wk));
+        TRY(upload(f, S->wv, kvd * H, &D->wv));
+        TRY(upload(f, S->wo, H * qd, &D->wo));
+        TRY(upload(f, S->bq, qd, &D->bq));
+        TRY(upload(f, S->bk, kvd, &D->bk));
+        TRY(upload(f, S->bv, kvd, &D->bv));
+        TRY(upload(f, S->q_norm, hd, &D->q_norm));
+        TRY(upload(f, S->k_norm, hd, &D->k_norm));
+    }
+    if (S->is_moe) {
+        size_t E = (size_t)c->n_routed_experts, Ie = (size_t)c->moe_intermediate_size;
+        size_t Is = (size_t)c->n_shared_experts * Ie;
+        TRY(upload(f, S->router, E * H, &D->router));
+        TRY(upload(f, S->router_bias, E, &D->router_bias));
+        D->exp_gate = (const float **)calloc(E, sizeof(float *));
+        D->exp_up = (const float **)calloc(E, sizeof(float *));
+        D->exp_down = (const float **)calloc(E, sizeof(float *));
+        if (!D->exp_gate || !D->exp_up || !D->exp_down)
+            return SD_ERR_NOMEM;
+        for (size_t e = 0; e < E; e++) {
+            TRY(upload(f, S->exp_gate[e], Ie * H, &D->exp_gate[e]));
+            TRY(upload(f, S->exp_up[e], Ie * H, &D->exp_up[e]));
+            TRY(upload(f, S->exp_down[e], H * Ie, &D->exp_down[e]));
+        }
+        TRY(upload(f, S->sh_gate, Is * H, &D->sh_gate));
+        TRY(upload(f, S->sh_up, Is * H, &D->sh_up));
+        TRY(upload(f, S->sh_down, H * Is, &D->sh_down));
+    } else {
+        size_t I = (size_t)c->intermediate_size;
+        TRY(upload(f, S->w_gate, I * H, &D->w_gate));
+        TRY(upload(f, S->w_up, I * H, &D->w_up));
+        TRY(upload(f, S->w_down, H * I, &D->w_down));
+    }
+    return SD_OK;
+}
+
+static enum sd_status fwd_setup(struct fwd *f)
+{
+    const struct sd_model *m = f->m;
+    const struct sd_config *c = &m->cfg;
+    size_t L = (size_t)c->n_layers, N = (size_t)f->p.n_ctx, T = (size_t)f->p.max_batch, H = (size_t)c->hidden_size;
+    size_t V = (size_t)c->vocab_size;
+    SD_CHECK_CUDA(cudaSetDevice(0));
+    SD_CHECK_CUDA(cudaStreamCreateWithFlags(&f->st, cudaStreamNonBlocking));
+    SD_CHECK_CUBLAS(cublasCreate(&f->cb));
+    SD_CHECK_CUBLAS(cublasSetStream(f->cb, f->st));
+    SD_CHECK_CUBLAS(cublasSetMathMode(f->cb, CUBLAS_DEFAULT_MATH)); // fp32: no TF32 down-conversion
+    TRY(upload(f, m->embed, V * H, &f->embed));
+    TRY(upload(f, m->norm, H, &f->norm));
+    if (m->lm_head == m->embed)
+        f->lm_head = f->embed;
+    else
+        TRY(upload(f, m->lm_head, V * H, &f->lm_head));
+    f->L = (struct sd_layer_weights *)calloc(L, sizeof *f->L);
+    if (!f->L)
+        return SD_ERR_NOMEM;
+    for (size_t il = 0; il < L; il++)
+        TRY(upload_layer(f, (int)il));
+    DALLOC(f, f->ids, T, int32_t);
+    DALLOC(f, f->h, T * H, float);
+    DALLOC(f, f->x, T * H, float);
+    DALLOC(f, f->y, T * H, float);
+    DALLOC(f, f->logits, T * V, float);
+    size_t I = (size_t)c->intermediate_size;
+    if (f->deepseek) {
+        size_t nh = (size_t)c->n_heads, dn = (size_t)c->qk_nope_head_dim, dr = (size_t)c->qk_rope_head_dim;
+        size_t dv = (size_t)c->v_head_dim, kvr = (size_t)c->kv_lora_rank, dl = kvr + dr;
+        DALLOC(f, f->lat, L * N * dl, float);
+        DALLOC(f, f->cq, T * (size_t)(c->q_lora_rank > 0 ? c->q_lora_rank : 1), float);
+        DALLOC(f, f->q, T * nh * (dn + dr), float);
+        DALLOC(f, f->kva, T * dl, float);
+        DALLOC(f, f->qfull, T * nh * dl, float);
+        DALLOC(f, f->olat, T * nh * kvr, float);
+        DALLOC(f, f->o, T * nh * dv, float);
+        if (f->use_indexer) {
+            size_t ni = (size_t)c->index_n_heads, di = (size_t)c->index_head_dim;
+            DALLOC(f, f->ikc, L * N * di, float);
+            DALLOC(f, f->iq, T * ni * di, float);
+            DALLOC(f, f->ik, T * di, float);
+            DALLOC(f, f->iw, T * ni, float);
+            DALLOC(f, f->idx, T * (size_t)f->topk, int32_t);
+            DALLOC(f, f->n_valid, T, int);
+            size_t rows = ((size_t)64 << 20) / N; // score rows per pass: ~64M floats at most
+            if (rows < 1)
+                rows = 1;
+            if (rows > T)
+                rows = T;
+            f->score_rows = (int)rows;
+            DALLOC(f, f->scores, rows * N, float);
+        }
+        if (c->n_routed_experts > 0) {
+            size_t E = (size_t)c->n_routed_experts, K = (size_t)c->n_experts_per_tok;
+            size_t ie = (size_t)c->moe_intermediate_size, is = (size_t)c->n_shared_experts * ie;
+            if (ie > I)
+                I = ie;
+            if (is > I)
+                I = is;
+            DALLOC(f, f->router, T * E, float);
+            DALLOC(f, f->rw, T * K, float);
+            DALLOC(f, f->rsel, T * K, int32_t);
+            DALLOC(f, f->erows, T * K, int32_t);
+            DALLOC(f, f->ew, T * K, float);
+            DALLOC(f, f->ex, T * H, float);
+            DALLOC(f, f->ey, T * H, float);
+            SD_CHECK_CUDA(cudaMallocHost((void **)&f->h_rsel, T * K * sizeof(int32_t)));
+            SD_CHECK_CUDA(cudaMallocHost((void **)&f->h_rows, T * K * sizeof(int32_t)));
+            SD_CHECK_CUDA(cudaMallocHost((void **)&f->h_rw, T * K * sizeof(float)));
+            SD_CHECK_CUDA(cudaMallocHost((void **)&f->h_w, T * K * sizeof(float)));
+            f->h_off = (int32_t *)calloc(E + 1, sizeof(int32_t));
+            if (!f->h_off)
+                return SD_ERR_NOMEM;
+        }
+    } else {
+        size_t kvd = (size_t)c->n_heads_kv * c->head_dim, qd = (size_t)c->n_heads * c->head_dim;
+        DALLOC(f, f->kc, L * N * kvd, float);
+        DALLOC(f, f->vc, L * N * kvd, float);
+        DALLOC(f, f->q, T * qd, float);
+        DALLOC(f, f->k, T * kvd, float);
+        DALLOC(f, f->v, T * kvd, float);
+        DALLOC(f, f->att, T * qd, float);
+    }
+    DALLOC(f, f->g, T * I, float);
+    DALLOC(f, f->u, T * I, float);
+    SD_CHECK_CUDA(cudaDeviceSynchronize());
+    return SD_OK;
+}
+
+static enum sd_status fwd_init(const struct sd_model *m, const struct sd_session_params *p, int topk, void **ctx,
+                               struct sd_err *err)
+{
+    *ctx = NULL;
+    const struct sd_config *c = &m->cfg;
+    int n_dev = 0;
+    cudaError_t de = cudaGetDeviceCount(&n_dev);
+    if (de != cudaSuccess || n_dev <= 0) {
+        cudaGetLastError(); // "no device" is an answer, not a sticky fault
+        return sd_err_set(err, SD_ERR_BACKEND, "CUDA backend: no usable CUDA device (%s); use --backend cpu",
+                          de != cudaSuccess ? cudaGetErrorString(de) : "0 devices");
+    }
+    int deepseek = c->arch == SD_ARCH_DEEPSEEK_V3 || c->arch == SD_ARCH_DEEPSEEK_V32;
+    int use_indexer = c->arch == SD_ARCH_DEEPSEEK_V32;
+    if (use_indexer && p->indexer_fp8)
+        return sd_err_set(err, SD_ERR_UNSUPPORTED,
+                          "CUDA backend: the FP8 indexer numerics (--indexer-fp8) are not wired into the CUDA forward "
+                          "pass yet; use the fp32 indexer or --backend cpu");
+    int dk = deepseek ? c->kv_lora_rank + c->qk_rope_head_dim : c->head_dim;
+    int dvv = deepseek ? c->kv_lora_rank : c->head_dim;
+    if (dvv > NT * ATT_ACC || (size_t)dk * 4 + NT * 8 > 48 * 1024)
+        return sd_err_set(err, SD_ERR_UNSUPPORTED, "CUDA backend: attention head sizes %d/%d exceed the kernel's %d",
+                          dk, dvv, NT * ATT_ACC);
+    if (use_indexer && ((size_t)c->index_n_heads * c->index_head_dim * 4 > 48 * 1024 || c->index_n_heads > 256))
+        return sd_err_set(err, SD_ERR_UNSUPPORTED, "CUDA backend: indexer of %d heads x %d exceeds the kernel's limits",
+                          c->index_n_heads, c->index_head_dim);
+    if (deepseek && c->n_routed_experts > MAX_EXPERTS)
+        return sd_err_set(err, SD_ERR_UNSUPPORTED, "CUDA backend: %d routed experts exceed the router's %d",
+                          c->n_routed_experts, MAX_EXPERTS);
+    struct fwd *f = (struct fwd *)calloc(1, sizeof *f);
+    if (!f)
+        return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
+    f->m = m;
+    f->p = *p;
+    f->topk = topk;
+    f->deepseek = deepseek;
+    f->use_indexer = use_indexer;
+    enum sd_status st = fwd_setup(f);
+    if (st != SD_OK) {
+        fwd_free(f);
+        return sd_err_set(err, st, "CUDA backend: cannot set up a %d-token session: %s", p->n_ctx,
+                          st == SD_ERR_NOMEM ? "out of host memory" : sd_cuda_last_error());
+    }
+    *ctx = f;
+    return SD_OK;
+}
+
+static enum sd_status fwd_forward(void *ctx, const int32_t *ids, int T, int pos0, float *logits, int all_logits,
+                                  struct sd_err *err)
+{
+    struct fwd *f = (struct fwd *)ctx;
+    if (T > f->p.max_batch || pos0 + T > f->p.n_ctx)
+        return sd_err_set(err, SD_ERR_ARG, "CUDA backend: chunk of %d tokens at %d exceeds the session (%d / %d)", T,
+                          pos0, f->p.max_batch, f->p.n_ctx);
+    enum sd_status st = forward(f, ids, T, pos0, logits, all_logits);
+    if (st != SD_OK)
+        return sd_err_set(err, st, "CUDA backend: forward pass failed at position %d: %s", pos0, sd_cuda_last_error());
+    return SD_OK;
+}
+
+static enum sd_status kv_copy(struct fwd *f, const struct sd_backend_host_kv *kv, int t0, int n, int up)
+{
+    const struct sd_config *c = &f->m->cfg;
+    size_t N = (size_t)f->p.n_ctx;
+    if (n <= 0)
+        return SD_OK;
+    cudaMemcpyKind kind = up ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
+    struct cache_ref {
+        float *dev, *host;
+        size_t row;
+    } caches[3];
+    int nc = 0;
+    if (f->deepseek) {
+        caches[nc++] = {f->lat, kv->lat, (size_t)c->kv_lora_rank + c->qk_rope_head_dim};
+        if (f->use_indexer)
+            caches[nc++] = {f->ikc, kv->ikc, (size_t)c->index_head_dim};
+    } else {
+        size_t kvd = (size_t)c->n_heads_kv * c->head_dim;
+        caches[nc++] = {f->kc, kv->kc, kvd};
+        caches[nc++] = {f->vc, kv->vc, kvd};
+    }
+    for (int i = 0; i < nc; i++) {
+        if (!caches[i].host)
+            continue;
+        for (int il = 0; il < c->n_layers; il++) {
+            size_t off = ((size_t)il * N + (size_t)t0) * caches[i].row, bytes = (size_t)n * caches[i].row * 4;
+            if (up)
+                SD_CHECK_CUDA(cudaMemcpyAsync(caches[i].dev + off, caches[i].host + off, bytes, kind, f->st));
+            else
+                SD_CHECK_CUDA(cudaMemcpyAsync(caches[i].host + off, caches[i].dev + off, bytes, kind, f->st));
+        }
+    }
+    SD_CHECK_CUDA(cudaStreamSynchronize(f->st));
+    return SD_OK;
+}
+
+static enum sd_status fwd_kv_download(void *ctx, const struct sd_backend_host_kv *kv, int t0, int n, struct sd_err *err)
+{
+    enum sd_status st = kv_copy((struct fwd *)ctx, kv, t0, n, 0);
+    if (st != SD_OK)
+        return sd_err_set(err, st, "CUDA backend: KV download failed: %s", sd_cuda_last_error());
+    return SD_OK;
+}
+
+static enum sd_status fwd_kv_upload(void *ctx, const struct sd_backend_host_kv *kv, int t0, int n, struct sd_err *err)
+{
+    enum sd_status st = kv_copy((struct fwd *)ctx, kv, t0, n, 1);
+    if (st != SD_OK)
+        return sd_err_set(err, st, "CUDA backend: KV upload failed: %s", sd_cuda_last_error());
+    return SD_OK;
+}
+
+static const struct sd_backend cuda_backend = {
+    "cuda", fwd_init, fwd_free, fwd_forward, fwd_kv_download, fwd_kv_upload,
+};
+
+extern "C" const struct sd_backend *sd_cuda_backend(void)
+{
+    return &cuda_backend;
+}

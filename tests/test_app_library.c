@@ -1,0 +1,227 @@
+// test_app_library.c: app/library.c and app/settings.c on a real SQLite store and real files in a temp
+// dir: listing with folder roots and ingestion states (changed on disk, missing), source text of a line
+// range, removal of a document and of a folder, KV cache statistics and clearing; settings round trip,
+// clamping, keys of other groups kept, and a malformed file neither read nor overwritten.
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "library.h"
+#include "settings.h"
+
+#define CHECK(cond, ...)                                                                                               \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                            \
+            fprintf(stderr, __VA_ARGS__);                                                                              \
+            fprintf(stderr, "\n");                                                                                     \
+            exit(1);                                                                                                   \
+        }                                                                                                              \
+    } while (0)
+
+struct listed {
+    int n;
+    int64_t ids[16];
+    char *paths[16], *roots[16];
+    enum sd_library_state states[16];
+    int64_t n_lines[16], n_tokens[16], n_chars[16];
+};
+
+static int collect(void *user, const struct sd_library_doc *d)
+{
+    struct listed *l = user;
+    if (l->n < 16) {
+        l->ids[l->n] = d->id;
+        l->paths[l->n] = g_strdup(d->path);
+        l->roots[l->n] = g_strdup(d->root);
+        l->states[l->n] = d->state;
+        l->n_lines[l->n] = d->n_lines;
+        l->n_tokens[l->n] = d->n_tokens;
+        l->n_chars[l->n] = d->n_chars;
+    }
+    l->n++;
+    return 0;
+}
+
+static void listed_clear(struct listed *l)
+{
+    for (int i = 0; i < l->n && i < 16; i++) {
+        g_free(l->paths[i]);
+        g_free(l->roots[i]);
+    }
+    memset(l, 0, sizeof *l);
+}
+
+static int find(const struct listed *l, const char *path)
+{
+    for (int i = 0; i < l->n && i < 16; i++)
+        if (!strcmp(l->paths[i], path))
+            return i;
+    return -1;
+}
+
+static void test_library(const char *tmp)
+{
+    struct sd_err err = {0};
+    g_autofree char *db = g_build_filename(tmp, "store.db", NULL);
+    g_autofree char *single = g_build_filename(tmp, "notes.txt", NULL);
+    g_autofree char *proj = g_build_filename(tmp, "proj", NULL);
+    g_autofree char *a = g_build_filename(proj, "a.c", NULL), *b = g_build_filename(proj, "b.c", NULL);
+    g_mkdir_with_parents(proj, 0700);
+    CHECK(g_file_set_contents(single, "first line\nsecond line\nthird line\n", -1, NULL), "write");
+    CHECK(g_file_set_contents(a, "int a(void)\n{\n    return 1;\n}\n", -1, NULL), "write");
+    CHECK(g_file_set_contents(b, "int b(void) { return 2; }\n", -1, NULL), "write");
+
+    struct sd_library *lib = NULL;
+    CHECK(sd_library_open(db, &lib, &err) == SD_OK, "open: %s", err.msg);
+    char *paths[] = {single, proj};
+    struct sd_ingest_stats st;
+    CHECK(sd_library_ingest(lib, paths, 2, NULL, NULL, NULL, NULL, NULL, NULL, &st, &err) == SD_OK, "ingest: %s",
+          err.msg);
+    CHECK(st.added == 3 && st.failed == 0, "added %zu failed %zu", st.added, st.failed);
+
+    struct listed l = {0};
+    CHECK(sd_library_docs(lib, collect, &l, &err) == SD_OK, "docs: %s", err.msg);
+    CHECK(l.n == 3, "%d documents listed", l.n);
+    // Files added on their own come first (no root), then folders by root, then path.
+    CHECK(!strcmp(l.paths[0], single) && l.roots[0] == NULL, "first is %s (root %s)", l.paths[0], l.roots[0]);
+    CHECK(!strcmp(l.paths[1], a) && !strcmp(l.paths[2], b), "order: %s, %s", l.paths[1], l.paths[2]);
+    CHECK(l.roots[1] && !strcmp(l.roots[1], proj) && l.roots[2] && !strcmp(l.roots[2], proj), "roots %s %s", l.roots[1],
+          l.roots[2]);
+    for (int i = 0; i < 3; i++)
+        CHECK(l.states[i] == SD_LIBRARY_OK && l.n_tokens[i] <= 0 && l.n_chars[i] > 0, "doc %d: state %d tokens %lld", i,
+              l.states[i], (long long)l.n_tokens[i]);
+    CHECK(l.n_lines[0] == 3, "notes.txt has %lld lines", (long long)l.n_lines[0]);
+    int64_t single_id = l.ids[0];
+    listed_clear(&l);
+
+    // Source text of a line range.
+    char *text = NULL;
+    CHECK(sd_library_source_text(lib, single_id, 0, 2, 2, &text, &err) == SD_OK, "source text: %s", err.msg);
+    CHECK(strstr(text, "second line") != NULL, "line 2 text: %s", text);
+    free(text);
+
+    // Changed on disk, then missing.
+    CHECK(g_file_set_contents(single, "first line\nsecond line changed\nthird line\nfourth\n", -1, NULL), "write");
+    g_unlink(b);
+    CHECK(sd_library_docs(lib, collect, &l, &err) == SD_OK, "docs: %s", err.msg);
+    CHECK(l.states[find(&l, single)] == SD_LIBRARY_CHANGED, "state after edit %d", l.states[find(&l, single)]);
+    CHECK(l.states[find(&l, b)] == SD_LIBRARY_MISSING, "state after delete %d", l.states[find(&l, b)]);
+    CHECK(l.states[find(&l, a)] == SD_LIBRARY_OK, "untouched file state %d", l.states[find(&l, a)]);
+    listed_clear(&l);
+
+    // Re-scan (ingest again): the changed file is updated, the deleted one removed from its folder.
+    CHECK(sd_library_ingest(lib, paths, 2, NULL, NULL, NULL, NULL, NULL, NULL, &st, &err) == SD_OK, "rescan: %s",
+          err.msg);
+    CHECK(st.updated == 1 && st.removed == 1, "rescan: updated %zu removed %zu", st.updated, st.removed);
+    CHECK(sd_library_docs(lib, collect, &l, &err) == SD_OK, "docs: %s", err.msg);
+    CHECK(l.n == 2 && l.states[find(&l, single)] == SD_LIBRARY_OK && l.n_lines[find(&l, single)] == 4,
+          "after rescan: %d docs", l.n);
+    single_id = l.ids[find(&l, single)]; // a changed file is replaced: new id
+    listed_clear(&l);
+
+    // A cancelled ingest stops after the current file.
+    volatile int cancel = 1;
+    g_autofree char *c = g_build_filename(proj, "c.c", NULL), *d = g_build_filename(proj, "d.c", NULL);
+    CHECK(g_file_set_contents(c, "int c;\n", -1, NULL) && g_file_set_contents(d, "int d;\n", -1, NULL), "write");
+    char *proj_only[] = {proj};
+    CHECK(sd_library_ingest(lib, proj_only, 1, NULL, NULL, NULL, NULL, NULL, &cancel, &st, &err) == SD_OK,
+          "cancelled ingest: %s", err.msg);
+    CHECK(st.cancelled && st.added < 2, "cancel ignored: cancelled %d added %zu", st.cancelled, st.added);
+
+    // Removal: one document, then the folder; a folder with nothing in it is an error.
+    CHECK(sd_library_remove(lib, single_id, &err) == SD_OK, "remove: %s", err.msg);
+    CHECK(sd_library_remove(lib, single_id, &err) == SD_ERR_MISSING, "second remove gave %d", err.status);
+    size_t n_removed = 0;
+    CHECK(sd_library_remove_root(lib, proj, &n_removed, &err) == SD_OK && n_removed >= 1, "remove root: %s", err.msg);
+    CHECK(sd_library_remove_root(lib, proj, &n_removed, &err) == SD_ERR_MISSING, "empty root removal: %d", err.status);
+    CHECK(sd_library_docs(lib, collect, &l, &err) == SD_OK && l.n == 0, "%d documents left", l.n);
+    listed_clear(&l);
+    sd_library_close(lib);
+
+    // KV cache statistics and clearing on an empty cache directory.
+    g_autofree char *kv = g_build_filename(tmp, "kv", NULL);
+    struct sd_kvcache_stats cs;
+    char *where = NULL;
+    CHECK(sd_library_cache_stats(kv, 64u << 20, &cs, &where, &err) == SD_OK, "cache stats: %s", err.msg);
+    CHECK(cs.entries == 0 && cs.bytes == 0 && cs.budget == 64u << 20 && where && !strcmp(where, kv),
+          "empty cache: %lld entries, budget %llu, at %s", (long long)cs.entries, (unsigned long long)cs.budget, where);
+    free(where);
+    int n = -1;
+    CHECK(sd_library_cache_clear(kv, &n, &err) == SD_OK && n == 0, "clear: %s (%d)", err.msg, n);
+    printf("library: ok\n");
+}
+
+static void test_settings(const char *tmp)
+{
+    struct sd_err err = {0};
+    g_autofree char *ini = g_build_filename(tmp, "cfg", "sparsedoc", "config.ini", NULL);
+    struct sd_settings s;
+    CHECK(sd_settings_load(ini, &s, &err) == SD_OK, "missing file: %s", err.msg);
+    CHECK(!s.model_dir && !strcmp(s.backend, "cpu") && s.n_ctx == 0 && s.cache_budget == 0, "defaults");
+    free(s.model_dir);
+    s.model_dir = strdup("/models/x");
+    free(s.backend);
+    s.backend = strdup("cuda");
+    s.n_ctx = 131072;
+    s.top_k = 512;
+    s.n_threads = 3;
+    s.cache_budget = 256ull << 20;
+    s.color_scheme = SD_COLOR_DARK;
+    CHECK(sd_settings_save(ini, &s, &err) == SD_OK, "save: %s", err.msg);
+    sd_settings_clear(&s);
+    // Another group written by someone else survives a save.
+    g_autofree char *body = NULL;
+    CHECK(g_file_get_contents(ini, &body, NULL, NULL), "read back");
+    g_autofree char *more = g_strconcat(body, "\n[other]\nkey=kept\n", NULL);
+    CHECK(g_file_set_contents(ini, more, -1, NULL), "append");
+    CHECK(sd_settings_load(ini, &s, &err) == SD_OK, "load: %s", err.msg);
+    CHECK(!strcmp(s.model_dir, "/models/x") && !strcmp(s.backend, "cuda") && s.n_ctx == 131072 && s.top_k == 512 &&
+              s.n_threads == 3 && s.cache_budget == 256ull << 20 && s.color_scheme == SD_COLOR_DARK,
+          "round trip: %s %s %d %d %d %llu %d", s.model_dir, s.backend, s.n_ctx, s.top_k, s.n_threads,
+          (unsigned long long)s.cache_budget, s.color_scheme);
+    s.top_k = 64;
+    CHECK(sd_settings_save(ini, &s, &err) == SD_OK, "save: %s", err.msg);
+    sd_settings_clear(&s);
+    g_autofree char *after = NULL;
+    CHECK(g_file_get_contents(ini, &after, NULL, NULL) && strstr(after, "key=kept") && strstr(after, "top_k=64"),
+          "other group lost or value not saved:\n%s", after);
+    // Out of range values are clamped; a small context goes up to the 64K minimum.
+    CHECK(g_file_set_contents(ini, "[engine]\ncontext=1000\nthreads=-5\n[model]\nbackend=tpu\n", -1, NULL), "write");
+    CHECK(sd_settings_load(ini, &s, &err) == SD_OK, "load: %s", err.msg);
+    CHECK(s.n_ctx == 65536 && s.n_threads == 0 && !strcmp(s.backend, "cpu"), "clamped: %d %d %s", s.n_ctx, s.n_threads,
+          s.backend);
+    sd_settings_clear(&s);
+    // A malformed file is reported, and a save does not overwrite it.
+    static const char bad[] = "[model\ndir=/x\n";
+    CHECK(g_file_set_contents(ini, bad, -1, NULL), "write");
+    CHECK(sd_settings_load(ini, &s, &err) == SD_ERR_FORMAT && strstr(err.msg, ini), "malformed: %d %s", err.status,
+          err.msg);
+    CHECK(sd_settings_save(ini, &s, &err) == SD_ERR_FORMAT, "save over a malformed file: %d", err.status);
+    sd_settings_clear(&s);
+    g_autofree char *still = NULL;
+    CHECK(g_file_get_contents(ini, &still, NULL, NULL) && !strcmp(still, bad), "malformed file was changed");
+    // The default path follows XDG_CONFIG_HOME at each call.
+    g_setenv("XDG_CONFIG_HOME", tmp, TRUE);
+    g_unsetenv("SPARSEDOC_CONFIG");
+    char *p = NULL;
+    CHECK(sd_settings_path(&p, &err) == SD_OK, "path: %s", err.msg);
+    g_autofree char *want = g_build_filename(tmp, "sparsedoc", "config.ini", NULL);
+    CHECK(!strcmp(p, want), "path %s, want %s", p, want);
+    free(p);
+    printf("settings: ok\n");
+}
+
+int main(void)
+{
+    g_autofree char *tmp = g_dir_make_tmp("sd-applib-XXXXXX", NULL);
+    CHECK(tmp != NULL, "no temp dir");
+    test_library(tmp);
+    test_settings(tmp);
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", tmp);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmp);
+    return 0;
+}

