@@ -26,7 +26,7 @@
 #include "tokenizer.h"
 
 #define QA_DEFAULT_CTX 65536
-#define QA_RESERVE 512 // tokens kept free in every context for the question, history and answer
+#define QA_RESERVE SD_QA_RESERVE // tokens kept free in every context for the question, history and answer
 #define QA_PREFILL_CHUNK 256
 #define QA_DEFAULT_NEW 256
 
@@ -221,6 +221,10 @@ const char *sd_qa_template_name(const struct sd_qa *qa)
 int sd_qa_n_ctx(const struct sd_qa *qa)
 {
     return qa->n_ctx;
+}
+const struct sd_model *sd_qa_model(const struct sd_qa *qa)
+{
+    return qa->model;
 }
 const struct sd_tokenizer *sd_qa_tokenizer(const struct sd_qa *qa)
 {

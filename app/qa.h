@@ -150,5 +150,10 @@ int sd_qa_n_ctx(const struct sd_qa *qa);                   // tokens of one prom
 // Tokenizer of the loaded model (borrowed), e.g. for counting tokens.
 struct sd_tokenizer;
 const struct sd_tokenizer *sd_qa_tokenizer(const struct sd_qa *qa);
+// The loaded model (borrowed; lives until sd_qa_close), for callers that run their own session on it.
+const struct sd_model *sd_qa_model(const struct sd_qa *qa);
+// Tokens every context leaves free for the question, history and answer (contexts are packed to
+// sd_qa_n_ctx - SD_QA_RESERVE - template overhead).
+#define SD_QA_RESERVE 512
 
 #endif

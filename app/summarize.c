@@ -23,7 +23,7 @@
 
 #define PREFILL_CHUNK 256
 #define MAX_DEPTH 32
-#define SUMM_QA_RESERVE 512     // == QA_RESERVE in qa.c: context packing must match `ask` for cache reuse
+#define SUMM_QA_RESERVE SD_QA_RESERVE // context packing must match `ask` for cache reuse
 #define SUMM_QUESTION_TOKENS 96 // room for the context end, the instruction and the answer opener
 
 static double now_s(void)
@@ -81,7 +81,7 @@ struct call_stats {
 };
 
 struct gen {
-    struct sd_model *model;
+    const struct sd_model *model; // borrowed from the service
     const struct sd_tokenizer *tok; // borrowed from the service
     struct sd_session *sess;
     struct sd_sampler *smp;
@@ -112,8 +112,6 @@ static void gen_free(struct gen *g)
     }
     sd_sampler_free(g->smp);
     sd_session_free(g->sess);
-    if (g->model)
-        sd_model_free(g->model);
     free(g->logits);
     free(g->held);
     free(g);
@@ -131,8 +129,7 @@ static enum sd_status gen_open(struct sd_qa *qa, const struct sd_qa_opts *qo, st
         return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
     g->tok = sd_qa_tokenizer(qa);
     g->n_ctx = sd_qa_n_ctx(qa);
-    if ((r = sd_model_load(sd_qa_model_dir(qa), &g->model, err)))
-        goto fail;
+    g->model = sd_qa_model(qa); // borrowed: one copy of the weights per process
     snprintf(path, sizeof path, "%s/tokenizer.json", sd_qa_model_dir(qa));
     struct sd_session_params sp = {
         .n_ctx = g->n_ctx,

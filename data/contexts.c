@@ -463,7 +463,8 @@ enum sd_status sd_contexts_build(struct sd_store *s, const int64_t *doc_ids, siz
     }
     char *ids = NULL;
     if (n_docs) {
-        ids = malloc(n_docs * 22 + 3);
+        size_t cap = n_docs * 22 + 3; // "," and at most 20 characters of a 64-bit integer each
+        ids = malloc(cap);
         if (!ids) {
             sqlite3_finalize(st);
             r = sd_err_set(err, SD_ERR_NOMEM, "out of memory");
@@ -472,7 +473,7 @@ enum sd_status sd_contexts_build(struct sd_store *s, const int64_t *doc_ids, siz
         size_t o = 0;
         ids[o++] = '[';
         for (size_t i = 0; i < n_docs; i++)
-            o += (size_t)sprintf(ids + o, "%s%lld", i ? "," : "", (long long)doc_ids[i]);
+            o += (size_t)snprintf(ids + o, cap - o, "%s%lld", i ? "," : "", (long long)doc_ids[i]);
         ids[o++] = ']';
         ids[o] = 0;
     }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hex.h"
 #include "sd_build_config.h"
 
 #define API_MAX_BYTES ((size_t)64 << 20)    // largest API answer accepted
@@ -750,16 +751,6 @@ out:
 // ---------------------------------------------------------------------------------------------
 // Checksums and the manifest of verified files
 
-static void hex(const unsigned char *d, unsigned n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (unsigned i = 0; i < n; i++) {
-        out[2 * i] = digits[d[i] >> 4];
-        out[2 * i + 1] = digits[d[i] & 15];
-    }
-    out[2 * n] = 0;
-}
-
 // Start a digest for f: sha256 of the content for LFS files, else git's blob sha1 ("blob <size>\0" first).
 static EVP_MD_CTX *md_start(const struct sd_hub_file *f)
 {
@@ -792,7 +783,7 @@ static void md_finish(EVP_MD_CTX *md, char *out)
     unsigned n = 0;
     if (EVP_DigestFinal_ex(md, d, &n) != 1)
         n = 0;
-    hex(d, n, out);
+    sd_hex_encode(d, n, out);
 }
 
 // Feed the first `len` bytes of file `path` into md. Returns 0 or an errno.

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hex.h"
 #include "pdf_extract.h"
 #include "text_clean.h"
 #include "tree_walk.h"
@@ -50,8 +51,7 @@ enum sd_status sd_file_sha256(const char *path, char out[65], struct sd_err *err
     unsigned char md[32];
     unsigned int mdn = 0;
     EVP_DigestFinal_ex(ctx, md, &mdn);
-    for (int i = 0; i < 32; i++)
-        sprintf(out + 2 * i, "%02x", md[i]);
+    sd_hex_encode(md, sizeof md, out);
 out:
     EVP_MD_CTX_free(ctx);
     close(fd);
@@ -376,8 +376,10 @@ static enum sd_status read_text_file(const char *path, int64_t cap, char **out, 
                 goto out;
             }
             char *nb = realloc(buf, bufcap * 2);
-            if (!nb)
-                break;
+            if (!nb) { // an error, not a silently truncated document
+                r = sd_err_set(err, SD_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, bufcap * 2);
+                goto out;
+            }
             buf = nb;
             bufcap *= 2;
         }

@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
+#include "hex.h"
 #include "session.h"
 
 #define KV_MAX_BLOB (1ull << 30)     // bound on one block's blob read from disk
@@ -62,34 +63,6 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void hex_of(const uint8_t *b, int n, char *out)
-{
-    static const char d[] = "0123456789abcdef";
-    for (int i = 0; i < n; i++) {
-        out[2 * i] = d[b[i] >> 4];
-        out[2 * i + 1] = d[b[i] & 15];
-    }
-    out[2 * n] = 0;
-}
-
-static int unhex(const char *s, uint8_t *out, int n)
-{
-    for (int i = 0; i < 2 * n; i++) {
-        int c = s[i], v;
-        if (c >= '0' && c <= '9')
-            v = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            v = c - 'a' + 10;
-        else
-            return -1;
-        if (i & 1)
-            out[i / 2] |= (uint8_t)v;
-        else
-            out[i / 2] = (uint8_t)(v << 4);
-    }
-    return 0;
 }
 
 static void ids_le(const int32_t *ids, uint8_t out[KV_IDS_BYTES])
@@ -194,7 +167,7 @@ void sd_kvcache_chain(const uint8_t fp[SD_KVCACHE_FP_BYTES], const int32_t *ids,
 char *sd_kvcache_blob_path(const struct sd_kvcache *c, const uint8_t hash[SD_KVCACHE_HASH_BYTES])
 {
     char hex[2 * SD_KVCACHE_HASH_BYTES + 1];
-    hex_of(hash, SD_KVCACHE_HASH_BYTES, hex);
+    sd_hex_encode(hash, SD_KVCACHE_HASH_BYTES, hex);
     return xfmt("%s/blobs/%.2s/%s.kv", c->dir, hex, hex);
 }
 
@@ -725,7 +698,7 @@ static enum sd_status store_once(struct sd_kvcache *c, const uint8_t *fp, const 
         void *blob = NULL;
         size_t len = 0;
         char hex[2 * SD_KVCACHE_HASH_BYTES + 1];
-        hex_of(h + (size_t)i * SD_KVCACHE_HASH_BYTES, SD_KVCACHE_HASH_BYTES, hex);
+        sd_hex_encode(h + (size_t)i * SD_KVCACHE_HASH_BYTES, SD_KVCACHE_HASH_BYTES, hex);
         if ((st = sd_session_export(s, i, 1, &blob, &len, err)) != SD_OK)
             goto out;
         struct timespec ts;
@@ -892,11 +865,12 @@ enum sd_status sd_kvcache_evict(struct sd_kvcache *c, uint64_t budget, int *n_ev
     sqlite3_stmt *q = NULL, *d = NULL, *row = NULL, *kid = NULL;
     uint8_t *gone = NULL;
     size_t n_gone = 0, cap = 0;
-    struct evict_cand *batch = malloc(2 * EVICT_BATCH * sizeof *batch), *exposed = batch + EVICT_BATCH;
+    struct evict_cand *batch = malloc(2 * EVICT_BATCH * sizeof *batch), *exposed;
     if (!batch) {
         st = sd_err_set(err, SD_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    exposed = batch + EVICT_BATCH; // no arithmetic on a NULL pointer
     total = query_i64(c, "SELECT COALESCE(SUM(bytes), 0) FROM kv_block", 0); // inside the lock
     if ((st = prep(c,
                    "SELECT hash, parent, last_used_ms, block, bytes FROM kv_block b WHERE NOT EXISTS "
@@ -1040,7 +1014,7 @@ enum sd_status sd_kvcache_gc(struct sd_kvcache *c, int max_age_s, struct sd_kvca
         for (struct dirent *f; sd && (f = readdir(sd));) {
             uint8_t hash[SD_KVCACHE_HASH_BYTES];
             if (strlen(f->d_name) != 2 * SD_KVCACHE_HASH_BYTES + 3 || strcmp(f->d_name + 64, ".kv") ||
-                unhex(f->d_name, hash, SD_KVCACHE_HASH_BYTES))
+                sd_hex_decode(f->d_name, hash, SD_KVCACHE_HASH_BYTES))
                 continue;
             sqlite3_bind_blob(q, 1, hash, SD_KVCACHE_HASH_BYTES, SQLITE_STATIC);
             int rc = sqlite3_step(q);

@@ -24,7 +24,8 @@ static void report(const char *name, const struct sd_summ_batch_stats *st)
     int64_t work = st->tokens_prefilled + st->tokens_generated;
     double s = st->seconds > 0 ? st->seconds : 1e-9;
     printf("%-5s %zu docs (%zu failed) in %.2f s: %.2f documents/minute, %.1f tok/s (%lld prefilled + %lld "
-           "generated), %.1f prompt tok/s, cache reuse %.1f%% (%lld of %lld prompt tokens restored)\n",
+           "generated), %.1f prompt tok/s, cache reuse %.1f%% (%lld of %lld prompt tokens from the KV cache or the "
+           "live session)\n",
            name, st->done, st->failed, st->seconds, 60.0 * (double)st->done / s, (double)work / s,
            (long long)st->tokens_prefilled, (long long)st->tokens_generated, (double)st->tokens_prompt / s,
            st->tokens_prompt ? 100.0 * (double)st->tokens_reused / (double)st->tokens_prompt : 0.0,
