@@ -31,10 +31,13 @@ struct qa_cli {
 };
 
 static volatile sig_atomic_t g_cancel;
+// First Ctrl-C: stop the answer (or skip the cache write) and finish cleanly; the handler then falls
+// back to the default, so a second Ctrl-C quits at once, even in the middle of a cache write (which
+// is crash-safe: blobs are written then renamed, rows committed last, leftovers removed by GC).
 static void on_sigint(int sig)
 {
-    (void)sig;
     g_cancel = 1;
+    signal(sig, SIG_DFL);
 }
 
 static int usage_err(const char *cmd, const char *msg)
@@ -684,11 +687,10 @@ int sd_cmd_chat(int argc, char **argv)
     if (interactive && !c.json)
         fprintf(stderr, "sparsedoc chat with %s%s; Ctrl-D or /quit ends\n", sd_qa_model_name(qa),
                 conv ? " (resumed)" : "");
-    signal(SIGINT, on_sigint);
     for (;;) {
         if (interactive)
             fprintf(stderr, "> ");
-        g_cancel = 0;
+        g_cancel = 0; // Ctrl-C at the prompt quits (turns are already saved); during an answer it stops it
         ssize_t n = getline(&line, &cap, stdin);
         if (n < 0)
             break;
@@ -714,8 +716,10 @@ int sd_cmd_chat(int argc, char **argv)
                         (long long)conv);
         }
         c.ao.conversation_id = conv;
+        signal(SIGINT, on_sigint);
         if (ask_one(qa, &c, &u, &scope, q, argv[0]))
             rc = SD_EXIT_FAIL; // reported; the conversation goes on
+        signal(SIGINT, SIG_DFL);
         if (!c.json)
             printf("\n");
     }

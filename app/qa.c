@@ -851,7 +851,9 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
     if (t_first)
         o->ttft_s = t_first; // absolute; the caller converts
     // Store the context prefix's new blocks (the session still holds them at positions < prefix_n).
-    if (qa->cache && use_cache && reused < prefix_n / SD_KV_BLOCK * SD_KV_BLOCK) {
+    // Skipped when the caller is cancelling: a cache write never delays quitting.
+    int quitting = ev && ev->should_cancel && ev->should_cancel(ev->user);
+    if (qa->cache && use_cache && !quitting && reused < prefix_n / SD_KV_BLOCK * SD_KV_BLOCK) {
         int n_stored = 0;
         struct sd_err e2;
         if (sd_kvcache_store(qa->cache, qa->fp, p.ids, (int)prefix_n, qa->sess, &n_stored, &e2) == SD_OK)

@@ -124,6 +124,42 @@ static const char *const migrations[] = {
     "  answer TEXT NOT NULL,"
     "  created_ms INTEGER NOT NULL,"
     "  PRIMARY KEY (conversation_id, ord)) WITHOUT ROWID;",
+
+    // 4: persisted contexts (data/contexts_store.c), replacing the never-written tables of migration 2.
+    // A set is keyed by its scope (sorted document ids with their content sha256), tokenizer identity,
+    // max_tokens, format and packing version; deleting (or replacing) a document deletes its
+    // context_set_docs rows, whose trigger deletes the set, whose contexts go by cascade.
+    "DROP TRIGGER IF EXISTS documents_ad;"
+    "DROP TABLE IF EXISTS context_spans;"
+    "DROP TABLE IF EXISTS contexts;"
+    "CREATE TABLE context_sets ("
+    "  id INTEGER PRIMARY KEY,"
+    "  scope_key TEXT NOT NULL,"
+    "  tokenizer TEXT NOT NULL,"
+    "  max_tokens INTEGER NOT NULL,"
+    "  format INTEGER NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  n_docs INTEGER NOT NULL,"
+    "  n_contexts INTEGER NOT NULL,"
+    "  total_tokens INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  UNIQUE (scope_key, tokenizer, max_tokens, format, version));"
+    "CREATE TABLE context_set_docs ("
+    "  set_id INTEGER NOT NULL REFERENCES context_sets(id) ON DELETE CASCADE,"
+    "  doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,"
+    "  PRIMARY KEY (set_id, doc_id)) WITHOUT ROWID;"
+    "CREATE INDEX context_set_docs_doc ON context_set_docs(doc_id);"
+    "CREATE TRIGGER context_set_docs_ad AFTER DELETE ON context_set_docs BEGIN"
+    "  DELETE FROM context_sets WHERE id = old.set_id; END;"
+    "CREATE TABLE contexts ("
+    "  set_id INTEGER NOT NULL REFERENCES context_sets(id) ON DELETE CASCADE,"
+    "  ord INTEGER NOT NULL,"
+    "  n_tokens INTEGER NOT NULL,"
+    "  n_spans INTEGER NOT NULL,"
+    "  tokens BLOB NOT NULL,"   // n_tokens little-endian int32
+    "  spans BLOB NOT NULL,"    // n_spans records, see contexts_store.c
+    "  checksum INTEGER NOT NULL," // XXH3-64 of the row, seeded with the set's key
+    "  PRIMARY KEY (set_id, ord)) WITHOUT ROWID;",
 };
 
 static enum sd_status db_err(struct sd_store *s, struct sd_err *err, const char *what)

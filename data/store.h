@@ -1,6 +1,6 @@
 // store.h: the SQLite document store: schema and migrations (PRAGMA user_version), WAL, foreign keys,
 // busy timeout; documents, pages, outline sections, spans (text + source reference) with an FTS5 index,
-// cached contexts, and conversations (rows in conversations.c). Every SQLite error is translated to an
+// persisted contexts (rows in contexts_store.c), and conversations (rows in conversations.c). Every SQLite error is translated to an
 // enum sd_status with a message here.
 // One struct sd_store per thread; several processes may share one database file.
 #ifndef SD_DATA_STORE_H
@@ -14,7 +14,7 @@
 struct sd_store; // opaque
 struct sqlite3;
 
-#define SD_STORE_SCHEMA_VERSION 3
+#define SD_STORE_SCHEMA_VERSION 4
 
 // Open (creating if needed) the store at path, applying migrations. *out is freed with sd_store_close().
 enum sd_status sd_store_open(const char *path, struct sd_store **out, struct sd_err *err);
