@@ -69,8 +69,10 @@ static int parse_backend(const char *s, const struct sd_backend **be)
     }
     fprintf(stderr, "sparsedoc: unknown backend '%s' (available: cpu, cuda)\n", s);
 #else
-    fprintf(stderr, "sparsedoc: backend '%s' is not available in this build (available: cpu; cuda needs a build with "
-                    "nvcc)\n", s);
+    fprintf(stderr,
+            "sparsedoc: backend '%s' is not available in this build (available: cpu; cuda needs a build with "
+            "nvcc)\n",
+            s);
 #endif
     return SD_EXIT_USAGE;
 }

@@ -262,8 +262,11 @@ static void on_ingest(void *user, const struct sd_ingest_event *ev)
     struct ui *u = user;
     if (ev->kind == SD_INGEST_FAILED || ev->kind == SD_INGEST_WARNING || ev->kind == SD_INGEST_SKIPPED) {
         bar_clear(u);
-        fprintf(stderr, "sparsedoc: %s: %s%s\n", ev->kind == SD_INGEST_FAILED ? "failed" : "note", ev->path,
-                ev->msg ? ev->msg : "");
+        // The message usually names the file already: print the path only when it does not.
+        const char *path = ev->path ? ev->path : "", *msg = ev->msg ? ev->msg : "";
+        int named = *path && strstr(msg, path);
+        fprintf(stderr, "sparsedoc: %s: %s%s%s\n", ev->kind == SD_INGEST_FAILED ? "failed" : "note", named ? "" : path,
+                named || !*msg ? "" : ": ", msg);
     } else if (ev->kind == SD_INGEST_ADDED || ev->kind == SD_INGEST_UPDATED) {
         if (!u->json && !u->tty)
             fprintf(stderr, "sparsedoc: ingested %s\n", ev->path);

@@ -158,7 +158,8 @@ enum sd_status sd_library_docs(struct sd_library *lib, sd_library_doc_fn fn, voi
         st = read_roots(lib, &l, err);
     if (st)
         goto out;
-    qsort(l.v, l.n, sizeof *l.v, cmp_docs);
+    if (l.n > 1) // l.v is NULL for an empty store, and qsort's base must not be
+        qsort(l.v, l.n, sizeof *l.v, cmp_docs);
     for (size_t i = 0; i < l.n; i++) {
         struct doc_copy *c = &l.v[i];
         struct sd_library_doc d = {.id = c->id,

@@ -18,6 +18,7 @@
 #include "chat_template.h"
 #include "citations.h"
 #include "contexts.h"
+#include "contexts_store.h"
 #include "conversations.h"
 #include "fingerprint.h"
 #include "kvcache.h"
@@ -47,6 +48,7 @@ struct sd_qa {
     // memoized contexts of the last scope
     char *ctx_key;
     struct sd_contexts *ctxs;
+    char tok_key[SD_CONTEXTS_TOKENIZER_KEY_MAX]; // identity of tokenizer.json for stored contexts ("" until used)
 };
 
 static double now_s(void)
@@ -340,8 +342,10 @@ static enum sd_status scope_contexts(struct sd_qa *qa, const struct sd_qa_scope 
                                   .tokenize = tokenize_cb,
                                   .tok_user = qa->tok};
     struct sd_contexts *c = NULL;
-    // The ids of the scope, in the same order, for sd_contexts_build.
-    if ((r = sd_contexts_build(qa->store, scope ? scope->doc_ids : NULL, scope ? scope->n_docs : 0, &co, &c, err))) {
+    // Loaded from the store when this scope was packed before with this tokenizer, else built and saved.
+    if ((!qa->tok_key[0] && (r = sd_contexts_tokenizer_key(qa->tok_path, qa->tok_key, err))) ||
+        (r = sd_contexts_load_or_build(qa->store, scope ? scope->doc_ids : NULL, scope ? scope->n_docs : 0, &co,
+                                       qa->tok_key, &c, NULL, err))) {
         free(k.buf);
         return r;
     }

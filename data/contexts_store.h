@@ -28,6 +28,7 @@ struct sd_contexts_load_info {
     int hit;     // 1: loaded from the store; 0: built
     int saved;   // 1: built and written (0 on a hit, for an empty scope, or when a document changed meanwhile)
     int dropped; // 1: a stored set for this key failed its checks and was deleted (then rebuilt)
+    char dropped_why[256]; // what failed, when dropped
 };
 
 // The tokenizer identity for a tokenizer.json file: "sha256:" + the SHA-256 of its bytes (cheap next to

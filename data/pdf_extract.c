@@ -22,6 +22,17 @@
 
 #include "text_clean.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define SD_ASAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SD_ASAN_BUILD 1
+#endif
+#endif
+#ifndef SD_ASAN_BUILD
+#define SD_ASAN_BUILD 0
+#endif
+
 #define MAX_PAGES 1000000
 #define MAX_OUTLINE 20000
 #define MAX_OUTLINE_DEPTH 32
@@ -256,9 +267,11 @@ static int spawn(struct child *c, const char *path, const struct sd_pdf_opts *o,
         }
         struct rlimit rl = {0, 0};
         setrlimit(RLIMIT_CORE, &rl);
+#if !SD_ASAN_BUILD // ASan reserves terabytes of shadow address space: any RLIMIT_AS breaks every mmap
         size_t mb = o->mem_limit_mb ? o->mem_limit_mb : 4096;
         rl.rlim_cur = rl.rlim_max = (rlim_t)mb << 20;
         setrlimit(RLIMIT_AS, &rl);
+#endif
         // Backstop: the parent kills us first, but never outlive the file budget by much.
         alarm((unsigned)(o->file_timeout_s > 0 ? o->file_timeout_s : 600) + 30);
         worker(p[1], path, o->password, start, o->max_page_bytes ? o->max_page_bytes : (4u << 20));

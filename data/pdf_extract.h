@@ -16,7 +16,7 @@ struct sd_pdf_opts {
     const char *password;   // user or owner password (UTF-8); NULL for none
     double page_timeout_s;  // per page; <= 0: 30 s
     double file_timeout_s;  // whole file; <= 0: 600 s
-    size_t mem_limit_mb;    // worker address-space limit; 0: 4096 MiB
+    size_t mem_limit_mb;    // worker address-space limit; 0: 4096 MiB (not applied under ASan)
     size_t max_page_bytes;  // text kept per page; 0: 4 MiB
 };
 

@@ -1,7 +1,7 @@
 // store.h: the SQLite document store: schema and migrations (PRAGMA user_version), WAL, foreign keys,
 // busy timeout; documents, pages, outline sections, spans (text + source reference) with an FTS5 index,
-// persisted contexts (rows in contexts_store.c), and conversations (rows in conversations.c). Every SQLite error is translated to an
-// enum sd_status with a message here.
+// persisted contexts (rows in contexts_store.c), and conversations (rows in conversations.c). Every
+// SQLite error is translated to an enum sd_status with a message here.
 // One struct sd_store per thread; several processes may share one database file.
 #ifndef SD_DATA_STORE_H
 #define SD_DATA_STORE_H

@@ -240,8 +240,8 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
 
 static struct sd_backend_host_kv host_kv(const struct sd_session *s)
 {
-    return (struct sd_backend_host_kv){.kc = s->kc, .vc = s->vc, .lat = s->lat, .ikc = s->ikc, .ik8 = s->ik8,
-                                       .iks = s->iks, .n_ctx = s->p.n_ctx};
+    return (struct sd_backend_host_kv){
+        .kc = s->kc, .vc = s->vc, .lat = s->lat, .ikc = s->ikc, .ik8 = s->ik8, .iks = s->iks, .n_ctx = s->p.n_ctx};
 }
 
 static inline int thread_id(void)
@@ -295,7 +295,8 @@ static void attn_gqa(struct sd_session *s, int il, int T, int pos0)
     }
     int group = nh / nkv;
     float scale = c->attn_scale;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(s->n_threads)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(s->n_threads)                                \
+    if ((size_t)T * nh * (size_t)(pos0 + T) * hd * 2 >= SD_PAR_MIN_WORK)
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < nh; h++) {
             float *sc = s->tscratch + (size_t)thread_id() * s->scr_len;
@@ -375,7 +376,7 @@ static int indexer(struct sd_session *s, int il, int T, int pos0)
         } else
             sd_dsa_index_scores_f32(s->iq + (size_t)t0 * ni * di, s->iw + (size_t)t0 * ni, nq, ni, di, ikc, end,
                                     s->n_valid + t0, s->scores, N, s->n_threads);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(s->n_threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(s->n_threads) if (nq > 1 && (size_t)nq * end >= SD_PAR_MIN_WORK)
         for (int r = 0; r < nq; r++) {
             int32_t *scr = s->tscratch_i + (size_t)thread_id() * N;
             sd_dsa_topk(s->scores + (size_t)r * N, s->n_valid[t0 + r], s->topk, s->idx + (size_t)(t0 + r) * s->topk,
@@ -418,25 +419,26 @@ static int attn_mla(struct sd_session *s, int il, int T, int pos0)
         return -1;
     float scale = c->attn_scale;
     int topk = s->topk;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(s->n_threads)
+    // One (token, head) pair per task: decode (T = 1) still spreads its heads over the threads. Each
+    // head's result does not depend on the thread count (bit-identical runs).
+    size_t work = (size_t)T * nh * (size_t)(sparse ? topk : pos0 + T) * (size_t)dl * 2;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(s->n_threads) if (work >= SD_PAR_MIN_WORK)
     for (int t = 0; t < T; t++) {
-        int tid = thread_id();
-        float *sc = s->tscratch + (size_t)tid * s->scr_len;
-        int32_t *list = s->tscratch_i + (size_t)tid * N;
-        const int32_t *ids;
-        int n;
-        if (sparse) {
-            ids = s->idx + (size_t)t * topk;
-            n = topk;
-        } else {
-            n = pos0 + t + 1;
-            for (int u = 0; u < n; u++)
-                list[u] = u;
-            ids = list;
-        }
-        // q_pe of all heads: gather into a contiguous [nh][dr] block in the olat row's tail? Use strided
-        // calls per head instead: sd_mla_sparse_attn_absorbed takes one head at a time here.
         for (int h = 0; h < nh; h++) {
+            int tid = thread_id();
+            float *sc = s->tscratch + (size_t)tid * s->scr_len;
+            int32_t *list = s->tscratch_i + (size_t)tid * N;
+            const int32_t *ids;
+            int n;
+            if (sparse) {
+                ids = s->idx + (size_t)t * topk;
+                n = topk;
+            } else {
+                n = pos0 + t + 1;
+                for (int u = 0; u < n; u++)
+                    list[u] = u;
+                ids = list;
+            }
             const float *ql = s->qlat + ((size_t)t * nh + h) * kvr;
             const float *qp = s->q + (size_t)t * nh * dq + (size_t)h * dq + dn;
             sd_mla_sparse_attn_absorbed(ql, qp, 1, kvr, dr, lat, (size_t)dl, ids, n, scale,

@@ -824,8 +824,11 @@ enum sd_status sd_tokenizer_load(const char *path, struct sd_tokenizer **out, st
     if (fl <= 0 || (unsigned long)fl > SD_TOK_MAX_JSON_BYTES)
         return sd_err_set(err, SD_ERR_FORMAT, "%s: size %ld is not a plausible tokenizer.json", path, fl);
     root = json_object_from_file(path);
-    if (!root)
-        return sd_err_set(err, SD_ERR_FORMAT, "%s: not valid JSON (%s)", path, json_util_get_last_err());
+    if (!root) { // json-c's message ends in a newline and may be NULL
+        const char *je = json_util_get_last_err();
+        size_t jn = je ? strcspn(je, "\n") : 0;
+        return sd_err_set(err, SD_ERR_FORMAT, "%s: not valid JSON (%.*s)", path, (int)jn, je ? je : "");
+    }
 
     // tokenizer_config.json beside it
     {

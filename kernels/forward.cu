@@ -36,8 +36,8 @@ extern "C" { // engine headers are C; sd_status.h must get C linkage before sd_c
             return sd_s_;                                                                                              \
     } while (0)
 
-#define NT 128     // threads of the row kernels and the attention kernel
-#define ATT_ACC 4  // output dims per attention thread: d_v <= NT * ATT_ACC
+#define NT 128    // threads of the row kernels and the attention kernel
+#define ATT_ACC 4 // output dims per attention thread: d_v <= NT * ATT_ACC
 #define MAX_EXPERTS 1024
 
 struct fwd {
@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(NT) k_attn(struct attn_args a)
         float mt = block_max_f(sc, red);
         float mn = fmaxf(m, mt);
         if (mn == -INFINITY)
-            continue; // no valid key yet (uniform across the block)
+            continue;              // no valid key yet (uniform across the block)
         float corr = expf(m - mn); // m = -inf -> 0
         float p = sc == -INFINITY ? 0.0f : expf(sc - mn);
         __syncthreads();
@@ -321,9 +321,9 @@ __global__ void __launch_bounds__(NT) k_attn(struct attn_args a)
 
 // fp32 indexer scores for query rows [t0, t0 + nq): scores[r][u] = sum_j (w[j] * wscale) * relu(q_j . k_u)
 // for u < pos0 + t + 1, -inf for other u < n_k. Grid (nq, ceil(n_k / NT)); q of one row in shared memory.
-__global__ void __launch_bounds__(NT) k_index_scores(const float *q, const float *w, int ni, int di, float wscale,
-                                                     const float *k, int n_k, int pos0, int t0, float *scores,
-                                                     size_t ld)
+__global__ void __launch_bounds__(NT)
+    k_index_scores(const float *q, const float *w, int ni, int di, float wscale, const float *k, int n_k, int pos0,
+                   int t0, float *scores, size_t ld)
 {
     extern __shared__ float qs[];
     __shared__ float ws[256];
@@ -615,8 +615,8 @@ static enum sd_status indexer(struct fwd *f, int il, int T, int pos0, int *spars
     for (int t0 = 0; t0 < T; t0 += f->score_rows) {
         int nq = T - t0 < f->score_rows ? T - t0 : f->score_rows;
         size_t smem = (size_t)ni * di * sizeof(float);
-        k_index_scores<<<dim3(nq, (end + NT - 1) / NT), NT, smem, f->st>>>(f->iq, f->iw, ni, di, wscale, ikc, end,
-                                                                          pos0, t0, f->scores, N);
+        k_index_scores<<<dim3(nq, (end + NT - 1) / NT), NT, smem, f->st>>>(f->iq, f->iw, ni, di, wscale, ikc, end, pos0,
+                                                                           t0, f->scores, N);
         SD_CHECK_LAUNCH();
         struct sd_cuda_topk_params tp = {};
         tp.scores = f->scores;
@@ -658,8 +658,8 @@ static enum sd_status attn_mla(struct fwd *f, int il, int T, int pos0)
     // qfull[t][h] = [W_UK_h^T q_nope[t][h] | q_pe[t][h]]  (one strided-batched GEMM over heads + a 2-D copy)
     const float one = 1.0f, zero = 0.0f;
     SD_CHECK_CUBLAS(cublasSgemmStridedBatched(f->cb, CUBLAS_OP_N, CUBLAS_OP_N, kvr, T, dn, &one, L->wkv_b, kvr,
-                                              (long long)(dn + dv) * kvr, f->q, nh * dq, (long long)dq, &zero,
-                                              f->qfull, nh * dl, (long long)dl, nh));
+                                              (long long)(dn + dv) * kvr, f->q, nh * dq, (long long)dq, &zero, f->qfull,
+                                              nh * dl, (long long)dl, nh));
     SD_CHECK_CUDA(cudaMemcpy2DAsync(f->qfull + kvr, (size_t)dl * sizeof(float), f->q + dn, (size_t)dq * sizeof(float),
                                     (size_t)dr * sizeof(float), (size_t)T * nh, cudaMemcpyDeviceToDevice, f->st));
     int sparse = 0;
@@ -675,9 +675,9 @@ static enum sd_status attn_mla(struct fwd *f, int il, int T, int pos0)
     a.n_idx = sparse ? f->topk : 0;
     TRY(attn(f, &a, T, nh));
     // o_h = W_UV_h o_lat_h
-    SD_CHECK_CUBLAS(cublasSgemmStridedBatched(f->cb, CUBLAS_OP_T, CUBLAS_OP_N, dv, T, kvr, &one, L->wkv_b + (size_t)dn * kvr,
-                                              kvr, (long long)(dn + dv) * kvr, f->olat, nh * kvr, (long long)kvr, &zero,
-                                              f->o, nh * dv, (long long)dv, nh));
+    SD_CHECK_CUBLAS(cublasSgemmStridedBatched(f->cb, CUBLAS_OP_T, CUBLAS_OP_N, dv, T, kvr, &one,
+                                              L->wkv_b + (size_t)dn * kvr, kvr, (long long)(dn + dv) * kvr, f->olat,
+                                              nh * kvr, (long long)kvr, &zero, f->o, nh * dv, (long long)dv, nh));
     return matmul(f, f->y, f->o, L->wo, NULL, T, H, nh * dv);
 }
 

@@ -209,7 +209,8 @@ static int32_t *greedy(const struct sd_model *m, const int32_t *prompt, int np, 
     int V = m->cfg.vocab_size;
     float *lg = malloc(sizeof(float) * (size_t)V);
     int32_t *out = malloc(sizeof(int32_t) * (size_t)n_gen);
-    if (!lg || !out || sd_session_new(m, &sp, &s, &err) != SD_OK || sd_session_eval(s, prompt, np, lg, 0, &err) != SD_OK)
+    if (!lg || !out || sd_session_new(m, &sp, &s, &err) != SD_OK ||
+        sd_session_eval(s, prompt, np, lg, 0, &err) != SD_OK)
         goto fail;
     for (int i = 0; i < n_gen; i++) {
         out[i] = argmax(lg, V);

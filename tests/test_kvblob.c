@@ -54,7 +54,9 @@ static void check(const char *name, void **blob_out, size_t *len_out)
     size_t len = 0;
     CHECK(sd_session_eval(a, ids, P, NULL, 0, &err) == SD_OK);
     CHECK(sd_session_export(a, 0, 1, &blob, &len, &err) == SD_OK);
+    free(blob);
     CHECK(sd_session_export(a, 0, 2, &blob, &len, &err) == SD_ERR_ARG); // block 1 not complete
+    CHECK(blob == NULL);
     CHECK(sd_session_export(a, 0, 1, &blob, &len, &err) == SD_OK);
     CHECK(sd_session_eval(a, ids + P, S, la, 1, &err) == SD_OK);
 

@@ -2,7 +2,7 @@
 # cuda_forward_gpu.sh: one device call for the CUDA forward pass (kernels/forward.cu): build engine + kernels +
 # CLI (-Ddata=false; json-c/PCRE2/OpenBLAS from .deps when the machine lacks them), run test_cuda_forward and
 # test_cuda_ops, compare the CLI on CPU and CUDA, memcheck one CUDA CLI run, benchmark CPU vs CUDA
-# (tools/bench_cuda_forward.c), and print a short table last. Logs go to $OUT (or ./cuda-logs).
+# (tools/bench_cuda_forward.c) and one DeepSeek-V3.2 layer DSA vs dense (--layer), and print the tables last. Logs go to $OUT (or ./cuda-logs).
 # Usage (repository root, NVIDIA GPU machine): sh tools/cuda_forward_gpu.sh [CTX ...]
 set -u
 OUT=${OUT:-cuda-logs}
@@ -46,6 +46,9 @@ timeout 120 "$SAN" --tool memcheck --error-exitcode 3 $S logits --model $d --ids
 
 if [ $# -eq 0 ]; then set -- 4096 16384 65536; fi
 timeout 300 $B/kernels/bench_cuda_forward $mini "$@" > "$OUT/bench.log" 2>"$OUT/bench.err"; echo "bench rc=$?"
+TMPDIR=${TMPDIR:-/tmp} timeout 150 $B/kernels/bench_cuda_forward --layer > "$OUT/bench_layer.log" 2>"$OUT/bench_layer.err"
+echo "layer bench rc=$?"; tail -3 "$OUT/bench_layer.err"
 cat "$OUT/gpu.txt"
 grep -E "rel_l2|greedy|FAIL|CHECK" "$OUT/test_cuda_forward.log" | tail -30
 cat "$OUT/bench.log"
+cat "$OUT/bench_layer.log"
