@@ -343,11 +343,18 @@ static enum sd_status scope_contexts(struct sd_qa *qa, const struct sd_qa_scope 
                                   .tok_user = qa->tok};
     struct sd_contexts *c = NULL;
     // Loaded from the store when this scope was packed before with this tokenizer, else built and saved.
+    const int64_t *sids = scope ? scope->doc_ids : NULL;
+    size_t sn = scope ? scope->n_docs : 0;
     if ((!qa->tok_key[0] && (r = sd_contexts_tokenizer_key(qa->tok_path, qa->tok_key, err))) ||
-        (r = sd_contexts_load_or_build(qa->store, scope ? scope->doc_ids : NULL, scope ? scope->n_docs : 0, &co,
-                                       qa->tok_key, &c, NULL, err))) {
-        free(k.buf);
-        return r;
+        (r = sd_contexts_load_or_build(qa->store, sids, sn, &co, qa->tok_key, &c, NULL, err))) {
+        // Persisting the packed contexts is an optimisation: when the store cannot be written (disk
+        // full, locked), pack them in memory and answer anyway.
+        if (r == SD_ERR_MISSING || r == SD_ERR_ARG || r == SD_ERR_NOMEM ||
+            sd_contexts_build(qa->store, sids, sn, &co, &c, err) != SD_OK) {
+            free(k.buf);
+            return r;
+        }
+        r = SD_OK;
     }
     if (ev && ev->on_progress)
         ev->on_progress(ev->user, "tokenize", k.n_docs, k.n_docs);

@@ -4,6 +4,8 @@
 // documents and tokenizer always give the same token sequence (stable KV prefix hashes). Contexts break
 // at span boundaries; a span larger than N alone is split at paragraph, then line, then token boundaries.
 // Each context records every span's token offset, so a position maps back to a page or a line.
+// Contexts are persisted by contexts_store.c: a change to what sd_contexts_build produces for the same
+// input must bump SD_CONTEXTS_STORE_VERSION there, or stale stored contexts would be loaded.
 #ifndef SD_DATA_CONTEXTS_H
 #define SD_DATA_CONTEXTS_H
 

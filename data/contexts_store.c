@@ -45,7 +45,7 @@ static enum sd_status sql_err(struct sd_store *s, struct sd_err *err, const char
 {
     sqlite3 *db = sd_store_db(s);
     int code = sqlite3_errcode(db);
-    enum sd_status st = code == SQLITE_NOMEM                             ? SD_ERR_NOMEM
+    enum sd_status st = code == SQLITE_NOMEM                                ? SD_ERR_NOMEM
                         : (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) ? SD_ERR_FORMAT
                                                                             : SD_ERR_IO;
     const char *hint = code == SQLITE_BUSY || code == SQLITE_LOCKED
@@ -189,8 +189,8 @@ static enum sd_status scope_key(struct sd_store *s, const int64_t *ids, size_t n
     EVP_DigestFinal_ex(md, dg, &dn);
     sd_hex_encode(dg, sizeof dg, k->scope);
     char seed[SD_CONTEXTS_TOKENIZER_KEY_MAX + 160];
-    int n = snprintf(seed, sizeof seed, "%s|%s|%lld|%d|%d", k->scope, k->tokenizer, (long long)k->max_tokens,
-                     k->format, SD_CONTEXTS_STORE_VERSION);
+    int n = snprintf(seed, sizeof seed, "%s|%s|%lld|%d|%d", k->scope, k->tokenizer, (long long)k->max_tokens, k->format,
+                     SD_CONTEXTS_STORE_VERSION);
     k->seed = XXH3_64bits(seed, (size_t)n);
 out:
     if (r && all_ids) {
@@ -236,8 +236,7 @@ static uint64_t row_checksum(uint64_t seed, uint32_t ord, uint32_t n_tokens, uin
 static enum sd_status load_row(sqlite3_stmt *st, const struct set_key *k, uint32_t want_ord, struct sd_context *c,
                                struct sd_err *err)
 {
-    int64_t ord = sqlite3_column_int64(st, 0), n_tok = sqlite3_column_int64(st, 1),
-            n_sp = sqlite3_column_int64(st, 2);
+    int64_t ord = sqlite3_column_int64(st, 0), n_tok = sqlite3_column_int64(st, 1), n_sp = sqlite3_column_int64(st, 2);
     const void *tb = sqlite3_column_blob(st, 3);
     size_t tb_n = (size_t)sqlite3_column_bytes(st, 3);
     const void *sb = sqlite3_column_blob(st, 4);
@@ -247,8 +246,10 @@ static enum sd_status load_row(sqlite3_stmt *st, const struct set_key *k, uint32
         return sd_err_set(err, SD_ERR_CHECKSUM, "context %u is missing", want_ord);
     if (n_tok < 0 || n_tok > k->max_tokens || n_sp < 0 || n_sp > n_tok + 1 || tb_n != (size_t)n_tok * 4 ||
         sb_n != (size_t)n_sp * SPAN_REC || (n_tok && !tb) || (n_sp && !sb))
-        return sd_err_set(err, SD_ERR_CHECKSUM, "context %u: sizes do not match (%lld tokens in %zu bytes, %lld "
-                          "spans in %zu bytes)", want_ord, (long long)n_tok, tb_n, (long long)n_sp, sb_n);
+        return sd_err_set(err, SD_ERR_CHECKSUM,
+                          "context %u: sizes do not match (%lld tokens in %zu bytes, %lld "
+                          "spans in %zu bytes)",
+                          want_ord, (long long)n_tok, tb_n, (long long)n_sp, sb_n);
     if (row_checksum(k->seed, want_ord, (uint32_t)n_tok, (uint32_t)n_sp, tb, tb_n, sb, sb_n) != sum)
         return sd_err_set(err, SD_ERR_CHECKSUM, "context %u: checksum mismatch", want_ord);
     c->n_tokens = (size_t)n_tok;
@@ -464,8 +465,8 @@ static enum sd_status save_set(struct sd_store *s, const struct set_key *k, cons
             put_u32(p + 32, e->tok_offset);
             put_u32(p + 36, e->n_tokens);
         }
-        uint64_t sum = row_checksum(k->seed, (uint32_t)i, (uint32_t)x->n_tokens, (uint32_t)x->n_spans, tb, tb_n,
-                                    sbuf, sb_n);
+        uint64_t sum =
+            row_checksum(k->seed, (uint32_t)i, (uint32_t)x->n_tokens, (uint32_t)x->n_spans, tb, tb_n, sbuf, sb_n);
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, set_id);
         sqlite3_bind_int64(st, 2, (int64_t)i);
@@ -532,8 +533,7 @@ enum sd_status sd_contexts_load_or_build(struct sd_store *s, const int64_t *doc_
     if (lr == SD_ERR_CHECKSUM) {
         info->dropped = 1;
         snprintf(info->dropped_why, sizeof info->dropped_why, "%.255s", lerr.msg);
-    }
-    else if (lr != SD_ERR_MISSING) {
+    } else if (lr != SD_ERR_MISSING) {
         r = lr;
         if (err)
             *err = lerr;

@@ -38,8 +38,9 @@ enum sd_status sd_contexts_tokenizer_key(const char *tokenizer_json_path, char k
 
 // The contexts of documents doc_ids[0..n_docs) (n_docs = 0: every document in the store), as
 // sd_contexts_build(s, doc_ids, n_docs, opts) gives them: loaded when a valid set is stored under
-// (sorted ids with each document's content sha256, tokenizer_key, max_tokens, format), else built and
-// saved in one transaction. tokenizer_key must identify opts->tokenize's tokenizer exactly (e.g.
+// (sorted ids with each document's content sha256 and ingest time, tokenizer_key, max_tokens, format,
+// SD_CONTEXTS_STORE_VERSION), else built and saved in one transaction. Errors writing the store are
+// returned (the built contexts are then freed). tokenizer_key must identify opts->tokenize's tokenizer exactly (e.g.
 // sd_contexts_tokenizer_key()); at most SD_CONTEXTS_TOKENIZER_KEY_MAX - 1 bytes. A document id that is
 // not in the store is SD_ERR_MISSING. Must not be called inside a transaction on s. *out is freed with
 // sd_contexts_free(); info may be NULL.

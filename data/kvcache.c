@@ -119,6 +119,11 @@ static enum sd_status db_err(struct sd_kvcache *c, struct sd_err *err, const cha
                           "KV cache %s/index.db: %s: %s; run 'sparsedoc cache clear' or delete "
                           "the directory",
                           c->dir, what, sqlite3_errmsg(c->db));
+    if ((code & 0xff) == SQLITE_READONLY || (code & 0xff) == SQLITE_CANTOPEN || (code & 0xff) == SQLITE_PERM)
+        return sd_err_set(err, SD_ERR_IO,
+                          "KV cache %s/index.db: %s: %s; the cache directory must be writable: pass --cache-dir "
+                          "or set SPARSEDOC_CACHE_DIR to a writable place, or run without the cache (--no-cache)",
+                          c->dir, what, sqlite3_errmsg(c->db));
     return sd_err_set(err, SD_ERR_IO, "KV cache %s/index.db: %s: %s", c->dir, what, sqlite3_errmsg(c->db));
 }
 
@@ -302,15 +307,18 @@ enum sd_status sd_kvcache_open(const char *dir, const struct sd_kvcache_opts *op
     if ((st = sd_kvcache_dir(dir, &c->dir, err)) != SD_OK)
         goto fail;
     char *blobs = xfmt("%s/blobs", c->dir), *tmp = xfmt("%s/tmp", c->dir), *db = xfmt("%s/index.db", c->dir);
-    int bad = !blobs || !tmp || !db || mkdir_p(c->dir) || mkdir_p(blobs) || mkdir_p(tmp);
+    // An existing but read-only directory (or file system) is refused here, before SQLite opens the
+    // index read-only and fails later with a vaguer message.
+    int bad = !blobs || !tmp || !db || mkdir_p(c->dir) || mkdir_p(blobs) || mkdir_p(tmp) ||
+              access(c->dir, W_OK) || access(blobs, W_OK) || access(tmp, W_OK);
     int saved = errno;
     free(blobs);
     free(tmp);
     if (bad) {
         free(db);
         st = sd_err_set(err, SD_ERR_IO,
-                        "cannot create the KV cache directory %s: %s; pass --cache-dir or set "
-                        "SPARSEDOC_CACHE_DIR to a writable place",
+                        "cannot create or write the KV cache directory %s: %s; pass --cache-dir or set "
+                        "SPARSEDOC_CACHE_DIR to a writable place, or run without the cache (--no-cache)",
                         c->dir, strerror(saved));
         goto fail;
     }

@@ -156,8 +156,8 @@ static const char *const migrations[] = {
     "  ord INTEGER NOT NULL,"
     "  n_tokens INTEGER NOT NULL,"
     "  n_spans INTEGER NOT NULL,"
-    "  tokens BLOB NOT NULL,"   // n_tokens little-endian int32
-    "  spans BLOB NOT NULL,"    // n_spans records, see contexts_store.c
+    "  tokens BLOB NOT NULL,"      // n_tokens little-endian int32
+    "  spans BLOB NOT NULL,"       // n_spans records, see contexts_store.c
     "  checksum INTEGER NOT NULL," // XXH3-64 of the row, seeded with the set's key
     "  PRIMARY KEY (set_id, ord)) WITHOUT ROWID;",
 };
@@ -255,6 +255,37 @@ static enum sd_status prepare(struct sd_store *s, const char *sql, sqlite3_stmt 
     return SD_OK;
 }
 
+// Before anything writes to the file (journal mode, schema): refuse a database this sparsedoc cannot
+// use. A newer schema is left to a newer sparsedoc; an SQLite file with tables but no schema version
+// belongs to another program and must not get our tables added to it.
+static enum sd_status check_ours(struct sd_store *s, struct sd_err *err)
+{
+    int n = (int)(sizeof migrations / sizeof migrations[0]);
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master)",
+                           -1, &q, NULL) != SQLITE_OK ||
+        sqlite3_step(q) != SQLITE_ROW) {
+        enum sd_status st = db_err(s, err, "open");
+        sqlite3_finalize(q);
+        return st;
+    }
+    int v = sqlite3_column_int(q, 0);
+    int64_t n_objects = sqlite3_column_int64(q, 1);
+    sqlite3_finalize(q);
+    if (v > n)
+        return sd_err_set(err, SD_ERR_UNSUPPORTED,
+                          "%s: database schema version %d is newer than this sparsedoc supports (%d); "
+                          "upgrade sparsedoc or use another --db",
+                          s->path, v, n);
+    if (v == 0 && n_objects > 0)
+        return sd_err_set(err, SD_ERR_FORMAT,
+                          "%s: an SQLite database of another program (it has tables but no sparsedoc schema); "
+                          "it was left untouched: pass --db with a new or sparsedoc file",
+                          s->path);
+    return SD_OK;
+}
+
 enum sd_status sd_store_open(const char *path, struct sd_store **out, struct sd_err *err)
 {
     *out = NULL;
@@ -273,6 +304,8 @@ enum sd_status sd_store_open(const char *path, struct sd_store **out, struct sd_
     }
     sqlite3_extended_result_codes(s->db, 0);
     sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    if ((st = check_ours(s, err)))
+        goto fail;
     // journal_mode=WAL needs a lock; retry is handled by the busy timeout.
     if ((st = sd_store_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
                                "PRAGMA temp_store=MEMORY;",

@@ -52,9 +52,9 @@ static int same(const struct sd_contexts *a, const struct sd_contexts *b, const 
             return *why = "n_spans", 0;
         for (size_t k = 0; k < x->n_spans; k++) {
             const struct sd_ctx_span *p = &x->spans[k], *q = &y->spans[k];
-            if (p->span_id != q->span_id || p->doc_id != q->doc_id || p->part != q->part ||
-                p->page_no != q->page_no || p->line_start != q->line_start || p->line_end != q->line_end ||
-                p->tok_offset != q->tok_offset || p->n_tokens != q->n_tokens)
+            if (p->span_id != q->span_id || p->doc_id != q->doc_id || p->part != q->part || p->page_no != q->page_no ||
+                p->line_start != q->line_start || p->line_end != q->line_end || p->tok_offset != q->tok_offset ||
+                p->n_tokens != q->n_tokens)
                 return *why = "span", 0;
         }
     }
@@ -64,7 +64,7 @@ static int same(const struct sd_contexts *a, const struct sd_contexts *b, const 
 #define CHECK_SAME(a, b)                                                                                               \
     do {                                                                                                               \
         const char *why_;                                                                                              \
-        CHECK_MSG(same(a, b, &why_), "contexts differ (%s)", why_);                                                   \
+        CHECK_MSG(same(a, b, &why_), "contexts differ (%s)", why_);                                                    \
     } while (0)
 
 static struct sd_store *g_store;
@@ -152,8 +152,8 @@ static void corrupt_and_check(const char *what, const char *sql, const int64_t *
     CHECK_MSG(sd_store_exec(g_store, sql, &err) == SD_OK, "%s: %s", what, err.msg);
     struct sd_contexts_load_info info;
     struct sd_contexts *c = lob(ids, n, o, g_key_mini, &info);
-    CHECK_MSG(!info.hit && info.dropped && info.saved, "%s: hit %d dropped %d saved %d", what, info.hit,
-              info.dropped, info.saved);
+    CHECK_MSG(!info.hit && info.dropped && info.saved, "%s: hit %d dropped %d saved %d", what, info.hit, info.dropped,
+              info.saved);
     printf("corrupt %s: dropped (%s)\n", what, info.dropped_why);
     CHECK_SAME(c, want);
     sd_contexts_free(c);
@@ -209,6 +209,30 @@ int main(void)
     CHECK(query_int(g_store, "SELECT count(*) FROM sqlite_master WHERE name IN ('context_spans', 'documents_ad')") ==
           0);
     CHECK(query_int(g_store, "SELECT count(*) FROM pragma_table_info('contexts') WHERE name = 'checksum'") == 1);
+    // upgrade from schema 3: a store put back to the tables of migrations 2-3 migrates to the current one
+    struct sd_store *old = open_db("old.db");
+    CHECK(sd_store_exec(old,
+                        "DROP TABLE contexts; DROP TABLE context_set_docs; DROP TABLE context_sets;"
+                        "CREATE TABLE contexts (id INTEGER PRIMARY KEY, scope_key TEXT NOT NULL, ord INTEGER NOT NULL,"
+                        " tokenizer TEXT NOT NULL, max_tokens INTEGER NOT NULL, n_tokens INTEGER NOT NULL,"
+                        " tokens BLOB NOT NULL, created_at INTEGER NOT NULL, UNIQUE (scope_key, ord));"
+                        "CREATE TABLE context_spans (context_id INTEGER NOT NULL REFERENCES contexts(id) ON DELETE "
+                        "CASCADE, idx INTEGER NOT NULL, span_id INTEGER NOT NULL, doc_id INTEGER NOT NULL,"
+                        " part INTEGER NOT NULL, tok_offset INTEGER NOT NULL, n_tokens INTEGER NOT NULL,"
+                        " PRIMARY KEY (context_id, idx)) WITHOUT ROWID;"
+                        "CREATE TRIGGER documents_ad AFTER DELETE ON documents BEGIN DELETE FROM contexts WHERE id IN"
+                        " (SELECT context_id FROM context_spans WHERE doc_id = old.id); END;"
+                        "PRAGMA user_version = 3;",
+                        &err) == SD_OK);
+    sd_store_close(old);
+    old = open_db("old.db");
+    CHECK(sd_store_user_version(old) == SD_STORE_SCHEMA_VERSION);
+    CHECK(query_int(old, "SELECT count(*) FROM sqlite_master WHERE name IN ('context_spans', 'documents_ad')") == 0);
+    CHECK(query_int(old, "SELECT count(*) FROM sqlite_master WHERE name IN ('context_sets', 'context_set_docs', "
+                         "'context_set_docs_ad', 'contexts')") == 4);
+    CHECK(sd_store_integrity_check(old, &err) == SD_OK);
+    sd_store_close(old);
+
     struct sd_ingest_stats st;
     struct sd_ingest_opts io = {0};
     CHECK(ingest1(g_store, g_root, &io, &st) == SD_OK && st.added == 3);
@@ -217,8 +241,8 @@ int main(void)
 
     g_mini = (struct tok_ctx){.tok = mini};
     struct tok_ctx tc_stories = {.tok = stories};
-    struct sd_contexts_opts om = {.max_tokens = 512, .format = SD_CTX_FORMAT_PASSAGES, .tokenize = tok_cb,
-                                  .tok_user = &g_mini};
+    struct sd_contexts_opts om = {
+        .max_tokens = 512, .format = SD_CTX_FORMAT_PASSAGES, .tokenize = tok_cb, .tok_user = &g_mini};
     struct sd_contexts_load_info info;
     int64_t all3[3] = {id_pdf, id_notes, id_tide};
 
@@ -363,7 +387,8 @@ int main(void)
     struct sd_contexts *snap_want = fresh(all3b, 3, &o_big);
     g_mini.hook = edit_notes_via_other_connection;
     c1 = lob(all3b, 3, &o_big, key_mini, &info);
-    CHECK_MSG(!info.hit && !info.saved && !g_mini.hook, "hit %d saved %d hook %d", info.hit, info.saved, g_mini.hook != NULL);
+    CHECK_MSG(!info.hit && !info.saved && !g_mini.hook, "hit %d saved %d hook %d", info.hit, info.saved,
+              g_mini.hook != NULL);
     CHECK_SAME(c1, snap_want);
     sd_contexts_free(c1);
     sd_contexts_free(snap_want);
@@ -396,6 +421,25 @@ int main(void)
     CHECK_SAME(c1, w_pn);
     sd_contexts_free(c1);
     sd_contexts_free(w_pn);
+    // eviction: at most SD_CONTEXTS_KEEP_SETS sets are kept, the oldest go first
+    int64_t only_notes[1] = {id_notes3};
+    struct sd_contexts_opts o_small = om;
+    for (int i = 0; i < SD_CONTEXTS_KEEP_SETS + 2; i++) {
+        o_small.max_tokens = 100 + (size_t)i;
+        c1 = lob(only_notes, 1, &o_small, key_mini, &info);
+        CHECK(!info.hit && info.saved);
+        sd_contexts_free(c1);
+    }
+    CHECK(query_int(g_store, "SELECT count(*) FROM context_sets") == SD_CONTEXTS_KEEP_SETS);
+    CHECK(query_int(g_store, "SELECT min(max_tokens) FROM context_sets") == 102);
+    o_small.max_tokens = 100 + SD_CONTEXTS_KEEP_SETS + 1; // the newest
+    c1 = lob(only_notes, 1, &o_small, key_mini, &info);
+    CHECK(info.hit);
+    sd_contexts_free(c1);
+    o_small.max_tokens = 100; // evicted
+    c1 = lob(only_notes, 1, &o_small, key_mini, &info);
+    CHECK(!info.hit && info.saved);
+    sd_contexts_free(c1);
     // and clearing everything
     CHECK(sd_contexts_store_clear(g_store, &err) == SD_OK);
     CHECK(sd_contexts_store_stats(g_store, &ss, &err) == SD_OK && ss.n_sets == 0 && ss.n_contexts == 0);

@@ -158,8 +158,8 @@ int main(int argc, char **argv)
     printf("warm (load, median of %d): %8.4f s  (min %.4f, max %.4f) -> %.0fx faster than cold\n", runs,
            warm_s[runs / 2], warm_s[0], warm_s[runs - 1], t_cold / warm_s[runs / 2]);
     printf("loaded == built: yes (tokens and spans)\n");
-    printf("command: build/tools/bench_contexts %s %s --max-tokens %zu --format %s --runs %d\n", pdf, tj,
-           max_tokens, fmt == SD_CTX_FORMAT_PASSAGES ? "passages" : "headers", runs);
+    printf("command: build/tools/bench_contexts %s %s --max-tokens %zu --format %s --runs %d\n", pdf, tj, max_tokens,
+           fmt == SD_CTX_FORMAT_PASSAGES ? "passages" : "headers", runs);
     rc = 0;
 out:
     sd_contexts_free(built);

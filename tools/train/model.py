@@ -18,6 +18,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None):
+    """F.scaled_dot_product_attention, or the same math where it is missing (torch < 2.0, CPU checks)."""
+    if hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    if is_causal:
+        Tq, Tk = s.shape[-2], s.shape[-1]
+        attn_mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
+    if attn_mask is not None:
+        s = s.masked_fill(~attn_mask, float("-inf"))
+    return torch.matmul(torch.softmax(s, dim=-1), v.float()).to(q.dtype)
+
+
+def chunk_rows(B, T, elems=1 << 27):
+    """Query rows per chunk so that one [B, rows, T] float32 tensor stays near `elems` elements."""
+    return int(max(128, min(T, elems // max(1, B * T))))
+
+
 class RMSNorm(nn.Module):
     def __init__(self, d, eps):
         super().__init__()
@@ -87,21 +105,31 @@ class Indexer(nn.Module):
         self.k_norm = nn.LayerNorm(self.hd, eps=1e-6)
         self.weights_proj = nn.Linear(c["hidden_size"], self.nh, bias=False)
 
-    def scores(self, x, cq, cos, sin):
-        """I [B, T, T] (float32), no causal mask applied."""
+    def qkw(self, x, cq, cos, sin):
+        """Roped indexer queries [B, T, nh, hd], keys [B, T, hd], head weights [B, T, nh] (float32)."""
         B, T, _ = x.shape
         q = self.wq_b(cq).view(B, T, self.nh, self.hd)
         k = self.k_norm(self.wk(x))
         c2, s2 = cos[:, None, :], sin[:, None, :]
         q = torch.cat([rope_half(q[..., :self.r], c2, s2), q[..., self.r:]], dim=-1)
         k = torch.cat([rope_half(k[..., :self.r], cos, sin), k[..., self.r:]], dim=-1)
-        w = self.weights_proj(x).float() * self.nh ** -0.5  # [B, T, nh]
+        w = self.weights_proj(x).float() * self.nh ** -0.5
+        return q, k, w
+
+    def scores_from(self, q, k, w):
+        """I [B, R, Tk] (float32) for query rows q [B, R, nh, hd] against keys k [B, Tk, hd]."""
         I = None
+        kt = k.transpose(1, 2)
         for j in range(self.nh):
-            s = torch.relu(torch.matmul(q[:, :, j, :], k.transpose(1, 2)).float() * self.hd ** -0.5)
+            s = torch.relu(torch.matmul(q[:, :, j, :], kt).float() * self.hd ** -0.5)
             t = w[:, :, j:j + 1] * s
             I = t if I is None else I + t
         return I
+
+    def scores(self, x, cq, cos, sin):
+        """I [B, T, T] (float32), no causal mask applied."""
+        q, k, w = self.qkw(x, cq, cos, sin)
+        return self.scores_from(q, k, w)
 
 
 class MLA(nn.Module):
@@ -145,26 +173,39 @@ class MLA(nn.Module):
     def forward(self, x, cos, sin, mode, topk, collect):
         B, T, _ = x.shape
         cq, q, k, v = self.qkv(x, cos, sin)
-        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-        allowed = None
-        if mode == "sparse" and T > topk:
-            with torch.no_grad():
-                I = self.indexer.scores(x.detach(), cq.detach(), cos, sin)
-                I = I.masked_fill(~causal, float("-inf"))
-                idx = I.topk(topk, dim=-1).indices
-                sel = torch.zeros(B, T, T, dtype=torch.bool, device=x.device).scatter_(-1, idx, True)
-                allowed = sel & causal
         dqk = self.dn + self.dr
         vp = F.pad(v, (0, dqk - self.dv)) if dqk > self.dv else v
         if torch.is_autocast_enabled():
             q, k, vp = q.to(torch.bfloat16), k.to(torch.bfloat16), vp.to(torch.bfloat16)
-        if allowed is None:
-            o = F.scaled_dot_product_attention(q, k, vp, is_causal=True, scale=self.scale)
+        sel = None
+        if mode == "sparse" and T > topk:
+            # DSA: each query row attends to the indexer's top-k causal keys. Rows are processed in
+            # chunks so no [B, T, T] tensor exists (long sequences); keys beyond the chunk's last row
+            # are never visible to it, so each chunk only sees keys [0, r1).
+            R = chunk_rows(B, T)
+            with torch.no_grad():
+                iq, ik, iw = self.indexer.qkw(x.detach(), cq.detach(), cos, sin)
+            outs, sel = [], []
+            for r0 in range(0, T, R):
+                r1 = min(T, r0 + R)
+                causal = torch.ones(r1 - r0, r1, dtype=torch.bool, device=x.device).tril(r0)
+                with torch.no_grad():
+                    I = self.indexer.scores_from(iq[:, r0:r1], ik[:, :r1], iw[:, r0:r1])
+                    I = I.masked_fill(~causal, float("-inf"))
+                    idx = I.topk(min(topk, r1), dim=-1).indices
+                    del I
+                    allowed = torch.zeros(B, r1 - r0, r1, dtype=torch.bool, device=x.device).scatter_(-1, idx, True)
+                    allowed &= causal
+                outs.append(sdpa(q[:, :, r0:r1], k[:, :, :r1], vp[:, :, :r1], attn_mask=allowed[:, None],
+                                 scale=self.scale))
+                sel.append(idx.to(torch.int32))
+            o = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
         else:
-            o = F.scaled_dot_product_attention(q, k, vp, attn_mask=allowed[:, None], scale=self.scale)
+            o = sdpa(q, k, vp, is_causal=True, scale=self.scale)
         o = o[..., :self.dv].transpose(1, 2).reshape(B, T, self.nh * self.dv)
         if collect:
-            self.stash = (x.detach(), cq.detach(), q.detach(), k.detach(), allowed)
+            # selection kept as top-k indices per row chunk (int32), not as a [B, T, T] mask
+            self.stash = (x.detach(), cq.detach(), q.detach(), k.detach(), sel)
         return self.o_proj(o)
 
 
@@ -307,35 +348,55 @@ class MiniDSA(nn.Module):
         return [l.mlp for l in self.model.layers if isinstance(l.mlp, MoE)]
 
 
-def main_attn_probs(attn, q, k, allowed, rows=1024):
-    """Head-summed, L1-normalized main attention distribution [B, T, T] (float32, no grad)."""
-    B, Hh, T, _ = q.shape
-    out = torch.empty(B, T, T, dtype=torch.float32, device=q.device)
+def _allowed_rows(B, r0, r1, sel_chunk, device):
+    """[B, r1-r0, r1] bool: causal rows r0..r1 (keys < r1), restricted to the selection if given."""
+    causal = torch.ones(r1 - r0, r1, dtype=torch.bool, device=device).tril(r0)
+    if sel_chunk is None:
+        return causal[None].expand(B, -1, -1)
+    m = torch.zeros(B, r1 - r0, r1, dtype=torch.bool, device=device).scatter_(-1, sel_chunk.long(), True)
+    return m & causal
+
+
+def main_attn_probs(attn, q, k, m, r0, r1):
+    """Head-summed, L1-normalized main attention rows r0..r1 over keys < r1 [B, R, r1] (float32)."""
     with torch.no_grad():
-        for r0 in range(0, T, rows):
-            r1 = min(T, r0 + rows)
-            s = torch.matmul(q[:, :, r0:r1].float(), k.float().transpose(-1, -2)) * attn.scale
-            if allowed is None:
-                m = torch.ones(r1 - r0, T, dtype=torch.bool, device=q.device).tril(r0)[None, None]
-            else:
-                m = allowed[:, None, r0:r1]
-            s = s.masked_fill(~m, float("-inf"))
-            p = torch.softmax(s, dim=-1).sum(1)
-            out[:, r0:r1] = p / p.sum(-1, keepdim=True)
-    return out
+        s = torch.matmul(q[:, :, r0:r1].float(), k[:, :, :r1].float().transpose(-1, -2)) * attn.scale
+        s = s.masked_fill(~m[:, None], float("-inf"))
+        p = torch.softmax(s, dim=-1).sum(1)
+        return p / p.sum(-1, keepdim=True)
 
 
-def indexer_kl(attn, cos, sin, allowed_default_causal=True):
-    """KL(p_main || softmax(I)) over each row's allowed set, from the layer's stash. Indexer inputs
-    are detached (DSA sparse-training rule)."""
-    x, cq, q, k, allowed = attn.stash
-    B, T, _ = x.shape
-    p = main_attn_probs(attn, q, k, allowed)
-    I = attn.indexer.scores(x, cq, cos, sin)
-    if allowed is None:
-        allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[None].expand(B, T, T)
-    I = I.masked_fill(~allowed, float("-inf"))
-    logq = torch.log_softmax(I, dim=-1).masked_fill(~allowed, 0.0)
-    kl = (torch.xlogy(p, p) - p * logq).sum(-1)
+def indexer_kl(attn, cos, sin, backward=True):
+    """KL(p_main || softmax(I)) over each row's allowed set (causal, or the DSA selection), from the
+    layer's stash; mean over rows. Indexer inputs are detached (DSA sparse-training rule). Computed
+    in row chunks; with backward=True the indexer gradients are accumulated chunk by chunk (the
+    indexer's q/k/w are cut into leaves, then pushed through the projections once)."""
+    x, cq, q, k, sel = attn.stash
     attn.stash = None
-    return kl.mean()
+    B, T, _ = x.shape
+    iq, ik, iw = attn.indexer.qkw(x, cq, cos, sin)
+    lq, lk, lw = (t.detach().requires_grad_(backward) for t in (iq, ik, iw))
+    R = chunk_rows(B, T) if sel is None else None
+    bounds = []
+    if sel is None:
+        bounds = [(r0, min(T, r0 + R), None) for r0 in range(0, T, R)]
+    else:
+        r0 = 0
+        for c in sel:
+            bounds.append((r0, r0 + c.shape[1], c))
+            r0 += c.shape[1]
+    total = 0.0
+    for r0, r1, sc in bounds:
+        m = _allowed_rows(B, r0, r1, sc, x.device)
+        p = main_attn_probs(attn, q, k, m, r0, r1)
+        with torch.enable_grad() if backward else torch.no_grad():
+            I = attn.indexer.scores_from(lq[:, r0:r1], lk[:, :r1], lw[:, r0:r1])
+            I = I.masked_fill(~m, float("-inf"))
+            logq = torch.log_softmax(I, dim=-1).masked_fill(~m, 0.0)
+            kl = (torch.xlogy(p, p) - p * logq).sum() / (B * T)
+        if backward:
+            kl.backward()
+        total += float(kl)
+    if backward:
+        torch.autograd.backward([iq, ik, iw], [lq.grad, lk.grad, lw.grad])
+    return total

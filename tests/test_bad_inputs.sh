@@ -1,0 +1,218 @@
+#!/bin/sh
+# test_bad_inputs.sh: the CLI's promise on bad input, through the real binary on real damaged files:
+# a clear message on stderr, exit 1 (2 for usage), and nothing lost (the user's files are left as they were).
+#   - model dirs: model.safetensors cut in the data section and in the header, config.json with an unknown
+#     architecture, an empty directory, a tokenizer.json that is not JSON (generate and ask);
+#   - the store: a file that is not SQLite, an SQLite database of another program (both left byte-identical);
+#   - ask --doc on a damaged PDF: the message names the file once;
+#   - the KV cache: blobs truncated, bit-flipped, emptied and deleted are dropped and recomputed (same answer,
+#     the next ask is served from the cache again); a read-only cache directory (empty and populated) fails
+#     with a message that says what to do, and --no-cache still answers;
+#   - a full disk under the store: ingest fails with "disk full", the documents already stored stay.
+# The read-only and disk-full parts mount small file systems in a private mount namespace (unshare -m, as
+# root) or use chmod (as another user); they are skipped, with a message, where neither is possible.
+# Usage: test_bad_inputs.sh SPARSEDOC_BINARY
+set -u
+bin=$1
+src=${SD_SOURCE:-$(cd "$(dirname "$0")/.." && pwd)}
+mini=$src/data/models/sparsedoc-mini
+pdf=$src/data/samples/harbor-notes.pdf
+tmp=$(mktemp -d)
+trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+export SPARSEDOC_DB="$tmp/store.db" SPARSEDOC_CACHE_DIR="$tmp/kv" XDG_CONFIG_HOME="$tmp/config" \
+    XDG_DATA_HOME="$tmp/data" XDG_CACHE_HOME="$tmp/cache" HOME="$tmp/home" NO_COLOR=1
+unset SPARSEDOC_MODEL SPARSEDOC_CACHE_BUDGET
+mkdir -p "$tmp/home"
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+ok() { echo "ok: $*"; }
+Q="What is the access code for the Brenlow vault?"
+json() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+# expect NAME RC PATTERN CMD...: run CMD, want exit RC and stderr matching PATTERN (grep -E) on one line
+# of its own (no message split over lines), and no sanitizer report.
+expect() {
+    name=$1 want=$2 pat=$3
+    shift 3
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ "$rc" != "$want" ]; then
+        fail "$name: exit $rc, want $want; stderr: $(cat "$tmp/err")"
+    elif ! grep -Eq "$pat" "$tmp/err"; then
+        fail "$name: stderr lacks /$pat/: $(cat "$tmp/err")"
+    elif grep -q 'Sanitizer' "$tmp/err"; then
+        fail "$name: sanitizer report: $(cat "$tmp/err")"
+    else
+        ok "$name: exit $rc, '$(head -c 300 "$tmp/err" | tr '\n' ' ')'"
+    fi
+}
+# model NAME: a copy of the shipped model to damage
+model() {
+    mkdir -p "$tmp/$1"
+    cp "$mini"/config.json "$mini"/tokenizer.json "$mini"/tokenizer_config.json "$mini"/model.safetensors "$tmp/$1/"
+    echo "$tmp/$1"
+}
+
+# 1. Model directories
+m=$(model cut_data)
+size=$(wc -c <"$m/model.safetensors")
+truncate -s $((size / 2)) "$m/model.safetensors"
+expect "safetensors cut in the data section (generate)" 1 'model\.safetensors.*truncated' \
+    "$bin" generate --model "$m" --prompt hi -n 2
+expect "safetensors cut in the data section (ask)" 1 'model\.safetensors.*truncated' \
+    "$bin" ask --db "$tmp/m.db" --model "$m" --doc "$pdf" "$Q"
+m=$(model cut_header)
+truncate -s 100 "$m/model.safetensors"
+expect "safetensors cut in the header" 1 'model\.safetensors.*truncated' "$bin" generate --model "$m" --prompt hi -n 2
+m=$(model unknown_arch)
+python3 - "$m/config.json" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+j["architectures"] = ["FrobnicatorForCausalLM"]
+j["model_type"] = "frobnicator"
+json.dump(j, open(sys.argv[1], "w"), indent=1)
+EOF
+expect "unknown architecture" 1 'config\.json: unsupported architecture "FrobnicatorForCausalLM".*supported:' \
+    "$bin" generate --model "$m" --prompt hi -n 2
+mkdir -p "$tmp/empty_model"
+expect "empty model dir (generate)" 1 'empty_model/config\.json' "$bin" generate --model "$tmp/empty_model" --prompt hi
+expect "empty model dir (ask)" 1 'empty_model.*config\.json' \
+    "$bin" ask --db "$tmp/m.db" --model "$tmp/empty_model" --doc "$pdf" "$Q"
+m=$(model bad_tokenizer)
+printf '{"model": {"type": "BPE", "vocab": {"a": 0,,}}' >"$m/tokenizer.json"
+expect "tokenizer.json not JSON (generate)" 1 'tokenizer\.json: not valid JSON \(.+\)$' \
+    "$bin" generate --model "$m" --prompt hi -n 2
+expect "tokenizer.json not JSON (ask)" 1 'tokenizer\.json: not valid JSON' \
+    "$bin" ask --db "$tmp/m.db" --model "$m" --doc "$pdf" "$Q"
+[ "$(wc -l <"$tmp/err")" -le 2 ] || fail "tokenizer message is split over lines: $(cat "$tmp/err")"
+
+# 2. The store
+printf 'meeting notes, not a database\n' >"$tmp/notes.db"
+cp "$tmp/notes.db" "$tmp/notes.orig"
+expect "store that is not SQLite (ask)" 1 'notes\.db: .*not a database' "$bin" ask --db "$tmp/notes.db" --doc "$pdf" "$Q"
+expect "store that is not SQLite (ingest)" 1 'notes\.db: .*not a database' "$bin" ingest --db "$tmp/notes.db" "$pdf"
+cmp -s "$tmp/notes.db" "$tmp/notes.orig" && ok "non-SQLite store file left unchanged" || fail "non-SQLite store file was changed"
+[ ! -e "$tmp/notes.db-wal" ] || fail "a WAL file was created beside the non-SQLite store"
+python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('CREATE TABLE recipes (name TEXT)'); \
+c.execute(\"INSERT INTO recipes VALUES ('bread')\"); c.commit(); c.close()" "$tmp/other.db"
+cp "$tmp/other.db" "$tmp/other.orig"
+expect "SQLite database of another program (ask)" 1 'other\.db: .*another program' \
+    "$bin" ask --db "$tmp/other.db" --doc "$pdf" "$Q"
+cmp -s "$tmp/other.db" "$tmp/other.orig" && ok "foreign SQLite database left unchanged" ||
+    fail "foreign SQLite database was changed (sparsedoc tables or WAL mode added)"
+
+# 3. A damaged PDF through ask: one clear line naming the file once
+head -c 3000 "$pdf" >"$tmp/damaged.pdf"
+expect "damaged PDF (ask --doc)" 1 'damaged\.pdf' "$bin" ask --db "$tmp/p.db" --doc "$tmp/damaged.pdf" "$Q"
+grep -q "damaged.pdf.*$tmp/damaged.pdf" "$tmp/err" && fail "the PDF path is printed twice: $(cat "$tmp/err")" ||
+    ok "the damaged PDF is named once"
+
+# 4. KV cache blobs: truncated, bit-flipped, emptied, deleted -> dropped or missed, recomputed, same answer
+"$bin" ask --threads 2 --json --doc "$pdf" "$Q" >"$tmp/c0.json" 2>"$tmp/c0.err" || fail "cold ask exited $? ($(cat "$tmp/c0.err"))"
+ans=$(json "$tmp/c0.json" "j['answer']" 2>/dev/null)
+case "$ans" in *KX-4821*) ok "cold ask: $ans" ;; *) fail "cold ask answer '$ans'" ;; esac
+# blob_of N: the blob file of block N (its path is the hex of its chain hash; the index knows the block)
+blob_of() {
+    python3 -c "import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute('SELECT hex(hash) FROM kv_block WHERE block=?',(int(sys.argv[2]),)).fetchone(); \
+h=r[0].lower() if r else ''; print(sys.argv[3]+'/blobs/'+h[:2]+'/'+h+'.kv' if h else '')" "$tmp/kv/index.db" "$1" "$tmp/kv"
+}
+damage() { # damage HOW FILE
+    case $1 in
+    truncate) truncate -s $(($(wc -c <"$2") / 2)) "$2" ;;
+    bitflip) python3 -c "import sys; p=sys.argv[1]; d=bytearray(open(p,'rb').read()); d[len(d)*2//3]^=0x10; open(p,'wb').write(d)" "$2" ;;
+    empty) : >"$2" ;;
+    delete) rm -f "$2" ;;
+    esac
+}
+n=1
+for how in truncate bitflip empty delete; do
+    b=$(blob_of 2)
+    if [ -z "$b" ] || [ ! -f "$b" ]; then
+        fail "no blob for block 2 in $tmp/kv (index: $(ls "$tmp/kv" 2>&1))"
+        break
+    fi
+    damage $how "$b"
+    "$bin" ask --threads 2 --json --doc "$pdf" "$Q" >"$tmp/c$n.json" 2>"$tmp/c$n.err"
+    rc=$?
+    r=$(json "$tmp/c$n.json" "(j['answer'] == '''$ans''', j['tokens']['reused'] == 2 * 64, j['cache']['blocks_stored'] > 0)" 2>/dev/null)
+    [ $rc = 0 ] && [ "$r" = "(True, True, True)" ] && ok "blob $how: restored up to the damaged block, recomputed, same answer" ||
+        fail "blob $how: rc $rc, (same answer, reused 128, stored) = $r; $(cat "$tmp/c$n.err")"
+    "$bin" ask --threads 2 --json --doc "$pdf" "$Q" >"$tmp/d$n.json" 2>/dev/null
+    r=$(json "$tmp/d$n.json" "(j['tokens']['reused'] > 2 * 64, j['cache']['blocks_dropped'])" 2>/dev/null)
+    [ "$r" = "(True, 0)" ] && ok "blob $how: the recomputed block is served again" || fail "after $how: $r"
+    n=$((n + 1))
+done
+
+# privileged helpers: in_ns CMD runs CMD in a private mount namespace (root), else nothing
+can_mount=no
+if [ "$(id -u)" = 0 ] && unshare -m sh -c "mount -t tmpfs -o size=64k tmpfs '$tmp/home'" 2>/dev/null; then
+    can_mount=yes
+fi
+
+# 5. A read-only KV cache directory: empty and populated; --no-cache still answers
+mkdir -p "$tmp/ro_empty" "$tmp/ro_full"
+cp -a "$tmp/kv/." "$tmp/ro_full/"
+cat >"$tmp/ro.sh" <<EOF
+set -u
+for d in ro_empty ro_full; do
+    SPARSEDOC_CACHE_DIR="$tmp/\$d" "$bin" ask --threads 2 --doc "$pdf" "$Q" >"$tmp/\$d.out" 2>"$tmp/\$d.err"
+    echo \$? >"$tmp/\$d.rc"
+done
+SPARSEDOC_CACHE_DIR="$tmp/ro_full" "$bin" ask --threads 2 --no-cache --doc "$pdf" "$Q" >"$tmp/ro_nc.out" 2>"$tmp/ro_nc.err"
+echo \$? >"$tmp/ro_nc.rc"
+EOF
+ro_ran=no
+if [ "$(id -u)" != 0 ]; then
+    chmod -R a-w "$tmp/ro_empty" "$tmp/ro_full" && sh "$tmp/ro.sh" && ro_ran=yes
+    chmod -R u+w "$tmp/ro_empty" "$tmp/ro_full"
+elif [ $can_mount = yes ]; then
+    unshare -m sh -c "mount --bind '$tmp/ro_empty' '$tmp/ro_empty' && mount -o remount,bind,ro '$tmp/ro_empty' &&
+        mount --bind '$tmp/ro_full' '$tmp/ro_full' && mount -o remount,bind,ro '$tmp/ro_full' && sh '$tmp/ro.sh'" && ro_ran=yes
+fi
+if [ $ro_ran = yes ]; then
+    for d in ro_empty ro_full; do
+        rc=$(cat "$tmp/$d.rc")
+        [ "$rc" = 1 ] && grep -q "writable.*--no-cache" "$tmp/$d.err" && ok "read-only cache ($d): exit 1, '$(cat "$tmp/$d.err")'" ||
+            fail "read-only cache ($d): rc $rc, '$(cat "$tmp/$d.err")'"
+    done
+    [ "$(cat "$tmp/ro_nc.rc")" = 0 ] && grep -q KX-4821 "$tmp/ro_nc.out" && ok "read-only cache with --no-cache answers" ||
+        fail "--no-cache with a read-only cache: rc $(cat "$tmp/ro_nc.rc"), $(cat "$tmp/ro_nc.err")"
+    diff -r "$tmp/kv/blobs" "$tmp/ro_full/blobs" >/dev/null && ok "read-only cache contents unchanged" ||
+        fail "read-only cache contents changed"
+else
+    echo "skip: read-only cache directory (needs root with mount namespaces, or a non-root user)"
+fi
+
+# 6. A full disk under the store: a 320 KiB tmpfs holds the store with one small document; a large text file
+# does not fit. Ingest fails with a clear message, and the first document is still there.
+if [ $can_mount = yes ]; then
+    mkdir -p "$tmp/full"
+    python3 -c "
+import random, sys
+random.seed(7)
+w = ['harbor', 'vault', 'ledger', 'tide', 'crane', 'manifest', 'berth', 'pilot', 'ballast', 'keel']
+with open(sys.argv[1], 'w') as f:
+    for i in range(60000):
+        f.write(' '.join(random.choice(w) + str(random.randrange(10**6)) for _ in range(12)) + '\n')" "$tmp/big.txt"
+    printf 'The lighthouse keeper is Oren Valdt.\n' >"$tmp/small.txt"
+    unshare -m sh -c "mount -t tmpfs -o size=320k tmpfs '$tmp/full' &&
+        SPARSEDOC_DB='$tmp/full/store.db' '$bin' ingest '$tmp/small.txt' >'$tmp/f1.out' 2>'$tmp/f1.err'; echo \$? >'$tmp/f1.rc';
+        SPARSEDOC_DB='$tmp/full/store.db' '$bin' ingest '$tmp/big.txt' >'$tmp/f2.out' 2>'$tmp/f2.err'; echo \$? >'$tmp/f2.rc';
+        SPARSEDOC_DB='$tmp/full/store.db' '$bin' docs list --json >'$tmp/f3.json' 2>'$tmp/f3.err'; echo \$? >'$tmp/f3.rc';
+        SPARSEDOC_DB='$tmp/full/store.db' '$bin' search Valdt >'$tmp/f4.out' 2>'$tmp/f4.err'; echo \$? >'$tmp/f4.rc'"
+    [ "$(cat "$tmp/f1.rc")" = 0 ] && ok "small document ingested on the small file system" ||
+        fail "small ingest: rc $(cat "$tmp/f1.rc"), $(cat "$tmp/f1.err")"
+    rc=$(cat "$tmp/f2.rc")
+    [ "$rc" = 1 ] && grep -Eqi "disk full|no space" "$tmp/f2.err" && ok "disk full: exit 1, '$(tr '\n' ' ' <"$tmp/f2.err")'" ||
+        fail "disk full: rc $rc, '$(cat "$tmp/f2.err")'"
+    r=$(json "$tmp/f3.json" "sorted(d['path'].rsplit('/', 1)[-1] for d in (j['documents'] if isinstance(j, dict) else j))" 2>/dev/null)
+    [ "$(cat "$tmp/f3.rc")" = 0 ] && [ "$r" = "['small.txt']" ] && ok "after disk full: the store still lists small.txt only" ||
+        fail "after disk full: docs list rc $(cat "$tmp/f3.rc"), $r, $(cat "$tmp/f3.err")"
+    [ "$(cat "$tmp/f4.rc")" = 0 ] && grep -q "small.txt" "$tmp/f4.out" && ok "after disk full: search still finds small.txt" ||
+        fail "after disk full: search rc $(cat "$tmp/f4.rc"), $(cat "$tmp/f4.out") $(cat "$tmp/f4.err")"
+else
+    echo "skip: disk full (needs root to mount a small tmpfs in a private mount namespace)"
+fi
+
+[ $fails = 0 ] && echo "all bad-input checks passed" || echo "$fails check(s) failed"
+[ $fails = 0 ]
