@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli_args.h"
 #include "commands.h"
 #include "kvcache.h"
 
@@ -96,12 +97,9 @@ int sd_cmd_cache(int argc, char **argv)
             if (!strcmp(a, "--cache-dir")) {
                 dir = argv[++i];
             } else {
-                char *end;
-                long v = strtol(argv[++i], &end, 10);
-                if (*end || v < 0 || v > 100000000) {
-                    fprintf(stderr, "sparsedoc cache: --max-age needs a number of seconds\n");
+                long v;
+                if (sd_cli_long("cache", a, argv[++i], 0, 100000000, &v)) // seconds
                     return SD_EXIT_USAGE;
-                }
                 max_age = (int)v;
             }
         } else if (a[0] == '-' || sub) {

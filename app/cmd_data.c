@@ -2,6 +2,7 @@
 // and contexts. Thin front ends over data/: they parse flags, resolve the database path (--db,
 // $SPARSEDOC_DB, XDG), draw progress on a TTY and print text or --json (json-c).
 #include <json-c/json.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_args.h"
 #include "commands.h"
 #include "contexts.h"
 #include "ingest.h"
@@ -67,23 +69,30 @@ static int parse(int argc, char **argv, struct opts *o, const char *help)
             o->tokenizer = v;
         } else if (!strcmp(a, "--limit")) {
             NEED_VALUE;
-            o->limit = atoi(v);
-            if (o->limit <= 0)
-                return usage_err(argv[0], "--limit must be a positive number");
+            long x;
+            if (sd_cli_long(argv[0], a, v, 1, INT_MAX, &x))
+                return SD_EXIT_USAGE;
+            o->limit = (int)x;
         } else if (!strcmp(a, "--page-timeout")) {
             NEED_VALUE;
-            o->page_timeout = atof(v);
+            if (sd_cli_double(argv[0], a, v, 0.001, 86400, &o->page_timeout))
+                return SD_EXIT_USAGE;
         } else if (!strcmp(a, "--file-timeout")) {
             NEED_VALUE;
-            o->file_timeout = atof(v);
+            if (sd_cli_double(argv[0], a, v, 0.001, 86400, &o->file_timeout))
+                return SD_EXIT_USAGE;
         } else if (!strcmp(a, "--max-file-size")) {
             NEED_VALUE;
-            o->max_file_bytes = atoll(v);
+            long x;
+            if (sd_cli_long(argv[0], a, v, 1, LONG_MAX, &x))
+                return SD_EXIT_USAGE;
+            o->max_file_bytes = x;
         } else if (!strcmp(a, "--max-tokens")) {
             NEED_VALUE;
-            o->max_tokens = atoll(v);
-            if (o->max_tokens < 64 || o->max_tokens > SD_CONTEXT_MAX_TOKENS)
-                return usage_err(argv[0], "--max-tokens must be between 64 and 131072");
+            long x;
+            if (sd_cli_long(argv[0], a, v, 64, SD_CONTEXT_MAX_TOKENS, &x))
+                return SD_EXIT_USAGE;
+            o->max_tokens = x;
         } else if (!strcmp(a, "--")) {
             for (i++; i < argc; i++)
                 o->args[o->n_args++] = argv[i];
@@ -602,12 +611,15 @@ int sd_cmd_contexts(int argc, char **argv)
         goto out_args;
     }
     int64_t *ids = calloc((size_t)o.n_args + 1, sizeof *ids);
-    for (int i = 0; ids && i < o.n_args; i++)
-        if ((ids[i] = atoll(o.args[i])) <= 0) {
+    for (int i = 0; ids && i < o.n_args; i++) {
+        long x;
+        if (sd_cli_long("contexts", "a document ID", o.args[i], 1, LONG_MAX, &x)) {
             free(ids);
-            rc = usage_err("contexts", "document IDs are positive numbers");
+            rc = SD_EXIT_USAGE;
             goto out_args;
         }
+        ids[i] = x;
+    }
     struct sd_store *s = NULL;
     struct sd_tokenizer *tok = NULL;
     struct sd_contexts *cx = NULL;

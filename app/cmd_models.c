@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_args.h"
 #include "commands.h"
 #include "config.h"
 #include "hub.h"
@@ -909,10 +910,9 @@ int sd_cmd_models(int argc, char **argv)
             else if (!strcmp(a, "--endpoint"))
                 o.endpoint = v;
             else {
-                char *end;
-                long n = strtol(v, &end, 10);
-                if (*end || n < 0 || n > 64) {
-                    rc = usage_err(a, "needs a number from 0 to 64");
+                long n;
+                if (sd_cli_long("models", a, v, 0, 64, &n)) {
+                    rc = SD_EXIT_USAGE;
                     break;
                 }
                 if (!strcmp(a, "--parallel"))

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_args.h"
 #include "commands.h"
 #include "hub.h"
 #include "qa.h"
@@ -44,19 +45,6 @@ static int usage_err(const char *cmd, const char *msg)
 {
     fprintf(stderr, "sparsedoc %s: %s (see 'sparsedoc %s --help')\n", cmd, msg, cmd);
     return SD_EXIT_USAGE;
-}
-
-static int parse_pos(const char *cmd, const char *flag, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "sparsedoc %s: %s must be an integer in [%ld, %ld], got '%s'\n", cmd, flag, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
 }
 
 static const char ask_help[] =
@@ -136,22 +124,22 @@ static int parse(int argc, char **argv, struct qa_cli *c, const char *help)
             c->qo.cache_dir = v;
         } else if (!strcmp(a, "--max-tokens")) {
             VALUE;
-            if (parse_pos(cmd, a, v, 1, 65536, &x))
+            if (sd_cli_long(cmd, a, v, 1, 65536, &x))
                 return SD_EXIT_USAGE;
             c->ao.max_new_tokens = (int)x;
         } else if (!strcmp(a, "--ctx")) {
             VALUE;
-            if (parse_pos(cmd, a, v, 1, 1 << 20, &x))
+            if (sd_cli_long(cmd, a, v, 1, 1 << 20, &x))
                 return SD_EXIT_USAGE;
             c->qo.n_ctx = (int)x;
         } else if (!strcmp(a, "--threads")) {
             VALUE;
-            if (parse_pos(cmd, a, v, 1, 1024, &x))
+            if (sd_cli_long(cmd, a, v, 1, 1024, &x))
                 return SD_EXIT_USAGE;
             c->qo.n_threads = (int)x;
         } else if (!strcmp(a, "--resume")) {
             VALUE;
-            if (parse_pos(cmd, a, v, 1, LONG_MAX, &x))
+            if (sd_cli_long(cmd, a, v, 1, LONG_MAX, &x))
                 return SD_EXIT_USAGE;
             c->resume = x;
         } else if (!strcmp(a, "--strategy")) {
@@ -477,6 +465,8 @@ static void print_human(const struct sd_qa_result *r, int no_cache)
         printf("\n");
     }
     fflush(stdout);
+    if (r->cache_write_error[0])
+        fprintf(stderr, "sparsedoc: warning: new KV cache blocks were not stored: %s\n", r->cache_write_error);
 }
 
 static json_object *result_json(struct sd_qa *qa, const struct sd_qa_result *r, const char *question)
@@ -523,6 +513,8 @@ static json_object *result_json(struct sd_qa *qa, const struct sd_qa_result *r, 
     json_object *ca = json_object_new_object();
     json_object_object_add(ca, "blocks_dropped", json_object_new_int(r->blocks_dropped));
     json_object_object_add(ca, "blocks_stored", json_object_new_int(r->blocks_stored));
+    json_object_object_add(ca, "write_error",
+                           r->cache_write_error[0] ? json_object_new_string(r->cache_write_error) : NULL);
     json_object_object_add(j, "cache", ca);
     json_object *tm = json_object_new_object();
     json_object_object_add(tm, "restore_s", json_object_new_double(r->restore_s));

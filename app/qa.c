@@ -467,6 +467,7 @@ struct run_out {
     int64_t n_gen, reused, restored, prefilled, prompt, context;
     int dropped, stored;
     double restore_s, prefill_s, ttft_s, gen_s;
+    char store_error[sizeof ((struct sd_err *)0)->msg]; // why the cache write failed ("" when it did not)
 };
 
 static enum sd_status text_add(struct run_out *o, const char *s, size_t n, struct sd_err *err)
@@ -869,7 +870,8 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
         struct sd_err e2;
         if (sd_kvcache_store(qa->cache, qa->fp, p.ids, (int)prefix_n, qa->sess, &n_stored, &e2) == SD_OK)
             o->stored += n_stored;
-        // A failed cache write loses nothing but time next run: the answer stands.
+        else // loses nothing but time next run: the answer stands, but the caller is told
+            snprintf(o->store_error, sizeof o->store_error, "%s", e2.msg);
     }
 out:
     markers_free(&mk);
@@ -931,6 +933,8 @@ static void add_run(struct sd_qa_result *res, const struct run_out *o)
     res->tokens_context += o->context;
     res->blocks_dropped += o->dropped;
     res->blocks_stored += o->stored;
+    if (o->store_error[0] && !res->cache_write_error[0])
+        snprintf(res->cache_write_error, sizeof res->cache_write_error, "%s", o->store_error);
     res->restore_s += o->restore_s;
     res->prefill_s += o->prefill_s;
     res->generate_s += o->gen_s;

@@ -111,6 +111,9 @@ struct sd_qa_result {
     // in the live session); tokens of the context prefix (system + documents) of the prompt(s).
     int64_t tokens_restored;
     int64_t tokens_context;
+    // (added) non-empty when writing new blocks to the KV cache failed (disk full, I/O error): the answer
+    // stands, the next run recomputes what was not stored; front ends show it as a warning.
+    char cache_write_error[sizeof ((struct sd_err *)0)->msg];
 };
 void sd_qa_result_free(struct sd_qa_result *r); // frees the members, not r
 

@@ -369,7 +369,11 @@ static enum sd_status read_text_file(const char *path, int64_t cap, char **out, 
     size_t n = 0, bufcap = 1 << 16;
     char *buf = malloc(bufcap);
     enum sd_status r = SD_OK;
-    while (buf) {
+    if (!buf) {
+        r = sd_err_set(err, SD_ERR_NOMEM, "%s: out of memory", path);
+        goto out;
+    }
+    for (;;) {
         if (n == bufcap) {
             if ((int64_t)bufcap > cap) {
                 r = sd_err_set(err, SD_ERR_RANGE, "%s: grew past the size cap while being read", path);
@@ -393,10 +397,6 @@ static enum sd_status read_text_file(const char *path, int64_t cap, char **out, 
         if (k == 0)
             break;
         n += (size_t)k;
-    }
-    if (!buf) {
-        r = sd_err_set(err, SD_ERR_NOMEM, "%s: out of memory", path);
-        goto out;
     }
     *out = sd_text_valid_utf8(buf, n, len);
     if (!*out)

@@ -160,7 +160,10 @@ enum sd_status sd_config_parse(const char *json, const char *label, struct sd_co
     if (!root || jerr != json_tokener_success) {
         if (root)
             json_object_put(root);
-        return sd_err_set(err, SD_ERR_FORMAT, "%s: invalid JSON (%s)", label, json_tokener_error_desc(jerr));
+        return sd_err_set(err, SD_ERR_FORMAT, "%s: invalid JSON (%s)", label,
+                          jerr == json_tokener_continue || jerr == json_tokener_success // incomplete input
+                              ? "unexpected end of the file; it is truncated"
+                              : json_tokener_error_desc(jerr));
     }
     if (!json_object_is_type(root, json_type_object)) {
         st = sd_err_set(err, SD_ERR_FORMAT, "%s: top level must be a JSON object", label);
@@ -354,8 +357,13 @@ out:
 enum sd_status sd_config_load(const char *path, struct sd_config *cfg, struct sd_err *err)
 {
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return sd_err_set(err, SD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    if (!f) {
+        int e = errno;
+        return sd_err_set(err, SD_ERR_IO, "cannot open %s: %s%s", path, strerror(e),
+                          e == ENOENT || e == ENOTDIR ? "; a model directory holds config.json and the weights: "
+                                                        "check the path given as the model"
+                                                      : "");
+    }
     char *buf = NULL;
     size_t cap = 0, len = 0;
     enum sd_status st = SD_OK;

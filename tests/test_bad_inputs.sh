@@ -8,7 +8,9 @@
 #   - the KV cache: blobs truncated, bit-flipped, emptied and deleted are dropped and recomputed (same answer,
 #     the next ask is served from the cache again); a read-only cache directory (empty and populated) fails
 #     with a message that says what to do, and --no-cache still answers;
-#   - a full disk under the store: ingest fails with "disk full", the documents already stored stay.
+#   - a full disk under the store: ingest fails with "disk full", the documents already stored stay; a full
+#     disk under the KV cache: the answer stands and the failed cache write is reported;
+#   - numeric option values that are not whole numbers in range are usage errors (exit 2).
 # The read-only and disk-full parts mount small file systems in a private mount namespace (unshare -m, as
 # root) or use chmod (as another user); they are skipped, with a message, where neither is possible.
 # Usage: test_bad_inputs.sh SPARSEDOC_BINARY
@@ -38,7 +40,7 @@ expect() {
     rc=$?
     if [ "$rc" != "$want" ]; then
         fail "$name: exit $rc, want $want; stderr: $(cat "$tmp/err")"
-    elif ! grep -Eq "$pat" "$tmp/err"; then
+    elif ! grep -Eq -e "$pat" "$tmp/err"; then
         fail "$name: stderr lacks /$pat/: $(cat "$tmp/err")"
     elif grep -q 'Sanitizer' "$tmp/err"; then
         fail "$name: sanitizer report: $(cat "$tmp/err")"
@@ -74,8 +76,11 @@ json.dump(j, open(sys.argv[1], "w"), indent=1)
 EOF
 expect "unknown architecture" 1 'config\.json: unsupported architecture "FrobnicatorForCausalLM".*supported:' \
     "$bin" generate --model "$m" --prompt hi -n 2
+m=$(model cut_config)
+head -c 200 "$mini/config.json" >"$m/config.json"
+expect "config.json cut short" 1 'config\.json: invalid JSON \(.*truncated\)' "$bin" generate --model "$m" --prompt hi -n 2
 mkdir -p "$tmp/empty_model"
-expect "empty model dir (generate)" 1 'empty_model/config\.json' "$bin" generate --model "$tmp/empty_model" --prompt hi
+expect "empty model dir (generate)" 1 'empty_model/config\.json: .*check the path' "$bin" generate --model "$tmp/empty_model" --prompt hi
 expect "empty model dir (ask)" 1 'empty_model.*config\.json' \
     "$bin" ask --db "$tmp/m.db" --model "$tmp/empty_model" --doc "$pdf" "$Q"
 m=$(model bad_tokenizer)
@@ -192,7 +197,7 @@ import random, sys
 random.seed(7)
 w = ['harbor', 'vault', 'ledger', 'tide', 'crane', 'manifest', 'berth', 'pilot', 'ballast', 'keel']
 with open(sys.argv[1], 'w') as f:
-    for i in range(60000):
+    for i in range(13000):  # about 2 MB: under the 4 MiB text cap, far over the free space
         f.write(' '.join(random.choice(w) + str(random.randrange(10**6)) for _ in range(12)) + '\n')" "$tmp/big.txt"
     printf 'The lighthouse keeper is Oren Valdt.\n' >"$tmp/small.txt"
     unshare -m sh -c "mount -t tmpfs -o size=320k tmpfs '$tmp/full' &&
@@ -210,9 +215,42 @@ with open(sys.argv[1], 'w') as f:
         fail "after disk full: docs list rc $(cat "$tmp/f3.rc"), $r, $(cat "$tmp/f3.err")"
     [ "$(cat "$tmp/f4.rc")" = 0 ] && grep -q "small.txt" "$tmp/f4.out" && ok "after disk full: search still finds small.txt" ||
         fail "after disk full: search rc $(cat "$tmp/f4.rc"), $(cat "$tmp/f4.out") $(cat "$tmp/f4.err")"
+    # A full disk under the KV cache: the answer stands (exit 0), the failed write is reported (a warning
+    # on stderr, cache.write_error in --json), and no temporary file is left behind.
+    mkdir -p "$tmp/kvfull"
+    unshare -m sh -c "mount -t tmpfs -o size=200k tmpfs '$tmp/kvfull' &&
+        SPARSEDOC_CACHE_DIR='$tmp/kvfull' '$bin' ask --threads 2 --doc '$pdf' '$Q' >'$tmp/k1.out' 2>'$tmp/k1.err'; echo \$? >'$tmp/k1.rc';
+        SPARSEDOC_CACHE_DIR='$tmp/kvfull' '$bin' ask --threads 2 --json --doc '$pdf' '$Q' >'$tmp/k2.json' 2>'$tmp/k2.err'; echo \$? >'$tmp/k2.rc';
+        find '$tmp/kvfull' -name '*.tmp' >'$tmp/k3.out'"
+    [ "$(cat "$tmp/k1.rc")" = 0 ] && grep -q KX-4821 "$tmp/k1.out" && grep -q "warning: .*not stored.*No space left" "$tmp/k1.err" &&
+        ok "cache disk full: answered, warned: '$(cat "$tmp/k1.err")'" ||
+        fail "cache disk full: rc $(cat "$tmp/k1.rc"), out '$(cat "$tmp/k1.out")', err '$(cat "$tmp/k1.err")'"
+    r=$(json "$tmp/k2.json" "(j['answer'] == '''$ans''', 'No space left' in (j['cache']['write_error'] or ''))" 2>/dev/null)
+    [ "$(cat "$tmp/k2.rc")" = 0 ] && [ "$r" = "(True, True)" ] && ok "cache disk full: --json has cache.write_error" ||
+        fail "cache disk full --json: rc $(cat "$tmp/k2.rc"), $r"
+    [ ! -s "$tmp/k3.out" ] && ok "cache disk full: no temporary files left" || fail "temporary files left: $(cat "$tmp/k3.out")"
 else
     echo "skip: disk full (needs root to mount a small tmpfs in a private mount namespace)"
 fi
+
+# 7. Numeric option values are parsed whole: "5x", "10M", "abc" and "" are usage errors (exit 2), never
+# read as 5, 10 bytes, 0 or the default.
+expect "search --limit 5x" 2 "--limit must be an integer" "$bin" search --db "$tmp/u.db" harbor --limit 5x
+expect "ingest --max-file-size 10M" 2 "--max-file-size must be an integer" \
+    "$bin" ingest --db "$tmp/u.db" --max-file-size 10M "$tmp/small.txt"
+expect "ingest --page-timeout abc" 2 "--page-timeout must be a number" \
+    "$bin" ingest --db "$tmp/u.db" --page-timeout abc "$pdf"
+expect "ingest --file-timeout -5" 2 "--file-timeout must be a number" \
+    "$bin" ingest --db "$tmp/u.db" --file-timeout -5 "$pdf"
+expect "contexts 1x" 2 "document ID must be an integer" \
+    "$bin" contexts --db "$tmp/u.db" --tokenizer "$mini/tokenizer.json" 1x
+expect "contexts --max-tokens 4096k" 2 "--max-tokens must be an integer" \
+    "$bin" contexts --db "$tmp/u.db" --tokenizer "$mini/tokenizer.json" --max-tokens 4096k
+expect "cache --max-age ''" 2 "--max-age must be an integer" "$bin" cache gc --max-age ''
+expect "models pull --parallel ''" 2 "--parallel must be an integer" "$bin" models pull a/b --parallel ''
+expect "ask --threads 4x" 2 "--threads must be an integer" "$bin" ask --threads 4x "$Q"
+[ ! -e "$tmp/u.db" ] || [ "$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM documents').fetchone()[0])" "$tmp/u.db")" = 0 ] &&
+    ok "no usage error ingested anything" || fail "a usage error still ingested documents"
 
 [ $fails = 0 ] && echo "all bad-input checks passed" || echo "$fails check(s) failed"
 [ $fails = 0 ]

@@ -89,6 +89,8 @@ int main(void)
     test_v32("rope_parameters");
     test_llama3();
     expect_fail("{", SD_ERR_FORMAT, "invalid JSON");
+    expect_fail("{\"architectures\": [", SD_ERR_FORMAT, "truncated"); // not json-c's bare "continue"
+    expect_fail("{\"a\": 1,,}", SD_ERR_FORMAT, "invalid JSON");
     expect_fail("[1,2]", SD_ERR_FORMAT, "object");
     expect_fail("{\"architectures\":[\"GPT2LMHeadModel\"]}", SD_ERR_UNSUPPORTED, "GPT2LMHeadModel");
     expect_fail("{\"architectures\":[\"LlamaForCausalLM\"],\"vocab_size\":10}", SD_ERR_MISSING, "hidden_size");

@@ -228,13 +228,23 @@ int main(int argc, char **argv)
     }
     size_t cap = 1 << 20, len = 0;
     char *line = malloc(cap);
+    if (!line) {
+        fprintf(stderr, "eval_mini: out of memory\n");
+        return 1;
+    }
     int ch;
     for (;;) {
         len = 0;
         while ((ch = fgetc(ef)) != EOF && ch != '\n') {
             if (len + 1 >= cap) {
+                char *nl = realloc(line, cap * 2);
+                if (!nl) {
+                    fprintf(stderr, "eval_mini: out of memory reading a %zu-byte line\n", len);
+                    free(line);
+                    return 1;
+                }
+                line = nl;
                 cap *= 2;
-                line = realloc(line, cap);
             }
             line[len++] = (char)ch;
         }

@@ -33,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import docgen  # noqa: E402
+import fp8io  # noqa: E402
 from model import MiniDSA, MoE, indexer_kl  # noqa: E402
 
 T0 = time.time()
@@ -208,16 +209,53 @@ class Feeder:
         self.seed = seed * 1000003
         self.n = 0
 
+    def _submit(self, L, B):
+        self.n += 1
+        self.q.append(((L, B), self.pool.apply_async(make_batch, ((self.seed + self.n, L, B),))))
+
     def get(self, L, B, ahead=24):
+        """Next prefetched batch of shape (L, B); the queue refills with the shapes asked for, so a
+        mix of shapes (long-context stages) keeps its batches instead of dropping them."""
         while len(self.q) < ahead:
-            self.n += 1
-            self.q.append(((L, B), self.pool.apply_async(make_batch, ((self.seed + self.n, L, B),))))
-        while True:
-            (l, b), r = self.q.popleft()
-            self.n += 1
-            self.q.append(((L, B), self.pool.apply_async(make_batch, ((self.seed + self.n, L, B),))))
+            self._submit(L, B)
+        for i, ((l, b), r) in enumerate(self.q):
             if (l, b) == (L, B):
+                del self.q[i]
+                self._submit(L, B)
                 return r.get()
+        for _ in range(4):  # a shape not seen yet: one to use now, three kept ahead
+            self._submit(L, B)
+        (l, b), r = self.q[len(self.q) - 4]
+        del self.q[len(self.q) - 4]
+        return r.get()
+
+
+def parse_mix(spec):
+    """'8192x8:1,16384x4:2' -> [(L, B, weight)]; weight defaults to 1."""
+    out = []
+    for part in spec.split(","):
+        shape, _, w = part.partition(":")
+        L, B = shape.lower().split("x")
+        out.append((int(L), int(B), float(w or 1)))
+    return out
+
+
+class MixCycle:
+    """Seeded shape sequence for a stage: each shape in proportion to its weight, shuffled in rounds."""
+
+    def __init__(self, mix, seed):
+        self.rng = random.Random(seed)
+        self.round = []
+        for L, B, w in mix:
+            self.round += [(L, B)] * max(1, int(round(w)))
+        self.shapes = [(L, B) for L, B, _ in mix]
+        self.buf = []
+
+    def next(self):
+        if not self.buf:
+            self.buf = self.round[:]
+            self.rng.shuffle(self.buf)
+        return self.buf.pop()
 
 
 # ----------------------------------------------------------------------------- training
@@ -251,26 +289,31 @@ def lr_at(frac, peak, warm=0.03, floor=0.1):
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
-def run_stage1(model, feeder, seconds, hist, peak=2e-3):
+def run_stage1(model, feeder, seconds, hist, peak=2e-3, mix=None, warm=0.03, min_steps=0, seed=0):
     params = [p for n, p in model.named_parameters() if ".indexer." not in n]
     decay = [p for p in params if p.dim() >= 2]
     nodecay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": nodecay, "weight_decay": 0.0}],
                             lr=peak, betas=(0.9, 0.95), fused=True)
     sched = [(0.25, 1024, 64), (0.60, 4096, 16), (1.01, 8192, 8)]
+    cyc = MixCycle(mix, seed + 1) if mix else None
     t0 = time.time()
     step = 0
     toks = 0
     while True:
         frac = (time.time() - t0) / seconds
-        if frac >= 1:
+        if frac >= 1 and step >= min_steps:
             break
-        L, B = next((l, b) for f, l, b in sched if frac < f)
+        frac = min(frac, 0.999)
+        if cyc:
+            L, B = cyc.next()
+        else:
+            L, B = next((l, b) for f, l, b in sched if frac < f)
         ids, w = feeder.get(L + 1, B)
         ids = torch.from_numpy(ids).cuda(non_blocking=True).long()
         w = torch.from_numpy(w).cuda(non_blocking=True)
         for g in opt.param_groups:
-            g["lr"] = lr_at(frac, peak)
+            g["lr"] = lr_at(frac, peak, warm=warm)
         lm, ans, na = lm_loss(model, ids, w, "dense")
         loss = lm + ans
         opt.zero_grad(set_to_none=True)
@@ -288,7 +331,7 @@ def run_stage1(model, feeder, seconds, hist, peak=2e-3):
     return step, toks
 
 
-def run_stage2(model, feeder, seconds, hist, L=4096, B=8, lr=1e-3):
+def run_stage2(model, feeder, seconds, hist, L=4096, B=8, lr=1e-3, mix=None, min_steps=0, seed=0):
     for p in model.parameters():
         p.requires_grad_(False)
     idx_params = []
@@ -297,9 +340,11 @@ def run_stage2(model, feeder, seconds, hist, L=4096, B=8, lr=1e-3):
             p.requires_grad_(True)
             idx_params.append(p)
     opt = torch.optim.AdamW(idx_params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0, fused=True)
+    cyc = MixCycle(mix or [(L, B, 1)], seed + 2)
     t0 = time.time()
     step = toks = 0
-    while time.time() - t0 < seconds:
+    while time.time() - t0 < seconds or step < min_steps:
+        L, B = cyc.next()
         ids, w = feeder.get(L + 1, B)
         ids = torch.from_numpy(ids).cuda().long()[:, :-1]
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
@@ -309,30 +354,31 @@ def run_stage2(model, feeder, seconds, hist, L=4096, B=8, lr=1e-3):
         kls = []
         for l in model.model.layers:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                kl = indexer_kl(l.self_attn, cos, sin)
-            kl.backward()
-            kls.append(round(kl.item(), 4))
+                kl = indexer_kl(l.self_attn, cos, sin)  # backward done inside, chunk by chunk
+            kls.append(round(kl, 4))
         opt.step()
         step += 1
         toks += ids.numel()
         if step % 10 == 0 or step == 1:
-            hist.append({"stage": 2, "step": step, "t": round(time.time() - t0, 1), "kl": kls})
-            log("s2 step %d kl %s" % (step, kls))
+            hist.append({"stage": 2, "step": step, "t": round(time.time() - t0, 1), "L": L, "kl": kls})
+            log("s2 step %d L %d kl %s" % (step, L, kls))
     for p in model.parameters():
         p.requires_grad_(True)
     return step, toks
 
 
-def run_stage3(model, feeder, seconds, hist, L=8192, B=4, lr=3e-4, lr_idx=5e-4):
+def run_stage3(model, feeder, seconds, hist, L=8192, B=4, lr=3e-4, lr_idx=5e-4, mix=None, min_steps=0, seed=0):
     main = [p for n, p in model.named_parameters() if ".indexer." not in n]
     idx = [p for n, p in model.named_parameters() if ".indexer." in n]
     opt = torch.optim.AdamW([{"params": main, "lr": lr}, {"params": idx, "lr": lr_idx}],
                             betas=(0.9, 0.95), weight_decay=0.0, fused=True)
     model.training_indexer = True
+    cyc = MixCycle(mix or [(L, B, 1)], seed + 3)
     t0 = time.time()
     step = toks = 0
-    while time.time() - t0 < seconds:
-        frac = (time.time() - t0) / seconds
+    while time.time() - t0 < seconds or step < min_steps:
+        frac = min(1.0, (time.time() - t0) / seconds)
+        L, B = cyc.next()
         ids, w = feeder.get(L + 1, B)
         ids = torch.from_numpy(ids).cuda().long()
         w = torch.from_numpy(w).cuda()
@@ -344,23 +390,42 @@ def run_stage3(model, feeder, seconds, hist, L=8192, B=4, lr=3e-4, lr_idx=5e-4):
         kls = []
         for l in model.model.layers:
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                kl = indexer_kl(l.self_attn, cos, sin)
-            kl.backward()
-            kls.append(round(kl.item(), 4))
+                kl = indexer_kl(l.self_attn, cos, sin)  # backward done inside, chunk by chunk
+            kls.append(round(kl, 4))
         torch.nn.utils.clip_grad_norm_(main, 1.0)
         opt.step()
         update_bias(model)
         step += 1
         toks += ids.numel()
         if step % 10 == 0 or step == 1:
-            hist.append({"stage": 3, "step": step, "t": round(time.time() - t0, 1), "lm": round(lm.item(), 4),
+            hist.append({"stage": 3, "step": step, "t": round(time.time() - t0, 1), "L": L, "lm": round(lm.item(), 4),
                          "ans": round(ans.item(), 4), "kl": kls})
-            log("s3 step %d lm %.4f ans %.4f kl %s" % (step, lm.item(), ans.item(), kls))
+            log("s3 step %d L %d lm %.4f ans %.4f kl %s" % (step, L, lm.item(), ans.item(), kls))
     model.training_indexer = False
     return step, toks
 
 
 # ----------------------------------------------------------------------------- export / checks
+
+
+def fresh_eval(model, a, report, tag):
+    """Answer/LM loss on fresh generated retrieval rows (no LM-only rows) at --eval-lens, both modes."""
+    was = model.training
+    model.eval()
+    frac = G["lm_frac"]
+    G["lm_frac"] = 0.0
+    with torch.no_grad():
+        for L in [int(x) for x in a.eval_lens.split(",")]:
+            ids, w = make_batch((a.seed + 7, L + 1, max(1, 32768 // L)))
+            ids = torch.from_numpy(ids).cuda().long()
+            w = torch.from_numpy(w).cuda()
+            for mode in ("dense", "sparse"):
+                lm, ans, na = lm_loss(model, ids, w, mode)
+                key = "%s_%s" % (tag, mode) if L == 8192 else "%s_%s_%d" % (tag, mode, L)
+                report[key] = {"lm": lm.item(), "ans": ans.item(), "n_ans": na}
+                log("%s %s L %d: lm %.4f ans %.4f (%d answer tokens)" % (tag, mode, L, lm.item(), ans.item(), na))
+    G["lm_frac"] = frac
+    model.train(was)
 
 
 def save_ckpt(model, out, meta):
@@ -519,6 +584,15 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--split", default="0.70,0.10,0.20", help="fractions of training time for stages 1,2,3")
     ap.add_argument("--procs", type=int, default=12)
+    ap.add_argument("--init", default="", help="start from a shipped model dir (FP8 safetensors, fp8io.py)")
+    ap.add_argument("--mix1", default="", help="stage 1 shapes 'LxB:weight,...' (default: 1K->4K->8K schedule)")
+    ap.add_argument("--mix2", default="", help="stage 2 shapes (default 4096x8)")
+    ap.add_argument("--mix3", default="", help="stage 3 shapes (default 8192x4)")
+    ap.add_argument("--peak1", type=float, default=2e-3)
+    ap.add_argument("--warm1", type=float, default=0.03)
+    ap.add_argument("--lr3", type=float, default=3e-4)
+    ap.add_argument("--max-docs", type=int, default=0, help="use only the first N corpus documents (smoke)")
+    ap.add_argument("--eval-lens", default="8192", help="fresh-row answer-loss check lengths after training")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     random.seed(a.seed)
@@ -530,6 +604,10 @@ def main():
         report["transformers"] = transformers.__version__
         log("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name(0))
         corpus = [json.loads(l) for l in gzip.open(a.corpus, "rt", encoding="utf-8")]
+        if a.max_docs:
+            rs = random.Random(a.seed)
+            rs.shuffle(corpus)
+            corpus = corpus[:a.max_docs]
         log("corpus docs", len(corpus), "chars", sum(len(r["text"]) for r in corpus))
         from tokenizers import Tokenizer
         if os.path.exists(a.tokenizer):
@@ -580,6 +658,11 @@ def main():
         if a.resume:
             report["resumed_from"] = load_ckpt(model, a.resume)
             log("resumed", report["resumed_from"])
+        if a.init:
+            report["init_from"] = fp8io.load_model_dir(model, a.init)
+            log("initialized from", report["init_from"])
+            if not a.smoke:
+                fresh_eval(model, a, report, "before")
         feeder = Feeder(a.procs, a.seed)
         hist = []
         report["hist"] = hist
@@ -591,16 +674,19 @@ def main():
         report["stage_seconds"] = [avail * f1, avail * f2, avail * f3]
         log("training seconds per stage", [round(x) for x in report["stage_seconds"]])
         st = {}
+        mix1, mix2, mix3 = (parse_mix(m) if m else None for m in (a.mix1, a.mix2, a.mix3))
+        ms = lambda m: len(MixCycle(m, 0).round) if (a.smoke and m) else int(a.smoke)  # smoke: every shape
         if f1 > 0:
-            st["s1"] = run_stage1(model, feeder, avail * f1, hist)
+            st["s1"] = run_stage1(model, feeder, avail * f1, hist, peak=a.peak1, mix=mix1, warm=a.warm1,
+                                  min_steps=ms(mix1), seed=a.seed)
             torch.cuda.synchronize()
             log("stage 1 done: steps %d tokens %.1fM, max mem %.1f GB" % (st["s1"][0], st["s1"][1] / 1e6,
                                                                          torch.cuda.max_memory_allocated() / 1e9))
         if f2 > 0:
-            st["s2"] = run_stage2(model, feeder, avail * f2, hist)
+            st["s2"] = run_stage2(model, feeder, avail * f2, hist, mix=mix2, min_steps=ms(mix2), seed=a.seed)
             log("stage 2 done: steps %d, max mem %.1f GB" % (st["s2"][0], torch.cuda.max_memory_allocated() / 1e9))
         if f3 > 0:
-            st["s3"] = run_stage3(model, feeder, avail * f3, hist)
+            st["s3"] = run_stage3(model, feeder, avail * f3, hist, lr=a.lr3, mix=mix3, min_steps=ms(mix3), seed=a.seed)
             log("stage 3 done: steps %d tokens %.1fM, max mem %.1f GB" % (st["s3"][0], st["s3"][1] / 1e6,
                                                                          torch.cuda.max_memory_allocated() / 1e9))
         report["stages"] = st
@@ -610,14 +696,7 @@ def main():
         model.eval()
         G["lm_frac"] = 0.0
         rng = random.Random(a.seed + 7)
-        with torch.no_grad():
-            ids, w = make_batch((a.seed + 7, 8193, 4))
-            ids = torch.from_numpy(ids).cuda().long()
-            w = torch.from_numpy(w).cuda()
-            for mode in ("dense", "sparse"):
-                lm, ans, na = lm_loss(model, ids, w, mode)
-                report["final_%s" % mode] = {"lm": lm.item(), "ans": ans.item(), "n_ans": na}
-                log("final %s: lm %.4f ans %.4f (%d answer tokens)" % (mode, lm.item(), ans.item(), na))
+        fresh_eval(model, a, report, "final")
         files = export(model, tok, a.out, report, rid, ref_prompt)
     except Exception as e:
         import traceback
@@ -634,7 +713,10 @@ def main():
         with open(os.path.join(a.out, "log.txt"), "w") as f:
             f.write("\n".join(LOG) + "\n")
         log("total %.1fs" % (time.time() - T0))
+    return 1 if "error" in report else 0
 
 
 if __name__ == "__main__":
-    main()
+    rc = main()
+    sys.stdout.flush()
+    os._exit(rc)  # do not wait on the data workers' pool at interpreter exit
