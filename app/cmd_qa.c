@@ -58,6 +58,7 @@ static const char ask_help[] =
     "  --max-tokens N     answer length limit (default 256)\n"
     "  --ctx N            tokens of one prompt (default: what the model supports, at most 64K)\n"
     "  --threads N        CPU threads (default: all cores)\n"
+    "  --backend NAME     cpu (default) or cuda (fp32 forward pass on the GPU, builds with nvcc)\n"
     "  --strategy S       auto (default), select (FTS5 picks a context) or map-reduce\n"
     "  --attention MODE   sparse (default, DSA) or dense\n"
     "  --no-cache         neither read nor write the KV prefix cache\n"
@@ -116,6 +117,11 @@ static int parse(int argc, char **argv, struct qa_cli *c, const char *help)
         } else if (!strcmp(a, "--model")) {
             VALUE;
             c->model_arg = v;
+        } else if (!strcmp(a, "--backend")) {
+            VALUE;
+            if (strcmp(v, "cpu") && strcmp(v, "cuda"))
+                return usage_err(cmd, "--backend must be cpu or cuda");
+            c->qo.backend = v;
         } else if (!strcmp(a, "--db")) {
             VALUE;
             c->qo.db_path = v;

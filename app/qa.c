@@ -7,6 +7,10 @@
 // chat_template.c; citations: citations.c.
 #include "qa.h"
 
+#ifdef SD_CUDA_BACKEND
+#include "sd_cuda.h"
+#endif
+
 #include <ctype.h>
 #include <json-c/json.h>
 #include <math.h>
@@ -82,9 +86,21 @@ enum sd_status sd_qa_open(const struct sd_qa_opts *opts, struct sd_qa **out, str
     struct sd_qa_opts o0 = {0};
     const struct sd_qa_opts *o = opts ? opts : &o0;
     *out = NULL;
-    if (o->backend && strcmp(o->backend, "cpu"))
-        return sd_err_set(err, SD_ERR_UNSUPPORTED, "backend '%s' is not available in this build (available: cpu)",
+    const struct sd_backend *backend = NULL; // NULL: the CPU forward pass
+    if (o->backend && strcmp(o->backend, "cpu")) {
+#ifdef SD_CUDA_BACKEND
+        if (strcmp(o->backend, "cuda"))
+            return sd_err_set(err, SD_ERR_ARG, "unknown backend '%s' (available: cpu, cuda)", o->backend);
+        if (sd_cuda_device_count() <= 0)
+            return sd_err_set(err, SD_ERR_BACKEND, "backend cuda: no CUDA device or driver found on this machine; "
+                                                   "use the cpu backend");
+        backend = sd_cuda_backend();
+#else
+        return sd_err_set(err, SD_ERR_UNSUPPORTED,
+                          "backend '%s' is not available in this build (available: cpu; cuda needs a build with nvcc)",
                           o->backend);
+#endif
+    }
     struct sd_qa *qa = calloc(1, sizeof *qa);
     if (!qa)
         return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
@@ -145,6 +161,7 @@ enum sd_status sd_qa_open(const struct sd_qa_opts *opts, struct sd_qa **out, str
         goto fail;
     qa->sp = (struct sd_session_params){.n_ctx = qa->n_ctx,
                                         .n_threads = o->n_threads,
+                                        .backend = backend,
                                         .max_batch = QA_PREFILL_CHUNK,
                                         .dsa_mode = o->dsa_mode,
                                         .index_topk = o->index_topk};

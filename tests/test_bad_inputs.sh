@@ -79,6 +79,11 @@ expect "unknown architecture" 1 'config\.json: unsupported architecture "Frobnic
 m=$(model cut_config)
 head -c 200 "$mini/config.json" >"$m/config.json"
 expect "config.json cut short" 1 'config\.json: invalid JSON \(.*truncated\)' "$bin" generate --model "$m" --prompt hi -n 2
+expect "unknown backend (ask)" 2 'backend must be cpu or cuda' "$bin" ask --db "$tmp/b.db" --backend tpu --doc "$pdf" "$Q"
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+    expect "cuda backend without a GPU (ask)" 1 'backend (cuda: no CUDA device|.cuda. is not available in this build)' \
+        "$bin" ask --db "$tmp/b.db" --backend cuda --doc "$pdf" "$Q"
+fi
 mkdir -p "$tmp/empty_model"
 expect "empty model dir (generate)" 1 'empty_model/config\.json: .*check the path' "$bin" generate --model "$tmp/empty_model" --prompt hi
 expect "empty model dir (ask)" 1 'empty_model.*config\.json' \
