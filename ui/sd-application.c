@@ -1,4 +1,5 @@
-// sd-application.c: the application object (see sd-application.h).
+// sd-application.c: the application object (see sd-application.h). The keyboard shortcuts window is
+// sd-shortcuts.ui in the resource bundle.
 #define G_LOG_DOMAIN "sparsedoc-gtk"
 
 #include "sd-application.h"
@@ -91,46 +92,15 @@ static void act_about(GSimpleAction *a, GVariant *p, gpointer data)
     gtk_window_present(GTK_WINDOW(w));
 }
 
-static const char shortcuts_ui[] =
-    "<interface><object class='GtkShortcutsWindow' id='w'><property name='modal'>1</property>"
-    "<child><object class='GtkShortcutsSection'><property name='section-name'>main</property>"
-    "<child><object class='GtkShortcutsGroup'><property name='title'>Library</property>"
-    "<child><object class='GtkShortcutsShortcut'><property name='title'>Add documents</property>"
-    "<property name='accelerator'>&lt;Ctrl&gt;o</property></object></child>"
-    "<child><object class='GtkShortcutsShortcut'><property name='title'>Add a folder</property>"
-    "<property name='accelerator'>&lt;Ctrl&gt;&lt;Shift&gt;o</property></object></child>"
-    "<child><object class='GtkShortcutsShortcut'><property name='title'>Search the library</property>"
-    "<property name='accelerator'>&lt;Ctrl&gt;f</property></object></child>"
-    "<child><object class='GtkShortcutsShortcut'><property name='title'>Reload the library</property>"
-    "<property name='accelerator'>F5</property></object></child>"
-    "</object></child>"
-    "<child><object class='GtkShortcutsGroup'><property name='title'>Questions</property>"
-    "<child><object class='GtkShortcutsShortcut'><property name='title'>Type a question</property>"
-    "<property name='accelerator'>&lt;Ctrl&gt;l</property></object></child>"
-    "<child><object class='GtkShortcutsShortcut'><property name='title'>Stop the answer</property>"
-    "<property name='accelerator'>Escape</property></object></child>"
-    "<child><object class='GtkShortcutsShortcut'><property name='title'>Close the viewer</property>"
-    "<property name='accelerator'>&lt;Ctrl&gt;w</property></object></child>"
-    "</object></child>"
-    "<child><object class='GtkShortcutsGroup'><property name='title'>General</property>"
-    "<child><object class='GtkShortcutsShortcut'><property name='title'>Preferences</property>"
-    "<property name='accelerator'>&lt;Ctrl&gt;comma</property></object></child>"
-    "<child><object class='GtkShortcutsShortcut'><property name='title'>Keyboard shortcuts</property>"
-    "<property name='accelerator'>&lt;Ctrl&gt;question</property></object></child>"
-    "<child><object class='GtkShortcutsShortcut'><property name='title'>Quit</property>"
-    "<property name='accelerator'>&lt;Ctrl&gt;q</property></object></child>"
-    "</object></child></object></child></object></interface>";
-
 static void act_shortcuts(GSimpleAction *a, GVariant *p, gpointer data)
 {
     (void)a;
     (void)p;
     SdApplication *self = data;
-    GtkBuilder *b = gtk_builder_new_from_string(shortcuts_ui, -1);
-    GtkWindow *w = GTK_WINDOW(gtk_builder_get_object(b, "w"));
+    g_autoptr(GtkBuilder) b = gtk_builder_new_from_resource("/io/github/sparsedoc/Sparsedoc/sd-shortcuts.ui");
+    GtkWindow *w = GTK_WINDOW(gtk_builder_get_object(b, "shortcuts"));
     gtk_window_set_transient_for(w, GTK_WINDOW(self->window));
     gtk_window_present(w);
-    g_object_unref(b);
 }
 
 static void act_quit(GSimpleAction *a, GVariant *p, gpointer data)

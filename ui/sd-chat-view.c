@@ -1,4 +1,6 @@
-// sd-chat-view.c: the chat pane (see sd-chat-view.h).
+// sd-chat-view.c: the chat pane (see sd-chat-view.h). Its fixed widgets are the composite template
+// sd-chat-view.ui; a page per scope is built here, holding one SdChatTurn (sd-chat-turn.c) per question.
+// Ask and Stop are the class actions chat.ask and chat.stop (Escape stops a running answer).
 #define G_LOG_DOMAIN "sparsedoc-gtk"
 
 #include "sd-chat-view.h"
@@ -6,15 +8,7 @@
 #include <adwaita.h>
 #include <string.h>
 
-// One question and its answer.
-typedef struct {
-    GtkWidget *box, *answer, *progress, *cites, *status;
-    GString *text;
-    guint n_pieces;
-    char *status_text;
-    struct sd_qa_result *result; // when finished (or stopped)
-    GPtrArray *cite_buttons;
-} Turn;
+#include "sd-chat-turn.h"
 
 // One scope's conversation.
 typedef struct {
@@ -22,7 +16,7 @@ typedef struct {
     GArray *doc_ids; // gint64
     gint64 conv_id;
     char *label;
-    Turn *last;
+    SdChatTurn *last;
 } Page;
 
 struct _SdChatView {
@@ -43,16 +37,6 @@ struct _SdChatView {
 };
 
 G_DEFINE_FINAL_TYPE(SdChatView, sd_chat_view, GTK_TYPE_WIDGET)
-
-static void turn_free(gpointer p)
-{
-    Turn *t = p;
-    g_string_free(t->text, TRUE);
-    g_free(t->status_text);
-    sd_service_result_free(t->result);
-    g_ptr_array_unref(t->cite_buttons);
-    g_free(t);
-}
 
 static void page_free(gpointer p)
 {
@@ -85,7 +69,9 @@ static void update_buttons(SdChatView *self)
     gboolean running = self->running != NULL;
     gtk_stack_set_visible_child(GTK_STACK(self->buttons), running ? self->stop : self->send);
     const char *q = gtk_editable_get_text(GTK_EDITABLE(self->entry));
-    gtk_widget_set_sensitive(self->send, !running && !self->no_docs && q && *q);
+    gtk_widget_action_set_enabled(GTK_WIDGET(self), "chat.ask", !running && !self->no_docs && q && *q);
+    // Disabled when idle, so that Escape goes on to whatever else wants it.
+    gtk_widget_action_set_enabled(GTK_WIDGET(self), "chat.stop", running);
     gtk_widget_set_visible(self->stage, running);
 }
 
@@ -158,72 +144,17 @@ static gboolean scroll_idle(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
-static Turn *turn_add(Page *pg, const char *question)
+static void on_citation_clicked(SdChatTurn *t, guint i, SdChatView *self);
+
+static SdChatTurn *turn_add(SdChatView *self, Page *pg, const char *question)
 {
     gtk_widget_set_visible(pg->empty, FALSE);
-    Turn *t = g_new0(Turn, 1);
-    t->text = g_string_new(NULL);
-    t->cite_buttons = g_ptr_array_new();
-    t->box = gtk_box_new(GTK_ORIENTATION_VERTICAL, 6);
-    GtkWidget *q = gtk_label_new(question);
-    gtk_label_set_wrap(GTK_LABEL(q), TRUE);
-    gtk_label_set_wrap_mode(GTK_LABEL(q), PANGO_WRAP_WORD_CHAR);
-    gtk_label_set_xalign(GTK_LABEL(q), 0);
-    gtk_label_set_selectable(GTK_LABEL(q), TRUE);
-    gtk_widget_set_halign(q, GTK_ALIGN_END);
-    gtk_widget_add_css_class(q, "sd-question");
-    gtk_box_append(GTK_BOX(t->box), q);
-    GtkWidget *card = gtk_box_new(GTK_ORIENTATION_VERTICAL, 8);
-    gtk_widget_add_css_class(card, "card");
-    gtk_widget_add_css_class(card, "sd-answer");
-    gtk_widget_set_halign(card, GTK_ALIGN_FILL);
-    t->progress = gtk_label_new("Waiting for the model…");
-    gtk_label_set_xalign(GTK_LABEL(t->progress), 0);
-    gtk_widget_add_css_class(t->progress, "dim-label");
-    gtk_box_append(GTK_BOX(card), t->progress);
-    t->answer = gtk_label_new("");
-    gtk_label_set_wrap(GTK_LABEL(t->answer), TRUE);
-    gtk_label_set_wrap_mode(GTK_LABEL(t->answer), PANGO_WRAP_WORD_CHAR);
-    gtk_label_set_xalign(GTK_LABEL(t->answer), 0);
-    gtk_label_set_selectable(GTK_LABEL(t->answer), TRUE);
-    gtk_widget_set_visible(t->answer, FALSE);
-    gtk_accessible_update_property(GTK_ACCESSIBLE(t->answer), GTK_ACCESSIBLE_PROPERTY_LABEL, "Answer", -1);
-    gtk_box_append(GTK_BOX(card), t->answer);
-    t->cites = gtk_flow_box_new();
-    gtk_flow_box_set_selection_mode(GTK_FLOW_BOX(t->cites), GTK_SELECTION_NONE);
-    gtk_flow_box_set_max_children_per_line(GTK_FLOW_BOX(t->cites), 8);
-    gtk_widget_set_visible(t->cites, FALSE);
-    gtk_box_append(GTK_BOX(card), t->cites);
-    t->status = gtk_label_new("");
-    gtk_label_set_wrap(GTK_LABEL(t->status), TRUE);
-    gtk_label_set_xalign(GTK_LABEL(t->status), 0);
-    gtk_widget_add_css_class(t->status, "caption");
-    gtk_widget_set_visible(t->status, FALSE);
-    gtk_box_append(GTK_BOX(card), t->status);
-    gtk_box_append(GTK_BOX(t->box), card);
-    g_object_set_data_full(G_OBJECT(t->box), "sd-turn", t, turn_free);
-    gtk_box_append(GTK_BOX(pg->list), t->box);
+    SdChatTurn *t = SD_CHAT_TURN(sd_chat_turn_new(question));
+    g_signal_connect_object(t, "citation-clicked", G_CALLBACK(on_citation_clicked), self, 0);
+    gtk_box_append(GTK_BOX(pg->list), GTK_WIDGET(t));
     pg->last = t;
     g_idle_add(scroll_idle, g_object_ref(pg->scroller));
     return t;
-}
-
-static void turn_set_text(Turn *t, const char *text)
-{
-    gtk_widget_set_visible(t->answer, TRUE);
-    gtk_label_set_text(GTK_LABEL(t->answer), text);
-}
-
-static void turn_set_status(Turn *t, const char *css, const char *text)
-{
-    g_free(t->status_text);
-    t->status_text = g_strdup(text);
-    gtk_label_set_text(GTK_LABEL(t->status), text);
-    gtk_widget_remove_css_class(t->status, "error");
-    gtk_widget_remove_css_class(t->status, "warning");
-    gtk_widget_remove_css_class(t->status, "dim-label");
-    gtk_widget_add_css_class(t->status, css);
-    gtk_widget_set_visible(t->status, TRUE);
 }
 
 // ---- streaming (main thread, from the service) ----
@@ -234,14 +165,10 @@ static void on_text(GObject *target, const char *text)
     Page *pg = self->running;
     if (!pg || !pg->last)
         return;
-    Turn *t = pg->last;
     gboolean at_end = FALSE;
     GtkAdjustment *a = gtk_scrolled_window_get_vadjustment(GTK_SCROLLED_WINDOW(pg->scroller));
     at_end = gtk_adjustment_get_value(a) + gtk_adjustment_get_page_size(a) >= gtk_adjustment_get_upper(a) - 40;
-    g_string_append(t->text, text);
-    t->n_pieces++;
-    turn_set_text(t, t->text->str);
-    gtk_label_set_text(GTK_LABEL(t->progress), "Answering…");
+    sd_chat_turn_append(pg->last, text);
     if (at_end)
         g_idle_add(scroll_idle, g_object_ref(pg->scroller));
 }
@@ -274,7 +201,7 @@ static void on_progress(GObject *target, const char *stage, gint64 done, gint64 
     char *s = total > 0
                   ? g_strdup_printf("%s… %" G_GINT64_FORMAT " / %" G_GINT64_FORMAT, stage_name(stage), done, total)
                   : g_strdup_printf("%s…", stage_name(stage));
-    gtk_label_set_text(GTK_LABEL(pg->last->progress), s);
+    sd_chat_turn_set_progress(pg->last, s);
     gtk_label_set_text(GTK_LABEL(self->stage), s);
     g_free(s);
 }
@@ -299,52 +226,14 @@ static char *quote_for(const char *answer, const char *marker)
     return g_strstrip(q);
 }
 
-static void on_cite_clicked(GtkButton *b, gpointer data)
+static void on_citation_clicked(SdChatTurn *t, guint i, SdChatView *self)
 {
-    SdChatView *self = data;
-    Turn *t = g_object_get_data(G_OBJECT(b), "sd-turn");
-    guint i = GPOINTER_TO_UINT(g_object_get_data(G_OBJECT(b), "sd-cite"));
-    if (!t || !t->result || i >= t->result->n_cites || !self->on_cite)
+    const struct sd_qa_result *r = sd_chat_turn_get_result(t);
+    if (!r || i >= r->n_cites || !self->on_cite)
         return;
-    const struct sd_qa_citation *c = &t->result->cites[i];
-    g_autofree char *q = quote_for(t->result->answer, c->marker);
+    const struct sd_qa_citation *c = &r->cites[i];
+    g_autofree char *q = quote_for(r->answer, c->marker);
     self->on_cite(self->cite_user, c, q);
-}
-
-static void show_citations(SdChatView *self, Turn *t)
-{
-    for (size_t i = 0; i < t->result->n_cites; i++) {
-        const struct sd_qa_citation *c = &t->result->cites[i];
-        g_autofree char *name =
-            c->title && *c->title ? g_strdup(c->title) : g_path_get_basename(c->path ? c->path : "?");
-        g_autofree char *label = NULL;
-        if (!c->valid)
-            label = g_strdup_printf("%s (not in the documents)", c->marker);
-        else if (c->page_no > 0 && c->page_label && *c->page_label)
-            label = g_strdup_printf("%s · p. %s", name, c->page_label);
-        else if (c->page_no > 0)
-            label = g_strdup_printf("%s · page %d", name, c->page_no);
-        else
-            label = g_strdup_printf("%s:%d", name, c->line_start);
-        GtkWidget *b = gtk_button_new();
-        GtkWidget *content = adw_button_content_new();
-        adw_button_content_set_icon_name(ADW_BUTTON_CONTENT(content),
-                                         c->page_no > 0 ? "x-office-document-symbolic" : "text-x-generic-symbolic");
-        adw_button_content_set_label(ADW_BUTTON_CONTENT(content), label);
-        gtk_button_set_child(GTK_BUTTON(b), content);
-        gtk_widget_add_css_class(b, "pill");
-        gtk_widget_add_css_class(b, "sd-cite");
-        gtk_widget_set_sensitive(b, c->valid);
-        g_autofree char *tip = g_strdup_printf("Open %s at %s", c->path ? c->path : "the source", c->marker);
-        gtk_widget_set_tooltip_text(b, tip);
-        gtk_accessible_update_property(GTK_ACCESSIBLE(b), GTK_ACCESSIBLE_PROPERTY_LABEL, tip, -1);
-        g_object_set_data(G_OBJECT(b), "sd-turn", t);
-        g_object_set_data(G_OBJECT(b), "sd-cite", GUINT_TO_POINTER((guint)i));
-        g_signal_connect(b, "clicked", G_CALLBACK(on_cite_clicked), self);
-        gtk_flow_box_append(GTK_FLOW_BOX(t->cites), b);
-        g_ptr_array_add(t->cite_buttons, b);
-    }
-    gtk_widget_set_visible(t->cites, t->result->n_cites > 0);
 }
 
 static char *cache_line(const struct sd_qa_result *r)
@@ -380,34 +269,30 @@ static void ask_done(GObject *src, GAsyncResult *res, gpointer data)
     Page *pg = self->running;
     self->running = NULL;
     g_clear_object(&self->cancel);
-    Turn *t = pg ? pg->last : NULL;
+    SdChatTurn *t = pg ? pg->last : NULL;
     gboolean ok = r != NULL;
     if (t) {
-        gtk_widget_set_visible(t->progress, FALSE);
+        sd_chat_turn_set_progress(t, NULL);
         if (r) {
             if (r->conversation_id)
                 pg->conv_id = r->conversation_id;
-            t->result = r;
-            turn_set_text(t, r->answer && *r->answer ? r->answer : "(empty answer)");
-            show_citations(self, t);
             g_autofree char *line = cache_line(r);
-            turn_set_status(t, "dim-label", line);
-            gtk_widget_add_css_class(t->status, r->tokens_reused > 0 ? "sd-cache-hit" : "sd-cache-miss");
+            sd_chat_turn_set_status(t, r->tokens_reused > 0 ? "dim-label sd-cache-hit" : "dim-label sd-cache-miss",
+                                    line);
+            sd_chat_turn_set_result(t, r); // takes r
             r = NULL;
         } else if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
             if (partial && partial->conversation_id)
                 pg->conv_id = partial->conversation_id;
-            if (!t->text->len)
-                gtk_widget_set_visible(t->answer, FALSE);
-            g_autofree char *m = t->n_pieces
-                                     ? g_strdup_printf("Stopped after %u piece%s of text; the text so far is kept.",
-                                                       t->n_pieces, t->n_pieces == 1 ? "" : "s")
-                                     : g_strdup("Stopped before the answer began.");
-            turn_set_status(t, "warning", m);
+            guint n = sd_chat_turn_get_n_pieces(t);
+            g_autofree char *m =
+                n ? g_strdup_printf("Stopped after %u piece%s of text; the text so far is kept.", n, n == 1 ? "" : "s")
+                  : g_strdup("Stopped before the answer began.");
+            sd_chat_turn_set_status(t, "warning", m);
         } else {
             g_autofree char *clean = sd_ui_message(NULL, error->message);
             g_autofree char *m = g_strdup_printf("Could not answer: %s", clean);
-            turn_set_status(t, "error", m);
+            sd_chat_turn_set_status(t, "error", m);
         }
     }
     sd_service_result_free(r);
@@ -424,7 +309,7 @@ void sd_chat_view_ask(SdChatView *self, const char *question)
     if (self->running || !self->page || !question || !*question)
         return;
     Page *pg = self->page;
-    turn_add(pg, question);
+    turn_add(self, pg, question);
     self->running = pg;
     g_clear_pointer(&self->stage_raw, g_free);
     self->cancel = g_cancellable_new();
@@ -440,7 +325,7 @@ void sd_chat_view_stop(SdChatView *self)
     if (self->cancel)
         g_cancellable_cancel(self->cancel);
     if (self->running && self->running->last)
-        gtk_label_set_text(GTK_LABEL(self->running->last->progress), "Stopping…");
+        sd_chat_turn_set_progress(self->running->last, "Stopping…");
 }
 
 void sd_chat_view_show_conversation(SdChatView *self, SdConversation *conv, const char *label)
@@ -451,11 +336,10 @@ void sd_chat_view_show_conversation(SdChatView *self, SdConversation *conv, cons
         pg = page_get(self, key, (const gint64 *)(void *)conv->doc_ids->data, conv->doc_ids->len, label);
         pg->conv_id = conv->id;
         for (guint i = 0; i + 1 < conv->turns->len; i += 2) {
-            Turn *t = turn_add(pg, g_ptr_array_index(conv->turns, i));
-            gtk_widget_set_visible(t->progress, FALSE);
-            g_string_assign(t->text, g_ptr_array_index(conv->turns, i + 1));
-            turn_set_text(t, t->text->str);
-            turn_set_status(t, "dim-label", "Saved answer");
+            SdChatTurn *t = turn_add(self, pg, g_ptr_array_index(conv->turns, i));
+            sd_chat_turn_set_progress(t, NULL);
+            sd_chat_turn_set_answer(t, g_ptr_array_index(conv->turns, i + 1));
+            sd_chat_turn_set_status(t, "dim-label", "Saved answer");
         }
     }
     show_page(self, pg);
@@ -494,45 +378,46 @@ void sd_chat_view_set_done_handler(SdChatView *self, SdAnswerDoneFn fn, gpointer
     self->done_user = user;
 }
 
-static Turn *last_turn(SdChatView *self)
+static SdChatTurn *last_turn(SdChatView *self)
 {
     return self->page ? self->page->last : NULL;
 }
 
 const char *sd_chat_view_last_answer(SdChatView *self)
 {
-    Turn *t = last_turn(self);
-    return t ? (t->result && t->result->answer ? t->result->answer : t->text->str) : NULL;
+    SdChatTurn *t = last_turn(self);
+    return t ? sd_chat_turn_get_answer(t) : NULL;
 }
 
 guint sd_chat_view_last_n_pieces(SdChatView *self)
 {
-    Turn *t = last_turn(self);
-    return t ? t->n_pieces : 0;
+    SdChatTurn *t = last_turn(self);
+    return t ? sd_chat_turn_get_n_pieces(t) : 0;
 }
 
 const char *sd_chat_view_last_status(SdChatView *self)
 {
-    Turn *t = last_turn(self);
-    return t ? t->status_text : NULL;
+    SdChatTurn *t = last_turn(self);
+    return t ? sd_chat_turn_get_status(t) : NULL;
 }
 
 guint sd_chat_view_last_n_citations(SdChatView *self)
 {
-    Turn *t = last_turn(self);
-    return t ? t->cite_buttons->len : 0;
+    SdChatTurn *t = last_turn(self);
+    return t ? sd_chat_turn_get_n_citations(t) : 0;
 }
 
 GtkWidget *sd_chat_view_last_citation_button(SdChatView *self, guint i)
 {
-    Turn *t = last_turn(self);
-    return t && i < t->cite_buttons->len ? g_ptr_array_index(t->cite_buttons, i) : NULL;
+    SdChatTurn *t = last_turn(self);
+    return t ? sd_chat_turn_get_citation_button(t, i) : NULL;
 }
 
 const struct sd_qa_citation *sd_chat_view_last_citation(SdChatView *self, guint i)
 {
-    Turn *t = last_turn(self);
-    return t && t->result && i < t->result->n_cites ? &t->result->cites[i] : NULL;
+    SdChatTurn *t = last_turn(self);
+    const struct sd_qa_result *r = t ? sd_chat_turn_get_result(t) : NULL;
+    return r && i < r->n_cites ? &r->cites[i] : NULL;
 }
 
 GtkWidget *sd_chat_view_get_stop_button(SdChatView *self)
@@ -556,15 +441,18 @@ static void on_activate(SdChatView *self)
     sd_chat_view_ask(self, question);
 }
 
-static gboolean on_escape(GtkWidget *w, GVariant *args, gpointer data)
+static void act_ask(GtkWidget *w, const char *name, GVariant *p)
 {
-    (void)args;
-    (void)data;
-    SdChatView *self = SD_CHAT_VIEW(w);
-    if (!self->running)
-        return FALSE;
-    sd_chat_view_stop(self);
-    return TRUE;
+    (void)name;
+    (void)p;
+    on_activate(SD_CHAT_VIEW(w));
+}
+
+static void act_stop(GtkWidget *w, const char *name, GVariant *p)
+{
+    (void)name;
+    (void)p;
+    sd_chat_view_stop(SD_CHAT_VIEW(w));
 }
 
 static void sd_chat_view_dispose(GObject *obj)
@@ -575,74 +463,50 @@ static void sd_chat_view_dispose(GObject *obj)
     g_clear_object(&self->cancel);
     self->running = NULL; // streamed pieces still queued find nothing to update
     self->page = NULL;
-    g_clear_pointer(&self->box, gtk_widget_unparent);
     g_clear_pointer(&self->pages, g_hash_table_unref);
     g_clear_pointer(&self->stage_raw, g_free);
     g_clear_object(&self->service);
+    gtk_widget_dispose_template(GTK_WIDGET(self), SD_TYPE_CHAT_VIEW);
     G_OBJECT_CLASS(sd_chat_view_parent_class)->dispose(obj);
 }
 
 static void sd_chat_view_class_init(SdChatViewClass *klass)
 {
+    GtkWidgetClass *wc = GTK_WIDGET_CLASS(klass);
     G_OBJECT_CLASS(klass)->dispose = sd_chat_view_dispose;
-    gtk_widget_class_set_layout_manager_type(GTK_WIDGET_CLASS(klass), GTK_TYPE_BIN_LAYOUT);
+    gtk_widget_class_set_layout_manager_type(wc, GTK_TYPE_BIN_LAYOUT);
+    gtk_widget_class_set_template_from_resource(wc, "/io/github/sparsedoc/Sparsedoc/sd-chat-view.ui");
+    gtk_widget_class_bind_template_child(wc, SdChatView, box);
+    gtk_widget_class_bind_template_child(wc, SdChatView, stack);
+    gtk_widget_class_bind_template_child(wc, SdChatView, stage);
+    gtk_widget_class_bind_template_child(wc, SdChatView, entry);
+    gtk_widget_class_bind_template_child(wc, SdChatView, buttons);
+    gtk_widget_class_bind_template_child(wc, SdChatView, send);
+    gtk_widget_class_bind_template_child(wc, SdChatView, stop);
+    gtk_widget_class_bind_template_callback(wc, on_activate);
+    gtk_widget_class_bind_template_callback(wc, update_buttons);
+    gtk_widget_class_install_action(wc, "chat.ask", NULL, act_ask);
+    gtk_widget_class_install_action(wc, "chat.stop", NULL, act_stop);
+    gtk_widget_class_add_binding_action(wc, GDK_KEY_Escape, 0, "chat.stop", NULL);
 }
 
 static void sd_chat_view_init(SdChatView *self)
 {
     self->max_new_tokens = 256;
     self->pages = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    self->box = gtk_box_new(GTK_ORIENTATION_VERTICAL, 0);
-    gtk_widget_set_parent(self->box, GTK_WIDGET(self));
-    self->stack = gtk_stack_new();
-    gtk_stack_set_transition_type(GTK_STACK(self->stack), GTK_STACK_TRANSITION_TYPE_CROSSFADE);
-    gtk_widget_set_vexpand(self->stack, TRUE);
-    gtk_box_append(GTK_BOX(self->box), self->stack);
+    gtk_widget_init_template(GTK_WIDGET(self));
+    sd_chat_view_set_scope(self, NULL, 0, "all documents");
+    update_buttons(self);
+}
 
-    self->stage = gtk_label_new("");
-    gtk_label_set_xalign(GTK_LABEL(self->stage), 0);
-    gtk_label_set_ellipsize(GTK_LABEL(self->stage), PANGO_ELLIPSIZE_END);
-    gtk_widget_add_css_class(self->stage, "dim-label");
-    gtk_widget_add_css_class(self->stage, "caption");
-    gtk_widget_set_margin_start(self->stage, 14);
-    gtk_widget_set_visible(self->stage, FALSE);
-    gtk_box_append(GTK_BOX(self->box), self->stage);
-
-    GtkWidget *bar = gtk_box_new(GTK_ORIENTATION_HORIZONTAL, 6);
-    gtk_widget_add_css_class(bar, "toolbar");
-    gtk_widget_add_css_class(bar, "sd-ask-bar");
-    self->entry = gtk_entry_new();
-    gtk_widget_set_hexpand(self->entry, TRUE);
-    gtk_accessible_update_property(GTK_ACCESSIBLE(self->entry), GTK_ACCESSIBLE_PROPERTY_LABEL, "Question", -1);
-    g_signal_connect_swapped(self->entry, "activate", G_CALLBACK(on_activate), self);
-    g_signal_connect_swapped(self->entry, "changed", G_CALLBACK(update_buttons), self);
-    gtk_box_append(GTK_BOX(bar), self->entry);
-    self->buttons = gtk_stack_new();
-    self->send = gtk_button_new_with_mnemonic("_Ask");
-    gtk_widget_add_css_class(self->send, "suggested-action");
-    gtk_widget_set_tooltip_text(self->send, "Ask the question (Enter)");
-    g_signal_connect_swapped(self->send, "clicked", G_CALLBACK(on_activate), self);
-    self->stop = gtk_button_new_with_mnemonic("_Stop");
-    gtk_widget_add_css_class(self->stop, "destructive-action");
-    gtk_widget_set_tooltip_text(self->stop, "Stop generating (Escape)");
-    g_signal_connect_swapped(self->stop, "clicked", G_CALLBACK(sd_chat_view_stop), self);
-    gtk_stack_add_child(GTK_STACK(self->buttons), self->send);
-    gtk_stack_add_child(GTK_STACK(self->buttons), self->stop);
-    gtk_box_append(GTK_BOX(bar), self->buttons);
-    gtk_box_append(GTK_BOX(self->box), bar);
-
-    GtkEventController *keys = gtk_shortcut_controller_new();
-    gtk_shortcut_controller_add_shortcut(
-        GTK_SHORTCUT_CONTROLLER(keys),
-        gtk_shortcut_new(gtk_keyval_trigger_new(GDK_KEY_Escape, 0), gtk_callback_action_new(on_escape, NULL, NULL)));
-    gtk_widget_add_controller(GTK_WIDGET(self), keys);
+void sd_chat_view_set_service(SdChatView *self, SdService *service)
+{
+    g_set_object(&self->service, service);
 }
 
 GtkWidget *sd_chat_view_new(SdService *service)
 {
     SdChatView *self = g_object_new(SD_TYPE_CHAT_VIEW, NULL);
-    self->service = g_object_ref(service);
-    sd_chat_view_set_scope(self, NULL, 0, "all documents");
-    update_buttons(self);
+    sd_chat_view_set_service(self, service);
     return GTK_WIDGET(self);
 }

@@ -14,6 +14,9 @@ G_BEGIN_DECLS
 G_DECLARE_FINAL_TYPE(SdChatView, sd_chat_view, SD, CHAT_VIEW, GtkWidget)
 
 GtkWidget *sd_chat_view_new(SdService *service);
+// The service answers go through (a reference is kept); set once, before the first question (the
+// window sets it on the chat view of its template).
+void sd_chat_view_set_service(SdChatView *self, SdService *service);
 // Show the page of this scope (doc_ids may be NULL with n 0: all documents); label names it.
 void sd_chat_view_set_scope(SdChatView *self, const gint64 *doc_ids, gsize n, const char *label);
 // Show a saved conversation (its own page); further questions continue it.

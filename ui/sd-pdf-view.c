@@ -1,4 +1,6 @@
-// sd-pdf-view.c: PDF page rendering with poppler-glib (see sd-pdf-view.h).
+// sd-pdf-view.c: PDF page rendering with poppler-glib (see sd-pdf-view.h). The widgets are the composite
+// template sd-pdf-view.ui; page navigation and zoom are the class actions pdf.previous-page, pdf.next-page,
+// pdf.zoom-in, pdf.zoom-out and pdf.zoom-fit.
 #define G_LOG_DOMAIN "sparsedoc-gtk"
 
 #include "sd-pdf-view.h"
@@ -7,7 +9,7 @@
 
 struct _SdPdfView {
     GtkWidget parent_instance;
-    GtkWidget *box, *label, *prev, *next, *scroller, *area;
+    GtkWidget *box, *label, *scroller, *area;
     PopplerDocument *doc;
     PopplerPage *page;
     int page_no;
@@ -92,8 +94,8 @@ static void update_label(SdPdfView *self)
     }
     gtk_label_set_text(GTK_LABEL(self->label), t ? t : "");
     g_free(t);
-    gtk_widget_set_sensitive(self->prev, self->page_no > 1);
-    gtk_widget_set_sensitive(self->next, self->page_no < n);
+    gtk_widget_action_set_enabled(GTK_WIDGET(self), "pdf.previous-page", self->page_no > 1);
+    gtk_widget_action_set_enabled(GTK_WIDGET(self), "pdf.next-page", self->page_no < n);
 }
 
 void sd_pdf_view_set_page(SdPdfView *self, int page_no)
@@ -204,12 +206,19 @@ guint sd_pdf_view_get_n_passage_highlights(SdPdfView *self)
     return self->passage->len;
 }
 
-static void on_prev(SdPdfView *self)
+static void act_prev(GtkWidget *w, const char *name, GVariant *p)
 {
+    (void)name;
+    (void)p;
+    SdPdfView *self = SD_PDF_VIEW(w);
     sd_pdf_view_set_page(self, self->page_no - 1);
 }
-static void on_next(SdPdfView *self)
+
+static void act_next(GtkWidget *w, const char *name, GVariant *p)
 {
+    (void)name;
+    (void)p;
+    SdPdfView *self = SD_PDF_VIEW(w);
     sd_pdf_view_set_page(self, self->page_no + 1);
 }
 
@@ -220,53 +229,50 @@ static void set_zoom(SdPdfView *self, double z)
     gtk_widget_queue_draw(self->area);
 }
 
-static void on_zoom_in(SdPdfView *self)
+static void act_zoom_in(GtkWidget *w, const char *name, GVariant *p)
 {
+    (void)name;
+    (void)p;
+    SdPdfView *self = SD_PDF_VIEW(w);
     double pw = 600, ph;
     if (self->page)
         poppler_page_get_size(self->page, &pw, &ph);
     set_zoom(self, MIN(4.0, scale_for(self, pw) * 1.25));
 }
 
-static void on_zoom_out(SdPdfView *self)
+static void act_zoom_out(GtkWidget *w, const char *name, GVariant *p)
 {
+    (void)name;
+    (void)p;
+    SdPdfView *self = SD_PDF_VIEW(w);
     double pw = 600, ph;
     if (self->page)
         poppler_page_get_size(self->page, &pw, &ph);
     set_zoom(self, MAX(0.25, scale_for(self, pw) / 1.25));
 }
 
-static void on_zoom_fit(SdPdfView *self)
+static void act_zoom_fit(GtkWidget *w, const char *name, GVariant *p)
 {
-    set_zoom(self, 0);
+    (void)name;
+    (void)p;
+    set_zoom(SD_PDF_VIEW(w), 0);
 }
 
-static void on_resize(GtkDrawingArea *a, int w, int h, gpointer data)
+static void on_resize(GtkDrawingArea *a, int w, int h, SdPdfView *self)
 {
     (void)a;
     (void)w;
     (void)h;
-    SdPdfView *self = data;
     if (self->zoom == 0)
         update_size(self);
-}
-
-static GtkWidget *tool_button(const char *icon, const char *label, GCallback cb, SdPdfView *self)
-{
-    GtkWidget *b = gtk_button_new_from_icon_name(icon);
-    gtk_widget_set_tooltip_text(b, label);
-    gtk_accessible_update_property(GTK_ACCESSIBLE(b), GTK_ACCESSIBLE_PROPERTY_LABEL, label, -1);
-    gtk_widget_add_css_class(b, "flat");
-    g_signal_connect_swapped(b, "clicked", cb, self);
-    return b;
 }
 
 static void sd_pdf_view_dispose(GObject *obj)
 {
     SdPdfView *self = SD_PDF_VIEW(obj);
-    g_clear_pointer(&self->box, gtk_widget_unparent);
     g_clear_object(&self->page);
     g_clear_object(&self->doc);
+    gtk_widget_dispose_template(GTK_WIDGET(self), SD_TYPE_PDF_VIEW);
     G_OBJECT_CLASS(sd_pdf_view_parent_class)->dispose(obj);
 }
 
@@ -279,40 +285,30 @@ static void sd_pdf_view_finalize(GObject *obj)
 
 static void sd_pdf_view_class_init(SdPdfViewClass *klass)
 {
+    GtkWidgetClass *wc = GTK_WIDGET_CLASS(klass);
     G_OBJECT_CLASS(klass)->dispose = sd_pdf_view_dispose;
     G_OBJECT_CLASS(klass)->finalize = sd_pdf_view_finalize;
-    gtk_widget_class_set_layout_manager_type(GTK_WIDGET_CLASS(klass), GTK_TYPE_BIN_LAYOUT);
-    gtk_widget_class_set_accessible_role(GTK_WIDGET_CLASS(klass), GTK_ACCESSIBLE_ROLE_GROUP);
+    gtk_widget_class_set_layout_manager_type(wc, GTK_TYPE_BIN_LAYOUT);
+    gtk_widget_class_set_accessible_role(wc, GTK_ACCESSIBLE_ROLE_GROUP);
+    gtk_widget_class_set_template_from_resource(wc, "/io/github/sparsedoc/Sparsedoc/sd-pdf-view.ui");
+    gtk_widget_class_bind_template_child(wc, SdPdfView, box);
+    gtk_widget_class_bind_template_child(wc, SdPdfView, label);
+    gtk_widget_class_bind_template_child(wc, SdPdfView, scroller);
+    gtk_widget_class_bind_template_child(wc, SdPdfView, area);
+    gtk_widget_class_bind_template_callback(wc, on_resize);
+    gtk_widget_class_install_action(wc, "pdf.previous-page", NULL, act_prev);
+    gtk_widget_class_install_action(wc, "pdf.next-page", NULL, act_next);
+    gtk_widget_class_install_action(wc, "pdf.zoom-in", NULL, act_zoom_in);
+    gtk_widget_class_install_action(wc, "pdf.zoom-out", NULL, act_zoom_out);
+    gtk_widget_class_install_action(wc, "pdf.zoom-fit", NULL, act_zoom_fit);
 }
 
 static void sd_pdf_view_init(SdPdfView *self)
 {
     self->hits = g_array_new(FALSE, FALSE, sizeof(PopplerRectangle));
     self->passage = g_array_new(FALSE, FALSE, sizeof(PopplerRectangle));
-    self->box = gtk_box_new(GTK_ORIENTATION_VERTICAL, 0);
-    gtk_widget_set_parent(self->box, GTK_WIDGET(self));
-    GtkWidget *bar = gtk_box_new(GTK_ORIENTATION_HORIZONTAL, 4);
-    gtk_widget_add_css_class(bar, "toolbar");
-    self->prev = tool_button("go-previous-symbolic", "Previous page", G_CALLBACK(on_prev), self);
-    self->next = tool_button("go-next-symbolic", "Next page", G_CALLBACK(on_next), self);
-    self->label = gtk_label_new("");
-    gtk_widget_set_hexpand(self->label, TRUE);
-    gtk_box_append(GTK_BOX(bar), self->prev);
-    gtk_box_append(GTK_BOX(bar), self->label);
-    gtk_box_append(GTK_BOX(bar), self->next);
-    gtk_box_append(GTK_BOX(bar), tool_button("zoom-out-symbolic", "Zoom out", G_CALLBACK(on_zoom_out), self));
-    gtk_box_append(GTK_BOX(bar), tool_button("zoom-fit-best-symbolic", "Fit width", G_CALLBACK(on_zoom_fit), self));
-    gtk_box_append(GTK_BOX(bar), tool_button("zoom-in-symbolic", "Zoom in", G_CALLBACK(on_zoom_in), self));
-    gtk_box_append(GTK_BOX(self->box), bar);
-    self->area = gtk_drawing_area_new();
+    gtk_widget_init_template(GTK_WIDGET(self));
     gtk_drawing_area_set_draw_func(GTK_DRAWING_AREA(self->area), draw, self, NULL);
-    g_signal_connect(self->area, "resize", G_CALLBACK(on_resize), self);
-    gtk_accessible_update_property(GTK_ACCESSIBLE(self->area), GTK_ACCESSIBLE_PROPERTY_LABEL, "PDF page", -1);
-    self->scroller = gtk_scrolled_window_new();
-    gtk_widget_add_css_class(self->scroller, "sd-page-bg");
-    gtk_scrolled_window_set_child(GTK_SCROLLED_WINDOW(self->scroller), self->area);
-    gtk_widget_set_vexpand(self->scroller, TRUE);
-    gtk_box_append(GTK_BOX(self->box), self->scroller);
     update_label(self);
 }
 

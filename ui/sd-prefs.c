@@ -1,4 +1,6 @@
-// sd-prefs.c: the preferences window on AdwPreferencesWindow (see sd-prefs.h).
+// sd-prefs.c: the preferences window on AdwPreferencesWindow (see sd-prefs.h). The rows are the
+// composite template sd-prefs.ui; choosing and resetting the model folder are the class actions
+// prefs.choose-model and prefs.reset-model.
 #define G_LOG_DOMAIN "sparsedoc-gtk"
 
 #include "sd-prefs.h"
@@ -8,216 +10,161 @@
 
 #include "sd_build_config.h"
 
-typedef struct {
+struct _SdPrefsWindow {
+    AdwPreferencesWindow parent_instance;
     struct sd_settings s;
     SdPrefsChangedFn changed;
     gpointer user;
-    GtkWidget *model_row;
-} Prefs;
+    gboolean ready; // the rows show s: edits from now on are the user's
+    AdwActionRow *model_row;
+    AdwComboRow *backend_row, *context_row, *scheme_row;
+    GtkStringList *backends;
+    GtkSpinButton *topk_spin, *threads_spin, *budget_spin;
+};
 
-static void prefs_free(gpointer p)
+G_DEFINE_FINAL_TYPE(SdPrefsWindow, sd_prefs_window, ADW_TYPE_PREFERENCES_WINDOW)
+
+static const int ctx_values[] = {0, 65536, 98304, 131072};
+
+static void emit(SdPrefsWindow *self)
 {
-    Prefs *pr = p;
-    sd_settings_clear(&pr->s);
-    g_free(pr);
+    if (self->ready && self->changed)
+        self->changed(self->user, &self->s);
 }
 
-static void emit(Prefs *pr)
+static void show_model(SdPrefsWindow *self)
 {
-    pr->changed(pr->user, &pr->s);
-}
-
-static void show_model(Prefs *pr)
-{
-    adw_action_row_set_subtitle(ADW_ACTION_ROW(pr->model_row),
-                                pr->s.model_dir && *pr->s.model_dir
-                                    ? pr->s.model_dir
-                                    : "Default: $SPARSEDOC_MODEL, else the bundled sparsedoc-mini");
+    adw_action_row_set_subtitle(self->model_row, self->s.model_dir && *self->s.model_dir
+                                                     ? self->s.model_dir
+                                                     : "Default: $SPARSEDOC_MODEL, else the bundled sparsedoc-mini");
 }
 
 static void model_chosen(GtkNativeDialog *d, int response, gpointer data)
 {
-    Prefs *pr = data;
+    SdPrefsWindow *self = data;
     if (response == GTK_RESPONSE_ACCEPT) {
         g_autoptr(GFile) f = gtk_file_chooser_get_file(GTK_FILE_CHOOSER(d));
         g_autofree char *p = f ? g_file_get_path(f) : NULL;
         if (p) {
-            free(pr->s.model_dir);
-            pr->s.model_dir = strdup(p);
-            show_model(pr);
-            emit(pr);
+            free(self->s.model_dir);
+            self->s.model_dir = strdup(p);
+            show_model(self);
+            emit(self);
         }
     }
     g_object_unref(d);
+    g_object_unref(self);
 }
 
-static void on_choose_model(GtkButton *b, gpointer data)
+// GtkFileDialog needs GTK 4.10; Debian 12 has 4.8, so this uses GtkFileChooserNative (portal-aware).
+static void act_choose_model(GtkWidget *w, const char *name, GVariant *p)
 {
-    GtkFileChooserNative *d =
-        gtk_file_chooser_native_new("Choose a Model Folder", GTK_WINDOW(gtk_widget_get_root(GTK_WIDGET(b))),
-                                    GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER, "_Select", "_Cancel");
-    g_signal_connect(d, "response", G_CALLBACK(model_chosen), data);
+    (void)name;
+    (void)p;
+    GtkFileChooserNative *d = gtk_file_chooser_native_new("Choose a Model Folder", GTK_WINDOW(w),
+                                                          GTK_FILE_CHOOSER_ACTION_SELECT_FOLDER, "_Select", "_Cancel");
+    g_signal_connect(d, "response", G_CALLBACK(model_chosen), g_object_ref(w));
     gtk_native_dialog_show(GTK_NATIVE_DIALOG(d));
 }
 
-static void on_reset_model(GtkButton *b, gpointer data)
+static void act_reset_model(GtkWidget *w, const char *name, GVariant *p)
 {
-    (void)b;
-    Prefs *pr = data;
-    free(pr->s.model_dir);
-    pr->s.model_dir = NULL;
-    show_model(pr);
-    emit(pr);
+    (void)name;
+    (void)p;
+    SdPrefsWindow *self = SD_PREFS_WINDOW(w);
+    g_clear_pointer(&self->s.model_dir, free);
+    show_model(self);
+    emit(self);
 }
 
-static const int ctx_values[] = {0, 65536, 98304, 131072};
-
-static void on_combo(GObject *row, GParamSpec *ps, gpointer data)
+static void on_backend(SdPrefsWindow *self)
 {
-    (void)ps;
-    Prefs *pr = data;
-    const char *which = g_object_get_data(row, "sd-key");
-    guint i = adw_combo_row_get_selected(ADW_COMBO_ROW(row));
-    if (!strcmp(which, "backend")) {
-        free(pr->s.backend);
-        pr->s.backend = strdup(i == 1 ? "cuda" : "cpu");
-    } else if (!strcmp(which, "context")) {
-        pr->s.n_ctx = ctx_values[MIN(i, G_N_ELEMENTS(ctx_values) - 1)];
-    } else if (!strcmp(which, "scheme")) {
-        pr->s.color_scheme = (enum sd_color_scheme)i;
-    }
-    emit(pr);
+    free(self->s.backend);
+    self->s.backend = strdup(adw_combo_row_get_selected(self->backend_row) == 1 ? "cuda" : "cpu");
+    emit(self);
 }
 
-static void on_spin(GtkSpinButton *spin, gpointer data)
+static void on_context(SdPrefsWindow *self)
 {
-    Prefs *pr = data;
-    const char *which = g_object_get_data(G_OBJECT(spin), "sd-key");
+    guint i = adw_combo_row_get_selected(self->context_row);
+    self->s.n_ctx = ctx_values[MIN(i, G_N_ELEMENTS(ctx_values) - 1)];
+    emit(self);
+}
+
+static void on_scheme(SdPrefsWindow *self)
+{
+    self->s.color_scheme = (enum sd_color_scheme)adw_combo_row_get_selected(self->scheme_row);
+    emit(self);
+}
+
+static void on_spin(SdPrefsWindow *self, GtkSpinButton *spin)
+{
     int v = gtk_spin_button_get_value_as_int(spin);
-    if (!strcmp(which, "topk"))
-        pr->s.top_k = v;
-    else if (!strcmp(which, "threads"))
-        pr->s.n_threads = v;
-    else if (!strcmp(which, "budget"))
-        pr->s.cache_budget = (uint64_t)v << 20;
-    emit(pr);
+    if (spin == self->topk_spin)
+        self->s.top_k = v;
+    else if (spin == self->threads_spin)
+        self->s.n_threads = v;
+    else if (spin == self->budget_spin)
+        self->s.cache_budget = (uint64_t)v << 20;
+    emit(self);
 }
 
-static GtkWidget *combo_row(Prefs *pr, const char *title, const char *subtitle, const char *key,
-                            const char *const *items, guint selected)
+static void sd_prefs_window_finalize(GObject *obj)
 {
-    GtkWidget *row = adw_combo_row_new();
-    adw_preferences_row_set_title(ADW_PREFERENCES_ROW(row), title);
-    if (subtitle)
-        adw_action_row_set_subtitle(ADW_ACTION_ROW(row), subtitle);
-    GtkStringList *model = gtk_string_list_new(items);
-    adw_combo_row_set_model(ADW_COMBO_ROW(row), G_LIST_MODEL(model));
-    g_object_unref(model);
-    adw_combo_row_set_selected(ADW_COMBO_ROW(row), selected);
-    g_object_set_data(G_OBJECT(row), "sd-key", (gpointer)key);
-    g_signal_connect(row, "notify::selected", G_CALLBACK(on_combo), pr);
-    return row;
+    sd_settings_clear(&SD_PREFS_WINDOW(obj)->s);
+    G_OBJECT_CLASS(sd_prefs_window_parent_class)->finalize(obj);
 }
 
-static GtkWidget *spin_row(Prefs *pr, const char *title, const char *subtitle, const char *key, double max, double v)
+static void sd_prefs_window_class_init(SdPrefsWindowClass *klass)
 {
-    GtkWidget *row = adw_action_row_new();
-    adw_preferences_row_set_title(ADW_PREFERENCES_ROW(row), title);
-    adw_action_row_set_subtitle(ADW_ACTION_ROW(row), subtitle);
-    GtkWidget *spin = gtk_spin_button_new_with_range(0, max, 1);
-    gtk_spin_button_set_value(GTK_SPIN_BUTTON(spin), v);
-    gtk_widget_set_valign(spin, GTK_ALIGN_CENTER);
-    gtk_accessible_update_property(GTK_ACCESSIBLE(spin), GTK_ACCESSIBLE_PROPERTY_LABEL, title, -1);
-    g_object_set_data(G_OBJECT(spin), "sd-key", (gpointer)key);
-    g_signal_connect(spin, "value-changed", G_CALLBACK(on_spin), pr);
-    adw_action_row_add_suffix(ADW_ACTION_ROW(row), spin);
-    adw_action_row_set_activatable_widget(ADW_ACTION_ROW(row), spin);
-    return row;
+    GtkWidgetClass *wc = GTK_WIDGET_CLASS(klass);
+    G_OBJECT_CLASS(klass)->finalize = sd_prefs_window_finalize;
+    gtk_widget_class_set_template_from_resource(wc, "/io/github/sparsedoc/Sparsedoc/sd-prefs.ui");
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, model_row);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, backend_row);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, backends);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, context_row);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, scheme_row);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, topk_spin);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, threads_spin);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, budget_spin);
+    gtk_widget_class_bind_template_callback(wc, on_backend);
+    gtk_widget_class_bind_template_callback(wc, on_context);
+    gtk_widget_class_bind_template_callback(wc, on_scheme);
+    gtk_widget_class_bind_template_callback(wc, on_spin);
+    gtk_widget_class_install_action(wc, "prefs.choose-model", NULL, act_choose_model);
+    gtk_widget_class_install_action(wc, "prefs.reset-model", NULL, act_reset_model);
+}
+
+static void sd_prefs_window_init(SdPrefsWindow *self)
+{
+    gtk_widget_init_template(GTK_WIDGET(self));
+    if (!SD_HAVE_CUDA)
+        gtk_string_list_remove(self->backends, 1);
+    adw_action_row_set_subtitle(ADW_ACTION_ROW(self->backend_row),
+                                SD_HAVE_CUDA ? "CUDA runs on an NVIDIA GPU when one is present"
+                                             : "This build has no CUDA backend");
 }
 
 GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, SdPrefsChangedFn changed, gpointer user)
 {
-    Prefs *pr = g_new0(Prefs, 1);
-    pr->s = *s;
-    pr->s.model_dir = s->model_dir ? strdup(s->model_dir) : NULL;
-    pr->s.backend = strdup(s->backend ? s->backend : "cpu");
-    pr->changed = changed;
-    pr->user = user;
-
-    GtkWidget *w = adw_preferences_window_new();
-    gtk_window_set_transient_for(GTK_WINDOW(w), parent);
-    gtk_window_set_modal(GTK_WINDOW(w), TRUE);
-    gtk_window_set_default_size(GTK_WINDOW(w), 640, 720);
-    adw_preferences_window_set_search_enabled(ADW_PREFERENCES_WINDOW(w), FALSE);
-    g_object_set_data_full(G_OBJECT(w), "sd-prefs", pr, prefs_free);
-
-    GtkWidget *page = adw_preferences_page_new();
-    adw_preferences_page_set_title(ADW_PREFERENCES_PAGE(page), "General");
-    adw_preferences_page_set_icon_name(ADW_PREFERENCES_PAGE(page), "preferences-system-symbolic");
-
-    GtkWidget *g = adw_preferences_group_new();
-    adw_preferences_group_set_title(ADW_PREFERENCES_GROUP(g), "Model");
-    pr->model_row = adw_action_row_new();
-    adw_preferences_row_set_title(ADW_PREFERENCES_ROW(pr->model_row), "Model folder");
-    adw_preferences_row_set_use_markup(ADW_PREFERENCES_ROW(pr->model_row), FALSE);
-    GtkWidget *choose = gtk_button_new_with_mnemonic("_Choose…");
-    gtk_widget_set_valign(choose, GTK_ALIGN_CENTER);
-    g_signal_connect(choose, "clicked", G_CALLBACK(on_choose_model), pr);
-    GtkWidget *reset = gtk_button_new_from_icon_name("edit-undo-symbolic");
-    gtk_widget_set_valign(reset, GTK_ALIGN_CENTER);
-    gtk_widget_add_css_class(reset, "flat");
-    gtk_widget_set_tooltip_text(reset, "Use the default model");
-    gtk_accessible_update_property(GTK_ACCESSIBLE(reset), GTK_ACCESSIBLE_PROPERTY_LABEL, "Use the default model", -1);
-    g_signal_connect(reset, "clicked", G_CALLBACK(on_reset_model), pr);
-    adw_action_row_add_suffix(ADW_ACTION_ROW(pr->model_row), choose);
-    adw_action_row_add_suffix(ADW_ACTION_ROW(pr->model_row), reset);
-    show_model(pr);
-    adw_preferences_group_add(ADW_PREFERENCES_GROUP(g), pr->model_row);
-    static const char *backends_cuda[] = {"CPU", "CUDA", NULL};
-    static const char *backends_cpu[] = {"CPU", NULL};
-    GtkWidget *be = combo_row(
-        pr, "Backend",
-        SD_HAVE_CUDA ? "CUDA runs on an NVIDIA GPU when one is present" : "This build has no CUDA backend", "backend",
-        SD_HAVE_CUDA ? backends_cuda : backends_cpu, SD_HAVE_CUDA && !g_strcmp0(pr->s.backend, "cuda") ? 1 : 0);
-    adw_preferences_group_add(ADW_PREFERENCES_GROUP(g), be);
-    adw_preferences_page_add(ADW_PREFERENCES_PAGE(page), ADW_PREFERENCES_GROUP(g));
-
-    g = adw_preferences_group_new();
-    adw_preferences_group_set_title(ADW_PREFERENCES_GROUP(g), "Engine");
-    static const char *ctx[] = {"Default", "64K tokens", "96K tokens", "128K tokens", NULL};
+    SdPrefsWindow *self = g_object_new(SD_TYPE_PREFS_WINDOW, "transient-for", parent, NULL);
+    self->s = *s;
+    self->s.model_dir = s->model_dir ? strdup(s->model_dir) : NULL;
+    self->s.backend = strdup(s->backend ? s->backend : "cpu");
+    self->changed = changed;
+    self->user = user;
+    show_model(self);
+    adw_combo_row_set_selected(self->backend_row, SD_HAVE_CUDA && !g_strcmp0(self->s.backend, "cuda") ? 1 : 0);
     guint ci = 0;
     for (guint i = 0; i < G_N_ELEMENTS(ctx_values); i++)
-        if (ctx_values[i] == pr->s.n_ctx)
+        if (ctx_values[i] == self->s.n_ctx)
             ci = i;
-    adw_preferences_group_add(
-        ADW_PREFERENCES_GROUP(g),
-        combo_row(pr, "Context size",
-                  "Tokens per prompt (documents, question, answer); default: the model's, at most 64K", "context", ctx,
-                  ci));
-    adw_preferences_group_add(ADW_PREFERENCES_GROUP(g),
-                              spin_row(pr, "Sparse attention top-k", "Tokens each query attends to; 0: the model's",
-                                       "topk", 65536, pr->s.top_k));
-    adw_preferences_group_add(ADW_PREFERENCES_GROUP(g),
-                              spin_row(pr, "Threads", "CPU threads; 0: all cores", "threads", 1024, pr->s.n_threads));
-    adw_preferences_page_add(ADW_PREFERENCES_PAGE(page), ADW_PREFERENCES_GROUP(g));
-
-    g = adw_preferences_group_new();
-    adw_preferences_group_set_title(ADW_PREFERENCES_GROUP(g), "Cache");
-    adw_preferences_group_set_description(ADW_PREFERENCES_GROUP(g),
-                                          "Document prefixes already read are kept on disk and reused by later "
-                                          "questions. Clear it from the cache button in the header bar.");
-    adw_preferences_group_add(ADW_PREFERENCES_GROUP(g),
-                              spin_row(pr, "Cache budget (MiB)", "0: 10% of the free disk space, at most 20 GiB",
-                                       "budget", 16 << 20, (double)(pr->s.cache_budget >> 20)));
-    adw_preferences_page_add(ADW_PREFERENCES_PAGE(page), ADW_PREFERENCES_GROUP(g));
-
-    g = adw_preferences_group_new();
-    adw_preferences_group_set_title(ADW_PREFERENCES_GROUP(g), "Appearance");
-    static const char *schemes[] = {"Follow system", "Light", "Dark", NULL};
-    adw_preferences_group_add(ADW_PREFERENCES_GROUP(g),
-                              combo_row(pr, "Style", NULL, "scheme", schemes, (guint)pr->s.color_scheme));
-    adw_preferences_page_add(ADW_PREFERENCES_PAGE(page), ADW_PREFERENCES_GROUP(g));
-
-    adw_preferences_window_add(ADW_PREFERENCES_WINDOW(w), ADW_PREFERENCES_PAGE(page));
-    return w;
+    adw_combo_row_set_selected(self->context_row, ci);
+    adw_combo_row_set_selected(self->scheme_row, (guint)self->s.color_scheme);
+    gtk_spin_button_set_value(self->topk_spin, self->s.top_k);
+    gtk_spin_button_set_value(self->threads_spin, self->s.n_threads);
+    gtk_spin_button_set_value(self->budget_spin, (double)(self->s.cache_budget >> 20));
+    self->ready = TRUE;
+    return GTK_WIDGET(self);
 }

@@ -8,8 +8,12 @@
 
 G_BEGIN_DECLS
 
+#define SD_TYPE_PREFS_WINDOW (sd_prefs_window_get_type())
+G_DECLARE_FINAL_TYPE(SdPrefsWindow, sd_prefs_window, SD, PREFS_WINDOW, AdwPreferencesWindow)
+
 typedef void (*SdPrefsChangedFn)(gpointer user, const struct sd_settings *s);
-// s is copied; the window calls changed(user, new settings) after each edit.
+// A new SdPrefsWindow, transient for parent. s is copied; the window calls changed(user, new settings)
+// after each edit.
 GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, SdPrefsChangedFn changed, gpointer user);
 
 G_END_DECLS

@@ -1,4 +1,5 @@
-// sd-source-view.c: source viewer on GtkSourceView 5 (see sd-source-view.h).
+// sd-source-view.c: source viewer on GtkSourceView 5 (see sd-source-view.h); its widgets are the
+// composite template sd-source-view.ui.
 #define G_LOG_DOMAIN "sparsedoc-gtk"
 
 #include "sd-source-view.h"
@@ -34,6 +35,10 @@ static void update_scheme(SdSourceView *self)
 static gboolean scroll_to_line(gpointer data)
 {
     SdSourceView *self = data;
+    if (!self->buffer) { // disposed meanwhile
+        g_object_unref(self);
+        return G_SOURCE_REMOVE;
+    }
     GtkTextIter it;
     gtk_text_buffer_get_iter_at_line(GTK_TEXT_BUFFER(self->buffer), &it, MAX(0, self->line_start - 1));
     gtk_text_view_scroll_to_iter(GTK_TEXT_VIEW(self->view), &it, 0.0, TRUE, 0.0, 0.3);
@@ -134,34 +139,30 @@ static void sd_source_view_dispose(GObject *obj)
     if (self->loading)
         g_cancellable_cancel(self->loading);
     g_clear_object(&self->loading);
-    g_clear_pointer(&self->scroller, gtk_widget_unparent);
-    g_clear_object(&self->buffer);
     g_clear_pointer(&self->path, g_free);
+    gtk_widget_dispose_template(GTK_WIDGET(self), SD_TYPE_SOURCE_VIEW); // clears scroller, view, buffer
     G_OBJECT_CLASS(sd_source_view_parent_class)->dispose(obj);
 }
 
 static void sd_source_view_class_init(SdSourceViewClass *klass)
 {
+    GtkWidgetClass *wc = GTK_WIDGET_CLASS(klass);
     G_OBJECT_CLASS(klass)->dispose = sd_source_view_dispose;
-    gtk_widget_class_set_layout_manager_type(GTK_WIDGET_CLASS(klass), GTK_TYPE_BIN_LAYOUT);
+    gtk_widget_class_set_layout_manager_type(wc, GTK_TYPE_BIN_LAYOUT);
+    g_type_ensure(GTK_SOURCE_TYPE_VIEW);
+    gtk_widget_class_set_template_from_resource(wc, "/io/github/sparsedoc/Sparsedoc/sd-source-view.ui");
+    gtk_widget_class_bind_template_child(wc, SdSourceView, scroller);
+    gtk_widget_class_bind_template_child(wc, SdSourceView, view);
+    gtk_widget_class_bind_template_child(wc, SdSourceView, buffer);
     signals[SIG_LOADED] = g_signal_new("loaded", G_TYPE_FROM_CLASS(klass), G_SIGNAL_RUN_LAST, 0, NULL, NULL, NULL,
                                        G_TYPE_NONE, 1, G_TYPE_ERROR);
 }
 
 static void sd_source_view_init(SdSourceView *self)
 {
-    self->buffer = gtk_source_buffer_new(NULL);
+    gtk_widget_init_template(GTK_WIDGET(self));
     self->cited = gtk_text_buffer_create_tag(GTK_TEXT_BUFFER(self->buffer), "cited", "paragraph-background",
                                              "rgba(246,211,45,0.35)", NULL);
-    self->view = gtk_source_view_new_with_buffer(self->buffer);
-    gtk_text_view_set_editable(GTK_TEXT_VIEW(self->view), FALSE);
-    gtk_text_view_set_monospace(GTK_TEXT_VIEW(self->view), TRUE);
-    gtk_source_view_set_show_line_numbers(GTK_SOURCE_VIEW(self->view), TRUE);
-    gtk_source_view_set_highlight_current_line(GTK_SOURCE_VIEW(self->view), FALSE);
-    gtk_accessible_update_property(GTK_ACCESSIBLE(self->view), GTK_ACCESSIBLE_PROPERTY_LABEL, "Source file", -1);
-    self->scroller = gtk_scrolled_window_new();
-    gtk_scrolled_window_set_child(GTK_SCROLLED_WINDOW(self->scroller), self->view);
-    gtk_widget_set_parent(self->scroller, GTK_WIDGET(self));
     update_scheme(self);
     g_signal_connect_object(adw_style_manager_get_default(), "notify::dark", G_CALLBACK(update_scheme), self,
                             G_CONNECT_SWAPPED);

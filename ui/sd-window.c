@@ -1,4 +1,7 @@
-// sd-window.c: the main window (see sd-window.h).
+// sd-window.c: the main window (see sd-window.h). Its fixed widgets are the composite template
+// sd-window.ui; the rows of the library, jobs, failed files and conversations are built here. The window
+// actions (win.add-files, win.add-folder, win.search, win.ask, win.refresh, win.close-viewer,
+// win.clear-cache) are installed on the class, with their key bindings.
 #define G_LOG_DOMAIN "sparsedoc-gtk"
 
 #include "sd-window.h"
@@ -9,9 +12,9 @@ struct _SdWindow {
     AdwApplicationWindow parent_instance;
     SdService *service;
     AdwWindowTitle *title;
-    GtkWidget *toasts, *content, *search_bar, *search_entry, *library, *jobs, *jobs_label, *errors, *errors_label,
-        *convs, *convs_label, *chat, *viewer, *viewer_title, *viewer_stack, *pdf, *source, *banner, *banner_label,
-        *cache_button, *cache_label, *empty_library;
+    GtkWidget *toasts, *search_bar, *search_entry, *library, *jobs, *jobs_label, *errors, *errors_label, *convs,
+        *convs_label, *chat, *viewer, *viewer_title, *viewer_stack, *pdf, *source, *banner, *banner_label, *cache_label,
+        *empty_library;
     AdwToast *toast; // the one shown (owned by the overlay)
     char *last_toast;
     GPtrArray *docs; // SdDocInfo (owned)
@@ -943,8 +946,11 @@ static void cache_cleared(GObject *src, GAsyncResult *res, gpointer data)
     g_object_unref(self);
 }
 
-static void on_cache_clear(SdWindow *self)
+static void act_clear_cache(GtkWidget *w, const char *name, GVariant *p)
 {
+    (void)name;
+    (void)p;
+    SdWindow *self = SD_WINDOW(w);
     sd_service_cache_clear_async(self->service, cache_cleared, g_object_ref(self));
 }
 
@@ -1020,21 +1026,14 @@ GtkWidget *sd_window_get_error_password_button(SdWindow *self, guint i)
 
 // ---- construction ----
 
-static GtkWidget *section_label(const char *text)
+static void on_search_changed(SdWindow *self)
 {
-    GtkWidget *l = gtk_label_new(text);
-    gtk_label_set_xalign(GTK_LABEL(l), 0);
-    gtk_widget_add_css_class(l, "heading");
-    gtk_widget_add_css_class(l, "sd-section");
-    return l;
+    gtk_list_box_invalidate_filter(GTK_LIST_BOX(self->library));
 }
 
-static GtkWidget *list_box(const char *accessible)
+static void on_cache_popover(SdWindow *self)
 {
-    GtkWidget *b = gtk_list_box_new();
-    gtk_widget_add_css_class(b, "boxed-list");
-    gtk_accessible_update_property(GTK_ACCESSIBLE(b), GTK_ACCESSIBLE_PROPERTY_LABEL, accessible, -1);
-    return b;
+    refresh_cache(self);
 }
 
 static void sd_window_dispose(GObject *obj)
@@ -1047,6 +1046,7 @@ static void sd_window_dispose(GObject *obj)
     g_clear_pointer(&self->banner_text, g_free);
     g_clear_pointer(&self->last_toast, g_free);
     g_clear_object(&self->service);
+    gtk_widget_dispose_template(GTK_WIDGET(self), SD_TYPE_WINDOW);
     G_OBJECT_CLASS(sd_window_parent_class)->dispose(obj);
 }
 
@@ -1054,12 +1054,42 @@ static void sd_window_class_init(SdWindowClass *klass)
 {
     GtkWidgetClass *wc = GTK_WIDGET_CLASS(klass);
     G_OBJECT_CLASS(klass)->dispose = sd_window_dispose;
+    g_type_ensure(SD_TYPE_CHAT_VIEW);
+    g_type_ensure(SD_TYPE_PDF_VIEW);
+    g_type_ensure(SD_TYPE_SOURCE_VIEW);
+    gtk_widget_class_set_template_from_resource(wc, "/io/github/sparsedoc/Sparsedoc/sd-window.ui");
+    gtk_widget_class_bind_template_child(wc, SdWindow, title);
+    gtk_widget_class_bind_template_child(wc, SdWindow, toasts);
+    gtk_widget_class_bind_template_child(wc, SdWindow, search_bar);
+    gtk_widget_class_bind_template_child(wc, SdWindow, search_entry);
+    gtk_widget_class_bind_template_child(wc, SdWindow, library);
+    gtk_widget_class_bind_template_child(wc, SdWindow, jobs);
+    gtk_widget_class_bind_template_child(wc, SdWindow, jobs_label);
+    gtk_widget_class_bind_template_child(wc, SdWindow, errors);
+    gtk_widget_class_bind_template_child(wc, SdWindow, errors_label);
+    gtk_widget_class_bind_template_child(wc, SdWindow, convs);
+    gtk_widget_class_bind_template_child(wc, SdWindow, convs_label);
+    gtk_widget_class_bind_template_child(wc, SdWindow, chat);
+    gtk_widget_class_bind_template_child(wc, SdWindow, viewer);
+    gtk_widget_class_bind_template_child(wc, SdWindow, viewer_title);
+    gtk_widget_class_bind_template_child(wc, SdWindow, viewer_stack);
+    gtk_widget_class_bind_template_child(wc, SdWindow, pdf);
+    gtk_widget_class_bind_template_child(wc, SdWindow, source);
+    gtk_widget_class_bind_template_child(wc, SdWindow, banner);
+    gtk_widget_class_bind_template_child(wc, SdWindow, banner_label);
+    gtk_widget_class_bind_template_child(wc, SdWindow, cache_label);
+    gtk_widget_class_bind_template_child(wc, SdWindow, empty_library);
+    gtk_widget_class_bind_template_callback(wc, selection_changed);
+    gtk_widget_class_bind_template_callback(wc, on_conv_activated);
+    gtk_widget_class_bind_template_callback(wc, on_search_changed);
+    gtk_widget_class_bind_template_callback(wc, on_cache_popover);
     gtk_widget_class_install_action(wc, "win.add-files", NULL, act_add_files);
     gtk_widget_class_install_action(wc, "win.add-folder", NULL, act_add_folder);
     gtk_widget_class_install_action(wc, "win.search", NULL, act_search);
     gtk_widget_class_install_action(wc, "win.ask", NULL, act_ask);
     gtk_widget_class_install_action(wc, "win.refresh", NULL, act_refresh);
     gtk_widget_class_install_action(wc, "win.close-viewer", NULL, act_close_viewer);
+    gtk_widget_class_install_action(wc, "win.clear-cache", NULL, act_clear_cache);
     gtk_widget_class_add_binding_action(wc, GDK_KEY_o, GDK_CONTROL_MASK, "win.add-files", NULL);
     gtk_widget_class_add_binding_action(wc, GDK_KEY_o, GDK_CONTROL_MASK | GDK_SHIFT_MASK, "win.add-folder", NULL);
     gtk_widget_class_add_binding_action(wc, GDK_KEY_f, GDK_CONTROL_MASK, "win.search", NULL);
@@ -1068,221 +1098,27 @@ static void sd_window_class_init(SdWindowClass *klass)
     gtk_widget_class_add_binding_action(wc, GDK_KEY_w, GDK_CONTROL_MASK, "win.close-viewer", NULL);
 }
 
-static GtkWidget *build_menu_button(void)
-{
-    GMenu *menu = g_menu_new();
-    GMenu *s1 = g_menu_new();
-    g_menu_append(s1, "Add _Documents…", "win.add-files");
-    g_menu_append(s1, "Add _Folder…", "win.add-folder");
-    g_menu_append(s1, "_Reload Library", "win.refresh");
-    g_menu_append_section(menu, NULL, G_MENU_MODEL(s1));
-    GMenu *s2 = g_menu_new();
-    g_menu_append(s2, "_Preferences", "app.preferences");
-    g_menu_append(s2, "_Keyboard Shortcuts", "app.shortcuts");
-    g_menu_append(s2, "_About sparsedoc", "app.about");
-    g_menu_append_section(menu, NULL, G_MENU_MODEL(s2));
-    GtkWidget *b = gtk_menu_button_new();
-    gtk_menu_button_set_icon_name(GTK_MENU_BUTTON(b), "open-menu-symbolic");
-    gtk_menu_button_set_menu_model(GTK_MENU_BUTTON(b), G_MENU_MODEL(menu));
-    gtk_menu_button_set_primary(GTK_MENU_BUTTON(b), TRUE);
-    gtk_widget_set_tooltip_text(b, "Main Menu");
-    gtk_accessible_update_property(GTK_ACCESSIBLE(b), GTK_ACCESSIBLE_PROPERTY_LABEL, "Main menu", -1);
-    g_object_unref(s1);
-    g_object_unref(s2);
-    g_object_unref(menu);
-    return b;
-}
-
 static void sd_window_init(SdWindow *self)
 {
     self->error_rows = g_ptr_array_new();
     self->conv_titles = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
-    gtk_window_set_default_size(GTK_WINDOW(self), 1280, 800);
-    gtk_window_set_title(GTK_WINDOW(self), "sparsedoc");
-}
-
-static void on_cache_popover(GtkPopover *p, gpointer data)
-{
-    (void)p;
-    refresh_cache(data);
+    gtk_widget_init_template(GTK_WIDGET(self));
+    gtk_search_bar_connect_entry(GTK_SEARCH_BAR(self->search_bar), GTK_EDITABLE(self->search_entry));
+    gtk_list_box_set_filter_func(GTK_LIST_BOX(self->library), filter_rows, self, NULL);
+    sd_chat_view_set_citation_handler(SD_CHAT_VIEW(self->chat), on_citation, self);
+    sd_chat_view_set_done_handler(SD_CHAT_VIEW(self->chat), on_answer_done, self);
+    // Drops go through sd_window_add_files() like the file chooser (GdkContentFormats has no builder syntax).
+    GtkDropTarget *drop = gtk_drop_target_new(GDK_TYPE_FILE_LIST, GDK_ACTION_COPY);
+    g_signal_connect(drop, "drop", G_CALLBACK(on_drop), self);
+    gtk_widget_add_controller(GTK_WIDGET(self), GTK_EVENT_CONTROLLER(drop));
+    update_sections(self);
 }
 
 SdWindow *sd_window_new(GtkApplication *app, SdService *service)
 {
     SdWindow *self = g_object_new(SD_TYPE_WINDOW, "application", app, NULL);
     self->service = g_object_ref(service);
-
-    GtkWidget *root = gtk_box_new(GTK_ORIENTATION_VERTICAL, 0);
-    GtkWidget *header = adw_header_bar_new();
-    self->title = ADW_WINDOW_TITLE(adw_window_title_new("sparsedoc", "all documents"));
-    adw_header_bar_set_title_widget(ADW_HEADER_BAR(header), GTK_WIDGET(self->title));
-    GtkWidget *add = gtk_button_new_from_icon_name("list-add-symbolic");
-    gtk_actionable_set_action_name(GTK_ACTIONABLE(add), "win.add-files");
-    gtk_widget_set_tooltip_text(add, "Add Documents (Ctrl+O)");
-    gtk_accessible_update_property(GTK_ACCESSIBLE(add), GTK_ACCESSIBLE_PROPERTY_LABEL, "Add documents", -1);
-    adw_header_bar_pack_start(ADW_HEADER_BAR(header), add);
-    GtkWidget *search = gtk_button_new_from_icon_name("system-search-symbolic");
-    gtk_actionable_set_action_name(GTK_ACTIONABLE(search), "win.search");
-    gtk_widget_set_tooltip_text(search, "Search Library (Ctrl+F)");
-    gtk_accessible_update_property(GTK_ACCESSIBLE(search), GTK_ACCESSIBLE_PROPERTY_LABEL, "Search library", -1);
-    adw_header_bar_pack_start(ADW_HEADER_BAR(header), search);
-    adw_header_bar_pack_end(ADW_HEADER_BAR(header), build_menu_button());
-    // Cache panel
-    self->cache_button = gtk_menu_button_new();
-    gtk_menu_button_set_icon_name(GTK_MENU_BUTTON(self->cache_button), "drive-harddisk-symbolic");
-    gtk_widget_set_tooltip_text(self->cache_button, "KV Cache");
-    gtk_accessible_update_property(GTK_ACCESSIBLE(self->cache_button), GTK_ACCESSIBLE_PROPERTY_LABEL, "KV cache", -1);
-    GtkWidget *pop = gtk_popover_new();
-    GtkWidget *pbox = gtk_box_new(GTK_ORIENTATION_VERTICAL, 12);
-    gtk_widget_set_margin_start(pbox, 6);
-    gtk_widget_set_margin_end(pbox, 6);
-    gtk_widget_set_margin_top(pbox, 6);
-    gtk_widget_set_margin_bottom(pbox, 6);
-    self->cache_label = gtk_label_new("…");
-    gtk_label_set_xalign(GTK_LABEL(self->cache_label), 0);
-    gtk_label_set_selectable(GTK_LABEL(self->cache_label), TRUE);
-    gtk_label_set_wrap(GTK_LABEL(self->cache_label), TRUE);
-    gtk_label_set_max_width_chars(GTK_LABEL(self->cache_label), 40);
-    gtk_box_append(GTK_BOX(pbox), self->cache_label);
-    GtkWidget *clear = gtk_button_new_with_mnemonic("_Clear Cache");
-    gtk_widget_add_css_class(clear, "destructive-action");
-    g_signal_connect_swapped(clear, "clicked", G_CALLBACK(on_cache_clear), self);
-    gtk_box_append(GTK_BOX(pbox), clear);
-    GtkWidget *budget = gtk_button_new_with_mnemonic("Set _Budget…");
-    gtk_actionable_set_action_name(GTK_ACTIONABLE(budget), "app.preferences");
-    gtk_box_append(GTK_BOX(pbox), budget);
-    gtk_popover_set_child(GTK_POPOVER(pop), pbox);
-    g_signal_connect(pop, "show", G_CALLBACK(on_cache_popover), self);
-    gtk_menu_button_set_popover(GTK_MENU_BUTTON(self->cache_button), pop);
-    adw_header_bar_pack_end(ADW_HEADER_BAR(header), self->cache_button);
-    gtk_box_append(GTK_BOX(root), header);
-
-    // Banner: the model cannot be used.
-    self->banner = gtk_box_new(GTK_ORIENTATION_HORIZONTAL, 12);
-    gtk_widget_add_css_class(self->banner, "sd-banner");
-    self->banner_label = gtk_label_new("");
-    gtk_label_set_wrap(GTK_LABEL(self->banner_label), TRUE);
-    gtk_label_set_xalign(GTK_LABEL(self->banner_label), 0);
-    gtk_widget_set_hexpand(self->banner_label, TRUE);
-    gtk_box_append(GTK_BOX(self->banner), self->banner_label);
-    GtkWidget *bprefs = gtk_button_new_with_mnemonic("_Preferences");
-    gtk_actionable_set_action_name(GTK_ACTIONABLE(bprefs), "app.preferences");
-    gtk_widget_set_valign(bprefs, GTK_ALIGN_CENTER);
-    gtk_box_append(GTK_BOX(self->banner), bprefs);
-    gtk_widget_set_visible(self->banner, FALSE);
-    gtk_box_append(GTK_BOX(root), self->banner);
-
-    // Sidebar
-    GtkWidget *side = gtk_box_new(GTK_ORIENTATION_VERTICAL, 0);
-    gtk_widget_add_css_class(side, "sd-sidebar");
-    self->search_entry = gtk_search_entry_new();
-    gtk_accessible_update_property(GTK_ACCESSIBLE(self->search_entry), GTK_ACCESSIBLE_PROPERTY_LABEL,
-                                   "Filter documents", -1);
-    self->search_bar = gtk_search_bar_new();
-    gtk_search_bar_set_child(GTK_SEARCH_BAR(self->search_bar), self->search_entry);
-    gtk_search_bar_connect_entry(GTK_SEARCH_BAR(self->search_bar), GTK_EDITABLE(self->search_entry));
-    gtk_box_append(GTK_BOX(side), self->search_bar);
-    GtkWidget *sbox = gtk_box_new(GTK_ORIENTATION_VERTICAL, 8);
-    gtk_widget_set_margin_start(sbox, 12);
-    gtk_widget_set_margin_end(sbox, 12);
-    gtk_widget_set_margin_top(sbox, 12);
-    gtk_widget_set_margin_bottom(sbox, 12);
-    self->jobs_label = section_label("Adding");
-    self->jobs = list_box("Ingestion in progress");
-    gtk_list_box_set_selection_mode(GTK_LIST_BOX(self->jobs), GTK_SELECTION_NONE);
-    self->errors_label = section_label("Could not add");
-    self->errors = list_box("Files that could not be added");
-    gtk_list_box_set_selection_mode(GTK_LIST_BOX(self->errors), GTK_SELECTION_NONE);
-    gtk_box_append(GTK_BOX(sbox), self->jobs_label);
-    gtk_box_append(GTK_BOX(sbox), self->jobs);
-    gtk_box_append(GTK_BOX(sbox), self->errors_label);
-    gtk_box_append(GTK_BOX(sbox), self->errors);
-    GtkWidget *lib_label = section_label("Library");
-    gtk_widget_set_tooltip_text(lib_label, "Select documents to ask about them; none selected asks all of them");
-    gtk_box_append(GTK_BOX(sbox), lib_label);
-    self->empty_library = gtk_label_new("Drop PDFs, text files or code folders here, or press Ctrl+O.");
-    gtk_label_set_wrap(GTK_LABEL(self->empty_library), TRUE);
-    gtk_label_set_xalign(GTK_LABEL(self->empty_library), 0);
-    gtk_widget_add_css_class(self->empty_library, "dim-label");
-    gtk_box_append(GTK_BOX(sbox), self->empty_library);
-    self->library = list_box("Library");
-    gtk_list_box_set_selection_mode(GTK_LIST_BOX(self->library), GTK_SELECTION_MULTIPLE);
-    gtk_list_box_set_activate_on_single_click(GTK_LIST_BOX(self->library), FALSE);
-    gtk_list_box_set_filter_func(GTK_LIST_BOX(self->library), filter_rows, self, NULL);
-    g_signal_connect_swapped(self->search_entry, "search-changed", G_CALLBACK(gtk_list_box_invalidate_filter),
-                             self->library);
-    g_signal_connect(self->library, "selected-rows-changed", G_CALLBACK(selection_changed), self);
-    gtk_box_append(GTK_BOX(sbox), self->library);
-    self->convs_label = section_label("Conversations");
-    self->convs = list_box("Conversations");
-    gtk_list_box_set_selection_mode(GTK_LIST_BOX(self->convs), GTK_SELECTION_NONE);
-    g_signal_connect(self->convs, "row-activated", G_CALLBACK(on_conv_activated), self);
-    gtk_box_append(GTK_BOX(sbox), self->convs_label);
-    gtk_box_append(GTK_BOX(sbox), self->convs);
-    GtkWidget *sscroll = gtk_scrolled_window_new();
-    gtk_scrolled_window_set_policy(GTK_SCROLLED_WINDOW(sscroll), GTK_POLICY_NEVER, GTK_POLICY_AUTOMATIC);
-    gtk_scrolled_window_set_child(GTK_SCROLLED_WINDOW(sscroll), sbox);
-    gtk_widget_set_vexpand(sscroll, TRUE);
-    gtk_box_append(GTK_BOX(side), sscroll);
-    gtk_widget_set_size_request(side, 300, -1);
-
-    // Chat
-    self->chat = sd_chat_view_new(service);
-    sd_chat_view_set_citation_handler(SD_CHAT_VIEW(self->chat), on_citation, self);
-    sd_chat_view_set_done_handler(SD_CHAT_VIEW(self->chat), on_answer_done, self);
-    gtk_widget_set_size_request(self->chat, 360, -1);
-
-    // Viewer
-    self->viewer = gtk_box_new(GTK_ORIENTATION_VERTICAL, 0);
-    gtk_widget_add_css_class(self->viewer, "sd-viewer");
-    GtkWidget *vbar = gtk_box_new(GTK_ORIENTATION_HORIZONTAL, 6);
-    gtk_widget_add_css_class(vbar, "toolbar");
-    self->viewer_title = gtk_label_new("");
-    gtk_label_set_ellipsize(GTK_LABEL(self->viewer_title), PANGO_ELLIPSIZE_MIDDLE);
-    gtk_widget_add_css_class(self->viewer_title, "heading");
-    gtk_widget_set_hexpand(self->viewer_title, TRUE);
-    gtk_box_append(GTK_BOX(vbar), self->viewer_title);
-    GtkWidget *vclose = gtk_button_new_from_icon_name("window-close-symbolic");
-    gtk_widget_add_css_class(vclose, "flat");
-    gtk_actionable_set_action_name(GTK_ACTIONABLE(vclose), "win.close-viewer");
-    gtk_widget_set_tooltip_text(vclose, "Close Viewer (Ctrl+W)");
-    gtk_accessible_update_property(GTK_ACCESSIBLE(vclose), GTK_ACCESSIBLE_PROPERTY_LABEL, "Close viewer", -1);
-    gtk_box_append(GTK_BOX(vbar), vclose);
-    gtk_box_append(GTK_BOX(self->viewer), vbar);
-    self->viewer_stack = gtk_stack_new();
-    gtk_widget_set_vexpand(self->viewer_stack, TRUE);
-    self->pdf = sd_pdf_view_new();
-    self->source = sd_source_view_new();
-    gtk_stack_add_named(GTK_STACK(self->viewer_stack), self->pdf, "pdf");
-    gtk_stack_add_named(GTK_STACK(self->viewer_stack), self->source, "source");
-    gtk_box_append(GTK_BOX(self->viewer), self->viewer_stack);
-    gtk_widget_set_size_request(self->viewer, 380, -1);
-    gtk_widget_set_visible(self->viewer, FALSE);
-
-    GtkWidget *inner = gtk_paned_new(GTK_ORIENTATION_HORIZONTAL);
-    gtk_paned_set_start_child(GTK_PANED(inner), self->chat);
-    gtk_paned_set_end_child(GTK_PANED(inner), self->viewer);
-    gtk_paned_set_shrink_start_child(GTK_PANED(inner), FALSE);
-    gtk_paned_set_shrink_end_child(GTK_PANED(inner), FALSE);
-    gtk_paned_set_position(GTK_PANED(inner), 470);
-    GtkWidget *outer = gtk_paned_new(GTK_ORIENTATION_HORIZONTAL);
-    gtk_paned_set_start_child(GTK_PANED(outer), side);
-    gtk_paned_set_end_child(GTK_PANED(outer), inner);
-    gtk_paned_set_resize_start_child(GTK_PANED(outer), FALSE);
-    gtk_paned_set_shrink_start_child(GTK_PANED(outer), FALSE);
-    gtk_paned_set_shrink_end_child(GTK_PANED(outer), FALSE);
-    gtk_widget_set_vexpand(outer, TRUE);
-    gtk_box_append(GTK_BOX(root), outer);
-
-    self->toasts = adw_toast_overlay_new();
-    adw_toast_overlay_set_child(ADW_TOAST_OVERLAY(self->toasts), root);
-    adw_application_window_set_content(ADW_APPLICATION_WINDOW(self), self->toasts);
-
-    GtkDropTarget *drop = gtk_drop_target_new(GDK_TYPE_FILE_LIST, GDK_ACTION_COPY);
-    g_signal_connect(drop, "drop", G_CALLBACK(on_drop), self);
-    gtk_widget_add_controller(GTK_WIDGET(self), GTK_EVENT_CONTROLLER(drop));
-
-    update_sections(self);
+    sd_chat_view_set_service(SD_CHAT_VIEW(self->chat), service);
     sd_window_refresh(self);
     refresh_cache(self);
     return self;

@@ -396,7 +396,7 @@ def indexer_kl(attn, cos, sin, backward=True):
             kl = (torch.xlogy(p, p) - p * logq).sum() / (B * T)
         if backward:
             kl.backward()
-        total += float(kl)
+        total += float(kl.detach())
     if backward:
         torch.autograd.backward([iq, ik, iw], [lq.grad, lk.grad, lw.grad])
     return total
