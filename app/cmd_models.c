@@ -20,7 +20,10 @@
 #include "cli_args.h"
 #include "commands.h"
 #include "config.h"
+#include "gguf.h"
 #include "hub.h"
+#include "model_gguf.h"
+#include "quant.h"
 #include "safetensors.h"
 #include "settings.h"
 
@@ -579,7 +582,8 @@ struct mem_est {
     int64_t params, params_used; // all tensors but FP8 scales; those the engine loads (layers < n_layers)
     int64_t stored_bytes;        // bytes of the tensors the engine loads, as stored
     int64_t dtype_tensors[SD_DTYPE_COUNT], dtype_bytes[SD_DTYPE_COUNT];
-    int have_weights;
+    int64_t qtype_tensors[SD_Q_TYPE_LIMIT], qtype_bytes[SD_Q_TYPE_LIMIT]; // GGUF models: per ggml type
+    int have_weights, gguf;
 };
 
 static int is_scale(const char *name)
@@ -614,23 +618,49 @@ static int cmd_info(const struct mopts *o)
     if (o->n_args != 1)
         return usage_err("info needs one PATH or NAME", NULL);
     struct sd_err err = {0};
-    char *dir = resolve_model(o->models_dir, o->args[0], 1, &err);
+    const char *arg = o->args[0];
+    size_t al = strlen(arg);
+    struct stat fst;
+    char *dir = al > 5 && !strcmp(arg + al - 5, ".gguf") && stat(arg, &fst) == 0 && S_ISREG(fst.st_mode)
+                    ? realpath(arg, NULL) // a GGUF file given directly
+                    : resolve_model(o->models_dir, arg, 1, &err);
     if (!dir) {
+        if (!err.msg[0])
+            sd_err_set(&err, SD_ERR_IO, "%s: %s", arg, strerror(errno));
         fprintf(stderr, "sparsedoc models info: %s\n", err.msg);
         return SD_EXIT_FAIL;
     }
-    char cfgp[PATH_MAX];
+    char cfgp[PATH_MAX], gpath[PATH_MAX];
     snprintf(cfgp, sizeof cfgp, "%s/config.json", dir);
     struct sd_config c;
-    if (sd_config_load(cfgp, &c, &err)) {
+    struct mem_est m = {0};
+    struct sd_tensor_set *ts = NULL;
+    struct sd_err werr = {0};
+    int gg = sd_model_gguf_resolve(dir, gpath, sizeof gpath, &err);
+    if (gg < 0 || (gg == 1 ? sd_model_gguf_config(gpath, &c, &err) : sd_config_load(cfgp, &c, &err))) {
         fprintf(stderr, "sparsedoc models info: %s\n", err.msg);
         free(dir);
         return SD_EXIT_FAIL;
     }
-    struct mem_est m = {0};
-    struct sd_tensor_set *ts = NULL;
-    struct sd_err werr = {0};
-    if (sd_tensor_set_open_dir(dir, &ts, &werr) == SD_OK) {
+    if (gg == 1) { // GGUF: every tensor is loaded (dequantized to f32 on the CPU)
+        struct sd_gguf *g = NULL;
+        if (sd_gguf_open(gpath, &g, &werr) == SD_OK) {
+            m.have_weights = m.gguf = 1;
+            for (size_t i = 0; i < sd_gguf_tensor_count(g); i++) {
+                const struct sd_gguf_tensor *t = sd_gguf_tensor_at(g, i);
+                if (strcmp(t->name, "rope_freqs.weight")) { // a RoPE table, not a parameter
+                    m.params += t->n_elems;
+                    m.params_used += t->n_elems;
+                }
+                m.stored_bytes += (int64_t)t->n_bytes;
+                if ((int)t->type >= 0 && (int)t->type < SD_Q_TYPE_LIMIT) {
+                    m.qtype_tensors[t->type]++;
+                    m.qtype_bytes[t->type] += (int64_t)t->n_bytes;
+                }
+            }
+            sd_gguf_free(g);
+        }
+    } else if (sd_tensor_set_open_dir(dir, &ts, &werr) == SD_OK) {
         m.have_weights = 1;
         for (size_t i = 0; i < sd_tensor_set_count(ts); i++) {
             const struct sd_tensor_info *t = sd_tensor_set_at(ts, i);
@@ -671,7 +701,15 @@ static int cmd_info(const struct mopts *o)
                 json_object_object_add(e, "bytes", json_object_new_int64(m.dtype_bytes[t]));
                 json_object_object_add(dt, sd_dtype_name((enum sd_dtype)t), e);
             }
+        for (int t = 0; t < SD_Q_TYPE_LIMIT; t++)
+            if (m.qtype_tensors[t]) {
+                json_object *e = json_object_new_object();
+                json_object_object_add(e, "tensors", json_object_new_int64(m.qtype_tensors[t]));
+                json_object_object_add(e, "bytes", json_object_new_int64(m.qtype_bytes[t]));
+                json_object_object_add(dt, sd_qtype_name((enum sd_qtype)t), e);
+            }
         json_object_object_add(j, "dtypes", dt);
+        json_object_object_add(j, "format", json_object_new_string(m.gguf ? "gguf" : "safetensors"));
         json_object *ds = NULL;
         if (dsa) {
             ds = json_object_new_object();
@@ -731,7 +769,12 @@ static int cmd_info(const struct mopts *o)
                 fmt_bytes((double)m.dtype_bytes[t], a, sizeof a);
                 printf(" %s (%lld tensors, %s)", sd_dtype_name((enum sd_dtype)t), (long long)m.dtype_tensors[t], a);
             }
-        printf("\n");
+        for (int t = 0; t < SD_Q_TYPE_LIMIT; t++)
+            if (m.qtype_tensors[t]) {
+                fmt_bytes((double)m.qtype_bytes[t], a, sizeof a);
+                printf(" %s (%lld tensors, %s)", sd_qtype_name((enum sd_qtype)t), (long long)m.qtype_tensors[t], a);
+            }
+        printf("%s\n", m.gguf ? "  [GGUF]" : "");
     } else {
         printf("parameters:    unknown (%s)\n", werr.msg);
     }

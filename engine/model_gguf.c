@@ -563,6 +563,16 @@ static enum sd_status apply_rope_freqs(struct sd_model *m, struct sd_err *err)
     return SD_OK;
 }
 
+enum sd_status sd_model_gguf_config(const char *file, struct sd_config *cfg, struct sd_err *err)
+{
+    struct sd_gguf *g = NULL;
+    enum sd_status st = sd_gguf_open(file, &g, err);
+    if (st == SD_OK)
+        st = build_config(g, file, cfg, err);
+    sd_gguf_free(g);
+    return st;
+}
+
 enum sd_status sd_model_load_gguf(const char *file, struct sd_model **out, struct sd_err *err)
 {
     *out = NULL;

@@ -16,5 +16,8 @@ int sd_model_gguf_resolve(const char *path, char *out, size_t out_len, struct sd
 // Load a GGUF model file. Quantized weights are dequantized to f32 once at load (the forward pass
 // consumes f32); aligned F32 tensors are used in place from the mapping.
 enum sd_status sd_model_load_gguf(const char *file, struct sd_model **out, struct sd_err *err);
+// The model configuration a GGUF file describes (the same mapping sd_model_load_gguf uses), without
+// loading weights; for `models info`.
+enum sd_status sd_model_gguf_config(const char *file, struct sd_config *cfg, struct sd_err *err);
 
 #endif

@@ -288,6 +288,18 @@ def main():
                 check(cpu["weights_bytes"] == 4 * params and gpu["weights_bytes"] == nbytes, "info: weight bytes CPU f32 / GPU stored")
                 check(cpu["kv_bytes_64k"] == 2 * L * nkv * hd * 4 * 65536 and gpu["kv_bytes_128k"] == 2 * L * nkv * hd * 2 * 131072,
                       "info: KV bytes at 64K (CPU f32) and 128K (GPU bf16)")
+            # A GGUF file (made at build time by tools/st2gguf.py from the same llama fixture, Q4_0): the same
+            # configuration and parameter count as the safetensors model, its ggml types listed.
+            gg = os.path.join(os.environ.get("SD_BUILD", ""), "tests", "llama-q4_0.gguf")
+            if os.path.isfile(gg):
+                rc, gout, err = e.run("info", gg)
+                check(rc == 0 and gout and gout["format"] == "gguf" and gout["parameters"] == params
+                      and gout["architecture"] == "LlamaForCausalLM" and gout["max_context"] == lc["max_position_embeddings"]
+                      and "Q4_0" in gout["dtypes"] and gout["memory"]["cpu"]["weights_bytes"] == 4 * params
+                      and gout["memory"]["cpu"]["kv_bytes_64k"] == 2 * L * nkv * hd * 4 * 65536,
+                      "info on a GGUF file: format, parameters, architecture, types, memory (%r)" % (err.strip()[:200],))
+            else:
+                print("note: %s not built; GGUF info not checked" % gg)
             dsv = os.path.join(FIX, "dsv32")
             if os.path.isfile(os.path.join(dsv, "model.safetensors")):
                 rc, out, err = e.run("info", dsv)
