@@ -14,50 +14,6 @@
 #include "session.h"
 #include "test_util.h"
 
-static int32_t *load_ids(const char *dir, int *n)
-{
-    char p[1100];
-    snprintf(p, sizeof p, "%s/ids.txt", dir);
-    char *txt = sd_test_read_file(p, NULL);
-    if (!txt)
-        return NULL;
-    int cap = 256, len = 0;
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
-    char *s = txt, *end;
-    for (;;) {
-        long v = strtol(s, &end, 10);
-        if (end == s)
-            break;
-        if (len == cap)
-            ids = realloc(ids, sizeof(int32_t) * (size_t)(cap *= 2));
-        ids[len++] = (int32_t)v;
-        s = end;
-    }
-    free(txt);
-    *n = len;
-    return ids;
-}
-
-static double rel_l2(const float *a, const float *ref, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1));
-}
-
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b])
-            b = i;
-    return b;
-}
-
 // Logits of all n positions, fed `batch` tokens per eval. NULL on failure (message printed).
 static float *run(const struct sd_model *m, const int32_t *ids, int n, int batch, enum sd_dsa_mode mode,
                   const struct sd_backend *be)
@@ -105,7 +61,7 @@ static void check_import(const struct sd_model *m, const int32_t *ids, int n, co
              sd_session_export(gs, 0, nb, &blob2, &len2, &err) == SD_OK && sd_session_new(m, &gp, &gs2, &err) == SD_OK;
     CHECK_MSG(ok, "%s: KV import into CUDA: %s", name, err.msg);
     if (ok) {
-        double d = rel_l2(lg, cuda_full + (size_t)t0 * V, (size_t)(n - t0) * V);
+        double d = sd_test_rel_l2(lg, cuda_full + (size_t)t0 * V, (size_t)(n - t0) * V);
         printf("%-10s CPU blob -> CUDA session, continue %d tokens: rel_l2 vs CUDA full run %.3g\n", name, n - t0, d);
         CHECK_MSG(d <= 1e-5, "%s: continuation after import differs by %.3g", name, d);
         CHECK(len2 == len);
@@ -127,7 +83,7 @@ static void check_fixture(const char *name, int is_dsa)
     char dir[1024], p[1100];
     snprintf(dir, sizeof dir, "%s/%s", sd_test_fixtures(), name);
     int n = 0;
-    int32_t *ids = load_ids(dir, &n);
+    int32_t *ids = sd_test_load_ids(dir, &n);
     CHECK_MSG(ids && n > 0, "fixture %s: ids.txt missing", name);
     if (!ids)
         return;
@@ -152,12 +108,12 @@ static void check_fixture(const char *name, int is_dsa)
     CHECK(gpu && cpu);
     if (!gpu || !cpu)
         goto out;
-    double e = rel_l2(gpu, ref, nv), ec = rel_l2(gpu, cpu, nv);
+    double e = sd_test_rel_l2(gpu, ref, nv), ec = sd_test_rel_l2(gpu, cpu, nv);
     int agree = 0;
     for (int t = 0; t < n; t++)
-        agree += argmax(gpu + (size_t)t * V, V) == argmax(ref + (size_t)t * V, V);
+        agree += sd_test_argmax(gpu + (size_t)t * V, V) == sd_test_argmax(ref + (size_t)t * V, V);
     printf("%-10s n=%3d cuda vs HF rel_l2=%.3g (cpu vs HF %.3g), cuda vs cpu %.3g, top1=%d/%d\n", name, n, e,
-           rel_l2(cpu, ref, nv), ec, agree, n);
+           sd_test_rel_l2(cpu, ref, nv), ec, agree, n);
     CHECK_MSG(e <= 1e-4, "fixture %s: CUDA relative L2 error %.3g > 1e-4", name, e);
     CHECK_MSG(ec <= 1e-5, "fixture %s: CUDA differs from CPU by %.3g", name, ec);
     CHECK_MSG(agree == n, "fixture %s: top-1 agreement %d/%d", name, agree, n);
@@ -166,7 +122,7 @@ static void check_fixture(const char *name, int is_dsa)
         float *lg = run(m, ids, n, steps[i], SD_DSA_SPARSE, be);
         CHECK(lg != NULL);
         if (lg) {
-            double d = rel_l2(lg, gpu, nv);
+            double d = sd_test_rel_l2(lg, gpu, nv);
             printf("%-10s cuda batch=%d vs prefill rel_l2=%.3g\n", name, steps[i], d);
             CHECK_MSG(d <= 1e-5, "fixture %s: CUDA batch %d differs from one prefill by %.3g", name, steps[i], d);
         }
@@ -176,7 +132,7 @@ static void check_fixture(const char *name, int is_dsa)
         float *dg = run(m, ids, n, 256, SD_DSA_DENSE, be), *dc = run(m, ids, n, 256, SD_DSA_DENSE, NULL);
         CHECK(dg && dc);
         if (dg && dc) {
-            double d = rel_l2(dg, dc, nv), dr = rel_l2(dg, ref, nv);
+            double d = sd_test_rel_l2(dg, dc, nv), dr = sd_test_rel_l2(dg, ref, nv);
             printf("%-10s dense attention: cuda vs cpu %.3g, vs sparse reference %.3g (must be large)\n", name, d, dr);
             CHECK_MSG(d <= 1e-5, "fixture %s: dense CUDA differs from dense CPU by %.3g", name, d);
             CHECK_MSG(dr > 1e-3, "fixture %s: dense CUDA matches the sparse reference: DSA not live on CUDA", name);
@@ -213,7 +169,7 @@ static int32_t *greedy(const struct sd_model *m, const int32_t *prompt, int np, 
         sd_session_eval(s, prompt, np, lg, 0, &err) != SD_OK)
         goto fail;
     for (int i = 0; i < n_gen; i++) {
-        out[i] = argmax(lg, V);
+        out[i] = sd_test_argmax(lg, V);
         if (i + 1 < n_gen && sd_session_eval(s, &out[i], 1, lg, 0, &err) != SD_OK)
             goto fail;
     }

@@ -11,50 +11,6 @@
 #include "session.h"
 #include "test_util.h"
 
-static int32_t *load_ids(const char *dir, int *n)
-{
-    char p[1100];
-    snprintf(p, sizeof p, "%s/ids.txt", dir);
-    char *txt = sd_test_read_file(p, NULL);
-    if (!txt)
-        return NULL;
-    int cap = 256, len = 0;
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
-    char *s = txt, *end;
-    for (;;) {
-        long v = strtol(s, &end, 10);
-        if (end == s)
-            break;
-        if (len == cap)
-            ids = realloc(ids, sizeof(int32_t) * (size_t)(cap *= 2));
-        ids[len++] = (int32_t)v;
-        s = end;
-    }
-    free(txt);
-    *n = len;
-    return ids;
-}
-
-static double rel_l2(const float *a, const float *ref, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1));
-}
-
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b])
-            b = i;
-    return b;
-}
-
 static float *run(const struct sd_model *m, const int32_t *ids, int n, int batch, enum sd_dsa_mode mode, int fp8)
 {
     struct sd_session_params sp = {.n_ctx = n, .max_batch = batch, .dsa_mode = mode, .indexer_fp8 = fp8};
@@ -84,7 +40,7 @@ static void check_fixture(const char *name, int is_dsa)
     char dir[1024], p[1100];
     snprintf(dir, sizeof dir, "%s/%s", sd_test_fixtures(), name);
     int n = 0;
-    int32_t *ids = load_ids(dir, &n);
+    int32_t *ids = sd_test_load_ids(dir, &n);
     CHECK_MSG(ids && n > 0, "fixture %s: ids.txt missing (regenerate with tools/make_fixtures.py)", name);
     if (!ids)
         return;
@@ -108,10 +64,10 @@ static void check_fixture(const char *name, int is_dsa)
     CHECK(full != NULL);
     if (!full)
         goto out;
-    double e = rel_l2(full, ref, (size_t)n * V);
+    double e = sd_test_rel_l2(full, ref, (size_t)n * V);
     int agree = 0;
     for (int t = 0; t < n; t++)
-        agree += argmax(full + (size_t)t * V, V) == argmax(ref + (size_t)t * V, V);
+        agree += sd_test_argmax(full + (size_t)t * V, V) == sd_test_argmax(ref + (size_t)t * V, V);
     printf("%-10s n=%3d vocab=%4d rel_l2=%.3g top1=%d/%d\n", name, n, V, e, agree, n);
     CHECK_MSG(e <= 1e-4, "fixture %s: relative L2 error %.3g > 1e-4", name, e);
     CHECK_MSG(agree == n, "fixture %s: top-1 agreement %d/%d", name, agree, n);
@@ -122,7 +78,7 @@ static void check_fixture(const char *name, int is_dsa)
         float *lg = run(m, ids, n, steps[i], SD_DSA_SPARSE, 0);
         CHECK(lg != NULL);
         if (lg) {
-            double d = rel_l2(lg, full, (size_t)n * V);
+            double d = sd_test_rel_l2(lg, full, (size_t)n * V);
             printf("%-10s batch=%d vs prefill rel_l2=%.3g\n", name, steps[i], d);
             CHECK_MSG(d <= 1e-5, "fixture %s: batch %d differs from one prefill by %.3g", name, steps[i], d);
         }
@@ -132,7 +88,7 @@ static void check_fixture(const char *name, int is_dsa)
         float *dense = run(m, ids, n, 256, SD_DSA_DENSE, 0);
         CHECK(dense != NULL);
         if (dense) {
-            double d = rel_l2(dense, ref, (size_t)n * V);
+            double d = sd_test_rel_l2(dense, ref, (size_t)n * V);
             printf("%-10s dense-attention run vs sparse reference rel_l2=%.3g (must be large)\n", name, d);
             CHECK_MSG(d > 1e-3, "fixture %s: dense attention matches the sparse reference (%.3g): DSA not live", name,
                       d);
@@ -147,7 +103,7 @@ static void check_fixture(const char *name, int is_dsa)
             int finite = 1;
             for (size_t i = 0; i < (size_t)n * V; i++)
                 finite &= isfinite(f8[i]) != 0;
-            double d8 = rel_l2(f8, ref, (size_t)n * V), dd = rel_l2(dense, ref, (size_t)n * V);
+            double d8 = sd_test_rel_l2(f8, ref, (size_t)n * V), dd = sd_test_rel_l2(dense, ref, (size_t)n * V);
             printf("%-10s fp8-indexer run: rel_l2=%.3g (dense run %.3g)\n", name, d8, dd);
             CHECK_MSG(finite, "fixture %s: fp8 indexer run produced non-finite logits", name);
             CHECK_MSG(d8 < dd, "fixture %s: fp8 indexer run (%.3g) no nearer the reference than dense (%.3g)", name,

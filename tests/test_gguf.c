@@ -51,17 +51,6 @@ static float rndn(void)
     return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
 }
 
-static double rel_l2(const float *a, const float *ref, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1));
-}
-
 static char *gpath(const char *name)
 {
     static char p[8][1100];
@@ -69,28 +58,6 @@ static char *gpath(const char *name)
     char *s = p[k++ % 8];
     snprintf(s, 1100, "%s/%s", gdir, name);
     return s;
-}
-
-static int32_t *load_ids(const char *dir, int *n)
-{
-    char p[1100];
-    snprintf(p, sizeof p, "%s/ids.txt", dir);
-    char *txt = sd_test_read_file(p, NULL);
-    if (!txt)
-        return NULL;
-    int32_t *ids = malloc(sizeof(int32_t) * 4096);
-    int len = 0;
-    char *s = txt, *end;
-    for (;;) {
-        long v = strtol(s, &end, 10);
-        if (end == s || len == 4096)
-            break;
-        ids[len++] = (int32_t)v;
-        s = end;
-    }
-    free(txt);
-    *n = len;
-    return ids;
 }
 
 static float *run_logits(const struct sd_model *m, const int32_t *ids, int n)
@@ -296,7 +263,7 @@ static double check_model(const char *dir, const int32_t *ids, int n, const char
     float *a = run_logits(ms, ids, n), *b = run_logits(mg, ids, n);
     CHECK(a && b);
     if (a && b) {
-        double e = rel_l2(b, a, (size_t)n * V);
+        double e = sd_test_rel_l2(b, a, (size_t)n * V);
         int finite = 1;
         for (size_t i = 0; i < (size_t)n * V; i++)
             finite &= isfinite(b[i]) != 0;
@@ -329,7 +296,7 @@ static double check_fixture(const char *fix, const char *file, double logit_fact
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/%s", sd_test_fixtures(), fix);
     int n = 0;
-    int32_t *ids = load_ids(dir, &n);
+    int32_t *ids = sd_test_load_ids(dir, &n);
     CHECK_MSG(ids && n > 0, "%s: ids.txt missing", dir);
     if (ids)
         amp = check_model(dir, ids, n, gpath(file), logit_factor, must_see);

@@ -1,6 +1,8 @@
 // test_util.c: shared helpers for the C tests (see test_util.h).
 #include "test_util.h"
 
+#include <math.h>
+
 #include <sys/stat.h>
 
 int sd_test_failures = 0;
@@ -61,6 +63,57 @@ char *sd_test_read_file(const char *path, size_t *len)
     if (len)
         *len = (size_t)n;
     return buf;
+}
+
+int32_t *sd_test_load_ids(const char *dir, int *n)
+{
+    char p[1100];
+    snprintf(p, sizeof p, "%s/ids.txt", dir);
+    char *txt = sd_test_read_file(p, NULL);
+    if (!txt)
+        return NULL;
+    int cap = 256, len = 0;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    char *s = txt, *end;
+    for (; ids;) {
+        long v = strtol(s, &end, 10);
+        if (end == s)
+            break;
+        if (len == cap) {
+            int32_t *g = realloc(ids, sizeof(int32_t) * (size_t)(cap *= 2));
+            if (!g) {
+                free(ids);
+                ids = NULL;
+                break;
+            }
+            ids = g;
+        }
+        ids[len++] = (int32_t)v;
+        s = end;
+    }
+    free(txt);
+    *n = ids ? len : 0;
+    return ids;
+}
+
+double sd_test_rel_l2(const float *a, const float *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+int sd_test_argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = i;
+    return b;
 }
 
 int sd_test_finish(const char *name)

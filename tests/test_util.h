@@ -3,6 +3,7 @@
 #ifndef SD_TEST_UTIL_H
 #define SD_TEST_UTIL_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -34,6 +35,13 @@ const char *sd_test_require_corpus(const char *why);
 const char *sd_test_fixtures(void);
 // Read a whole file (malloc'd, NUL-terminated); NULL on failure. *len may be NULL.
 char *sd_test_read_file(const char *path, size_t *len);
+// Token ids of a fixture: whitespace-separated integers in DIR/ids.txt (malloc'd, caller frees; *n
+// their count). NULL when the file is missing or unreadable.
+int32_t *sd_test_load_ids(const char *dir, int *n);
+// Relative L2 error |a - ref| / |ref| in double precision (|ref| = 0 counts as 1).
+double sd_test_rel_l2(const float *a, const float *ref, size_t n);
+// Index of the largest of v[0..n) (the first on ties).
+int sd_test_argmax(const float *v, int n);
 // Return 0 if no failures, 1 otherwise, printing a summary line.
 int sd_test_finish(const char *name);
 
