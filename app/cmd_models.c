@@ -391,30 +391,12 @@ static int64_t dir_bytes(const char *dir, int *n_parts)
     return tree_bytes;
 }
 
-static json_object *read_json(const char *path, long max)
-{
-    FILE *f = fopen(path, "rb");
-    json_object *j = NULL;
-    if (f && fseek(f, 0, SEEK_END) == 0) {
-        long n = ftell(f);
-        char *buf = n > 0 && n < max ? malloc((size_t)n + 1) : NULL;
-        if (buf && fseek(f, 0, SEEK_SET) == 0 && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-            buf[n] = 0;
-            j = json_tokener_parse(buf);
-        }
-        free(buf);
-    }
-    if (f)
-        fclose(f);
-    return j;
-}
-
 // The architecture named in dir/config.json (architectures[0], else model_type), or "gguf" / "?".
 static void model_arch(const char *dir, char *out, size_t n)
 {
     char p[PATH_MAX];
     snprintf(p, sizeof p, "%s/config.json", dir);
-    json_object *j = read_json(p, 1 << 20), *v;
+    json_object *j = sd_hub_read_json(p, 1 << 20), *v;
     snprintf(out, n, "%s", has_gguf(dir) && !j ? "gguf" : "?");
     if (j && json_object_object_get_ex(j, "architectures", &v) && json_object_is_type(v, json_type_array) &&
         json_object_array_length(v) > 0)
@@ -482,7 +464,7 @@ static void list_row(json_object *arr, const char *name, const char *path, int i
     model_arch(path, arch, sizeof arch);
     char mp[PATH_MAX];
     snprintf(mp, sizeof mp, "%s/.sparsedoc-pull.json", path);
-    json_object *man = read_json(mp, 16 << 20), *v;
+    json_object *man = sd_hub_read_json(mp, 16 << 20), *v;
     const char *repo = man && json_object_object_get_ex(man, "repo", &v) ? json_object_get_string(v) : NULL;
     const char *commit = man && json_object_object_get_ex(man, "commit", &v) ? json_object_get_string(v) : NULL;
     if (arr) {

@@ -810,14 +810,13 @@ static int md_file(EVP_MD_CTX *md, const char *path, int64_t len)
     return rc;
 }
 
-static json_object *manifest_load(const char *dest)
+json_object *sd_hub_read_json(const char *path, long max_bytes)
 {
-    char *p = xprintf("%s/%s", dest, MANIFEST_NAME);
+    FILE *f = path ? fopen(path, "rb") : NULL;
     json_object *j = NULL;
-    FILE *f = p ? fopen(p, "rb") : NULL;
     if (f && fseek(f, 0, SEEK_END) == 0) {
         long n = ftell(f);
-        char *buf = n > 0 && n < MANIFEST_MAX_BYTES ? malloc((size_t)n + 1) : NULL;
+        char *buf = n > 0 && n < max_bytes ? malloc((size_t)n + 1) : NULL;
         if (buf && fseek(f, 0, SEEK_SET) == 0 && fread(buf, 1, (size_t)n, f) == (size_t)n) {
             buf[n] = 0;
             j = json_tokener_parse(buf);
@@ -826,6 +825,13 @@ static json_object *manifest_load(const char *dest)
     }
     if (f)
         fclose(f);
+    return j;
+}
+
+static json_object *manifest_load(const char *dest)
+{
+    char *p = xprintf("%s/%s", dest, MANIFEST_NAME);
+    json_object *j = sd_hub_read_json(p, MANIFEST_MAX_BYTES);
     free(p);
     json_object *files;
     if (!j || !json_object_is_type(j, json_type_object) || !json_object_object_get_ex(j, "files", &files) ||

@@ -80,6 +80,11 @@ enum sd_status sd_hub_dest_dir(const char *models_dir, const char *repo, const c
 
 // Root of pulled models: explicit, else $SPARSEDOC_MODELS_DIR, else $XDG_DATA_HOME/sparsedoc/models
 // (default ~/.local/share/sparsedoc/models). malloc'd; the directory is not created.
+// Parse a JSON file of at most max_bytes bytes (json-c object, caller puts it; NULL when missing,
+// unreadable, too large or not JSON). Used for the pull manifest and for models' config.json.
+struct json_object;
+struct json_object *sd_hub_read_json(const char *path, long max_bytes);
+
 enum sd_status sd_hub_models_dir(const char *explicit_dir, char **out, struct sd_err *err);
 
 // Resolve repo@rev: GET {endpoint}/api/models/{repo}/revision/{rev} (file names: "siblings"; commit:
