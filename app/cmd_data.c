@@ -129,22 +129,6 @@ static int use_color(void)
 
 // ---- tokenizer adapter ----
 
-static int64_t count_tokens(void *user, const char *text, size_t len)
-{
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (sd_tokenizer_encode(user, text, len, 0, &ids, &n, NULL))
-        return -1;
-    free(ids);
-    return (int64_t)n;
-}
-
-static enum sd_status tokenize(void *user, const char *text, size_t len, int32_t **ids, size_t *n_ids,
-                               struct sd_err *err)
-{
-    return sd_tokenizer_encode(user, text, len, 0, ids, n_ids, err);
-}
-
 static int load_tokenizer(const struct opts *o, const char *cmd, struct sd_tokenizer **tok)
 {
     *tok = NULL;
@@ -275,10 +259,15 @@ int sd_cmd_ingest(int argc, char **argv)
     u.skipped = json_object_new_array();
     u.warnings = json_object_new_array();
     u.removed = json_object_new_array();
-    struct sd_ingest_opts io = {.password = o.password, .page_timeout_s = o.page_timeout,
-                                .file_timeout_s = o.file_timeout, .max_file_bytes = o.max_file_bytes,
-                                .count_tokens = tok ? count_tokens : NULL, .tok_user = tok, .on_event = on_event,
-                                .user = &u, .cancel = &ingest_cancel};
+    struct sd_ingest_opts io = {.password = o.password,
+                                .page_timeout_s = o.page_timeout,
+                                .file_timeout_s = o.file_timeout,
+                                .max_file_bytes = o.max_file_bytes,
+                                .count_tokens = tok ? sd_tokenizer_count_cb : NULL,
+                                .tok_user = tok,
+                                .on_event = on_event,
+                                .user = &u,
+                                .cancel = &ingest_cancel};
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, &old_int);
@@ -625,7 +614,7 @@ int sd_cmd_contexts(int argc, char **argv)
     struct sd_contexts *cx = NULL;
     if ((rc = open_store(&o, "contexts", &s)) || (rc = load_tokenizer(&o, "contexts", &tok)))
         goto out;
-    struct sd_contexts_opts co = {.max_tokens = (size_t)o.max_tokens, .tokenize = tokenize, .tok_user = tok};
+    struct sd_contexts_opts co = {.max_tokens = (size_t)o.max_tokens, .tokenize = sd_tokenizer_encode_cb, .tok_user = tok};
     struct sd_err err;
     if (sd_contexts_build(s, ids, (size_t)o.n_args, &co, &cx, &err)) {
         fprintf(stderr, "sparsedoc contexts: %s\n", err.msg);

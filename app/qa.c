@@ -62,22 +62,6 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static enum sd_status tokenize_cb(void *user, const char *text, size_t len, int32_t **ids, size_t *n_ids,
-                                  struct sd_err *err)
-{
-    return sd_tokenizer_encode(user, text, len, 0, ids, n_ids, err);
-}
-
-static int64_t count_cb(void *user, const char *text, size_t len)
-{
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (sd_tokenizer_encode(user, text, len, 0, &ids, &n, NULL))
-        return -1;
-    free(ids);
-    return (int64_t)n;
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // open / close
 
@@ -270,8 +254,11 @@ enum sd_status sd_qa_ingest(struct sd_qa *qa, char *const *paths, size_t n_paths
                             const struct sd_qa_events *ev, struct sd_ingest_stats *stats, struct sd_err *err)
 {
     struct ingest_fwd f = {ev};
-    struct sd_ingest_opts io = {
-        .password = password, .count_tokens = count_cb, .tok_user = qa->tok, .on_event = ingest_event, .user = &f};
+    struct sd_ingest_opts io = {.password = password,
+                                .count_tokens = sd_tokenizer_count_cb,
+                                .tok_user = qa->tok,
+                                .on_event = ingest_event,
+                                .user = &f};
     struct sd_ingest_stats st0;
     return sd_ingest(qa->store, paths, n_paths, &io, stats ? stats : &st0, err);
 }
@@ -356,7 +343,7 @@ static enum sd_status scope_contexts(struct sd_qa *qa, const struct sd_qa_scope 
         ev->on_progress(ev->user, "tokenize", 0, k.n_docs);
     struct sd_contexts_opts co = {.max_tokens = (size_t)(qa->n_ctx - QA_RESERVE) - qa->prefix_len,
                                   .format = qa->tpl.ctx_format,
-                                  .tokenize = tokenize_cb,
+                                  .tokenize = sd_tokenizer_encode_cb,
                                   .tok_user = qa->tok};
     struct sd_contexts *c = NULL;
     // Loaded from the store when this scope was packed before with this tokenizer, else built and saved.

@@ -96,12 +96,6 @@ struct gen {
     struct sd_chat_template tmpl; // the service's prompt layout for this model (chat_template.h)
 };
 
-static enum sd_status tokenize_cb(void *user, const char *text, size_t len, int32_t **ids, size_t *n_ids,
-                                  struct sd_err *err)
-{
-    return sd_tokenizer_encode(user, text, len, 0, ids, n_ids, err);
-}
-
 static void gen_free(struct gen *g)
 {
     if (!g)
@@ -716,8 +710,10 @@ enum sd_status sd_summarize_doc(struct sd_summarizer *s, int64_t doc_id, const s
         goto fail;
     progress(ev, "contexts", 0, 1);
     out->ask_packing = budget == s->ctx_tokens;
-    struct sd_contexts_opts co = {
-        .max_tokens = budget, .format = s->g->tmpl.ctx_format, .tokenize = tokenize_cb, .tok_user = (void *)s->g->tok};
+    struct sd_contexts_opts co = {.max_tokens = budget,
+                                  .format = s->g->tmpl.ctx_format,
+                                  .tokenize = sd_tokenizer_encode_cb,
+                                  .tok_user = (void *)s->g->tok};
     if ((r = sd_contexts_build(s->store, &doc_id, 1, &co, &cx, err)))
         goto fail;
     progress(ev, "contexts", 1, 1);

@@ -1953,3 +1953,19 @@ int sd_tokenizer_is_special(const struct sd_tokenizer *t, int32_t id)
 {
     return t && id >= 0 && id < t->n_vocab && (t->flags[id] & 2) != 0;
 }
+
+enum sd_status sd_tokenizer_encode_cb(void *tok, const char *text, size_t len, int32_t **ids, size_t *n_ids,
+                                      struct sd_err *err)
+{
+    return sd_tokenizer_encode(tok, text, len, 0, ids, n_ids, err);
+}
+
+int64_t sd_tokenizer_count_cb(void *tok, const char *text, size_t len)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (sd_tokenizer_encode(tok, text, len, 0, &ids, &n, NULL))
+        return -1;
+    free(ids);
+    return (int64_t)n;
+}

@@ -30,6 +30,12 @@ void sd_tokenizer_free(struct sd_tokenizer *tok);
 enum sd_status sd_tokenizer_encode(const struct sd_tokenizer *tok, const char *text, size_t len, int add_special,
                                    int32_t **ids, size_t *n_ids, struct sd_err *err);
 
+// Callback-shaped forms for code that takes a (function, void *user) pair, such as data/'s context
+// packer and ingester: user is a const struct sd_tokenizer *. Encode without special tokens; count
+// returns the number of tokens, or -1 on failure.
+enum sd_status sd_tokenizer_encode_cb(void *tok, const char *text, size_t len, int32_t **ids, size_t *n_ids,
+                                      struct sd_err *err);
+int64_t sd_tokenizer_count_cb(void *tok, const char *text, size_t len);
 // Decode ids to UTF-8 (malloc'd, NUL-terminated, caller frees). skip_special drops special tokens.
 enum sd_status sd_tokenizer_decode(const struct sd_tokenizer *tok, const int32_t *ids, size_t n_ids, int skip_special,
                                    char **text, struct sd_err *err);

@@ -25,11 +25,6 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static enum sd_status tok_cb(void *user, const char *text, size_t len, int32_t **ids, size_t *n, struct sd_err *err)
-{
-    return sd_tokenizer_encode(user, text, len, 0, ids, n, err);
-}
-
 static int same(const struct sd_contexts *a, const struct sd_contexts *b)
 {
     if (a->n != b->n || a->total_tokens != b->total_tokens)
@@ -116,7 +111,8 @@ int main(int argc, char **argv)
         goto out;
     }
     double t_ingest = now_s() - t0;
-    struct sd_contexts_opts co = {.max_tokens = max_tokens, .format = fmt, .tokenize = tok_cb, .tok_user = tok};
+    struct sd_contexts_opts co = {
+        .max_tokens = max_tokens, .format = fmt, .tokenize = sd_tokenizer_encode_cb, .tok_user = tok};
     t0 = now_s();
     if (sd_contexts_build(s, NULL, 0, &co, &built, &err)) {
         fprintf(stderr, "bench_contexts: %s\n", err.msg);

@@ -283,16 +283,6 @@ static int should_cancel(void *user)
     return c && g_cancellable_is_cancelled(c);
 }
 
-static int64_t count_tokens(void *user, const char *text, size_t len)
-{
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (sd_tokenizer_encode(user, text, len, 0, &ids, &n, NULL))
-        return -1;
-    free(ids);
-    return (int64_t)n;
-}
-
 static void on_ingest_cancelled(GCancellable *c, gpointer data)
 {
     (void)c;
@@ -316,8 +306,8 @@ static void ingest_run(GTask *task, SdService *self, gpointer data)
     gulong id = c ? g_cancellable_connect(c, G_CALLBACK(on_ingest_cancelled), j, NULL) : 0;
     const struct sd_tokenizer *tok = qa ? sd_qa_tokenizer(qa) : NULL;
     enum sd_status st =
-        sd_library_ingest(lib, j->paths, g_strv_length(j->paths), j->password, tok ? count_tokens : NULL, (void *)tok,
-                          on_ingest_event, task, &j->cancel_flag, &j->stats, &err);
+        sd_library_ingest(lib, j->paths, g_strv_length(j->paths), j->password, tok ? sd_tokenizer_count_cb : NULL,
+                          (void *)tok, on_ingest_event, task, &j->cancel_flag, &j->stats, &err);
     if (c)
         g_cancellable_disconnect(c, id);
     if (st)
