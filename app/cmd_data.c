@@ -614,7 +614,8 @@ int sd_cmd_contexts(int argc, char **argv)
     struct sd_contexts *cx = NULL;
     if ((rc = open_store(&o, "contexts", &s)) || (rc = load_tokenizer(&o, "contexts", &tok)))
         goto out;
-    struct sd_contexts_opts co = {.max_tokens = (size_t)o.max_tokens, .tokenize = sd_tokenizer_encode_cb, .tok_user = tok};
+    struct sd_contexts_opts co = {
+        .max_tokens = (size_t)o.max_tokens, .tokenize = sd_tokenizer_encode_cb, .tok_user = tok};
     struct sd_err err;
     if (sd_contexts_build(s, ids, (size_t)o.n_args, &co, &cx, &err)) {
         fprintf(stderr, "sparsedoc contexts: %s\n", err.msg);
