@@ -18,6 +18,9 @@
 #include "sampler.h"
 #include "session.h"
 #include "tokenizer.h"
+#ifdef SD_CUDA_BACKEND
+#include "sd_cuda.h"
+#endif
 
 #define MAX_BUCKETS 8
 
@@ -97,13 +100,15 @@ static int in_list(const char *list, int v)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: eval_mini --model DIR --eval FILE [--modes sparse,dense] [--buckets 4096,16384]\n"
-               "                 [--docs N] [--questions N] [--threads N] [--gen N] [--out FILE] [--dry]\n");
+               "                 [--docs N] [--questions N] [--threads N] [--gen N] [--out FILE] [--backend cpu|cuda]\n"
+               "                 [--dry]\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *check_prompt = NULL, *check_ids = NULL;
     const char *model_dir = NULL, *eval_path = NULL, *modes = "sparse,dense", *buckets = NULL, *out_path = NULL;
+    const char *backend_name = "cpu";
     int max_docs = 1000, max_q = 1000, threads = 0, n_gen = 32, dry = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -142,6 +147,8 @@ int main(int argc, char **argv)
             check_ids = v;
         else if (!strcmp(a, "--out"))
             out_path = v;
+        else if (!strcmp(a, "--backend"))
+            backend_name = v;
         else {
             usage(stderr);
             return 2;
@@ -151,6 +158,18 @@ int main(int argc, char **argv)
     if (!model_dir || (!eval_path && !check_prompt)) {
         usage(stderr);
         return 2;
+    }
+    const struct sd_backend *backend = NULL;
+    if (strcmp(backend_name, "cpu")) {
+#ifdef SD_CUDA_BACKEND
+        if (!strcmp(backend_name, "cuda") && sd_cuda_device_count() > 0)
+            backend = sd_cuda_backend();
+#endif
+        if (!backend) {
+            fprintf(stderr, "eval_mini: backend '%s' is not available here (cpu; cuda needs a CUDA build and a GPU)\n",
+                    backend_name);
+            return 2;
+        }
     }
     struct sd_err err = {0};
     struct sd_model *m = NULL;
@@ -305,7 +324,8 @@ int main(int argc, char **argv)
                 continue;
             struct cell *c = cell_for(cells[mi], &n_cells[mi], bucket);
             struct sd_session_params sp = {.n_ctx = (int)n_dids + 128 + n_gen, .n_threads = threads, .max_batch = 256,
-                                           .dsa_mode = mi == 0 ? SD_DSA_SPARSE : SD_DSA_DENSE};
+                                           .dsa_mode = mi == 0 ? SD_DSA_SPARSE : SD_DSA_DENSE,
+                                           .backend = backend};
             if (sp.n_ctx > max_pos)
                 sp.n_ctx = max_pos;
             struct sd_session *s = NULL;

@@ -1,0 +1,55 @@
+#!/bin/sh
+# longctx_gpu.sh: one device call that continues sparsedoc-mini's long-context training and measures the
+# result in OUR engine on the GPU. Builds eval_mini with the CUDA backend in the background, trains
+# (tools/train/train.py --init INIT), blends the run with the shipped v1 weights (blend.py) and runs
+# eval_mini --backend cuda on the held-out set for each model, as long as time remains. Work happens in
+# $W; $OUT receives four files (the device returns at most eight): run.safetensors, b0.7.safetensors,
+# b0.85.safetensors (FP8, config and tokenizer as the shipped model's) and logs.tar.gz.
+# Usage (repository root, GPU machine, carry .deps and .train/gpu):
+#   INIT=.train/gpu/run2 BUDGET=380 sh tools/train/longctx_gpu.sh
+# .train/gpu holds corpus.jsonl.gz, tokenizer.json, mini_eval.jsonl (tools/train/make_eval.py) and INIT.
+set -u
+OUT=${OUT:-$PWD/longctx-out}
+W=${W:-/tmp/longctx}
+G=.train/gpu
+mkdir -p "$OUT" "$W"
+export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
+[ -f .deps/setup.sh ] && . ./.deps/setup.sh
+T0=$(date +%s)
+el() { echo $(($(date +%s) - T0)); }
+B=build-gpu
+( (meson setup $B -Ddata=false -Dcuda=enabled -Dwerror=false && nice ninja -C $B tools/eval_mini) > "$W/build.log" 2>&1
+  echo "build rc=$?" >> "$W/build.log" ) &
+BP=$!
+python3 tools/train/train.py --out "$W/run" --budget "${BUDGET:-380}" --seed "${SEED:-2345}" --split 0.55,0.05,0.40 \
+  --peak1 3e-4 --warm1 0.05 --lr3 1.5e-4 --eval-lens 4096,16384,32768,65536 --init "${INIT:-$G/run2}" \
+  --corpus $G/corpus.jsonl.gz --tokenizer $G/tokenizer.json --procs 12 \
+  --mix1 4096x16:2,8192x8:1,16384x4:1,32768x2:2,65536x1:2 --mix2 32768x2:1,65536x1:1 \
+  --mix3 4096x16:1,16384x4:1,32768x2:2,65536x1:1 > "$W/train_stdout.txt" 2>&1
+echo "train rc=$? at $(el) s"; tail -12 "$W/train_stdout.txt"
+wait $BP; tail -2 "$W/build.log"
+R=$W/run
+[ -f $R/bundle.tar ] && tar -C $R -xf $R/bundle.tar
+for a in 0.7 0.85; do
+  python3 tools/train/blend.py --a data/models/sparsedoc-mini --b $R --alpha $a --out "$W/b$a" > /dev/null 2>&1 &&
+    cp $R/config.json "$W/b$a/" 2>/dev/null
+done
+E=$B/tools/eval_mini
+ev() { # model tag bucket modes [docs]
+  left=$((${LIMIT:-560} - $(el)))
+  [ $left -gt 20 ] || { echo "skip $2 $3 (no time)"; return; }
+  timeout $left $E --model "$1" --eval $G/mini_eval.jsonl --modes "$4" --buckets "$3" ${5:+--docs $5} --backend cuda \
+    --threads 8 --out "$W/eval_$2_$3.json" > "$W/eval_$2_$3.txt" 2>&1
+  echo "== $2 $3 rc=$? at $(el) s"; grep "^| [0-9]" "$W/eval_$2_$3.txt"
+}
+for b in 4096 16384 32768 65536; do
+  ev $R run $b sparse,dense
+  ev "$W/b0.7" b70 $b sparse
+  ev "$W/b0.85" b85 $b sparse
+done
+echo "done at $(el) s"
+for m in run b0.7 b0.85; do
+  d=$W/$m; [ $m = run ] && d=$R
+  [ -f $d/model.safetensors ] && cp $d/model.safetensors "$OUT/$m.safetensors"
+done
+(cd $W && tar czf "$OUT/logs.tar.gz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.f32' .)
