@@ -1,7 +1,8 @@
 // citations.h: citation markers in an answer ("[p. 12]", "[p. iv]", "[src/main.c:88]", "[path:10-20]",
 // several in one bracket separated by ';' or ','), and their mapping back to the span table of the
 // contexts the answer was generated from. A marker that names nothing in those contexts is kept with
-// valid = 0, so a front end can show the model cited something that is not there.
+// valid = 0, so a front end can show the model cited something that is not there. Grounding checks that
+// the claim before each marker is in the cited place and re-anchors it to where it is (sd_cite_ground).
 #ifndef SD_APP_CITATIONS_H
 #define SD_APP_CITATIONS_H
 
@@ -30,5 +31,24 @@ enum sd_status sd_cite_parse(const char *answer, struct sd_cite_marker **out, si
 enum sd_status sd_cite_resolve(struct sd_store *s, const struct sd_context *const *ctx, size_t n_ctx,
                                const char *answer, struct sd_qa_citation **out, size_t *n, struct sd_err *err);
 void sd_qa_citation_clear(struct sd_qa_citation *c);
+
+// Ground the citations of answer (as resolved by sd_cite_resolve into *cites / *n_cites) in the text of
+// the spans of ctx[0..n_ctx) (read from store s). For each marker in order, its claim is the answer text
+// between the previous citation bracket (or the start) and its own bracket, trimmed of whitespace and
+// of ",;:." at its ends, and of that its last sentence (after the last ". ", "! ", "? " or newline); claims of
+// 2..200 bytes are checked (case-insensitive, whitespace runs as one space):
+//   - in the cited place (the cited page of the document, or the cited lines): grounded = 1;
+//   - else found in any span of the contexts: re-anchored to the match closest to the cited place (same
+//     document first, then page / line distance, then context order): a page ("p. LABEL", the physical
+//     number without a label) or the line(s) holding it ("PATH:L" with PATH as the contexts show it,
+//     relative to the document's root); corrected_from = the marker as written, marker = the new one,
+//     grounded = 1, and the marker is rewritten in the answer;
+//   - else grounded = 0, unchanged. Unchecked claims get grounded = -1.
+// *cites is replaced by one entry per distinct marker of the rewritten answer in order of appearance
+// (the same as before when nothing was corrected). *grounded_answer: malloc'd (caller frees), answer
+// with the corrected markers rewritten and every other byte unchanged.
+enum sd_status sd_cite_ground(struct sd_store *s, const struct sd_context *const *ctx, size_t n_ctx,
+                              const char *answer, struct sd_qa_citation **cites, size_t *n_cites,
+                              char **grounded_answer, struct sd_err *err);
 
 #endif

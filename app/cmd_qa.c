@@ -435,16 +435,21 @@ static void print_human(const struct sd_qa_result *r, int no_cache)
             }
             const char *base = c->path ? strrchr(c->path, '/') : NULL;
             base = base ? base + 1 : c->path;
+            char hint[400] = ""; // grounding: the marker was moved to where the claim is, or the claim is not there
+            if (c->corrected_from)
+                snprintf(hint, sizeof hint, "  (model wrote %.300s)", c->corrected_from);
+            else if (c->grounded == 0)
+                snprintf(hint, sizeof hint, "  (not found in the cited passage)");
             if (c->page_no > 0) {
                 if (c->page_label && strcmp(c->page_label, "") && atoi(c->page_label) != c->page_no)
-                    printf("  [%s]  %s, page %d (printed %s)  %s\n", c->marker, base, c->page_no, c->page_label,
-                           c->path);
+                    printf("  [%s]  %s, page %d (printed %s)  %s%s\n", c->marker, base, c->page_no, c->page_label,
+                           c->path, hint);
                 else
-                    printf("  [%s]  %s, page %d  %s\n", c->marker, base, c->page_no, c->path);
+                    printf("  [%s]  %s, page %d  %s%s\n", c->marker, base, c->page_no, c->path, hint);
             } else if (c->line_end > c->line_start)
-                printf("  [%s]  %s:%d-%d\n", c->marker, c->path, c->line_start, c->line_end);
+                printf("  [%s]  %s:%d-%d%s\n", c->marker, c->path, c->line_start, c->line_end, hint);
             else
-                printf("  [%s]  %s:%d\n", c->marker, c->path, c->line_start);
+                printf("  [%s]  %s:%d%s\n", c->marker, c->path, c->line_start, hint);
         }
     }
     printf("strategy: %s\n", r->strategy ? r->strategy : "?");
@@ -486,6 +491,11 @@ static json_object *result_json(struct sd_qa *qa, const struct sd_qa_result *r, 
         json_object *o = json_object_new_object();
         json_object_object_add(o, "marker", json_object_new_string(c->marker));
         json_object_object_add(o, "valid", json_object_new_boolean(c->valid));
+        // grounded: the claim before the marker is in the cited place (null: no claim to check);
+        // corrected_from: the marker the model wrote, when the citation was moved to where the claim is.
+        json_object_object_add(o, "grounded", c->grounded < 0 ? NULL : json_object_new_boolean(c->grounded));
+        json_object_object_add(o, "corrected_from",
+                               c->corrected_from ? json_object_new_string(c->corrected_from) : NULL);
         if (c->valid) {
             json_object_object_add(o, "doc_id", json_object_new_int64(c->doc_id));
             json_object_object_add(o, "path", json_object_new_string(c->path ? c->path : ""));

@@ -974,6 +974,24 @@ static int pick_partial(struct sd_qa *qa, struct sd_contexts *c, struct run_out 
     return best;
 }
 
+// Check each citation's claim against the cited source and re-anchor wrong markers (sd_cite_ground): the
+// grounded text replaces o->text, so it becomes the result's answer and the turn saved in a conversation.
+// (The streamed pieces already shown were the raw text.)
+static enum sd_status ground_answer(struct sd_qa *qa, const struct sd_context *const *ctx, size_t n_ctx,
+                                    struct run_out *o, struct sd_qa_result *out, struct sd_err *err)
+{
+    char *g = NULL;
+    enum sd_status r =
+        sd_cite_ground(qa->store, ctx, n_ctx, o->text ? o->text : "", &out->cites, &out->n_cites, &g, err);
+    if (r)
+        return r;
+    free(o->text);
+    o->text = g;
+    o->len = strlen(g);
+    o->cap = o->len + 1;
+    return SD_OK;
+}
+
 enum sd_status sd_qa_ask(struct sd_qa *qa, const struct sd_qa_scope *scope, const char *question,
                          const struct sd_qa_ask_opts *opts, const struct sd_qa_events *ev, struct sd_qa_result *out,
                          struct sd_err *err)
@@ -1038,7 +1056,8 @@ enum sd_status sd_qa_ask(struct sd_qa *qa, const struct sd_qa_scope *scope, cons
         if ((r = run_one(qa, one->tokens, one->n_tokens, hist.t, hist.n, q, ao, ev, 1, 1, &o, err)))
             goto partial;
         add_run(out, &o);
-        if ((r = sd_cite_resolve(qa->store, &one, 1, o.text ? o.text : "", &out->cites, &out->n_cites, err)))
+        if ((r = sd_cite_resolve(qa->store, &one, 1, o.text ? o.text : "", &out->cites, &out->n_cites, err)) ||
+            (r = ground_answer(qa, &one, 1, &o, out, err)))
             goto out;
     } else { // map-reduce over every context
         if (!(parts = calloc(c->n, sizeof *parts))) {
@@ -1113,6 +1132,8 @@ enum sd_status sd_qa_ask(struct sd_qa *qa, const struct sd_qa_scope *scope, cons
         }
         progress(ev, "reduce", 1, 1);
         r = sd_cite_resolve(qa->store, all, c->n, o.text ? o.text : "", &out->cites, &out->n_cites, err);
+        if (!r)
+            r = ground_answer(qa, all, c->n, &o, out, err);
         free(all);
         if (r)
             goto out;

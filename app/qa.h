@@ -91,6 +91,10 @@ struct sd_qa_citation {
     int page_no;       // 1-based physical page, 0 for text/code
     char *page_label;  // may be NULL
     int line_start, line_end; // 0 for PDFs
+    // (added) grounding (sd_cite_ground): 1 the claim before the marker is in the cited place (after any
+    // correction), 0 it is nowhere in the contexts used, -1 not checked (no claim of 2..200 bytes).
+    int grounded;
+    char *corrected_from; // the marker the model wrote when it was re-anchored (marker is the new one); else NULL
 };
 
 struct sd_qa_result {

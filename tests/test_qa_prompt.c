@@ -1,7 +1,8 @@
 // test_qa_prompt.c: the pieces of app/ question answering that need no model run: citation markers
 // parsed from answers, the chat template chosen for the shipped sparsedoc-mini tokenizer and for a
 // tokenizer without chat tokens (stories260K), the exact sparsedoc-mini prompt (MODEL.md) as token ids,
-// and the context prefix staying token-identical across questions (the KV cache key).
+// and the context prefix staying token-identical across questions (the KV cache key); citation grounding
+// (sd_cite_ground) on a real store of the sample PDF and the qa_repo code tree ingested through data/.
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include "chat_template.h"
 #include "citations.h"
 #include "contexts.h"
+#include "ingest.h"
 #include "store.h"
 #include "test_util.h"
 #include "tokenizer.h"
@@ -160,6 +162,159 @@ static void test_passages(const char *src)
     unlink(aux);
 }
 
+// Resolve and ground answer against context ctx: *cs / *n the citations, returned the grounded answer.
+static char *ground(struct sd_store *st, const struct sd_context *ctx, const char *answer, struct sd_qa_citation **cs,
+                    size_t *n)
+{
+    struct sd_err err = {0};
+    char *g = NULL;
+    *cs = NULL;
+    *n = 0;
+    CHECK_MSG(sd_cite_resolve(st, &ctx, 1, answer, cs, n, &err) == SD_OK, "%s", err.msg);
+    CHECK_MSG(sd_cite_ground(st, &ctx, 1, answer, cs, n, &g, &err) == SD_OK, "%s", err.msg);
+    return g ? g : strdup("(grounding failed)");
+}
+
+static void cites_free(struct sd_qa_citation *cs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sd_qa_citation_clear(&cs[i]);
+    free(cs);
+}
+
+static int streq(const char *a, const char *b)
+{
+    return a && b ? !strcmp(a, b) : a == b;
+}
+
+#define GROUNDS(answer, want)                                                                                          \
+    do {                                                                                                               \
+        g = ground(st, ctx, answer, &cs, &n);                                                                          \
+        CHECK_MSG(!strcmp(g, want), "answer '%s': grounded '%s', want '%s'", answer, g, want);                         \
+    } while (0)
+
+// The sample PDF (pages 1-4 printed 112-115) and the code tree, ingested for real: each marker's claim is
+// checked in the cited place and moved to where it is.
+static void test_ground(const char *src)
+{
+    char db[] = "/tmp/sd-cite-ground-XXXXXX", pdf[4096], repo[4096], tokp[4096];
+    int fd = mkstemp(db);
+    CHECK(fd >= 0);
+    close(fd);
+    snprintf(pdf, sizeof pdf, "%s/data/samples/harbor-notes.pdf", src);
+    snprintf(repo, sizeof repo, "%s/tests/fixtures/qa_repo", src);
+    snprintf(tokp, sizeof tokp, "%s/data/models/sparsedoc-mini/tokenizer.json", src);
+    struct sd_store *st = NULL;
+    struct sd_tokenizer *tok = NULL;
+    struct sd_err err = {0};
+    struct sd_ingest_opts io = {0};
+    struct sd_ingest_stats is = {0};
+    char *paths[] = {pdf, repo};
+    if (sd_store_open(db, &st, &err) || sd_tokenizer_load(tokp, &tok, &err) ||
+        sd_ingest(st, paths, 2, &io, &is, &err)) {
+        fprintf(stderr, "FAIL: %s\n", err.msg);
+        sd_test_failures++;
+        sd_store_close(st);
+        sd_tokenizer_free(tok);
+        unlink(db);
+        return;
+    }
+    CHECK_MSG(is.pages == 4 && is.failed == 0, "ingested %lld pages, %zu failed", (long long)is.pages, is.failed);
+    struct sd_contexts_opts co = {
+        .max_tokens = 8192, .format = SD_CTX_FORMAT_PASSAGES, .tokenize = tok_cb, .tok_user = tok};
+    struct sd_contexts *c = NULL;
+    CHECK_MSG(sd_contexts_build(st, NULL, 0, &co, &c, &err) == SD_OK && c->n == 1, "contexts: %s", err.msg);
+    if (!c || c->n != 1)
+        goto out;
+    const struct sd_context *ctx = &c->items[0];
+    struct sd_qa_citation *cs = NULL;
+    size_t n = 0;
+    char *g = NULL;
+
+    // On the cited page (printed 113): grounded, unchanged.
+    GROUNDS("The access code for the Brenlow vault is KX-4821 [p. 113].",
+            "The access code for the Brenlow vault is KX-4821 [p. 113].");
+    CHECK(n == 1 && cs[0].grounded == 1 && !cs[0].corrected_from && cs[0].page_no == 2 &&
+          streq(cs[0].marker, "p. 113"));
+    cites_free(cs, n), free(g);
+
+    // One page off (what the model wrote in tests/test_qa.sh): moved to page 2, printed 113.
+    GROUNDS("KX-4821 [p. 114]", "KX-4821 [p. 113]");
+    CHECK(n == 1 && cs[0].grounded == 1 && cs[0].valid && streq(cs[0].corrected_from, "p. 114") &&
+          streq(cs[0].marker, "p. 113") && cs[0].page_no == 2 && streq(cs[0].page_label, "113") &&
+          cs[0].line_start == 0 && cs[0].path && strstr(cs[0].path, "harbor-notes.pdf"));
+    cites_free(cs, n), free(g);
+
+    // A page that does not exist: resolved invalid, then found and re-anchored.
+    GROUNDS("The code is changed at the start of every season [p. 999]; ask first.",
+            "The code is changed at the start of every season [p. 113]; ask first.");
+    CHECK(n == 1 && cs[0].valid && cs[0].grounded == 1 && streq(cs[0].corrected_from, "p. 999") && cs[0].page_no == 2);
+    cites_free(cs, n), free(g);
+
+    // The claim is nowhere: grounded 0, unchanged.
+    GROUNDS("The access code for the Brenlow vault is ZQ-1234 [p. 113].",
+            "The access code for the Brenlow vault is ZQ-1234 [p. 113].");
+    CHECK(n == 1 && cs[0].grounded == 0 && cs[0].valid && !cs[0].corrected_from && cs[0].page_no == 2);
+    cites_free(cs, n), free(g);
+
+    // Several markers, only the second wrong: the second claim is its own sentence.
+    GROUNDS("The code name of project Tembrolin is Saffron [p. 112]. The chief engineer of Dravik Works is "
+            "Mara Lindqvist [p. 115]. Nothing else [note].",
+            "The code name of project Tembrolin is Saffron [p. 112]. The chief engineer of Dravik Works is "
+            "Mara Lindqvist [p. 114]. Nothing else [note].");
+    CHECK(n == 2 && cs[0].grounded == 1 && !cs[0].corrected_from && cs[0].page_no == 1 &&
+          cs[1].grounded == 1 && streq(cs[1].corrected_from, "p. 115") && streq(cs[1].marker, "p. 114") &&
+          cs[1].page_no == 3);
+    cites_free(cs, n), free(g);
+
+    // A claim on two pages (2 and 3; case and a line break do not matter): the one closer to the cited page.
+    GROUNDS("The Harbor Master [p. 115]", "The Harbor Master [p. 114]");
+    CHECK(n == 1 && cs[0].page_no == 3 && streq(cs[0].corrected_from, "p. 115"));
+    cites_free(cs, n), free(g);
+    GROUNDS("the harbor master [p. 112]", "the harbor master [p. 113]");
+    CHECK(n == 1 && cs[0].page_no == 2 && streq(cs[0].corrected_from, "p. 112"));
+    cites_free(cs, n), free(g);
+
+    // Code: the claim is on line 17, the model cited 16; the marker becomes the path the context shows.
+    GROUNDS("The default port.\nreturn 7341; [relay.c:16]", "The default port.\nreturn 7341; [src/relay.c:17]");
+    CHECK(n == 1 && cs[0].grounded == 1 && streq(cs[0].corrected_from, "relay.c:16") &&
+          streq(cs[0].marker, "src/relay.c:17") && cs[0].line_start == 17 && cs[0].line_end == 17 &&
+          cs[0].page_no == 0 && !cs[0].page_label && cs[0].path && strstr(cs[0].path, "qa_repo/src/relay.c"));
+    cites_free(cs, n), free(g);
+    // On the cited lines of a range: unchanged.
+    GROUNDS("7341 [src/relay.c:15-18]", "7341 [src/relay.c:15-18]");
+    CHECK(n == 1 && cs[0].grounded == 1 && !cs[0].corrected_from && cs[0].line_start == 15 && cs[0].line_end == 18);
+    cites_free(cs, n), free(g);
+    // "7341" is on lines 17 and 20: the closer one.
+    GROUNDS("7341 [src/relay.c:19]", "7341 [src/relay.c:20]");
+    CHECK(n == 1 && cs[0].line_start == 20 && streq(cs[0].corrected_from, "src/relay.c:19"));
+    cites_free(cs, n), free(g);
+    GROUNDS("7341 [src/relay.c:18]", "7341 [src/relay.c:17]");
+    CHECK(n == 1 && cs[0].line_start == 17);
+    cites_free(cs, n), free(g);
+
+    // The same marker twice with different claims: each occurrence on its own; one entry per final marker.
+    GROUNDS("KX-4821 [p. 114], Dravik Works [p. 114]", "KX-4821 [p. 113], Dravik Works [p. 114]");
+    CHECK(n == 2 && streq(cs[0].marker, "p. 113") && streq(cs[0].corrected_from, "p. 114") && cs[0].page_no == 2 &&
+          streq(cs[1].marker, "p. 114") && !cs[1].corrected_from && cs[1].grounded == 1 && cs[1].page_no == 3);
+    cites_free(cs, n), free(g);
+
+    // No claim before the marker: not checked.
+    GROUNDS("[p. 113] says so", "[p. 113] says so");
+    CHECK(n == 1 && cs[0].grounded == -1 && !cs[0].corrected_from);
+    cites_free(cs, n), free(g);
+out:
+    sd_contexts_free(c);
+    sd_store_close(st);
+    sd_tokenizer_free(tok);
+    unlink(db);
+    char aux[sizeof db + 8];
+    snprintf(aux, sizeof aux, "%s-wal", db);
+    unlink(aux);
+    snprintf(aux, sizeof aux, "%s-shm", db);
+    unlink(aux);
+}
+
 static void test_plain(void)
 {
     char path[4096];
@@ -183,6 +338,7 @@ int main(void)
     test_mini(src ? src : ".");
     test_plain();
     test_passages(src ? src : ".");
+    test_ground(src ? src : ".");
     // The memory estimate: the shipped model fits; with an absurd KV size it does not, and says so.
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/data/models/sparsedoc-mini", src ? src : ".");

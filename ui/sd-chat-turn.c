@@ -81,7 +81,10 @@ static void add_citation_buttons(SdChatTurn *self)
         gtk_button_set_child(GTK_BUTTON(b), content);
         gtk_widget_add_css_class(b, "pill");
         gtk_widget_add_css_class(b, "sd-cite");
-        g_autofree char *tip = g_strdup_printf("Open %s at %s", c->path ? c->path : "the source", c->marker);
+        g_autofree char *hint = c->corrected_from ? g_strdup_printf(" (the model wrote %s)", c->corrected_from)
+                                : g_strdup(c->valid && c->grounded == 0 ? " (not found in the cited passage)" : "");
+        g_autofree char *tip =
+            g_strdup_printf("Open %s at %s%s", c->path ? c->path : "the source", c->marker, hint);
         gtk_widget_set_tooltip_text(b, tip);
         gtk_accessible_update_property(GTK_ACCESSIBLE(b), GTK_ACCESSIBLE_PROPERTY_LABEL, tip, -1);
         if (c->valid) {
