@@ -563,6 +563,7 @@ static int cmd_list(const struct mopts *o)
 struct mem_est {
     int64_t params, params_used; // all tensors but FP8 scales; those the engine loads (layers < n_layers)
     int64_t stored_bytes;        // bytes of the tensors the engine loads, as stored
+    int64_t cpu_bytes;           // GGUF: what the CPU engine holds (mapped matrices + f32 copies)
     int64_t dtype_tensors[SD_DTYPE_COUNT], dtype_bytes[SD_DTYPE_COUNT];
     int64_t qtype_tensors[SD_Q_TYPE_LIMIT], qtype_bytes[SD_Q_TYPE_LIMIT]; // GGUF models: per ggml type
     int have_weights, gguf;
@@ -583,16 +584,18 @@ static int layer_of(const char *name)
 
 // KV + indexer bytes per token, all layers. gpu: bf16 latent / K,V and fp8 indexer keys with an f32
 // scale per key; else the CPU backend's f32 caches (engine/session.c).
-static double kv_per_token(const struct sd_config *c, int gpu)
+// KV (+ DSA indexer key) cache bytes per token as both backends hold it today: f32 (the MLA latent and
+// rope key, or K and V; indexer keys f32).
+static double kv_per_token(const struct sd_config *c)
 {
     double L = c->n_layers;
     if (sd_config_is_deepseek(c)) {
-        double per = (double)(c->kv_lora_rank + c->qk_rope_head_dim) * (gpu ? 2 : 4);
+        double per = (double)(c->kv_lora_rank + c->qk_rope_head_dim) * 4;
         if (c->arch == SD_ARCH_DEEPSEEK_V32)
-            per += gpu ? (double)c->index_head_dim + 4 : (double)c->index_head_dim * 4;
+            per += (double)c->index_head_dim * 4;
         return per * L;
     }
-    return 2.0 * c->n_heads_kv * c->head_dim * (gpu ? 2 : 4) * L;
+    return 2.0 * c->n_heads_kv * c->head_dim * 4 * L;
 }
 
 static int cmd_info(const struct mopts *o)
@@ -624,7 +627,7 @@ static int cmd_info(const struct mopts *o)
         free(dir);
         return SD_EXIT_FAIL;
     }
-    if (gg == 1) { // GGUF: every tensor is loaded (dequantized to f32 on the CPU)
+    if (gg == 1) { // GGUF: matrices used in place (mmap) on the CPU; 1-D tensors, kv_b and the router as f32
         struct sd_gguf *g = NULL;
         if (sd_gguf_open(gpath, &g, &werr) == SD_OK) {
             m.have_weights = m.gguf = 1;
@@ -635,6 +638,10 @@ static int cmd_info(const struct mopts *o)
                     m.params_used += t->n_elems;
                 }
                 m.stored_bytes += (int64_t)t->n_bytes;
+                int f32_copy = t->n_dims < 2 || strstr(t->name, "attn_kv_b") || strstr(t->name, "attn_k_b") ||
+                               strstr(t->name, "attn_v_b") || strstr(t->name, "ffn_gate_inp");
+                if (strcmp(t->name, "rope_freqs.weight")) // folded into the RoPE table at load
+                    m.cpu_bytes += f32_copy ? 4 * (int64_t)t->n_elems : (int64_t)t->n_bytes;
                 if ((int)t->type >= 0 && (int)t->type < SD_Q_TYPE_LIMIT) {
                     m.qtype_tensors[t->type]++;
                     m.qtype_bytes[t->type] += (int64_t)t->n_bytes;
@@ -660,8 +667,10 @@ static int cmd_info(const struct mopts *o)
         sd_tensor_set_free(ts);
     }
     static const int ctxs[2] = {65536, 131072};
-    double cpu_w = 4.0 * (double)m.params_used, gpu_w = (double)m.stored_bytes;
-    double kv_cpu = kv_per_token(&c, 0), kv_gpu = kv_per_token(&c, 1);
+    // What this engine holds: the CPU converts safetensors weights to f32 and uses GGUF matrices as stored;
+    // the CUDA backend (kernels/forward.cu) holds every weight and cache in f32.
+    double cpu_w = m.gguf ? (double)m.cpu_bytes : 4.0 * (double)m.params_used, gpu_w = 4.0 * (double)m.params_used;
+    double kv_cpu = kv_per_token(&c), kv_gpu = kv_cpu;
     int dsa = c.arch == SD_ARCH_DEEPSEEK_V32;
     if (o->json) {
         json_object *j = json_object_new_object(), *v;
@@ -715,10 +724,11 @@ static int cmd_info(const struct mopts *o)
                                        m.have_weights ? json_object_new_int64((int64_t)(w + kv * ctxs[k])) : NULL);
             }
             json_object_object_add(b, "note",
-                                   json_object_new_string(g ? "weights as stored; bf16 KV (MLA latent or K/V), fp8 "
-                                                              "indexer keys + f32 scale"
-                                                            : "weights converted to f32 at load; f32 KV and indexer "
-                                                              "keys"));
+                                   json_object_new_string(g ? "CUDA backend: f32 weights, f32 KV and indexer keys"
+                                                            : m.gguf ? "GGUF matrices as stored (mapped), the rest "
+                                                                       "f32; f32 KV and indexer keys"
+                                                                     : "weights converted to f32 at load; f32 KV and "
+                                                                       "indexer keys"));
             json_object_object_add(mem, g ? "gpu" : "cpu", b);
         }
         json_object_object_add(j, "memory", mem);
@@ -778,11 +788,12 @@ static int cmd_info(const struct mopts *o)
         }
         fmt_bytes(kv * ctxs[0], k1, sizeof k1);
         fmt_bytes(kv * ctxs[1], k2, sizeof k2);
-        printf("  %-22s %12s %14s %14s %13s %13s\n", g ? "GPU (stored, bf16 KV)" : "CPU (f32)", ws, k1, k2, t1, t2);
+        printf("  %-22s %12s %14s %14s %13s %13s\n", g ? "GPU (CUDA, f32)" : m.gguf ? "CPU (GGUF as stored)" : "CPU (f32)",
+               ws, k1, k2, t1, t2);
     }
-    printf("  CPU: weights converted to f32 at load, f32 KV%s. GPU: weights as stored, bf16 %s%s.\n",
-           dsa ? " and indexer keys" : "", sd_config_is_deepseek(&c) ? "MLA latent" : "K/V",
-           dsa ? ", fp8 indexer keys" : "");
+    printf("  CPU: %s, f32 KV%s. GPU (--backend cuda): f32 weights, f32 KV%s.\n",
+           m.gguf ? "GGUF matrices used as stored (mapped), norms/router/kv_b as f32" : "weights converted to f32 at load",
+           dsa ? " and indexer keys" : "", dsa ? " and indexer keys" : "");
     if (c.max_position_embeddings < ctxs[1])
         printf("  note: the model's max context is %lld tokens; longer contexts are not supported by it.\n",
                (long long)c.max_position_embeddings);

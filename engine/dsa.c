@@ -110,26 +110,30 @@ void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_head
     }
 }
 
-static inline float dot_e4m3(const float *qf, const uint8_t *k8, const float *lut, int n)
+// Exact dot product of decoded e4m3 values. Every e4m3 value is an integer multiple of 2^-9 below 2^9, so
+// each product is a multiple of 2^-18 below 2^18 and any partial sum of at most SD_DSA_MAX_DIM of them is a
+// multiple of 2^-18 below 2^27: 45 significant bits, held exactly by a double. The sum is therefore the
+// same in every order (the CUDA kernels rely on this to match bit for bit) and is rounded once to float.
+static inline float dot_e4m3(const double *qd, const uint8_t *k8, const double *lut, int n)
 {
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     int i = 0;
     for (; i + 4 <= n; i += 4) {
-        s0 += qf[i] * lut[k8[i]];
-        s1 += qf[i + 1] * lut[k8[i + 1]];
-        s2 += qf[i + 2] * lut[k8[i + 2]];
-        s3 += qf[i + 3] * lut[k8[i + 3]];
+        s0 += qd[i] * lut[k8[i]];
+        s1 += qd[i + 1] * lut[k8[i + 1]];
+        s2 += qd[i + 2] * lut[k8[i + 2]];
+        s3 += qd[i + 3] * lut[k8[i + 3]];
     }
     for (; i < n; i++)
-        s0 += qf[i] * lut[k8[i]];
-    return (s0 + s1) + (s2 + s3);
+        s0 += qd[i] * lut[k8[i]];
+    return (float)((s0 + s1) + (s2 + s3));
 }
 
 int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float *w, int n_q, int n_heads, int dim,
                              const uint8_t *k8, const float *k_scale, int n_k, const int *n_valid, float *scores,
                              size_t ld_scores, int n_threads)
 {
-    float lut[256];
+    double lut[256];
     for (int v = 0; v < 256; v++)
         lut[v] = sd_e4m3_to_f32((uint8_t)v);
     const int kb = 256;
@@ -139,7 +143,7 @@ int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float
     if ((size_t)n_q * n_k * n_heads * dim >= SD_PAR_MIN_WORK)
     {
         // Decoded query heads (e4m3 values are exact in f32) and folded weights of one query.
-        float *qf = malloc((size_t)n_heads * dim * sizeof(float));
+        double *qf = malloc((size_t)n_heads * dim * sizeof(double));
         float *wf = malloc((size_t)n_heads * sizeof(float));
         int have = qf && wf;
         failed |= !have;
@@ -249,6 +253,26 @@ int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *
     return k;
 }
 
+// Softmax logits of one head over idx (scratch[t]; -inf for -1 slots); returns their maximum.
+static float mla_logits(const float *ql, const float *qp, int d_lat, int d_rope, const float *kv, size_t ld_kv,
+                        const int32_t *idx, int n_idx, float scale, float *scratch)
+{
+    float mx = -INFINITY;
+    for (int t = 0; t < n_idx; t++) {
+        int32_t u = idx[t];
+        if (u < 0) {
+            scratch[t] = -INFINITY;
+            continue;
+        }
+        const float *row = kv + (size_t)u * ld_kv;
+        float s = (dot_f32(ql, row, d_lat) + dot_f32(qp, row + d_lat, d_rope)) * scale;
+        scratch[t] = s;
+        if (s > mx)
+            mx = s;
+    }
+    return mx;
+}
+
 void sd_mla_sparse_attn_absorbed(const float *q_lat, const float *q_pe, int n_heads, int d_lat, int d_rope,
                                  const float *kv, size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *out,
                                  float *scratch)
@@ -257,19 +281,7 @@ void sd_mla_sparse_attn_absorbed(const float *q_lat, const float *q_pe, int n_he
         const float *ql = q_lat + (size_t)h * d_lat;
         const float *qp = q_pe + (size_t)h * d_rope;
         float *o = out + (size_t)h * d_lat;
-        float mx = -INFINITY;
-        for (int t = 0; t < n_idx; t++) {
-            int32_t u = idx[t];
-            if (u < 0) {
-                scratch[t] = -INFINITY;
-                continue;
-            }
-            const float *row = kv + (size_t)u * ld_kv;
-            float s = (dot_f32(ql, row, d_lat) + dot_f32(qp, row + d_lat, d_rope)) * scale;
-            scratch[t] = s;
-            if (s > mx)
-                mx = s;
-        }
+        float mx = mla_logits(ql, qp, d_lat, d_rope, kv, ld_kv, idx, n_idx, scale, scratch);
         memset(o, 0, (size_t)d_lat * sizeof(float));
         if (mx == -INFINITY)
             continue; // no valid token: output stays zero
@@ -287,4 +299,26 @@ void sd_mla_sparse_attn_absorbed(const float *q_lat, const float *q_pe, int n_he
         for (int d = 0; d < d_lat; d++)
             o[d] *= inv;
     }
+}
+
+void sd_mla_attn_probs_absorbed(const float *q_lat, const float *q_pe, int d_lat, int d_rope, const float *kv,
+                                size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *probs)
+{
+    float mx = mla_logits(q_lat, q_pe, d_lat, d_rope, kv, ld_kv, idx, n_idx, scale, probs);
+    if (mx == -INFINITY) {
+        memset(probs, 0, (size_t)n_idx * sizeof(float));
+        return;
+    }
+    float sum = 0.0f; // same order and precision as the attention above
+    for (int t = 0; t < n_idx; t++) {
+        if (idx[t] < 0) {
+            probs[t] = 0.0f;
+            continue;
+        }
+        probs[t] = expf(probs[t] - mx);
+        sum += probs[t];
+    }
+    float inv = 1.0f / sum;
+    for (int t = 0; t < n_idx; t++)
+        probs[t] *= inv;
 }

@@ -26,7 +26,9 @@ void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_head
 
 // FP8 indexer scores (DeepSeek numerics). q8: [n_q][n_heads][dim] e4m3, q_scale: [n_q][n_heads],
 // k8: [n_k][dim] e4m3, k_scale: [n_k]. w as above (without the q scale: it is folded inside).
-// scores[i][u] = k_scale[u] * sum_j (w[i][j]*q_scale[i][j]) * relu(dot(q8[i][j], k8[u]))  (fp32 accumulation)
+// scores[i][u] = k_scale[u] * sum_j (w[i][j]*q_scale[i][j]) * relu(dot(q8[i][j], k8[u])): each dot is exact
+// (accumulated in double, where every partial sum of e4m3 products is representable) and rounded once to
+// float; the head sum runs in fp32 in head order j = 0, 1, ... (no fused multiply-add), as the CUDA kernels do.
 // Returns 0, or -1 when a per-thread scratch allocation failed (scores are then undefined).
 int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float *w, int n_q, int n_heads, int dim,
                              const uint8_t *k8, const float *k_scale, int n_k, const int *n_valid, float *scores,
@@ -45,5 +47,11 @@ int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *
 void sd_mla_sparse_attn_absorbed(const float *q_lat, const float *q_pe, int n_heads, int d_lat, int d_rope,
                                  const float *kv, size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *out,
                                  float *scratch);
+
+// The attention probabilities of one head that sd_mla_sparse_attn_absorbed applies over idx (same
+// logits, same softmax in fp32): probs[t] for idx[t] (0 for -1 slots; all 0 when no slot is valid).
+// With idx = 0..n-1 these are the dense causal attention probabilities of a query at position n-1.
+void sd_mla_attn_probs_absorbed(const float *q_lat, const float *q_pe, int d_lat, int d_rope, const float *kv,
+                                size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *probs);
 
 #endif

@@ -1,6 +1,7 @@
 // model.c: loads a model directory (config.json + safetensors), validates every tensor against the
-// config (presence, dtype, shape), and exposes f32 weight pointers (in place for aligned F32, converted
-// once for BF16/F16/FP8 with 128x128 block scales). Supports per-expert and fused MoE expert layouts.
+// config (presence, dtype, shape), and exposes f32 weights (in place for aligned F32, converted once for
+// BF16/F16/FP8 with 128x128 block scales) as pointers and, for the matrices, F32 struct sd_wmat views.
+// Supports per-expert and fused MoE expert layouts. Also the model-level entry points (sd_model_load*).
 #include "model.h"
 
 #include <stdint.h>
@@ -64,6 +65,7 @@ static enum sd_status load_t(struct sd_model *m, const char *name, int n_dims, c
     size_t n = (size_t)t->n_elems;
     if (t->dtype == SD_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
         *out = t->data;
+        m->weight_bytes_mapped += n * sizeof(float);
         return SD_OK;
     }
     float *buf = malloc(n ? n * sizeof(float) : sizeof(float));
@@ -97,6 +99,7 @@ static enum sd_status load_t(struct sd_model *m, const char *name, int n_dims, c
         return st;
     }
     m->weight_bytes_f32 += n * sizeof(float);
+    m->weight_bytes_owned += n * sizeof(float);
     if ((st = own(m, buf, err)) != SD_OK)
         return st;
     *out = buf;
@@ -116,18 +119,40 @@ static enum sd_status load_t(struct sd_model *m, const char *name, int n_dims, c
             return st;                                                                                                 \
     } while (0)
 
-static enum sd_status load_mlp(struct sd_model *m, const char *pre, int inter, const float **g, const float **u,
-                               const float **d, struct sd_err *err)
+static struct sd_wmat f32_view(const float *p, int64_t rows, int64_t cols)
+{
+    return (struct sd_wmat){.data = p, .type = SD_Q_F32, .rows = (int)rows, .cols = (int)cols};
+}
+
+// A 2-D matrix [rows, cols] as an F32 view (absent and optional: data NULL).
+static enum sd_status load_w(struct sd_model *m, const char *name, int64_t rows, int64_t cols, int optional,
+                             struct sd_wmat *out, struct sd_err *err)
+{
+    int64_t s[2] = {rows, cols};
+    const float *p;
+    enum sd_status st = load_t(m, name, 2, s, optional, &p, err);
+    *out = f32_view(p, rows, cols);
+    return st;
+}
+
+#define W2(name, a, b, opt, dst)                                                                                       \
+    do {                                                                                                               \
+        if ((st = load_w(m, name, a, b, opt, &(dst), err)) != SD_OK)                                                   \
+            return st;                                                                                                 \
+    } while (0)
+
+static enum sd_status load_mlp(struct sd_model *m, const char *pre, int inter, struct sd_wmat *g, struct sd_wmat *u,
+                               struct sd_wmat *d, struct sd_err *err)
 {
     enum sd_status st;
     char n[256];
     int H = m->cfg.hidden_size;
     snprintf(n, sizeof n, "%s.gate_proj.weight", pre);
-    T2(n, inter, H, 0, *g);
+    W2(n, inter, H, 0, *g);
     snprintf(n, sizeof n, "%s.up_proj.weight", pre);
-    T2(n, inter, H, 0, *u);
+    W2(n, inter, H, 0, *u);
     snprintf(n, sizeof n, "%s.down_proj.weight", pre);
-    T2(n, H, inter, 0, *d);
+    W2(n, H, inter, 0, *d);
     return SD_OK;
 }
 
@@ -154,9 +179,9 @@ static enum sd_status load_experts(struct sd_model *m, int il, struct sd_layer_w
         if ((st = load_t(m, n, 3, d3, 0, &dn, err)) != SD_OK)
             return st;
         for (int e = 0; e < E; e++) {
-            L->exp_gate[e] = gu + (size_t)e * 2 * I * H;
-            L->exp_up[e] = gu + (size_t)e * 2 * I * H + (size_t)I * H;
-            L->exp_down[e] = dn + (size_t)e * H * I;
+            L->exp_gate[e] = f32_view(gu + (size_t)e * 2 * I * H, I, H);
+            L->exp_up[e] = f32_view(gu + (size_t)e * 2 * I * H + (size_t)I * H, I, H);
+            L->exp_down[e] = f32_view(dn + (size_t)e * H * I, H, I);
         }
         return SD_OK;
     }
@@ -183,29 +208,29 @@ static enum sd_status load_layer(struct sd_model *m, int il, struct sd_err *err)
         int nh = c->n_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
         int kvr = c->kv_lora_rank;
         if (c->q_lora_rank > 0) {
-            T2(NM("self_attn.q_a_proj.weight"), c->q_lora_rank, H, 0, L->wq_a);
+            W2(NM("self_attn.q_a_proj.weight"), c->q_lora_rank, H, 0, L->wq_a);
             T1(NM("self_attn.q_a_layernorm.weight"), c->q_lora_rank, 0, L->q_a_norm);
-            T2(NM("self_attn.q_b_proj.weight"), (int64_t)nh * (dn + dr), c->q_lora_rank, 0, L->wq_b);
+            W2(NM("self_attn.q_b_proj.weight"), (int64_t)nh * (dn + dr), c->q_lora_rank, 0, L->wq_b);
         } else {
-            T2(NM("self_attn.q_proj.weight"), (int64_t)nh * (dn + dr), H, 0, L->wq_full);
+            W2(NM("self_attn.q_proj.weight"), (int64_t)nh * (dn + dr), H, 0, L->wq_full);
         }
-        T2(NM("self_attn.kv_a_proj_with_mqa.weight"), kvr + dr, H, 0, L->wkv_a);
+        W2(NM("self_attn.kv_a_proj_with_mqa.weight"), kvr + dr, H, 0, L->wkv_a);
         T1(NM("self_attn.kv_a_layernorm.weight"), kvr, 0, L->kv_a_norm);
         T2(NM("self_attn.kv_b_proj.weight"), (int64_t)nh * (dn + dv), kvr, 0, L->wkv_b);
-        T2(NM("self_attn.o_proj.weight"), H, (int64_t)nh * dv, 0, L->wo);
+        W2(NM("self_attn.o_proj.weight"), H, (int64_t)nh * dv, 0, L->wo);
         if (c->arch == SD_ARCH_DEEPSEEK_V32) {
             if (c->q_lora_rank <= 0)
                 return sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: DeepseekV32 indexer needs q_lora_rank > 0", m->dir);
             int ni = c->index_n_heads, di = c->index_head_dim;
-            T2(NM("self_attn.indexer.wq_b.weight"), (int64_t)ni * di, c->q_lora_rank, 0, L->idx_wq_b);
-            T2(NM("self_attn.indexer.wk.weight"), di, H, 0, L->idx_wk);
+            W2(NM("self_attn.indexer.wq_b.weight"), (int64_t)ni * di, c->q_lora_rank, 0, L->idx_wq_b);
+            W2(NM("self_attn.indexer.wk.weight"), di, H, 0, L->idx_wk);
             T1(NM("self_attn.indexer.k_norm.weight"), di, 0, L->idx_k_norm_w);
             T1(NM("self_attn.indexer.k_norm.bias"), di, 0, L->idx_k_norm_b);
-            T2(NM("self_attn.indexer.weights_proj.weight"), ni, H, 0, L->idx_wproj);
+            W2(NM("self_attn.indexer.weights_proj.weight"), ni, H, 0, L->idx_wproj);
         }
         L->is_moe = sd_config_layer_is_moe(c, il);
         if (L->is_moe) {
-            T2(NM("mlp.gate.weight"), c->n_routed_experts, H, 0, L->router);
+            W2(NM("mlp.gate.weight"), c->n_routed_experts, H, 0, L->router);
             T1(NM("mlp.gate.e_score_correction_bias"), c->n_routed_experts, 1, L->router_bias);
             if ((st = load_experts(m, il, L, err)) != SD_OK)
                 return st;
@@ -220,10 +245,10 @@ static enum sd_status load_layer(struct sd_model *m, int il, struct sd_err *err)
         }
     } else {
         int nh = c->n_heads, nkv = c->n_heads_kv, hd = c->head_dim;
-        T2(NM("self_attn.q_proj.weight"), (int64_t)nh * hd, H, 0, L->wq);
-        T2(NM("self_attn.k_proj.weight"), (int64_t)nkv * hd, H, 0, L->wk);
-        T2(NM("self_attn.v_proj.weight"), (int64_t)nkv * hd, H, 0, L->wv);
-        T2(NM("self_attn.o_proj.weight"), H, (int64_t)nh * hd, 0, L->wo);
+        W2(NM("self_attn.q_proj.weight"), (int64_t)nh * hd, H, 0, L->wq);
+        W2(NM("self_attn.k_proj.weight"), (int64_t)nkv * hd, H, 0, L->wk);
+        W2(NM("self_attn.v_proj.weight"), (int64_t)nkv * hd, H, 0, L->wv);
+        W2(NM("self_attn.o_proj.weight"), H, (int64_t)nh * hd, 0, L->wo);
         int opt = !c->attention_bias;
         T1(NM("self_attn.q_proj.bias"), (int64_t)nh * hd, opt, L->bq);
         T1(NM("self_attn.k_proj.bias"), (int64_t)nkv * hd, opt, L->bk);
@@ -260,7 +285,35 @@ void sd_model_free(struct sd_model *m)
     free(m);
 }
 
+static size_t act_bytes(const struct sd_wmat *w, int T, size_t cur)
+{
+    size_t b = w->data ? sd_matmul_w_scratch(w->type, T, w->cols) : 0;
+    return b > cur ? b : cur;
+}
+
+size_t sd_model_act_scratch_bytes(const struct sd_model *m, int T)
+{
+    size_t b = act_bytes(&m->lm_head, T, 0);
+    for (int il = 0; il < m->cfg.n_layers && m->layers; il++) {
+        const struct sd_layer_weights *L = &m->layers[il];
+        const struct sd_wmat *v[] = {&L->wq,      &L->wk,     &L->wv,       &L->wo,      &L->wq_a,      &L->wq_b,
+                                     &L->wq_full, &L->wkv_a,  &L->idx_wq_b, &L->idx_wk,  &L->idx_wproj, &L->w_gate,
+                                     &L->w_up,    &L->w_down, &L->router,   &L->sh_gate, &L->sh_up,     &L->sh_down};
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+            b = act_bytes(v[i], T, b);
+        if (L->is_moe && L->exp_gate) // experts of a layer share their tensors' type and shape
+            b = act_bytes(&L->exp_down[0], T, act_bytes(&L->exp_up[0], T, act_bytes(&L->exp_gate[0], T, b)));
+    }
+    return b;
+}
+
 enum sd_status sd_model_load(const char *dir, struct sd_model **out, struct sd_err *err)
+{
+    return sd_model_load_ex(dir, NULL, out, err);
+}
+
+enum sd_status sd_model_load_ex(const char *dir, const struct sd_model_load_params *p, struct sd_model **out,
+                                struct sd_err *err)
 {
     *out = NULL;
     {
@@ -269,7 +322,7 @@ enum sd_status sd_model_load(const char *dir, struct sd_model **out, struct sd_e
         if (is_gguf < 0)
             return err ? err->status : SD_ERR_ARG;
         if (is_gguf)
-            return sd_model_load_gguf(gpath, out, err);
+            return sd_model_load_gguf(gpath, p && p->gguf_dequant, out, err);
     }
     struct sd_model *m = calloc(1, sizeof *m);
     if (!m)
@@ -285,8 +338,7 @@ enum sd_status sd_model_load(const char *dir, struct sd_model **out, struct sd_e
     const struct sd_config *c = &m->cfg;
     int H = c->hidden_size;
     {
-        int64_t s[2] = {c->vocab_size, H};
-        if ((st = load_t(m, "model.embed_tokens.weight", 2, s, 0, &m->embed, err)) != SD_OK)
+        if ((st = load_w(m, "model.embed_tokens.weight", c->vocab_size, H, 0, &m->embed, err)) != SD_OK)
             goto fail;
         int64_t s1[1] = {H};
         if ((st = load_t(m, "model.norm.weight", 1, s1, 0, &m->norm, err)) != SD_OK)
@@ -294,7 +346,7 @@ enum sd_status sd_model_load(const char *dir, struct sd_model **out, struct sd_e
         if (c->tie_word_embeddings) {
             m->lm_head = m->embed;
         } else {
-            if ((st = load_t(m, "lm_head.weight", 2, s, 0, &m->lm_head, err)) != SD_OK)
+            if ((st = load_w(m, "lm_head.weight", c->vocab_size, H, 0, &m->lm_head, err)) != SD_OK)
                 goto fail;
         }
     }

@@ -1,10 +1,14 @@
 // model_gguf.c: loads a model from a GGUF file (see model_gguf.h). The metadata is mapped to the HF
 // config.json fields and run through sd_config_parse, so GGUF and safetensors models share one
 // validation and the same derived RoPE tables. Tensors are checked against the config (GGUF lists
-// dimensions innermost first, so ne is the reverse of the HF shape), dequantized to f32, and the
-// llama q/k rows are un-permuted: llama.cpp's converter interleaves each head's two rotary halves
-// for its "normal" RoPE, while this engine applies HF's half-split RoPE. Llama-3 RoPE scaling arrives
-// as a rope_freqs tensor of per-frequency divisors and is applied to the derived table.
+// dimensions innermost first, so ne is the reverse of the HF shape). The weight matrices (attention
+// projections, MLP and expert matrices, embeddings, output) stay in their stored type (F16, BF16, Q8_0,
+// Q4_0, Q4_K, Q5_K, Q6_K) in place in the mapping, as struct sd_wmat views that the CPU forward
+// multiplies with quant.h's dot products; vectors, MLA's kv_b and the MoE router are made f32. With
+// gguf_dequant every tensor is dequantized to f32 instead. The llama q/k rows are un-permuted (whole
+// rows, so a row-permuted copy in the stored type): llama.cpp's converter interleaves each head's two
+// rotary halves for its "normal" RoPE, while this engine applies HF's half-split RoPE. Llama-3 RoPE
+// scaling arrives as a rope_freqs tensor of per-frequency divisors and is applied to the derived table.
 #include "model_gguf.h"
 
 #include <dirent.h>
@@ -315,22 +319,22 @@ static enum sd_status own(struct sd_model *m, void *p, struct sd_err *err)
 }
 
 // Undo llama.cpp's llama q/k permutation: within each head of hd rows, GGUF row 2j + s holds HF row
-// s * hd/2 + j (s = 0, 1: the two rotary halves). cols = 1 for biases.
-static enum sd_status unpermute(float *w, int64_t rows, int64_t cols, int n_head, struct sd_err *err)
+// s * hd/2 + j (s = 0, 1: the two rotary halves). Rows are moved whole (rb bytes: f32 values or whole
+// quantization blocks, which never straddle rows), so this is right for every type.
+static enum sd_status unpermute(void *w, int64_t rows, size_t rb, int n_head, struct sd_err *err)
 {
     int64_t hd = rows / n_head;
     if (n_head <= 0 || rows % n_head || hd % 2)
         return sd_err_set(err, SD_ERR_FORMAT, "cannot un-permute %lld rows into %d heads", (long long)rows, n_head);
-    float *tmp = malloc((size_t)(hd * cols) * sizeof *tmp);
+    uint8_t *tmp = malloc((size_t)hd * rb);
     if (!tmp)
         return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
     for (int h = 0; h < n_head; h++) {
-        float *head = w + (size_t)(h * hd * cols);
+        uint8_t *head = (uint8_t *)w + (size_t)(h * hd) * rb;
         for (int64_t j = 0; j < hd / 2; j++)
             for (int s = 0; s < 2; s++)
-                memcpy(tmp + (size_t)((s * hd / 2 + j) * cols), head + (size_t)((2 * j + s) * cols),
-                       (size_t)cols * sizeof *tmp);
-        memcpy(head, tmp, (size_t)(hd * cols) * sizeof *tmp);
+                memcpy(tmp + (size_t)(s * hd / 2 + j) * rb, head + (size_t)(2 * j + s) * rb, rb);
+        memcpy(head, tmp, (size_t)hd * rb);
     }
     free(tmp);
     return SD_OK;
@@ -346,9 +350,9 @@ static const char *shape_str(const int64_t *s, int n, char *buf, size_t len)
     return buf;
 }
 
-// Tensor `name` with HF shape hf[nd] as f32. perm_heads > 0: un-permute rows into that many heads.
-static enum sd_status gload(struct sd_model *m, const char *name, int nd, const int64_t *hf, int optional,
-                            int perm_heads, const float **out, struct sd_err *err)
+// Tensor `name` checked against HF shape hf[nd] and the supported types; *out NULL if absent and optional.
+static enum sd_status gfind(struct sd_model *m, const char *name, int nd, const int64_t *hf, int optional,
+                            const struct sd_gguf_tensor **out, struct sd_err *err)
 {
     *out = NULL;
     const struct sd_gguf_tensor *t = sd_gguf_find_tensor(m->gguf, name);
@@ -376,28 +380,96 @@ static enum sd_status gload(struct sd_model *m, const char *name, int nd, const 
                           "%s: tensor \"%s\" has type %s; supported: F32, F16, BF16, Q8_0, "
                           "Q4_0, Q4_K, Q5_K, Q6_K (requantize the model with llama-quantize)",
                           m->dir, name, sd_qtype_name(t->type));
+    *out = t;
+    return SD_OK;
+}
+
+// Tensor `name` with HF shape hf[nd] as f32. perm_heads > 0: un-permute rows into that many heads.
+static enum sd_status gload(struct sd_model *m, const char *name, int nd, const int64_t *hf, int optional,
+                            int perm_heads, const float **out, struct sd_err *err)
+{
+    *out = NULL;
+    const struct sd_gguf_tensor *t;
+    enum sd_status st = gfind(m, name, nd, hf, optional, &t, err);
+    if (st || !t)
+        return st;
     if (t->type == SD_Q_F32 && !perm_heads && (uintptr_t)t->data % sizeof(float) == 0) {
         *out = t->data;
+        m->weight_bytes_mapped += (size_t)t->n_elems * sizeof(float);
         return SD_OK;
     }
     size_t n = (size_t)t->n_elems;
     float *buf = malloc(n * sizeof(float));
     if (!buf)
         return sd_err_set(err, SD_ERR_NOMEM, "out of memory dequantizing tensor \"%s\" (%zu elements)", name, n);
-    enum sd_status st = sd_dequantize(t->type, t->data, buf, t->n_elems);
+    st = sd_dequantize(t->type, t->data, buf, t->n_elems);
     if (st) {
         free(buf);
         return sd_err_set(err, st, "%s: cannot dequantize tensor \"%s\" (%s)", m->dir, name, sd_qtype_name(t->type));
     }
-    if (perm_heads > 0 && (st = unpermute(buf, hf[0], nd > 1 ? hf[1] : 1, perm_heads, err))) {
+    if (perm_heads > 0 && (st = unpermute(buf, hf[0], (size_t)(nd > 1 ? hf[1] : 1) * sizeof(float), perm_heads, err))) {
         free(buf);
         return st;
     }
     m->weight_bytes_f32 += n * sizeof(float);
+    m->weight_bytes_owned += n * sizeof(float);
     if ((st = own(m, buf, err)))
         return st;
     *out = buf;
     return SD_OK;
+}
+
+// Weight matrix `name` (HF shape hf[nd], nd 2 or 3: rows of hf[nd-1] elements) in its stored type: *data
+// points into the mapping (perm_heads > 0: a row-permuted copy) and *type is the ggml type. F32, and
+// every type when the model is loaded with gguf_dequant, go through gload (f32). *data NULL if absent.
+static enum sd_status gload_q(struct sd_model *m, const char *name, int nd, const int64_t *hf, int optional,
+                              int perm_heads, const void **data, enum sd_qtype *type, struct sd_err *err)
+{
+    *data = NULL;
+    *type = SD_Q_F32;
+    const struct sd_gguf_tensor *t;
+    enum sd_status st = gfind(m, name, nd, hf, optional, &t, err);
+    if (st || !t)
+        return st;
+    if (m->gguf_dequant || t->type == SD_Q_F32) {
+        const float *f;
+        st = gload(m, name, nd, hf, optional, perm_heads, &f, err);
+        *data = f;
+        return st;
+    }
+    size_t rb = sd_qtype_row_bytes(t->type, hf[nd - 1]), bytes = (size_t)(t->n_elems / hf[nd - 1]) * rb;
+    if (rb == 0) // gguf.c already rejects rows that are not whole blocks
+        return sd_err_set(err, SD_ERR_FORMAT, "%s: tensor \"%s\" rows are not whole %s blocks", m->dir, name,
+                          sd_qtype_name(t->type));
+    if (perm_heads > 0) {
+        void *buf = malloc(bytes);
+        if (!buf)
+            return sd_err_set(err, SD_ERR_NOMEM, "out of memory copying tensor \"%s\" (%zu bytes)", name, bytes);
+        memcpy(buf, t->data, bytes);
+        if ((st = unpermute(buf, hf[0], rb, perm_heads, err))) {
+            free(buf);
+            return st;
+        }
+        m->weight_bytes_owned += bytes;
+        if ((st = own(m, buf, err)))
+            return st;
+        *data = buf;
+    } else {
+        *data = t->data;
+        m->weight_bytes_mapped += bytes;
+    }
+    *type = t->type;
+    m->n_quant_mats++;
+    return SD_OK;
+}
+
+// A 2-D weight matrix [rows, cols] as a view in its stored type.
+static enum sd_status gload_w(struct sd_model *m, const char *name, int64_t rows, int64_t cols, int optional,
+                              int perm_heads, struct sd_wmat *out, struct sd_err *err)
+{
+    int64_t hf[2] = {rows, cols};
+    *out = (struct sd_wmat){.type = SD_Q_F32, .rows = (int)rows, .cols = (int)cols};
+    return gload_q(m, name, 2, hf, optional, perm_heads, &out->data, &out->type, err);
 }
 
 #define G1(nm, a, opt, dst)                                                                                            \
@@ -413,6 +485,12 @@ static enum sd_status gload(struct sd_model *m, const char *name, int nd, const 
             return st;                                                                                                 \
     } while (0)
 #define G2(nm, a, b, opt, dst) G2P(nm, a, b, opt, 0, dst)
+#define W2P(nm, a, b, opt, perm, dst)                                                                                  \
+    do {                                                                                                               \
+        if ((st = gload_w(m, nm, a, b, opt, perm, &(dst), err)))                                                       \
+            return st;                                                                                                 \
+    } while (0)
+#define W2(nm, a, b, opt, dst) W2P(nm, a, b, opt, 0, dst)
 
 // kv_b [nh*(dn+dv), kvr] from the split form: k_b [nh, kvr, dn] (transposed per head) and v_b [nh, dv, kvr].
 static enum sd_status load_kv_b(struct sd_model *m, int il, struct sd_layer_weights *L, struct sd_err *err)
@@ -445,6 +523,7 @@ static enum sd_status load_kv_b(struct sd_model *m, int il, struct sd_layer_weig
         memcpy(head + dn * kvr, vb + (size_t)(h * dv * kvr), (size_t)(dv * kvr) * sizeof *w);
     }
     m->weight_bytes_f32 += (size_t)(nh * (dn + dv) * kvr) * sizeof *w;
+    m->weight_bytes_owned += (size_t)(nh * (dn + dv) * kvr) * sizeof *w;
     if ((st = own(m, w, err)))
         return st;
     L->wkv_b = w;
@@ -465,63 +544,68 @@ static enum sd_status load_layer(struct sd_model *m, int il, struct sd_err *err)
         int64_t nh = c->n_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
         int64_t kvr = c->kv_lora_rank, ql = c->q_lora_rank;
         if (ql > 0) {
-            G2(NM("attn_q_a.weight"), ql, H, 0, L->wq_a);
+            W2(NM("attn_q_a.weight"), ql, H, 0, L->wq_a);
             G1(NM("attn_q_a_norm.weight"), ql, 0, L->q_a_norm);
-            G2(NM("attn_q_b.weight"), nh * (dn + dr), ql, 0, L->wq_b);
+            W2(NM("attn_q_b.weight"), nh * (dn + dr), ql, 0, L->wq_b);
         } else {
-            G2(NM("attn_q.weight"), nh * (dn + dr), H, 0, L->wq_full);
+            W2(NM("attn_q.weight"), nh * (dn + dr), H, 0, L->wq_full);
         }
-        G2(NM("attn_kv_a_mqa.weight"), kvr + dr, H, 0, L->wkv_a);
+        W2(NM("attn_kv_a_mqa.weight"), kvr + dr, H, 0, L->wkv_a);
         G1(NM("attn_kv_a_norm.weight"), kvr, 0, L->kv_a_norm);
         if ((st = load_kv_b(m, il, L, err)))
             return st;
-        G2(NM("attn_output.weight"), H, nh * dv, 0, L->wo);
+        W2(NM("attn_output.weight"), H, nh * dv, 0, L->wo);
         if (c->arch == SD_ARCH_DEEPSEEK_V32) {
             if (ql <= 0)
                 return sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: the DSA indexer needs q_lora_rank > 0", m->dir);
             int64_t ni = c->index_n_heads, di = c->index_head_dim;
-            G2(NM("indexer.attn_q_b.weight"), ni * di, ql, 0, L->idx_wq_b);
-            G2(NM("indexer.attn_k.weight"), di, H, 0, L->idx_wk);
+            W2(NM("indexer.attn_q_b.weight"), ni * di, ql, 0, L->idx_wq_b);
+            W2(NM("indexer.attn_k.weight"), di, H, 0, L->idx_wk);
             G1(NM("indexer.k_norm.weight"), di, 0, L->idx_k_norm_w);
             G1(NM("indexer.k_norm.bias"), di, 0, L->idx_k_norm_b);
-            G2(NM("indexer.proj.weight"), ni, H, 0, L->idx_wproj);
+            W2(NM("indexer.proj.weight"), ni, H, 0, L->idx_wproj);
         }
         L->is_moe = sd_config_layer_is_moe(c, il);
         if (L->is_moe) {
             int64_t E = c->n_routed_experts, Ie = c->moe_intermediate_size;
-            G2(NM("ffn_gate_inp.weight"), E, H, 0, L->router);
+            const float *router; // f32 whatever the stored type: routing decisions stay exact
+            G2(NM("ffn_gate_inp.weight"), E, H, 0, router);
+            L->router = (struct sd_wmat){.data = router, .type = SD_Q_F32, .rows = (int)E, .cols = (int)H};
             G1(NM("exp_probs_b.bias"), E, 1, L->router_bias);
             L->exp_gate = calloc((size_t)E, sizeof *L->exp_gate);
             L->exp_up = calloc((size_t)E, sizeof *L->exp_up);
             L->exp_down = calloc((size_t)E, sizeof *L->exp_down);
             if (!L->exp_gate || !L->exp_up || !L->exp_down)
                 return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
-            const float *g3, *u3, *d3;
+            const void *g3, *u3, *d3;
+            enum sd_qtype tg, tu, td;
             int64_t sg[3] = {E, Ie, H}, sd[3] = {E, H, Ie};
-            if ((st = gload(m, NM("ffn_gate_exps.weight"), 3, sg, 0, 0, &g3, err)) ||
-                (st = gload(m, NM("ffn_up_exps.weight"), 3, sg, 0, 0, &u3, err)) ||
-                (st = gload(m, NM("ffn_down_exps.weight"), 3, sd, 0, 0, &d3, err)))
+            if ((st = gload_q(m, NM("ffn_gate_exps.weight"), 3, sg, 0, 0, &g3, &tg, err)) ||
+                (st = gload_q(m, NM("ffn_up_exps.weight"), 3, sg, 0, 0, &u3, &tu, err)) ||
+                (st = gload_q(m, NM("ffn_down_exps.weight"), 3, sd, 0, 0, &d3, &td, err)))
                 return st;
-            for (int64_t e = 0; e < E; e++) {
-                L->exp_gate[e] = g3 + (size_t)(e * Ie * H);
-                L->exp_up[e] = u3 + (size_t)(e * Ie * H);
-                L->exp_down[e] = d3 + (size_t)(e * H * Ie);
+            size_t bg = sd_qtype_row_bytes(tg, H) * (size_t)Ie, bu = sd_qtype_row_bytes(tu, H) * (size_t)Ie;
+            size_t bd = sd_qtype_row_bytes(td, Ie) * (size_t)H;
+            for (int64_t e = 0; e < E; e++) { // one expert = Ie (or H) whole rows of the 3-D tensor
+                L->exp_gate[e] = (struct sd_wmat){(const uint8_t *)g3 + (size_t)e * bg, tg, (int)Ie, (int)H};
+                L->exp_up[e] = (struct sd_wmat){(const uint8_t *)u3 + (size_t)e * bu, tu, (int)Ie, (int)H};
+                L->exp_down[e] = (struct sd_wmat){(const uint8_t *)d3 + (size_t)e * bd, td, (int)H, (int)Ie};
             }
             if (c->n_shared_experts > 0) {
                 int64_t Is = (int64_t)c->n_shared_experts * Ie;
-                G2(NM("ffn_gate_shexp.weight"), Is, H, 0, L->sh_gate);
-                G2(NM("ffn_up_shexp.weight"), Is, H, 0, L->sh_up);
-                G2(NM("ffn_down_shexp.weight"), H, Is, 0, L->sh_down);
+                W2(NM("ffn_gate_shexp.weight"), Is, H, 0, L->sh_gate);
+                W2(NM("ffn_up_shexp.weight"), Is, H, 0, L->sh_up);
+                W2(NM("ffn_down_shexp.weight"), H, Is, 0, L->sh_down);
             }
             return SD_OK;
         }
     } else {
         int64_t nh = c->n_heads, nkv = c->n_heads_kv, hd = c->head_dim;
         int perm = c->arch == SD_ARCH_LLAMA;
-        G2P(NM("attn_q.weight"), nh * hd, H, 0, perm ? (int)nh : 0, L->wq);
-        G2P(NM("attn_k.weight"), nkv * hd, H, 0, perm ? (int)nkv : 0, L->wk);
-        G2(NM("attn_v.weight"), nkv * hd, H, 0, L->wv);
-        G2(NM("attn_output.weight"), H, nh * hd, 0, L->wo);
+        W2P(NM("attn_q.weight"), nh * hd, H, 0, perm ? (int)nh : 0, L->wq);
+        W2P(NM("attn_k.weight"), nkv * hd, H, 0, perm ? (int)nkv : 0, L->wk);
+        W2(NM("attn_v.weight"), nkv * hd, H, 0, L->wv);
+        W2(NM("attn_output.weight"), H, nh * hd, 0, L->wo);
         int opt = !c->attention_bias;
         int64_t sq[1] = {nh * hd}, sk[1] = {nkv * hd};
         if ((st = gload(m, NM("attn_q.bias"), 1, sq, opt, perm ? (int)nh : 0, &L->bq, err)) ||
@@ -534,9 +618,9 @@ static enum sd_status load_layer(struct sd_model *m, int il, struct sd_err *err)
         }
     }
     int64_t I = c->intermediate_size;
-    G2(NM("ffn_gate.weight"), I, H, 0, L->w_gate);
-    G2(NM("ffn_up.weight"), I, H, 0, L->w_up);
-    G2(NM("ffn_down.weight"), H, I, 0, L->w_down);
+    W2(NM("ffn_gate.weight"), I, H, 0, L->w_gate);
+    W2(NM("ffn_up.weight"), I, H, 0, L->w_up);
+    W2(NM("ffn_down.weight"), H, I, 0, L->w_down);
     return SD_OK;
 #undef NM
 }
@@ -573,7 +657,7 @@ enum sd_status sd_model_gguf_config(const char *file, struct sd_config *cfg, str
     return st;
 }
 
-enum sd_status sd_model_load_gguf(const char *file, struct sd_model **out, struct sd_err *err)
+enum sd_status sd_model_load_gguf(const char *file, int dequant, struct sd_model **out, struct sd_err *err)
 {
     *out = NULL;
     struct sd_model *m = calloc(1, sizeof *m);
@@ -581,6 +665,7 @@ enum sd_status sd_model_load_gguf(const char *file, struct sd_model **out, struc
         free(m);
         return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
     }
+    m->gguf_dequant = dequant != 0;
     enum sd_status st;
     if ((st = sd_gguf_open(file, &m->gguf, err)) || (st = build_config(m->gguf, file, &m->cfg, err)) ||
         (st = apply_rope_freqs(m, err)))
@@ -588,13 +673,13 @@ enum sd_status sd_model_load_gguf(const char *file, struct sd_model **out, struc
     const struct sd_config *c = &m->cfg;
     int64_t V = c->vocab_size, H = c->hidden_size;
     {
-        int64_t s2[2] = {V, H}, s1[1] = {H};
-        if ((st = gload(m, "token_embd.weight", 2, s2, 0, 0, &m->embed, err)) ||
+        int64_t s1[1] = {H};
+        if ((st = gload_w(m, "token_embd.weight", V, H, 0, 0, &m->embed, err)) ||
             (st = gload(m, "output_norm.weight", 1, s1, 0, 0, &m->norm, err)))
             goto fail;
         if (c->tie_word_embeddings)
             m->lm_head = m->embed;
-        else if ((st = gload(m, "output.weight", 2, s2, 0, 0, &m->lm_head, err)))
+        else if ((st = gload_w(m, "output.weight", V, H, 0, 0, &m->lm_head, err)))
             goto fail;
     }
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);

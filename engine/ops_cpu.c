@@ -1,5 +1,7 @@
 // ops_cpu.c: CPU numeric primitives (see ops_cpu.h). Large GEMMs go to OpenBLAS when available;
-// element-wise ops are OpenMP loops. Nothing here allocates.
+// matmuls against GGUF block types run quant.h's dot products over rows for small batches and sgemm on
+// dequantized f32 panels of the weights for large ones; element-wise ops are OpenMP loops. Nothing here
+// allocates.
 #include "ops_cpu.h"
 
 #include <math.h>
@@ -15,6 +17,24 @@
 #endif
 
 static int g_threads = 1;
+
+#if SD_HAVE_BLAS
+// sgemm with fewer multiply-adds than this runs on one OpenBLAS thread: small products (the per-head MLA
+// absorptions: T x 64 x 32) gain little from a second thread, and OpenBLAS's threads, woken right after
+// one of our OpenMP regions, fight its spin-waiting threads for the cores (measured: sparsedoc-mini
+// prefill of 512 tokens on 2 threads went from 5.6k to 8.8k tokens/s with Q4_K weights).
+#define SD_BLAS_PAR_MIN ((size_t)1 << 22)
+static void sgemm(CBLAS_TRANSPOSE tb, int T, int N, int K, const float *x, int ldx, const float *w, int ldw, float beta,
+                  float *y, int ldy)
+{
+    int one = g_threads > 1 && (size_t)T * N * K < SD_BLAS_PAR_MIN;
+    if (one)
+        openblas_set_num_threads(1);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, T, N, K, 1.0f, x, ldx, w, ldw, beta, y, ldy);
+    if (one)
+        openblas_set_num_threads(g_threads);
+}
+#endif
 
 void sd_cpu_set_threads(int n)
 {
@@ -79,7 +99,7 @@ void sd_matmul_ld(float *y, int ldy, const float *x, int ldx, const float *w, in
     if (T == 1)
         sd_matmul_noblas(y, ldy, x, ldx, w, ldw, T, N, K, beta);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, x, ldx, w, ldw, beta, y, ldy);
+        sgemm(CblasTrans, T, N, K, x, ldx, w, ldw, beta, y, ldy);
 #else
     sd_matmul_noblas(y, ldy, x, ldx, w, ldw, T, N, K, beta);
 #endif
@@ -100,7 +120,7 @@ void sd_matmul_nn(float *y, int ldy, const float *x, int ldx, const float *w, in
     if (T <= 0 || N <= 0)
         return;
 #if SD_HAVE_BLAS
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, N, K, 1.0f, x, ldx, w, ldw, 0.0f, y, ldy);
+    sgemm(CblasNoTrans, T, N, K, x, ldx, w, ldw, 0.0f, y, ldy);
 #else
 #pragma omp parallel for schedule(static) num_threads(g_threads) if ((size_t)T * N * K >= SD_PAR_MIN_WORK)
     for (int t = 0; t < T; t++) {
@@ -115,6 +135,169 @@ void sd_matmul_nn(float *y, int ldy, const float *x, int ldx, const float *w, in
         }
     }
 #endif
+}
+
+size_t sd_wmat_row_bytes(const struct sd_wmat *w)
+{
+    return sd_qtype_row_bytes(w->type, w->cols);
+}
+
+void sd_wmat_row(const struct sd_wmat *w, int r, float *out)
+{
+    size_t rb = sd_wmat_row_bytes(w);
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * rb;
+    if (w->type == SD_Q_F32)
+        memcpy(out, row, rb);
+    else
+        sd_dequantize(w->type, row, out, w->cols);
+}
+
+// Batches of at least g_panel_min rows (and a BLAS to hand) take the panel path: each thread dequantizes
+// panels of W's rows (sd_dequantize, exact) into its own f32 buffer of at most SD_PANEL_BYTES in the
+// scratch and multiplies them by cblas_sgemm with OpenBLAS set to one thread: our threads already fill
+// the cores (measured: OpenMP dequantizing between OpenBLAS-threaded sgemms ran no faster on 2 threads
+// than on 1), and OpenBLAS's small-matrix kernels round differently from its others, so fixed per-panel
+// calls keep the outputs independent of the thread count. Fewer rows take the integer dot products.
+#define SD_PANEL_BYTES ((size_t)1 << 20)
+#define SD_PANEL_ALIGN 16 // panel rows: a multiple of this (sgemm's microkernel widths)
+
+static int g_panel_min = SD_MATMUL_W_PANEL_T;
+
+void sd_matmul_w_set_panel_min(int T)
+{
+    g_panel_min = T <= 0 ? SD_MATMUL_W_PANEL_T : T < 2 ? 2 : T;
+}
+
+int sd_matmul_w_panel_min(void)
+{
+    return g_panel_min;
+}
+
+int sd_matmul_w_panel_rows(int cols)
+{
+    size_t r = SD_PANEL_BYTES / (sizeof(float) * (size_t)(cols > 0 ? cols : 1)) / SD_PANEL_ALIGN * SD_PANEL_ALIGN;
+    return r < SD_PANEL_ALIGN ? SD_PANEL_ALIGN : (int)r;
+}
+
+// Scratch bytes of one thread's panel: SD_PANEL_BYTES, or 16 rows where those are more (cols > 16384),
+// the same for every cols below that so that a scratch sized for the widest matrix fits as many panels
+// of any other.
+static size_t panel_stride(int cols)
+{
+    size_t b = (size_t)sd_matmul_w_panel_rows(cols) * (size_t)cols * sizeof(float);
+    return b > SD_PANEL_BYTES ? b : SD_PANEL_BYTES;
+}
+
+size_t sd_matmul_w_scratch(enum sd_qtype t, int T, int cols)
+{
+    size_t a = (size_t)(T > 0 ? T : 0) * sd_quant_act_bytes(t, cols), p = 0;
+    if (SD_HAVE_BLAS && t != SD_Q_F32 && T >= 2 && cols > 0)
+        p = (size_t)g_threads * panel_stride(cols);
+    return a > p ? a : p;
+}
+
+#if SD_HAVE_BLAS
+// The work is cut into about SD_PANEL_TASKS tasks (so that up to that many threads share it), each a
+// panel of W's rows against a chunk of x's rows. Panels: about N / SD_PANEL_TASKS rows, at least
+// SD_PANEL_MIN_ROWS, at most sd_matmul_w_panel_rows(K); when that leaves fewer panels than tasks, x's rows
+// are cut too, in chunks of at least SD_PANEL_MIN_ROWS. Both are functions of T, N and K only: every
+// task is the same sgemm call whatever the thread count, so the outputs do not depend on it.
+#define SD_PANEL_TASKS 16
+#define SD_PANEL_MIN_ROWS 128
+static int round_up(int v, int m)
+{
+    return (v + m - 1) / m * m;
+}
+
+// y[T][N] = x W^T through f32 panels of W (see above) with nt threads, each owning panel_stride(K) bytes
+// of scratch.
+static void matmul_w_panels(float *y, const float *x, const struct sd_wmat *w, int T, float *scratch, int nt)
+{
+    int N = w->rows, K = w->cols, P = sd_matmul_w_panel_rows(K);
+    int want = round_up((N + SD_PANEL_TASKS - 1) / SD_PANEL_TASKS, SD_PANEL_ALIGN);
+    P = want < SD_PANEL_MIN_ROWS ? SD_PANEL_MIN_ROWS : want < P ? want : P;
+    int np = (N + P - 1) / P, nm = (SD_PANEL_TASKS + np - 1) / np, mmax = T / SD_PANEL_MIN_ROWS;
+    nm = nm > mmax ? mmax : nm;
+    nm = nm < 1 ? 1 : nm;
+    int M = round_up((T + nm - 1) / nm, SD_PANEL_ALIGN);
+    nm = (T + M - 1) / M;
+    int ntask = np * nm;
+    size_t rb = sd_wmat_row_bytes(w), pstride = panel_stride(K) / sizeof(float);
+    const uint8_t *W = w->data;
+    enum sd_qtype ty = w->type;
+    nt = ntask < nt ? ntask : nt;
+    if (g_threads > 1)
+        openblas_set_num_threads(1);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        float *pan = scratch + (size_t)omp_get_thread_num() * pstride;
+#else
+        float *pan = scratch;
+        (void)pstride;
+#endif
+        int have = -1; // the panel this thread's buffer holds
+#pragma omp for schedule(static)
+        for (int task = 0; task < ntask; task++) {
+            int ip = task / nm, t0 = task % nm * M, n0 = ip * P, p = N - n0 < P ? N - n0 : P;
+            int m = T - t0 < M ? T - t0 : M;
+            if (have != ip)
+                for (int r = 0; r < p; r++)
+                    sd_dequantize(ty, W + (size_t)(n0 + r) * rb, pan + (size_t)r * K, K);
+            have = ip;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, p, K, 1.0f, x + (size_t)t0 * K, K, pan, K, 0.0f,
+                        y + (size_t)t0 * N + n0, N);
+        }
+    }
+    if (g_threads > 1)
+        openblas_set_num_threads(g_threads);
+}
+#endif
+
+void sd_matmul_w(float *y, const float *x, const struct sd_wmat *w, const float *bias, int T, void *scratch,
+                 size_t scratch_bytes)
+{
+    int N = w->rows, K = w->cols;
+    if (w->type == SD_Q_F32) {
+        sd_matmul(y, x, (const float *)w->data, bias, T, N, K);
+        return;
+    }
+    if (T <= 0 || N <= 0)
+        return;
+    (void)scratch_bytes; // no BLAS: the integer path only
+#if SD_HAVE_BLAS
+    size_t fit = T >= g_panel_min && scratch ? scratch_bytes / panel_stride(K) : 0;
+    if (fit > 0) {
+        matmul_w_panels(y, x, w, T, scratch, fit < (size_t)g_threads ? (int)fit : g_threads);
+        if (bias)
+            for (int t = 0; t < T; t++)
+                for (int n = 0; n < N; n++)
+                    y[(size_t)t * N + n] += bias[n];
+        return;
+    }
+#endif
+    size_t ab = sd_quant_act_bytes(w->type, K), rb = sd_wmat_row_bytes(w);
+    uint8_t *xq = scratch;
+    if (ab) {
+#pragma omp parallel for schedule(static) num_threads(g_threads) if ((size_t)T * K >= SD_PAR_MIN_WORK)
+        for (int t = 0; t < T; t++)
+            sd_quant_act(w->type, x + (size_t)t * K, K, xq + (size_t)t * ab);
+    }
+    const uint8_t *W = w->data;
+    enum sd_qtype ty = w->type;
+    // Each weight row is read once and stays in L1 while it meets every activation row, 4 at a time
+    // (its blocks decoded once per 4: sd_quant_dot_n, the same values as one at a time).
+#pragma omp parallel for schedule(static) num_threads(g_threads) if ((size_t)T * N * K >= SD_PAR_MIN_WORK)
+    for (int n = 0; n < N; n++) {
+        const uint8_t *wr = W + (size_t)n * rb;
+        float b = bias ? bias[n] : 0.0f, out[4];
+        for (int t = 0; t < T; t += 4) {
+            int m = T - t < 4 ? T - t : 4;
+            sd_quant_dot_n(ty, wr, ab ? xq + (size_t)t * ab : NULL, x + (size_t)t * K, K, m, out);
+            for (int j = 0; j < m; j++)
+                y[(size_t)(t + j) * N + n] = out[j] + b;
+        }
+    }
 }
 
 void sd_rmsnorm(float *y, const float *x, const float *w, int T, int D, size_t ld, float eps)

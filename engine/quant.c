@@ -1,5 +1,5 @@
-// quant.c: ggml block formats (see quant.h). Owns the block geometry table, the scalar reference
-// dequantizers, activation quantization (8-bit blocks of 32, or of 256 with 16-element sums for the
+// quant.c: ggml block formats (see quant.h). Owns the block geometry table, the dequantizers (scalar
+// reference, and AVX2 ones equal to it bit for bit), activation quantization (8-bit blocks of 32, or of 256 with 16-element sums for the
 // K-quants), and the dot products: scalar integer versions (the reference) and AVX2 versions chosen at
 // run time with __builtin_cpu_supports. Block layouts follow ggml's k-quants description (PR #1684) and
 // docs/gguf.md; every layout is exercised against tools/st2gguf.py's independent Python quantizers.
@@ -171,16 +171,13 @@ static void unpack_k(enum sd_qtype t, const uint8_t *b, struct kq_unpacked *k)
         unpack_q6k(b, k);
 }
 
-enum sd_status sd_dequantize(enum sd_qtype t, const void *src, float *dst, int64_t n)
+// The reference dequantizer (n checked by sd_dequantize).
+static enum sd_status dequant_scalar(enum sd_qtype t, const uint8_t *p, float *dst, int64_t n)
 {
-    const uint8_t *p = src;
-    int B = sd_qtype_block(t);
-    if (!sd_qtype_supported(t) || n < 0 || n % B)
-        return SD_ERR_UNSUPPORTED;
-    int64_t nb = n / B;
+    int64_t nb = n / sd_qtype_block(t);
     switch (t) {
     case SD_Q_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
+        memcpy(dst, p, (size_t)n * sizeof(float));
         return SD_OK;
     case SD_Q_F16:
         for (int64_t i = 0; i < n; i++)
@@ -354,6 +351,12 @@ AVX2 static inline float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+// f16 scale through F16C (the same value as the software conversion, subnormals included).
+AVX2 static inline float ld_f16_hw(const uint8_t *p)
+{
+    return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8));
+}
+
 // 8 int32 partial sums of w[i] * x[i] over 32 signed bytes (|w| <= 128, |x| <= 127: no overflow).
 AVX2 static inline __m256i dot32_signed(__m256i w, __m256i x)
 {
@@ -368,7 +371,7 @@ AVX2 static float dot_q8_0_avx2(const uint8_t *w, const struct sd_q8_block *x, i
         __m256i q = _mm256_loadu_si256((const __m256i *)(w + 2));
         __m256i a = _mm256_loadu_si256((const __m256i *)x[b].qs);
         __m256 s = _mm256_cvtepi32_ps(dot32_signed(q, a));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(ld_f16(w) * x[b].d), s, acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(ld_f16_hw(w) * x[b].d), s, acc);
     }
     return hsum8(acc);
 }
@@ -383,7 +386,7 @@ AVX2 static float dot_q4_0_avx2(const uint8_t *w, const struct sd_q8_block *x, i
         __m256i q = _mm256_sub_epi8(_mm256_set_m128i(h, l), _mm256_set1_epi8(8));
         __m256i a = _mm256_loadu_si256((const __m256i *)x[b].qs);
         __m256 s = _mm256_cvtepi32_ps(dot32_signed(q, a));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(ld_f16(w) * x[b].d), s, acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(ld_f16_hw(w) * x[b].d), s, acc);
     }
     return hsum8(acc);
 }
@@ -399,7 +402,7 @@ AVX2 static inline __m256i bytes_srl(__m256i v, int n, int mask)
 AVX2 static void unpack_k_avx2(enum sd_qtype t, const uint8_t *b, struct kq_unpacked *k)
 {
     if (t == SD_Q_Q6_K) {
-        k->d = k->dmin = ld_f16(b + 208);
+        k->d = k->dmin = ld_f16_hw(b + 208);
         for (int g = 0; g < 16; g++) {
             k->sc[g] = ((const int8_t *)(b + 192))[g];
             k->mn[g] = 32 * k->sc[g];
@@ -418,8 +421,8 @@ AVX2 static void unpack_k_avx2(enum sd_qtype t, const uint8_t *b, struct kq_unpa
         return;
     }
     int q5 = t == SD_Q_Q5_K;
-    k->d = ld_f16(b);
-    k->dmin = ld_f16(b + 2);
+    k->d = ld_f16_hw(b);
+    k->dmin = ld_f16_hw(b + 2);
     for (int j = 0; j < 8; j++) {
         int sc, mn;
         kq_scale_min(b + 4, j, &sc, &mn);
@@ -441,38 +444,145 @@ AVX2 static void unpack_k_avx2(enum sd_qtype t, const uint8_t *b, struct kq_unpa
 }
 
 // K-quants: quants unpacked with AVX2, the 256 u * q products (u <= 63 unsigned, so maddubs cannot
-// saturate) and the per-16 scale weighting run in AVX2.
+// saturate) and the per-16 scale weighting run in AVX2. One unpacked block against one activation block.
+AVX2 static inline float dot_k_block_avx2(const struct kq_unpacked *k, const struct sd_q8k_block *x)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i accq = _mm256_setzero_si256();
+    for (int c = 0; c < 8; c++) { // 32 elements = groups 2c (low lane) and 2c+1 (high lane)
+        __m256i u = _mm256_loadu_si256((const __m256i *)(k->u + 32 * c));
+        __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
+        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), ones);
+        __m256i sc = _mm256_set_m128i(_mm_set1_epi32(k->sc[2 * c + 1]), _mm_set1_epi32(k->sc[2 * c]));
+        accq = _mm256_add_epi32(accq, _mm256_mullo_epi32(p, sc));
+    }
+    __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(accq), _mm256_extracti128_si256(accq, 1));
+    a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
+    a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
+    int sum_q = _mm_cvtsi128_si32(a4);
+    __m256i m0 = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)x->bsums));
+    __m256i m1 = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(x->bsums + 8)));
+    __m256i mm = _mm256_add_epi32(_mm256_mullo_epi32(m0, _mm256_loadu_si256((const __m256i *)k->mn)),
+                                  _mm256_mullo_epi32(m1, _mm256_loadu_si256((const __m256i *)(k->mn + 8))));
+    __m128i m4 = _mm_add_epi32(_mm256_castsi256_si128(mm), _mm256_extracti128_si256(mm, 1));
+    m4 = _mm_add_epi32(m4, _mm_shuffle_epi32(m4, 0x4e));
+    m4 = _mm_add_epi32(m4, _mm_shuffle_epi32(m4, 0xb1));
+    int sum_m = _mm_cvtsi128_si32(m4);
+    return x->d * (k->d * (float)sum_q - k->dmin * (float)sum_m);
+}
+
 AVX2 static float dot_k_avx2(enum sd_qtype t, const uint8_t *w, const struct sd_q8k_block *x, int64_t nb)
 {
     size_t bb = sd_qtype_block_bytes(t);
     float s = 0;
     struct kq_unpacked k;
-    const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < nb; b++, w += bb) {
         unpack_k_avx2(t, w, &k);
-        __m256i accq = _mm256_setzero_si256();
-        for (int c = 0; c < 8; c++) { // 32 elements = groups 2c (low lane) and 2c+1 (high lane)
-            __m256i u = _mm256_loadu_si256((const __m256i *)(k.u + 32 * c));
-            __m256i q = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
-            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), ones);
-            __m256i sc = _mm256_set_m128i(_mm_set1_epi32(k.sc[2 * c + 1]), _mm_set1_epi32(k.sc[2 * c]));
-            accq = _mm256_add_epi32(accq, _mm256_mullo_epi32(p, sc));
-        }
-        __m128i a4 = _mm_add_epi32(_mm256_castsi256_si128(accq), _mm256_extracti128_si256(accq, 1));
-        a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0x4e));
-        a4 = _mm_add_epi32(a4, _mm_shuffle_epi32(a4, 0xb1));
-        int sum_q = _mm_cvtsi128_si32(a4);
-        __m256i m0 = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)x[b].bsums));
-        __m256i m1 = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(x[b].bsums + 8)));
-        __m256i mm = _mm256_add_epi32(_mm256_mullo_epi32(m0, _mm256_loadu_si256((const __m256i *)k.mn)),
-                                      _mm256_mullo_epi32(m1, _mm256_loadu_si256((const __m256i *)(k.mn + 8))));
-        __m128i m4 = _mm_add_epi32(_mm256_castsi256_si128(mm), _mm256_extracti128_si256(mm, 1));
-        m4 = _mm_add_epi32(m4, _mm_shuffle_epi32(m4, 0x4e));
-        m4 = _mm_add_epi32(m4, _mm_shuffle_epi32(m4, 0xb1));
-        int sum_m = _mm_cvtsi128_si32(m4);
-        s += x[b].d * (k.d * (float)sum_q - k.dmin * (float)sum_m);
+        s += dot_k_block_avx2(&k, x + b);
     }
     return s;
+}
+
+// The same dot products for n <= 4 activation rows (xq rows ab bytes apart), each weight block decoded
+// once: out[j] equals dot_*_avx2 of row j bit for bit (same operations in the same order).
+AVX2 static void dot4_avx2(enum sd_qtype t, const uint8_t *w, const uint8_t *xq, size_t ab, int n, int64_t nb,
+                           float *out)
+{
+    if (t == SD_Q_Q8_0 || t == SD_Q_Q4_0) {
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        const __m128i lo = _mm_set1_epi8(15);
+        size_t bb = t == SD_Q_Q8_0 ? 34 : 18;
+        for (int64_t b = 0; b < nb; b++, w += bb) {
+            __m256i q;
+            if (t == SD_Q_Q8_0) {
+                q = _mm256_loadu_si256((const __m256i *)(w + 2));
+            } else {
+                __m128i raw = _mm_loadu_si128((const __m128i *)(w + 2));
+                __m128i l = _mm_and_si128(raw, lo), h = _mm_and_si128(_mm_srli_epi16(raw, 4), lo);
+                q = _mm256_sub_epi8(_mm256_set_m128i(h, l), _mm256_set1_epi8(8));
+            }
+            float dw = ld_f16_hw(w);
+            for (int j = 0; j < n; j++) {
+                const struct sd_q8_block *x = (const struct sd_q8_block *)(const void *)(xq + (size_t)j * ab) + b;
+                __m256i a = _mm256_loadu_si256((const __m256i *)x->qs);
+                __m256 s = _mm256_cvtepi32_ps(dot32_signed(q, a));
+                acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x->d), s, acc[j]);
+            }
+        }
+        for (int j = 0; j < n; j++)
+            out[j] = hsum8(acc[j]);
+        return;
+    }
+    size_t bb = sd_qtype_block_bytes(t);
+    float s[4] = {0, 0, 0, 0};
+    struct kq_unpacked k;
+    for (int64_t b = 0; b < nb; b++, w += bb) {
+        unpack_k_avx2(t, w, &k);
+        for (int j = 0; j < n; j++)
+            s[j] += dot_k_block_avx2(&k, (const struct sd_q8k_block *)(const void *)(xq + (size_t)j * ab) + b);
+    }
+    for (int j = 0; j < n; j++)
+        out[j] = s[j];
+}
+
+// Dequantization with AVX2, bit for bit the scalar reference: every element is the same float
+// operations in the same order (d * q; K-quants (d * sc) * u - dmin * mn with the two products formed
+// in float first; no fused multiply-add: the build is ISO C, where GCC does not contract).
+AVX2 static void dequant_avx2(enum sd_qtype t, const uint8_t *p, float *dst, int64_t n)
+{
+    int64_t i = 0;
+    switch (t) {
+    case SD_Q_F16:
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * i))));
+        for (; i < n; i++)
+            dst[i] = ld_f16(p + 2 * i);
+        return;
+    case SD_Q_BF16:
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(
+                                          _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 2 * i))), 16)));
+        for (; i < n; i++)
+            dst[i] = ld_bf16(p + 2 * i);
+        return;
+    case SD_Q_Q8_0:
+        for (; i < n; i += 32, p += 34) {
+            __m256 d = _mm256_set1_ps(ld_f16_hw(p));
+            for (int j = 0; j < 32; j += 8) {
+                __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 2 + j)));
+                _mm256_storeu_ps(dst + i + j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+            }
+        }
+        return;
+    case SD_Q_Q4_0: {
+        const __m128i lo = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+        for (; i < n; i += 32, p += 18) {
+            __m256 d = _mm256_set1_ps(ld_f16_hw(p));
+            __m128i raw = _mm_loadu_si128((const __m128i *)(p + 2));
+            __m128i l = _mm_sub_epi8(_mm_and_si128(raw, lo), eight);
+            __m128i h = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), lo), eight);
+            __m128i v[4] = {l, _mm_srli_si128(l, 8), h, _mm_srli_si128(h, 8)};
+            for (int j = 0; j < 4; j++)
+                _mm256_storeu_ps(dst + i + 8 * j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v[j]))));
+        }
+        return;
+    }
+    default: { // Q4_K, Q5_K, Q6_K
+        size_t bb = sd_qtype_block_bytes(t);
+        struct kq_unpacked k;
+        for (; i < n; i += SD_QK_K, p += bb) {
+            unpack_k_avx2(t, p, &k);
+            for (int g = 0; g < 16; g++) {
+                __m256 a = _mm256_set1_ps(k.d * (float)k.sc[g]), b = _mm256_set1_ps(k.dmin * (float)k.mn[g]);
+                for (int j = 0; j < 16; j += 8) {
+                    __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(k.u + 16 * g + j)));
+                    _mm256_storeu_ps(dst + i + 16 * g + j, _mm256_sub_ps(_mm256_mul_ps(a, _mm256_cvtepi32_ps(u)), b));
+                }
+            }
+        }
+        return;
+    }
+    }
 }
 
 AVX2 static float dot_float_avx2(enum sd_qtype t, const uint8_t *w, const float *x, int64_t n)
@@ -531,6 +641,20 @@ void sd_quant_force_scalar(int on)
     force_scalar = on != 0;
 }
 
+enum sd_status sd_dequantize(enum sd_qtype t, const void *src, float *dst, int64_t n)
+{
+    int B = sd_qtype_block(t);
+    if (!sd_qtype_supported(t) || n < 0 || n % B)
+        return SD_ERR_UNSUPPORTED;
+#ifdef SD_QUANT_X86
+    if (t != SD_Q_F32 && !force_scalar && have_avx2()) {
+        dequant_avx2(t, src, dst, n);
+        return SD_OK;
+    }
+#endif
+    return dequant_scalar(t, src, dst, n);
+}
+
 float sd_quant_dot(enum sd_qtype t, const void *w_row, const void *xq, const float *x, int64_t n)
 {
     const uint8_t *w = w_row;
@@ -568,6 +692,23 @@ float sd_quant_dot(enum sd_qtype t, const void *w_row, const void *xq, const flo
     default:
         return NAN;
     }
+}
+
+void sd_quant_dot_n(enum sd_qtype t, const void *w_row, const void *xq, const float *x, int64_t n_cols, int n,
+                    float *out)
+{
+    size_t ab = sd_quant_act_bytes(t, n_cols);
+    const uint8_t *q = xq;
+#ifdef SD_QUANT_X86
+    if (ab && !force_scalar && have_avx2()) {
+        int64_t nb = n_cols / sd_qtype_block(t);
+        for (int j = 0; j < n; j += 4)
+            dot4_avx2(t, w_row, q + (size_t)j * ab, ab, n - j < 4 ? n - j : 4, nb, out + j);
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++)
+        out[j] = sd_quant_dot(t, w_row, ab ? q + (size_t)j * ab : NULL, x + (size_t)j * n_cols, n_cols);
 }
 
 enum sd_status sd_quant_matmul(enum sd_qtype t, const void *w, int64_t rows, int64_t cols, const float *x,

@@ -1,7 +1,7 @@
 // quant.h: ggml block-quantized tensor types as stored in GGUF files (F32, F16, BF16, Q8_0, Q4_0,
-// Q4_K, Q5_K, Q6_K): block geometry, reference (scalar) dequantization, activation quantization to
-// 8-bit blocks, and dot products / matmul against quantized weight rows (AVX2 behind a runtime CPU
-// check, scalar otherwise). Pure C, no file-format dependencies.
+// Q4_K, Q5_K, Q6_K): block geometry, dequantization (scalar reference; AVX2, bit-identical), activation
+// quantization to 8-bit blocks, and dot products / matmul against quantized weight rows (AVX2 behind a
+// runtime CPU check, scalar otherwise). Pure C, no file-format dependencies.
 #ifndef SD_QUANT_H
 #define SD_QUANT_H
 
@@ -48,7 +48,8 @@ int sd_qtype_supported(enum sd_qtype t);
 // Bytes of n elements (n a multiple of the block), 0 if not a multiple or unknown.
 size_t sd_qtype_row_bytes(enum sd_qtype t, int64_t n);
 
-// Reference dequantization of n elements (n a multiple of the block size). src may be unaligned.
+// Dequantization of n elements (n a multiple of the block size). src may be unaligned. AVX2 where the
+// CPU has it, bit for bit the scalar reference, which sd_quant_force_scalar(1) selects.
 enum sd_status sd_dequantize(enum sd_qtype t, const void *src, float *dst, int64_t n);
 
 // Activations quantized to 8 bits per block, the form the integer dot products consume:
@@ -72,6 +73,12 @@ void sd_quant_act(enum sd_qtype t, const float *x, int64_t n, void *buf);
 // Dot product of one weight row (type t, n elements) with an activation row: xq from sd_quant_act for
 // the quantized types, x (f32) for F32/F16/BF16. Returns the sum as float.
 float sd_quant_dot(enum sd_qtype t, const void *w_row, const void *xq, const float *x, int64_t n);
+
+// out[j] = sd_quant_dot(t, w_row, xq_j, x_j, n_cols) for n activation rows (xq_j = xq + j *
+// sd_quant_act_bytes(t, n_cols), x_j = x + j * n_cols), bit for bit; the AVX2 path decodes each weight
+// block once for up to 4 rows (prefill).
+void sd_quant_dot_n(enum sd_qtype t, const void *w_row, const void *xq, const float *x, int64_t n_cols, int n,
+                    float *out);
 
 // y[t][r] = sum_k W[r][k] x[t][k] for W of `rows` rows of `cols` elements of type t (row-major, as in
 // a GGUF tensor with ne = [cols, rows]); x is [n_tok][cols] f32, y is [n_tok][rows]. Allocates the

@@ -1,9 +1,12 @@
 // session.c: the CPU forward pass. Llama/Qwen2/Qwen3 (GQA, RoPE half-split, Qwen3 q/k norms) and
 // DeepSeek-V3/V3.2 (MLA in the absorbed form over a 576-style latent cache, the lightning indexer with
 // causal top-k, attention only over the selected tokens, MoE with sigmoid/bias/group-limited routing).
-// All buffers are allocated in sd_session_new; eval allocates nothing. With a backend in the params
+// Weight matrices are multiplied as the model holds them (sd_matmul_w: f32, or a GGUF type with the
+// activations quantized, or the weights dequantized in panels for large batches, in a session scratch). All buffers are allocated in sd_session_new;
+// eval allocates nothing. With a backend in the params
 // (engine/backend.h) each chunk's forward runs there; the host caches here are then the exchange
 // copy for KV export/import and debug fill (synced through the backend's kv_download/kv_upload).
+// Opt-in indexer recall statistics (sd_session_recall_*) measure DSA selection quality on the CPU path.
 #include "session.h"
 
 #include <math.h>
@@ -54,6 +57,15 @@ struct sd_session {
     size_t scr_len;
     int32_t *tscratch_i;                    // per thread [n_threads][n_ctx]
     void *be_ctx;                           // backend state (p.backend != NULL)
+    void *qact;                             // sd_matmul_w scratch (quantized activations or f32 panels)
+    size_t qact_bytes;
+    // indexer recall statistics (NULL rec: off)
+    struct sd_recall_stat *rec;             // [L]
+    double *rec_head;                       // [T][n_heads][2] per-head recall and oracle recall of the chunk
+    int32_t *rec_i;                         // per thread [n_threads][n_ctx + topk]: oracle top-k scratch
+    int rec_from;
+    sd_recall_row_fn rec_fn;
+    void *rec_user;
 };
 
 static void *xcalloc(size_t n, size_t sz, int *fail)
@@ -75,9 +87,10 @@ void sd_session_free(struct sd_session *s)
     void *ptrs[] = {s->kc, s->vc, s->lat, s->ikc, s->ik8, s->iks, s->h, s->x, s->y, s->q, s->k, s->v, s->att,
                     s->cq, s->kva, s->qlat, s->olat, s->o, s->iq, s->ik, s->iw, s->iq8, s->iqs, s->idx,
                     s->n_valid, s->scores, s->g, s->u, s->router, s->rw, s->rsel, s->erows, s->ew, s->ex, s->ey,
-                    s->tscratch, s->tscratch_i};
+                    s->tscratch, s->tscratch_i, s->rec, s->rec_head, s->rec_i};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         free(ptrs[i]);
+    free(s->qact);
     free(s);
 }
 
@@ -220,6 +233,10 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
     s->u = xcalloc(T * (size_t)I, sizeof(float), &fail);
     s->tscratch = xcalloc((size_t)s->n_threads * s->scr_len, sizeof(float), &fail);
     s->tscratch_i = xcalloc((size_t)s->n_threads * N, sizeof(int32_t), &fail);
+    size_t qb = sd_model_act_scratch_bytes(m, (int)T);
+    if (qb)
+        s->qact = xcalloc(qb, 1, &fail);
+    s->qact_bytes = s->qact ? qb : 0;
     if (fail) {
         size_t kv = sd_session_kv_bytes_per_token(s) * N;
         sd_session_free(s);
@@ -253,6 +270,12 @@ static inline int thread_id(void)
 #endif
 }
 
+// y[T][w->rows] = x W^T (+ bias): the weight in whatever form the model keeps it.
+static inline void mm(struct sd_session *s, float *y, const float *x, const struct sd_wmat *w, const float *bias, int T)
+{
+    sd_matmul_w(y, x, w, bias, T, s->qact, s->qact_bytes);
+}
+
 static inline float dotf(const float *a, const float *b, int n)
 {
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -274,11 +297,11 @@ static void attn_gqa(struct sd_session *s, int il, int T, int pos0)
 {
     const struct sd_config *c = &s->m->cfg;
     const struct sd_layer_weights *L = &s->m->layers[il];
-    int H = c->hidden_size, nh = c->n_heads, nkv = c->n_heads_kv, hd = c->head_dim;
+    int nh = c->n_heads, nkv = c->n_heads_kv, hd = c->head_dim;
     int qd = nh * hd, kvd = nkv * hd;
-    sd_matmul(s->q, s->x, L->wq, L->bq, T, qd, H);
-    sd_matmul(s->k, s->x, L->wk, L->bk, T, kvd, H);
-    sd_matmul(s->v, s->x, L->wv, L->bv, T, kvd, H);
+    mm(s, s->q, s->x, &L->wq, L->bq, T);
+    mm(s, s->k, s->x, &L->wk, L->bk, T);
+    mm(s, s->v, s->x, &L->wv, L->bv, T);
     if (L->q_norm) {
         sd_rmsnorm(s->q, s->q, L->q_norm, T * nh, hd, (size_t)hd, c->rms_norm_eps);
         sd_rmsnorm(s->k, s->k, L->k_norm, T * nkv, hd, (size_t)hd, c->rms_norm_eps);
@@ -324,7 +347,7 @@ static void attn_gqa(struct sd_session *s, int il, int T, int pos0)
             }
         }
     }
-    sd_matmul(s->y, s->att, L->wo, NULL, T, H, qd);
+    mm(s, s->y, s->att, &L->wo, NULL, T);
 }
 
 // ---------------------------------------------------------------- MLA + DSA (DeepSeek)
@@ -335,10 +358,10 @@ static int indexer(struct sd_session *s, int il, int T, int pos0)
 {
     const struct sd_config *c = &s->m->cfg;
     const struct sd_layer_weights *L = &s->m->layers[il];
-    int H = c->hidden_size, ni = c->index_n_heads, di = c->index_head_dim, dr = c->qk_rope_head_dim;
+    int ni = c->index_n_heads, di = c->index_head_dim, dr = c->qk_rope_head_dim;
     size_t N = (size_t)s->p.n_ctx;
     float *ikc = s->ikc + (size_t)il * N * di;
-    sd_matmul(s->ik, s->x, L->idx_wk, NULL, T, di, H);
+    mm(s, s->ik, s->x, &L->idx_wk, NULL, T);
     sd_layernorm(s->ik, s->ik, L->idx_k_norm_w, L->idx_k_norm_b, T, di, (size_t)di, 1e-6f);
     for (int t = 0; t < T; t++) {
         float *kr = s->ik + (size_t)t * di;
@@ -352,8 +375,8 @@ static int indexer(struct sd_session *s, int il, int T, int pos0)
     if (s->p.dsa_mode == SD_DSA_DENSE || end <= s->topk)
         return 0; // every query attends to all its valid tokens: exactly dense (DSA.md 3.3)
 
-    sd_matmul(s->iq, s->cq, L->idx_wq_b, NULL, T, ni * di, c->q_lora_rank);
-    sd_matmul(s->iw, s->x, L->idx_wproj, NULL, T, ni, H);
+    mm(s, s->iq, s->cq, &L->idx_wq_b, NULL, T);
+    mm(s, s->iw, s->x, &L->idx_wproj, NULL, T);
     float wscale = 1.0f / sqrtf((float)ni) / sqrtf((float)di);
     for (int t = 0; t < T; t++) {
         for (int j = 0; j < ni; j++) {
@@ -386,21 +409,96 @@ static int indexer(struct sd_session *s, int il, int T, int pos0)
     return 1;
 }
 
+// Indexer recall of this chunk's rows at positions >= rec_from (session.h): dense probabilities of
+// each head over keys 0..pos (the dense path's softmax, sd_mla_attn_probs_absorbed), mass on the
+// selected set and on the k most probable keys (sd_dsa_topk of the probabilities), mean over heads.
+// Runs after the layer's attention, reusing its per-thread scratch.
+static void recall_measure(struct sd_session *s, int il, int T, int pos0, int sparse)
+{
+    const struct sd_config *c = &s->m->cfg;
+    int nh = c->n_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, kvr = c->kv_lora_rank;
+    int dq = dn + dr, dl = kvr + dr, topk = s->topk;
+    size_t N = (size_t)s->p.n_ctx;
+    const float *lat = s->lat + (size_t)il * N * dl;
+    int t_first = s->rec_from > pos0 ? s->rec_from - pos0 : 0;
+    if (t_first >= T)
+        return;
+    // Rows longer than top-k only exist with selection in effect (indexer() returns 0 only when
+    // end <= top-k in sparse mode, and recall_start refuses dense mode).
+    size_t work = (size_t)(T - t_first) * nh * (size_t)(pos0 + T) * (size_t)dl * 2;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(s->n_threads) if (work >= SD_PAR_MIN_WORK)
+    for (int t = t_first; t < T; t++) {
+        for (int h = 0; h < nh; h++) {
+            int n = pos0 + t + 1;
+            if (n <= topk || !sparse)
+                continue;
+            int tid = thread_id();
+            float *pr = s->tscratch + (size_t)tid * s->scr_len;
+            int32_t *list = s->tscratch_i + (size_t)tid * N;
+            for (int u = 0; u < n; u++)
+                list[u] = u;
+            const float *ql = s->qlat + ((size_t)t * nh + h) * kvr;
+            const float *qp = s->q + (size_t)t * nh * dq + (size_t)h * dq + dn;
+            sd_mla_attn_probs_absorbed(ql, qp, kvr, dr, lat, (size_t)dl, list, n, c->attn_scale, pr);
+            const int32_t *sel = s->idx + (size_t)t * topk;
+            double r = 0.0, best = 0.0;
+            for (int i = 0; i < topk; i++)
+                if (sel[i] >= 0)
+                    r += pr[sel[i]];
+            int32_t *oi = s->rec_i + (size_t)tid * (N + (size_t)topk);
+            int nb = sd_dsa_topk(pr, n, topk, oi + N, oi);
+            for (int i = 0; i < nb; i++)
+                best += pr[oi[N + i]];
+            s->rec_head[((size_t)t * nh + h) * 2] = r;
+            s->rec_head[((size_t)t * nh + h) * 2 + 1] = best;
+        }
+    }
+    struct sd_recall_stat *st = &s->rec[il];
+    for (int t = t_first; t < T; t++) {
+        int pos = pos0 + t;
+        if (pos + 1 <= topk || !sparse) {
+            st->rows_full++;
+            continue;
+        }
+        double r = 0.0, best = 0.0;
+        for (int h = 0; h < nh; h++) {
+            r += s->rec_head[((size_t)t * nh + h) * 2];
+            best += s->rec_head[((size_t)t * nh + h) * 2 + 1];
+        }
+        r /= nh;
+        best /= nh;
+        st->rows++;
+        st->sum += r;
+        st->best_sum += best;
+        if (r < st->min)
+            st->min = r;
+        if (s->rec_fn) {
+            struct sd_recall_row row = {.layer = il, .pos = pos, .recall = r, .best = best,
+                                        .n_heads = nh, .d_lat = kvr, .d_rope = dr,
+                                        .q_lat = s->qlat + (size_t)t * nh * kvr,
+                                        .q_pe = s->q + (size_t)t * nh * dq + dn, .q_pe_stride = dq,
+                                        .latent = lat, .ld_latent = (size_t)dl, .scale = c->attn_scale,
+                                        .sel = s->idx + (size_t)t * topk, .n_sel = topk};
+            s->rec_fn(&row, s->rec_user);
+        }
+    }
+}
+
 static int attn_mla(struct sd_session *s, int il, int T, int pos0)
 {
     const struct sd_config *c = &s->m->cfg;
     const struct sd_layer_weights *L = &s->m->layers[il];
-    int H = c->hidden_size, nh = c->n_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
+    int nh = c->n_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
     int dv = c->v_head_dim, kvr = c->kv_lora_rank, dq = dn + dr, dl = kvr + dr;
     size_t N = (size_t)s->p.n_ctx;
     if (c->q_lora_rank > 0) {
-        sd_matmul(s->cq, s->x, L->wq_a, NULL, T, c->q_lora_rank, H);
+        mm(s, s->cq, s->x, &L->wq_a, NULL, T);
         sd_rmsnorm(s->cq, s->cq, L->q_a_norm, T, c->q_lora_rank, (size_t)c->q_lora_rank, c->rms_norm_eps);
-        sd_matmul(s->q, s->cq, L->wq_b, NULL, T, nh * dq, c->q_lora_rank);
+        mm(s, s->q, s->cq, &L->wq_b, NULL, T);
     } else {
-        sd_matmul(s->q, s->x, L->wq_full, NULL, T, nh * dq, H);
+        mm(s, s->q, s->x, &L->wq_full, NULL, T);
     }
-    sd_matmul(s->kva, s->x, L->wkv_a, NULL, T, dl, H);
+    mm(s, s->kva, s->x, &L->wkv_a, NULL, T);
     sd_rmsnorm(s->kva, s->kva, L->kv_a_norm, T, kvr, (size_t)dl, c->rms_norm_eps);
     float *lat = s->lat + (size_t)il * N * dl;
     for (int t = 0; t < T; t++) {
@@ -445,24 +543,25 @@ static int attn_mla(struct sd_session *s, int il, int T, int pos0)
                                         s->olat + ((size_t)t * nh + h) * kvr, sc);
         }
     }
+    if (s->rec)
+        recall_measure(s, il, T, pos0, sparse);
     // o_h = W_UV_h o_lat_h
     for (int h = 0; h < nh; h++)
         sd_matmul_ld(s->o + (size_t)h * dv, nh * dv, s->olat + (size_t)h * kvr, nh * kvr,
                      L->wkv_b + ((size_t)h * (dn + dv) + dn) * kvr, kvr, T, dv, kvr, 0.0f);
-    sd_matmul(s->y, s->o, L->wo, NULL, T, H, nh * dv);
+    mm(s, s->y, s->o, &L->wo, NULL, T);
     return 0;
 }
 
 // ---------------------------------------------------------------- FFN
 
-static void mlp(struct sd_session *s, const float *x, int T, const float *wg, const float *wu, const float *wd, int I,
-                float *y)
+static void mlp(struct sd_session *s, const float *x, int T, const struct sd_wmat *wg, const struct sd_wmat *wu,
+                const struct sd_wmat *wd, float *y)
 {
-    int H = s->m->cfg.hidden_size;
-    sd_matmul(s->g, x, wg, NULL, T, I, H);
-    sd_matmul(s->u, x, wu, NULL, T, I, H);
-    sd_silu_mul(s->g, s->u, (size_t)T * I);
-    sd_matmul(y, s->g, wd, NULL, T, H, I);
+    mm(s, s->g, x, wg, NULL, T);
+    mm(s, s->u, x, wu, NULL, T);
+    sd_silu_mul(s->g, s->u, (size_t)T * wg->rows);
+    mm(s, y, s->g, wd, NULL, T);
 }
 
 // Index of the best of n values by (value desc, index asc), skipping taken[] entries.
@@ -484,7 +583,7 @@ static void moe(struct sd_session *s, int il, int T)
     const struct sd_layer_weights *L = &s->m->layers[il];
     int H = c->hidden_size, E = c->n_routed_experts, K = c->n_experts_per_tok;
     int G = c->n_group, per = E / G;
-    sd_matmul(s->router, s->x, L->router, NULL, T, E, H);
+    mm(s, s->router, s->x, &L->router, NULL, T);
     for (int t = 0; t < T; t++) {
         float *r = s->router + (size_t)t * E;
         float sc[1024], choice[1024], gs[1024];
@@ -540,11 +639,10 @@ static void moe(struct sd_session *s, int il, int T)
     }
     // Shared experts first (into y), then each routed expert over the tokens routed to it.
     float *y = s->y;
-    if (L->sh_gate)
-        mlp(s, s->x, T, L->sh_gate, L->sh_up, L->sh_down, c->n_shared_experts * c->moe_intermediate_size, y);
+    if (L->sh_gate.data)
+        mlp(s, s->x, T, &L->sh_gate, &L->sh_up, &L->sh_down, y);
     else
         memset(y, 0, (size_t)T * H * sizeof(float));
-    int Ie = c->moe_intermediate_size;
     for (int e = 0; e < E; e++) {
         int n = 0;
         for (int t = 0; t < T; t++)
@@ -557,7 +655,7 @@ static void moe(struct sd_session *s, int il, int T)
                 }
         if (!n)
             continue;
-        mlp(s, s->ex, n, L->exp_gate[e], L->exp_up[e], L->exp_down[e], Ie, s->ey);
+        mlp(s, s->ex, n, &L->exp_gate[e], &L->exp_up[e], &L->exp_down[e], s->ey);
         for (int j = 0; j < n; j++) {
             float *dst = y + (size_t)s->erows[j] * H;
             const float *src = s->ey + (size_t)j * H;
@@ -566,6 +664,59 @@ static void moe(struct sd_session *s, int il, int T)
                 dst[d] += w * src[d];
         }
     }
+}
+
+// ---------------------------------------------------------------- indexer recall statistics
+
+enum sd_status sd_session_recall_start(struct sd_session *s, int from_pos, sd_recall_row_fn fn, void *user,
+                                       struct sd_err *err)
+{
+    const struct sd_config *c = &s->m->cfg;
+    if (!s->use_indexer)
+        return sd_err_set(err, SD_ERR_UNSUPPORTED, "indexer recall needs a DSA model (this one has no indexer)");
+    if (s->p.dsa_mode != SD_DSA_SPARSE)
+        return sd_err_set(err, SD_ERR_ARG, "indexer recall is measured in sparse mode; this session runs dense");
+    if (s->p.backend)
+        return sd_err_set(err, SD_ERR_UNSUPPORTED, "indexer recall is measured by the CPU forward pass only");
+    if (from_pos < 0)
+        return sd_err_set(err, SD_ERR_ARG, "recall start position %d is negative", from_pos);
+    if (!s->rec) {
+        s->rec = calloc((size_t)c->n_layers, sizeof *s->rec);
+        s->rec_head = calloc((size_t)s->p.max_batch * c->n_heads * 2, sizeof *s->rec_head);
+        s->rec_i = calloc((size_t)s->n_threads * ((size_t)s->p.n_ctx + s->topk), sizeof *s->rec_i);
+        if (!s->rec || !s->rec_head || !s->rec_i) {
+            sd_session_recall_stop(s);
+            return sd_err_set(err, SD_ERR_NOMEM, "out of memory for recall statistics");
+        }
+    }
+    for (int il = 0; il < c->n_layers; il++)
+        s->rec[il] = (struct sd_recall_stat){.min = 1.0};
+    s->rec_from = from_pos;
+    s->rec_fn = fn;
+    s->rec_user = user;
+    return SD_OK;
+}
+
+void sd_session_recall_stop(struct sd_session *s)
+{
+    free(s->rec);
+    free(s->rec_head);
+    free(s->rec_i);
+    s->rec = NULL;
+    s->rec_head = NULL;
+    s->rec_i = NULL;
+    s->rec_fn = NULL;
+    s->rec_user = NULL;
+}
+
+int sd_session_recall_get(const struct sd_session *s, struct sd_recall_stat *out, int n)
+{
+    if (!s->rec || n <= 0)
+        return 0;
+    if (n > s->m->cfg.n_layers)
+        n = s->m->cfg.n_layers;
+    memcpy(out, s->rec, (size_t)n * sizeof *out);
+    return n;
 }
 
 // ---------------------------------------------------------------- KV export / import
@@ -809,7 +960,7 @@ static int forward_chunk(struct sd_session *s, const int32_t *ids, int T, float 
     const struct sd_config *c = &m->cfg;
     int H = c->hidden_size, pos0 = s->pos;
     for (int t = 0; t < T; t++)
-        memcpy(s->h + (size_t)t * H, m->embed + (size_t)ids[t] * H, (size_t)H * sizeof(float));
+        sd_wmat_row(&m->embed, ids[t], s->h + (size_t)t * H);
     for (int il = 0; il < c->n_layers; il++) {
         const struct sd_layer_weights *L = &m->layers[il];
         sd_rmsnorm(s->x, s->h, L->attn_norm, T, H, (size_t)H, c->rms_norm_eps);
@@ -824,7 +975,7 @@ static int forward_chunk(struct sd_session *s, const int32_t *ids, int T, float 
         if (L->is_moe)
             moe(s, il, T);
         else
-            mlp(s, s->x, T, L->w_gate, L->w_up, L->w_down, c->intermediate_size, s->y);
+            mlp(s, s->x, T, &L->w_gate, &L->w_up, &L->w_down, s->y);
         for (size_t i = 0; i < (size_t)T * H; i++)
             s->h[i] += s->y[i];
     }
@@ -834,7 +985,7 @@ static int forward_chunk(struct sd_session *s, const int32_t *ids, int T, float 
     int first = all_logits ? 0 : T - 1;
     int n = T - first;
     sd_rmsnorm(s->x, s->h + (size_t)first * H, m->norm, n, H, (size_t)H, c->rms_norm_eps);
-    sd_matmul(logits, s->x, m->lm_head, NULL, n, c->vocab_size, H);
+    mm(s, logits, s->x, &m->lm_head, NULL, n);
     return 0;
 }
 

@@ -69,4 +69,48 @@ enum sd_status sd_kv_blob_info(const void *blob, size_t len, int *first_block, i
 // the hours a full CPU prefill would take. Never used for answers.
 enum sd_status sd_session_debug_fill(struct sd_session *s, int n, uint64_t seed, struct sd_err *err);
 
+// ---- Indexer recall statistics (diagnostics; CPU forward pass, DSA sparse mode) ----
+// Recall of one query row in one layer: the share of the dense causal attention mass (the softmax
+// the dense path computes over keys 0..pos, absorbed MLA, per head) that falls on the indexer's
+// selected top-k set, averaged over the heads. Off by default; while off the forward pass does no
+// extra work. While on, each measured row costs one dense attention-probability pass per head.
+// Rows at positions >= from_pos are measured. A row whose causal length pos+1 <= top-k selects every
+// key (recall 1 by definition): it is counted in rows_full only, never in rows/sum/min.
+struct sd_recall_stat {
+    long rows;      // measured rows with causal length > top-k
+    double sum;     // sum of their recalls
+    double min;     // the smallest of them (1.0 while rows == 0)
+    double best_sum; // sum of their best possible recall: the mass of the k most probable keys (oracle top-k)
+    long rows_full; // measured rows with causal length <= top-k (recall 1, excluded above)
+};
+
+// One measured row (rows_full rows excluded), for an optional observer. Called from the thread that
+// runs sd_session_eval, once per (layer, row) after that layer's attention; pointers are valid only
+// during the call.
+struct sd_recall_row {
+    int layer, pos;     // layer index; absolute position of the query row (its keys are 0..pos)
+    double recall;      // this row's recall (mean over heads)
+    double best;        // the oracle's: mass of each head's k most probable keys, mean over heads
+    int n_heads, d_lat, d_rope;
+    const float *q_lat; // [n_heads][d_lat]: W_UK-absorbed queries
+    const float *q_pe;  // head h: q_pe + h * q_pe_stride, d_rope floats (RoPE applied)
+    int q_pe_stride;
+    const float *latent; // the layer's cache: token u = [c_kv (d_lat) | k_pe (d_rope)] at latent + u * ld_latent
+    size_t ld_latent;
+    float scale;         // softmax scale
+    const int32_t *sel;  // the selected token indices (n_sel entries; -1: empty slot)
+    int n_sel;
+};
+typedef void (*sd_recall_row_fn)(const struct sd_recall_row *row, void *user);
+
+// Start (or restart with zeroed counters) measuring rows at positions >= from_pos; fn may be NULL.
+// Errors: the model has no DSA indexer, the session runs dense attention, or a backend runs it.
+enum sd_status sd_session_recall_start(struct sd_session *s, int from_pos, sd_recall_row_fn fn, void *user,
+                                       struct sd_err *err);
+// Stop measuring and drop the counters.
+void sd_session_recall_stop(struct sd_session *s);
+// Copy the counters of layers [0, n) (n is clamped to the layer count); returns how many were copied
+// (0 while not measuring).
+int sd_session_recall_get(const struct sd_session *s, struct sd_recall_stat *out, int n);
+
 #endif

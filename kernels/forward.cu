@@ -1,9 +1,12 @@
 // forward.cu: the CUDA forward pass behind engine/backend.h (sd_cuda_backend()). fp32 throughout:
-// weights uploaded once as f32, KV/indexer caches and activations allocated once in device memory,
+// weights uploaded once as f32 (a GGUF model's quantized matrices dequantized on the host as they are
+// uploaded), KV/indexer caches and activations allocated once in device memory,
 // GEMMs through cuBLAS sgemm (fp32 accumulation, no TF32), our kernels for embeddings, RMSNorm,
 // LayerNorm, RoPE (both pairings, the config's llama3/YaRN tables), SwiGLU, dense causal GQA attention,
-// absorbed MLA attention over all or the indexer's top-k tokens, the fp32 lightning indexer, top-k
-// (topk.cu) and MoE routing. Expert execution runs each selected expert's rows through cuBLAS after the
+// absorbed MLA attention over all or the indexer's top-k tokens, the lightning indexer in fp32 or with
+// DeepSeek's FP8 numerics (session param indexer_fp8: Hadamard + e4m3 rows with power-of-two scales, keys
+// cached as e4m3 + one fp32 scale per token; scores bit-identical to engine/dsa.c given the same inputs),
+// top-k (topk.cu) and MoE routing. Expert execution runs each selected expert's rows through cuBLAS after the
 // (small) routing result is read back to the host. The step mirrors engine/session.c op for op.
 #include <cublas_v2.h>
 #include <math.h>
@@ -12,6 +15,8 @@
 
 extern "C" { // engine headers are C; sd_status.h must get C linkage before sd_cuda.h includes it
 #include "backend.h"
+#include "dsa.h"
+#include "dtype.h"
 #include "model.h"
 #include "sd_status.h"
 #include "session.h"
@@ -44,6 +49,7 @@ struct fwd {
     const struct sd_model *m;
     struct sd_session_params p;
     int topk, deepseek, use_indexer, score_rows;
+    int fp8; // FP8 indexer: caches ik8/iks instead of ikc
     cublasHandle_t cb;
     cudaStream_t st;
     void **allocs;
@@ -57,6 +63,8 @@ struct fwd {
     int32_t *ids;
     float *h, *x, *y, *q, *k, *v, *att, *cq, *kva, *qfull, *olat, *o;
     float *iq, *ik, *iw, *scores;
+    uint8_t *ik8, *iq8; // FP8 indexer: key cache [L][N][di] e4m3, this chunk's queries [T][ni][di]
+    float *iks, *iqs;   // their scales: [L][N], [T][ni]
     int32_t *idx;
     int *n_valid;
     float *g, *u, *router, *rw, *ex, *ey, *ew;
@@ -97,6 +105,39 @@ static enum sd_status upload(struct fwd *f, const float *host, size_t n, const f
     DALLOC(f, d, n, float);
     SD_CHECK_CUDA(cudaMemcpy(d, host, n * sizeof(float), cudaMemcpyHostToDevice));
     *dev = d;
+    return SD_OK;
+}
+
+// A weight matrix view (engine/ops_cpu.h) as f32 on the device: F32 as is, other (GGUF) types
+// dequantized on the host first. n: the elements the caller expects (rows x cols of the view).
+static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n, const float **dev)
+{
+    *dev = NULL;
+    if (!host.data)
+        return SD_OK;
+    if ((size_t)host.rows * (size_t)host.cols != n) {
+        sd_cuda_set_error("weight upload", __FILE__, __LINE__, "weight matrix shape differs from the config");
+        return SD_ERR_FORMAT;
+    }
+    if (host.type == SD_Q_F32)
+        return upload(f, (const float *)host.data, n, dev);
+    float *tmp = (float *)malloc(n * sizeof(float));
+    if (!tmp)
+        return SD_ERR_NOMEM;
+    enum sd_status st = sd_dequantize(host.type, host.data, tmp, (int64_t)n);
+    if (st == SD_OK)
+        st = upload(f, tmp, n, dev);
+    else
+        sd_cuda_set_error("weight upload", __FILE__, __LINE__, "cannot dequantize a GGUF weight matrix");
+    free(tmp);
+    return st;
+}
+
+static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n, struct sd_wmat *dev)
+{
+    const float *d;
+    TRY(upload(f, host, n, &d));
+    *dev = sd_wmat{d, SD_Q_F32, host.rows, host.cols};
     return SD_OK;
 }
 
@@ -367,6 +408,147 @@ __global__ void __launch_bounds__(NT)
     row[u] = s;
 }
 
+// ---- FP8 indexer (DeepSeek numerics; engine/dsa.c is the reference, matched bit for bit)
+
+// m >> shift rounded to nearest, ties to even (as engine/dtype.c).
+static __device__ __forceinline__ uint32_t shift_rne_d(uint32_t m, int shift)
+{
+    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    return q + (rem > half || (rem == half && (q & 1u)));
+}
+
+// f32 -> e4m3, round to nearest even, saturating to +-448: the same function as sd_f32_to_e4m3.
+static __device__ uint8_t f32_to_e4m3_d(float f)
+{
+    uint32_t u = __float_as_uint(f);
+    uint8_t sign = (uint8_t)((u >> 24) & 0x80u);
+    uint32_t a = u & 0x7FFFFFFFu;
+    if (a > 0x7F800000u)
+        return (uint8_t)(sign | 0x7Fu);
+    if (a >= 0x43E00000u)
+        return (uint8_t)(sign | 0x7Eu);
+    int e = (int)(a >> 23);
+    if (e >= 121)
+        return (uint8_t)(sign | (((uint32_t)(e - 120) << 3) + shift_rne_d(a & 0x7FFFFFu, 20)));
+    int shift = 141 - e;
+    if (e == 0 || shift > 25)
+        return sign;
+    return (uint8_t)(sign | shift_rne_d((a & 0x7FFFFFu) | 0x800000u, shift));
+}
+
+// sd_dsa_quant_fp8_row on rows of n floats (n a power of two <= 512): orthonormal Hadamard (same
+// butterflies, then times hs = 1/sqrt(n)), amax, scale 2^ceil(log2(max(amax, 1e-4) / 448)), e4m3 of x / scale.
+// One block per row; q8 rows of n bytes, one scale per row.
+__global__ void __launch_bounds__(NT) k_quant_fp8(const float *x, int n, float hs, uint8_t *q8, float *scale)
+{
+    __shared__ float v[SD_DSA_MAX_DIM];
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * n;
+    for (int i = threadIdx.x; i < n; i += NT)
+        v[i] = xr[i];
+    __syncthreads();
+    for (int len = 1; len < n; len <<= 1) {
+        for (int p = threadIdx.x; p < n / 2; p += NT) {
+            int j = (p / len) * 2 * len + p % len;
+            float a = v[j], b = v[j + len];
+            v[j] = __fadd_rn(a, b);
+            v[j + len] = __fsub_rn(a, b);
+        }
+        __syncthreads();
+    }
+    float amax = 0.0f;
+    for (int i = threadIdx.x; i < n; i += NT) {
+        float t = __fmul_rn(v[i], hs);
+        v[i] = t;
+        amax = fmaxf(amax, fabsf(t));
+    }
+    amax = block_max_f(amax, red);
+    if (amax < 1e-4f)
+        amax = 1e-4f;
+    float r = __fdiv_rn(amax, 448.0f); // a normal float here: the next power of two from its bits
+    uint32_t rb = __float_as_uint(r);
+    float s = (rb & 0x7FFFFFu) ? __uint_as_float((rb & 0x7F800000u) + 0x00800000u) : r;
+    float inv = __fdiv_rn(1.0f, s); // exact: s is a power of two
+    uint8_t *o = q8 + (size_t)blockIdx.x * n;
+    for (int i = threadIdx.x; i < n; i += NT)
+        o[i] = f32_to_e4m3_d(__fmul_rn(v[i], inv));
+    if (threadIdx.x == 0)
+        scale[blockIdx.x] = s;
+}
+
+#define FP8_LDQ(dpt) ((dpt) + 2) // doubles per query-head segment in smem (16-byte aligned, no bank conflicts)
+
+// FP8 indexer scores for query rows [t0, t0 + nq) against keys [0, n_k): scores[r][u] = ks[u] *
+// sum_j (w[j] wscale qs[j]) relu(dot(q8[j], k8[u])) for u <= pos0 + t, -inf for later u. Each dot is exact
+// (double: see engine/dsa.c dot_e4m3), so any split of it gives the CPU's value; the head sum is fp32 in head
+// order without fused multiply-add, as the CPU. TPK threads per key, DPT dims each (index dim = TPK * DPT).
+// Grid (nq, ceil(n_k / (NT / TPK))); smem: decoded queries as doubles, then the folded weights.
+template <int DPT, int TPK>
+__global__ void __launch_bounds__(NT)
+    k_index_scores_fp8(const uint8_t *q8, const float *qs, const float *w, int ni, float wscale, const uint8_t *k8,
+                       const float *ks, int n_k, int pos0, int t0, float *scores, size_t ld)
+{
+    constexpr int DI = DPT * TPK, KPB = NT / TPK, LDQ = FP8_LDQ(DPT);
+    extern __shared__ __align__(16) unsigned char fp8_smem[];
+    double *qd = (double *)fp8_smem;                    // [ni][TPK][LDQ]
+    float *wf = (float *)(qd + (size_t)ni * TPK * LDQ); // [ni]
+    const int r = blockIdx.x, t = t0 + r, nv = pos0 + t + 1;
+    float *row = scores + (size_t)r * ld;
+    const int u0 = blockIdx.y * KPB;
+    if (u0 >= nv) { // the whole block is past this query (uniform exit)
+        for (int u = u0 + (int)threadIdx.x; u < min(u0 + KPB, n_k); u += NT)
+            row[u] = -INFINITY;
+        return;
+    }
+    const uint8_t *qr = q8 + (size_t)t * ni * DI;
+    for (int e = threadIdx.x; e < ni * DI / 2; e += NT) {
+        float2 f2 = sd_e4m3x2_to_f2(*(const uint16_t *)(qr + 2 * e));
+        int j = (2 * e) / DI, d = (2 * e) % DI;
+        double *dst = qd + (j * TPK + d / DPT) * LDQ + d % DPT;
+        dst[0] = (double)f2.x;
+        dst[1] = (double)f2.y;
+    }
+    for (int j = threadIdx.x; j < ni; j += NT)
+        wf[j] = __fmul_rn(__fmul_rn(w[(size_t)t * ni + j], wscale), qs[(size_t)t * ni + j]);
+    __syncthreads();
+    const int part = (int)threadIdx.x % TPK, u = u0 + (int)threadIdx.x / TPK;
+    const bool live = u < nv && u < n_k;
+    double kd[DPT];
+    const uint2 *kp = (const uint2 *)(k8 + (size_t)(live ? u : 0) * DI + part * DPT);
+#pragma unroll
+    for (int c = 0; c < DPT / 8; c++) {
+        uint2 v = live ? kp[c] : make_uint2(0, 0);
+        uint32_t wd[2] = {v.x, v.y};
+#pragma unroll
+        for (int x = 0; x < 2; x++) {
+            float2 lo = sd_e4m3x2_to_f2((uint16_t)(wd[x] & 0xffffu)), hi = sd_e4m3x2_to_f2((uint16_t)(wd[x] >> 16));
+            kd[c * 8 + x * 4 + 0] = lo.x;
+            kd[c * 8 + x * 4 + 1] = lo.y;
+            kd[c * 8 + x * 4 + 2] = hi.x;
+            kd[c * 8 + x * 4 + 3] = hi.y;
+        }
+    }
+    float s = 0.0f;
+    for (int j = 0; j < ni; j++) {
+        const double2 *qj = (const double2 *)(qd + (j * TPK + part) * LDQ);
+        double a0 = 0.0, a1 = 0.0;
+#pragma unroll
+        for (int c = 0; c < DPT / 2; c++) {
+            double2 q = qj[c];
+            a0 = fma(q.x, kd[2 * c], a0);
+            a1 = fma(q.y, kd[2 * c + 1], a1);
+        }
+        double dd = a0 + a1;
+        if (TPK == 2)
+            dd += __shfl_xor_sync(0xffffffffu, dd, 1);
+        float d = __double2float_rn(dd);
+        if (d > 0.0f)
+            s = __fadd_rn(s, __fmul_rn(wf[j], d));
+    }
+    if (part == 0 && u < n_k)
+        row[u] = live ? __fmul_rn(s, ks[u]) : -INFINITY;
+}
+
 static __device__ int argbest_d(const float *v, int n, const unsigned char *taken)
 {
     int b = -1;
@@ -507,6 +689,13 @@ static enum sd_status matmul(struct fwd *f, float *y, const float *x, const floa
     return SD_OK;
 }
 
+// The device layer weights hold F32 views of device memory (upload above).
+static enum sd_status matmul(struct fwd *f, float *y, const float *x, const struct sd_wmat &w, const float *bias, int T,
+                             int N, int K)
+{
+    return matmul(f, y, x, (const float *)w.data, bias, T, N, K);
+}
+
 static enum sd_status rmsnorm(struct fwd *f, float *y, const float *x, const float *w, int rows, int D, size_t ld,
                               float eps)
 {
@@ -555,6 +744,88 @@ static enum sd_status mlp(struct fwd *f, const float *x, int T, const float *wg,
     return matmul(f, y, f->g, wd, NULL, T, H, I);
 }
 
+static enum sd_status mlp(struct fwd *f, const float *x, int T, const struct sd_wmat &wg, const struct sd_wmat &wu,
+                          const struct sd_wmat &wd, int I, float *y)
+{
+    return mlp(f, x, T, (const float *)wg.data, (const float *)wu.data, (const float *)wd.data, I, y);
+}
+
+// FP8 indexer: sd_dsa_quant_fp8_row on `rows` rows of n floats.
+static enum sd_status quant_fp8(struct fwd *f, const float *x, int rows, int n, uint8_t *q8, float *scale)
+{
+    if (rows <= 0)
+        return SD_OK;
+    k_quant_fp8<<<rows, NT, 0, f->st>>>(x, n, 1.0f / sqrtf((float)n), q8, scale); // hs as engine/dsa.c computes it
+    SD_CHECK_LAUNCH();
+    return SD_OK;
+}
+
+static size_t fp8_smem_bytes(int ni, int di)
+{
+    int tpk = di > 64 ? 2 : 1;
+    return (size_t)ni * tpk * FP8_LDQ(di / tpk) * sizeof(double) + (size_t)ni * sizeof(float);
+}
+
+// Index dims the FP8 scoring kernel is instantiated for: 8..128, powers of two.
+static int fp8_dim_ok(int di)
+{
+    return di == 8 || di == 16 || di == 32 || di == 64 || di == 128;
+}
+
+template <int DPT, int TPK> static enum sd_status fp8_attr(size_t smem)
+{
+    SD_CHECK_CUDA(
+        cudaFuncSetAttribute(k_index_scores_fp8<DPT, TPK>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    return SD_OK;
+}
+
+template <int DPT, int TPK>
+static enum sd_status fp8_launch(struct fwd *f, int ni, float wscale, const uint8_t *k8, const float *ks, int n_k,
+                                 int pos0, int t0, int nq, size_t smem)
+{
+    constexpr int KPB = NT / TPK;
+    k_index_scores_fp8<DPT, TPK><<<dim3(nq, (n_k + KPB - 1) / KPB), NT, smem, f->st>>>(
+        f->iq8, f->iqs, f->iw, ni, wscale, k8, ks, n_k, pos0, t0, f->scores, (size_t)f->p.n_ctx);
+    SD_CHECK_LAUNCH();
+    return SD_OK;
+}
+
+// Raise the dynamic shared-memory limit of the instance this model uses (once per session).
+static enum sd_status fp8_setup(int ni, int di)
+{
+    size_t smem = fp8_smem_bytes(ni, di);
+    switch (di) {
+    case 8:
+        return fp8_attr<8, 1>(smem);
+    case 16:
+        return fp8_attr<16, 1>(smem);
+    case 32:
+        return fp8_attr<32, 1>(smem);
+    case 64:
+        return fp8_attr<64, 1>(smem);
+    default:
+        return fp8_attr<64, 2>(smem);
+    }
+}
+
+static enum sd_status index_scores_fp8(struct fwd *f, int ni, int di, float wscale, const uint8_t *k8, const float *ks,
+                                       int n_k, int pos0, int t0, int nq)
+{
+    size_t smem = fp8_smem_bytes(ni, di);
+    switch (di) {
+    case 8:
+        return fp8_launch<8, 1>(f, ni, wscale, k8, ks, n_k, pos0, t0, nq, smem);
+    case 16:
+        return fp8_launch<16, 1>(f, ni, wscale, k8, ks, n_k, pos0, t0, nq, smem);
+    case 32:
+        return fp8_launch<32, 1>(f, ni, wscale, k8, ks, n_k, pos0, t0, nq, smem);
+    case 64:
+        return fp8_launch<64, 1>(f, ni, wscale, k8, ks, n_k, pos0, t0, nq, smem);
+    default:
+        return fp8_launch<64, 2>(f, ni, wscale, k8, ks, n_k, pos0, t0, nq, smem);
+    }
+}
+
 // ---------------------------------------------------------------- layers
 
 static enum sd_status attn_gqa(struct fwd *f, int il, int T, int pos0)
@@ -595,29 +866,40 @@ static enum sd_status indexer(struct fwd *f, int il, int T, int pos0, int *spars
     const struct sd_layer_weights *L = &f->L[il];
     int H = c->hidden_size, ni = c->index_n_heads, di = c->index_head_dim;
     size_t N = (size_t)f->p.n_ctx;
-    float *ikc = f->ikc + (size_t)il * N * di;
+    float *ikc = f->fp8 ? NULL : f->ikc + (size_t)il * N * di;
+    uint8_t *ik8 = f->fp8 ? f->ik8 + (size_t)il * N * di : NULL;
+    float *iks = f->fp8 ? f->iks + (size_t)il * N : NULL;
     *sparse = 0;
     TRY(matmul(f, f->ik, f->x, L->idx_wk, NULL, T, di, H));
     k_layernorm<<<T, NT, 0, f->st>>>(f->ik, f->ik, L->idx_k_norm_w, L->idx_k_norm_b, di, (size_t)di, 1e-6f);
     SD_CHECK_LAUNCH();
     TRY(rope(f, f->ik, T, 1, (size_t)di, 0, pos0, &c->rope_indexer, 0));
-    SD_CHECK_CUDA(cudaMemcpyAsync(ikc + (size_t)pos0 * di, f->ik, (size_t)T * di * sizeof(float),
-                                  cudaMemcpyDeviceToDevice, f->st));
+    if (f->fp8) // keys are cached only as e4m3 rows + scales (written before scoring: the token is a candidate)
+        TRY(quant_fp8(f, f->ik, T, di, ik8 + (size_t)pos0 * di, iks + pos0));
+    else
+        SD_CHECK_CUDA(cudaMemcpyAsync(ikc + (size_t)pos0 * di, f->ik, (size_t)T * di * sizeof(float),
+                                      cudaMemcpyDeviceToDevice, f->st));
     int end = pos0 + T;
     if (f->p.dsa_mode == SD_DSA_DENSE || end <= f->topk)
         return SD_OK;
     TRY(matmul(f, f->iq, f->cq, L->idx_wq_b, NULL, T, ni * di, c->q_lora_rank));
     TRY(matmul(f, f->iw, f->x, L->idx_wproj, NULL, T, ni, H));
     TRY(rope(f, f->iq, T, ni, (size_t)ni * di, (size_t)di, pos0, &c->rope_indexer, 0));
+    if (f->fp8)
+        TRY(quant_fp8(f, f->iq, T * ni, di, f->iq8, f->iqs));
     float wscale = 1.0f / sqrtf((float)ni) / sqrtf((float)di);
     k_fill_nvalid<<<blocks(T), 256, 0, f->st>>>(f->n_valid, T, pos0);
     SD_CHECK_LAUNCH();
     for (int t0 = 0; t0 < T; t0 += f->score_rows) {
         int nq = T - t0 < f->score_rows ? T - t0 : f->score_rows;
-        size_t smem = (size_t)ni * di * sizeof(float);
-        k_index_scores<<<dim3(nq, (end + NT - 1) / NT), NT, smem, f->st>>>(f->iq, f->iw, ni, di, wscale, ikc, end, pos0,
-                                                                           t0, f->scores, N);
-        SD_CHECK_LAUNCH();
+        if (f->fp8) {
+            TRY(index_scores_fp8(f, ni, di, wscale, ik8, iks, end, pos0, t0, nq));
+        } else {
+            size_t smem = (size_t)ni * di * sizeof(float);
+            k_index_scores<<<dim3(nq, (end + NT - 1) / NT), NT, smem, f->st>>>(f->iq, f->iw, ni, di, wscale, ikc, end,
+                                                                               pos0, t0, f->scores, N);
+            SD_CHECK_LAUNCH();
+        }
         struct sd_cuda_topk_params tp = {};
         tp.scores = f->scores;
         tp.ld_scores = N;
@@ -694,7 +976,7 @@ static enum sd_status moe(struct fwd *f, int il, int T)
     k_route<<<(T + 63) / 64, 64, 0, f->st>>>(ra, T);
     SD_CHECK_LAUNCH();
     // Shared experts first (into y), then each routed expert over its rows, in expert order (as the CPU).
-    if (L->sh_gate)
+    if (L->sh_gate.data)
         TRY(mlp(f, f->x, T, L->sh_gate, L->sh_up, L->sh_down, c->n_shared_experts * c->moe_intermediate_size, f->y));
     else
         SD_CHECK_CUDA(cudaMemsetAsync(f->y, 0, (size_t)T * H * sizeof(float), f->st));
@@ -854,9 +1136,9 @@ static enum sd_status upload_layer(struct fwd *f, int il)
         size_t Is = (size_t)c->n_shared_experts * Ie;
         TRY(upload(f, S->router, E * H, &D->router));
         TRY(upload(f, S->router_bias, E, &D->router_bias));
-        D->exp_gate = (const float **)calloc(E, sizeof(float *));
-        D->exp_up = (const float **)calloc(E, sizeof(float *));
-        D->exp_down = (const float **)calloc(E, sizeof(float *));
+        D->exp_gate = (struct sd_wmat *)calloc(E, sizeof(struct sd_wmat));
+        D->exp_up = (struct sd_wmat *)calloc(E, sizeof(struct sd_wmat));
+        D->exp_down = (struct sd_wmat *)calloc(E, sizeof(struct sd_wmat));
         if (!D->exp_gate || !D->exp_up || !D->exp_down)
             return SD_ERR_NOMEM;
         for (size_t e = 0; e < E; e++) {
@@ -889,7 +1171,7 @@ static enum sd_status fwd_setup(struct fwd *f)
     SD_CHECK_CUBLAS(cublasSetMathMode(f->cb, CUBLAS_DEFAULT_MATH)); // fp32: no TF32 down-conversion
     TRY(upload(f, m->embed, V * H, &f->embed));
     TRY(upload(f, m->norm, H, &f->norm));
-    if (m->lm_head == m->embed)
+    if (m->lm_head.data == m->embed.data)
         f->lm_head = f->embed;
     else
         TRY(upload(f, m->lm_head, V * H, &f->lm_head));
@@ -916,7 +1198,15 @@ static enum sd_status fwd_setup(struct fwd *f)
         DALLOC(f, f->o, T * nh * dv, float);
         if (f->use_indexer) {
             size_t ni = (size_t)c->index_n_heads, di = (size_t)c->index_head_dim;
-            DALLOC(f, f->ikc, L * N * di, float);
+            if (f->fp8) { // 132 bytes per token and layer for di = 128 (no f32 copy of the keys on the device)
+                DALLOC(f, f->ik8, L * N * di, uint8_t);
+                DALLOC(f, f->iks, L * N, float);
+                DALLOC(f, f->iq8, T * ni * di, uint8_t);
+                DALLOC(f, f->iqs, T * ni, float);
+                TRY(fp8_setup((int)ni, (int)di));
+            } else {
+                DALLOC(f, f->ikc, L * N * di, float);
+            }
             DALLOC(f, f->iq, T * ni * di, float);
             DALLOC(f, f->ik, T * di, float);
             DALLOC(f, f->iw, T * ni, float);
@@ -981,16 +1271,18 @@ static enum sd_status fwd_init(const struct sd_model *m, const struct sd_session
     }
     int deepseek = c->arch == SD_ARCH_DEEPSEEK_V3 || c->arch == SD_ARCH_DEEPSEEK_V32;
     int use_indexer = c->arch == SD_ARCH_DEEPSEEK_V32;
-    if (use_indexer && p->indexer_fp8)
+    int fp8 = use_indexer && p->indexer_fp8;
+    if (fp8 && (!fp8_dim_ok(c->index_head_dim) || fp8_smem_bytes(c->index_n_heads, c->index_head_dim) > 200 * 1024))
         return sd_err_set(err, SD_ERR_UNSUPPORTED,
-                          "CUDA backend: the FP8 indexer numerics (--indexer-fp8) are not wired into the CUDA forward "
-                          "pass yet; use the fp32 indexer or --backend cpu");
+                          "CUDA backend: the FP8 indexer kernel takes index_head_dim 8..128 (a power of two) and up to "
+                          "~200 KiB of heads x dims; this model has %d heads x %d; use --backend cpu",
+                          c->index_n_heads, c->index_head_dim);
     int dk = deepseek ? c->kv_lora_rank + c->qk_rope_head_dim : c->head_dim;
     int dvv = deepseek ? c->kv_lora_rank : c->head_dim;
     if (dvv > NT * ATT_ACC || (size_t)dk * 4 + NT * 8 > 48 * 1024)
         return sd_err_set(err, SD_ERR_UNSUPPORTED, "CUDA backend: attention head sizes %d/%d exceed the kernel's %d",
                           dk, dvv, NT * ATT_ACC);
-    if (use_indexer && ((size_t)c->index_n_heads * c->index_head_dim * 4 > 48 * 1024 || c->index_n_heads > 256))
+    if (use_indexer && !fp8 && ((size_t)c->index_n_heads * c->index_head_dim * 4 > 48 * 1024 || c->index_n_heads > 256))
         return sd_err_set(err, SD_ERR_UNSUPPORTED, "CUDA backend: indexer of %d heads x %d exceeds the kernel's limits",
                           c->index_n_heads, c->index_head_dim);
     if (deepseek && c->n_routed_experts > MAX_EXPERTS)
@@ -1004,6 +1296,7 @@ static enum sd_status fwd_init(const struct sd_model *m, const struct sd_session
     f->topk = topk;
     f->deepseek = deepseek;
     f->use_indexer = use_indexer;
+    f->fp8 = fp8;
     enum sd_status st = fwd_setup(f);
     if (st != SD_OK) {
         fwd_free(f);
@@ -1035,31 +1328,51 @@ static enum sd_status kv_copy(struct fwd *f, const struct sd_backend_host_kv *kv
         return SD_OK;
     cudaMemcpyKind kind = up ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
     struct cache_ref {
-        float *dev, *host;
-        size_t row;
-    } caches[3];
+        void *dev, *host;
+        size_t row; // bytes per token and layer
+    } caches[4];
     int nc = 0;
+    size_t di = (size_t)c->index_head_dim;
     if (f->deepseek) {
-        caches[nc++] = {f->lat, kv->lat, (size_t)c->kv_lora_rank + c->qk_rope_head_dim};
-        if (f->use_indexer)
-            caches[nc++] = {f->ikc, kv->ikc, (size_t)c->index_head_dim};
+        caches[nc++] = {f->lat, kv->lat, ((size_t)c->kv_lora_rank + c->qk_rope_head_dim) * 4};
+        if (f->use_indexer && f->fp8) {
+            caches[nc++] = {f->ik8, kv->ik8, di};
+            caches[nc++] = {f->iks, kv->iks, 4};
+        } else if (f->use_indexer) {
+            caches[nc++] = {f->ikc, kv->ikc, di * 4};
+        }
     } else {
         size_t kvd = (size_t)c->n_heads_kv * c->head_dim;
-        caches[nc++] = {f->kc, kv->kc, kvd};
-        caches[nc++] = {f->vc, kv->vc, kvd};
+        caches[nc++] = {f->kc, kv->kc, kvd * 4};
+        caches[nc++] = {f->vc, kv->vc, kvd * 4};
     }
     for (int i = 0; i < nc; i++) {
         if (!caches[i].host)
             continue;
         for (int il = 0; il < c->n_layers; il++) {
-            size_t off = ((size_t)il * N + (size_t)t0) * caches[i].row, bytes = (size_t)n * caches[i].row * 4;
+            size_t off = ((size_t)il * N + (size_t)t0) * caches[i].row, bytes = (size_t)n * caches[i].row;
+            char *d = (char *)caches[i].dev + off, *h = (char *)caches[i].host + off;
             if (up)
-                SD_CHECK_CUDA(cudaMemcpyAsync(caches[i].dev + off, caches[i].host + off, bytes, kind, f->st));
+                SD_CHECK_CUDA(cudaMemcpyAsync(d, h, bytes, kind, f->st));
             else
-                SD_CHECK_CUDA(cudaMemcpyAsync(caches[i].host + off, caches[i].dev + off, bytes, kind, f->st));
+                SD_CHECK_CUDA(cudaMemcpyAsync(h, d, bytes, kind, f->st));
         }
     }
     SD_CHECK_CUDA(cudaStreamSynchronize(f->st));
+    // FP8 sessions keep no f32 indexer keys on the device. FP8 sessions never read the host's f32 rows
+    // either; they get the dequantized keys (Hadamard is its own inverse), not garbage, for KV export.
+    if (!up && f->use_indexer && f->fp8 && kv->ikc && kv->ik8 && kv->iks && di <= SD_DSA_MAX_DIM) {
+        float tmp[SD_DSA_MAX_DIM];
+        for (int il = 0; il < c->n_layers; il++) {
+            for (int t = t0; t < t0 + n; t++) {
+                size_t r = (size_t)il * N + (size_t)t;
+                for (size_t x = 0; x < di; x++)
+                    tmp[x] = sd_e4m3_to_f32(kv->ik8[r * di + x]) * kv->iks[r];
+                sd_hadamard(tmp, (int)di);
+                memcpy(kv->ikc + r * di, tmp, di * sizeof(float));
+            }
+        }
+    }
     return SD_OK;
 }
 

@@ -1,6 +1,6 @@
 // indexer.cu: lightning indexer FP8 scores (DeepSeek-V3.2 numerics) over the paged key cache.
-// Two variants: SIMPLE (CUDA cores; one thread per key, same fp32 summation order as the CPU
-// reference in engine/dsa.c, so results agree bit for bit) and MMA (tensor cores: e4m3 -> f16 is
+// Two variants: SIMPLE (CUDA cores; one thread per key, exact dots in double and the CPU reference's
+// fp32 head-sum order (engine/dsa.c), so results agree bit for bit) and MMA (tensor cores: e4m3 -> f16 is
 // exact, mma.sync m16n8k16 with fp32 accumulation; rows = 64 heads of a query, columns = keys, then
 // relu, per-head weights and the head sum in registers and warp shuffles).
 // Also the chunked indexer + top-k driver used by prefill, which never materialises [n_q][n_k].
@@ -23,6 +23,14 @@ static __device__ __forceinline__ float key_scale(const uint8_t *cache, int u)
 }
 
 // ---------------------------------------------------------------- SIMPLE
+// f32 -> f64 that the compiler may not hoist out of a loop (volatile asm).
+static __device__ __forceinline__ double f64_in_loop(float x)
+{
+    double d;
+    asm volatile("cvt.f64.f32 %0, %1;" : "=d"(d) : "f"(x));
+    return d;
+}
+
 // grid (ceil(n_k/128), n_q), 128 threads; thread = key. smem: decoded query heads and folded weights.
 __global__ void __launch_bounds__(128)
     indexer_simple_kernel(const uint8_t *__restrict__ q8, const float *__restrict__ q_scale,
@@ -75,18 +83,19 @@ __global__ void __launch_bounds__(128)
     float s = 0.0f;
     for (int j = 0; j < n_heads; j++) {
         const float4 *qj = (const float4 *)(qf + j * IDX_DIM);
-        // Four partial sums over i % 4, combined as (s0+s1)+(s2+s3): the CPU reference's order.
-        // Products of e4m3 values are exact in fp32, so fma == multiply-then-add here.
-        float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+        // The dot is exact in double (engine/dsa.c dot_e4m3: every partial sum of e4m3 products is
+        // representable), so its value does not depend on the order; rounded once to float like the CPU.
+        // (The key's f32 -> f64 conversions stay inside the head loop: hoisted, 128 doubles would spill.)
+        double s0 = 0.0, s1 = 0.0;
 #pragma unroll
         for (int c = 0; c < IDX_DIM / 4; c++) {
             float4 q = qj[c];
-            s0 = fmaf(q.x, kf[4 * c + 0], s0);
-            s1 = fmaf(q.y, kf[4 * c + 1], s1);
-            s2 = fmaf(q.z, kf[4 * c + 2], s2);
-            s3 = fmaf(q.w, kf[4 * c + 3], s3);
+            s0 = fma((double)q.x, f64_in_loop(kf[4 * c + 0]), s0);
+            s1 = fma((double)q.y, f64_in_loop(kf[4 * c + 1]), s1);
+            s0 = fma((double)q.z, f64_in_loop(kf[4 * c + 2]), s0);
+            s1 = fma((double)q.w, f64_in_loop(kf[4 * c + 3]), s1);
         }
-        float d = __fadd_rn(__fadd_rn(s0, s1), __fadd_rn(s2, s3));
+        float d = __double2float_rn(s0 + s1);
         if (d > 0.0f)
             s = __fadd_rn(s, __fmul_rn(wf[j], d));
     }

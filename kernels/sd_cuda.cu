@@ -59,6 +59,17 @@ extern "C" enum sd_status sd_cuda_device_info(char *name, size_t name_len, int *
     return SD_OK;
 }
 
+extern "C" enum sd_status sd_cuda_mem_info(size_t *free_bytes, size_t *total_bytes)
+{
+    size_t fr = 0, to = 0;
+    SD_CHECK_CUDA(cudaMemGetInfo(&fr, &to));
+    if (free_bytes)
+        *free_bytes = fr;
+    if (total_bytes)
+        *total_bytes = to;
+    return SD_OK;
+}
+
 extern "C" enum sd_status sd_cuda_malloc(void **p, size_t bytes)
 {
     *p = NULL;

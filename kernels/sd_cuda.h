@@ -30,6 +30,8 @@ int sd_cuda_device_count(void);
 const char *sd_cuda_last_error(void);
 // Device name, multiprocessor count and L2 bytes of the current device.
 enum sd_status sd_cuda_device_info(char *name, size_t name_len, int *n_sm, size_t *l2_bytes);
+// Free and total bytes of the current device's memory (cudaMemGetInfo).
+enum sd_status sd_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 enum sd_status sd_cuda_malloc(void **p, size_t bytes);
 void sd_cuda_free(void *p);
 enum sd_status sd_cuda_memcpy_h2d(void *dst, const void *src, size_t bytes);
@@ -55,7 +57,7 @@ enum sd_status sd_cuda_timer_stop(struct sd_cuda_timer *t, float *ms);
 
 enum sd_cuda_indexer_variant {
     SD_CUDA_INDEXER_AUTO = 0,
-    SD_CUDA_INDEXER_SIMPLE = 1, // CUDA cores, fp32; same summation order as the CPU reference
+    SD_CUDA_INDEXER_SIMPLE = 1, // CUDA cores, exact dots (double), fp32 head sum: bit-identical to the CPU reference
     SD_CUDA_INDEXER_MMA = 2,    // tensor cores: e4m3 -> f16 (exact) mma.sync m16n8k16, fp32 accumulation
 };
 

@@ -177,6 +177,13 @@ static void test_indexer_case(struct ix_case c)
         }
         CHECK_MSG(bad == 0, "indexer variant %d: %d bad elements (n_q %d heads %d n_k %d mask %d)", variant, bad, c.n_q,
                   H, c.n_k, c.mask);
+        if (variant == 1) { // exact dots + the CPU's head-sum order: every score bit-identical
+            int diff = 0;
+            for (int i = 0; i < c.n_q; i++)
+                diff += memcmp(got[1] + (size_t)i * ld, ref + (size_t)i * ld, (size_t)c.n_k * sizeof(float)) != 0;
+            CHECK_MSG(diff == 0, "indexer SIMPLE: %d of %d score rows not bit-identical to the CPU (n_k %d)", diff,
+                      c.n_q, c.n_k);
+        }
         double *wv = variant == 1 ? &worst_idx_simple : &worst_idx_mma;
         if (worst > *wv)
             *wv = worst;

@@ -1,7 +1,8 @@
 // test_dsa.c: DSA primitives against independent float64 references on fresh random inputs (seed
 // printed): Hadamard vs the explicit Sylvester matrix, FP8 row quantization (power-of-two scale,
 // dequantized error bound), fp32 and FP8 indexer scores, top-k (set, ties, -1 padding, causal bound),
-// and sparse absorbed MLA attention equal to dense attention restricted to the selected set.
+// and sparse absorbed MLA attention (and its per-slot probabilities) equal to dense attention
+// restricted to the selected set.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -254,6 +255,16 @@ static void test_sparse_attn(void)
                     o += p[u] / sum * kv[u * ld + d];
             maxe = fmax(maxe, fabs(o - out[h * dl + d]));
         }
+        // The probabilities the attention applies, per slot (-1 slots 0).
+        float probs[64];
+        sd_mla_attn_probs_absorbed(ql + h * dl, qp + h * dr, dl, dr, kv, ld, idx, k, tau, probs);
+        double perr = 0, psum = 0;
+        for (int i = 0; i < k; i++) {
+            double want = idx[i] < 0 ? 0.0 : p[idx[i]] / mult[idx[i]] / sum;
+            perr = fmax(perr, fabs(probs[i] - want));
+            psum += probs[i];
+        }
+        CHECK_MSG(perr < 1e-6 && fabs(psum - 1.0) < 1e-5, "attention probabilities err %.3g, sum %.9f", perr, psum);
         free(p);
         free(mult);
     }

@@ -173,15 +173,15 @@ static void check_weights(const struct sd_model *mg, const struct sd_model *ms, 
     const struct sd_config *c = &ms->cfg;
     int64_t H = c->hidden_size, V = c->vocab_size;
     char n[128];
-    check_weight(mg, "token_embd.weight", mg->embed, ms->embed, V * H, H, w);
+    check_weight(mg, "token_embd.weight", sd_wmat_f32(&mg->embed), sd_wmat_f32(&ms->embed), V * H, H, w);
     if (!c->tie_word_embeddings)
-        check_weight(mg, "output.weight", mg->lm_head, ms->lm_head, V * H, H, w);
+        check_weight(mg, "output.weight", sd_wmat_f32(&mg->lm_head), sd_wmat_f32(&ms->lm_head), V * H, H, w);
     for (int il = 0; il < c->n_layers; il++) {
         const struct sd_layer_weights *G = &mg->layers[il], *S = &ms->layers[il];
 #define W(suffix, field, rows, cols)                                                                                   \
     do {                                                                                                               \
         snprintf(n, sizeof n, "blk.%d." suffix, il);                                                                   \
-        check_weight(mg, n, G->field, S->field, (int64_t)(rows) * (cols), cols, w);                                    \
+        check_weight(mg, n, sd_wmat_f32(&G->field), sd_wmat_f32(&S->field), (int64_t)(rows) * (cols), cols, w);        \
     } while (0)
         if (sd_config_is_deepseek(c)) {
             int64_t nh = c->n_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
@@ -220,7 +220,8 @@ static void check_weights(const struct sd_model *mg, const struct sd_model *ms, 
     }
 }
 
-// Load fixture `fix` as safetensors and as GGUF `file`; compare weights and logits.
+// Load fixture `fix` as safetensors and as GGUF `file` dequantized to f32 at load (what the file holds;
+// the quantized forward is checked against this one in test_gguf_quant); compare weights and logits.
 // logit_factor > 0: quantized dense model, logits rel L2 must be <= factor * weight rel error (+ 1e-6).
 // logit_factor == 0: lossless, rel L2 <= 1e-6. < 0: logits only checked finite (near-tie DSA/MoE fixtures).
 // Returns the measured amplification (logits rel L2 / weight rel error) of a lossy file, else 0.
@@ -231,7 +232,8 @@ static double check_model(const char *dir, const int32_t *ids, int n, const char
     const char *file = strrchr(gguf, '/') ? strrchr(gguf, '/') + 1 : gguf;
     struct sd_model *ms = NULL, *mg = NULL;
     struct sd_err err = {0};
-    if (sd_model_load(dir, &ms, &err) != SD_OK || sd_model_load(gguf, &mg, &err) != SD_OK) {
+    struct sd_model_load_params lp = {.gguf_dequant = 1};
+    if (sd_model_load(dir, &ms, &err) != SD_OK || sd_model_load_ex(gguf, &lp, &mg, &err) != SD_OK) {
         CHECK_MSG(0, "%s: %s", file, err.msg);
         goto out;
     }

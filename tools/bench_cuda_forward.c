@@ -7,6 +7,11 @@
 //        bench_cuda_forward --layer [CTX ...]        one DeepSeek-V3.2 layer at real width (synthetic
 //        random weights written to $TMPDIR), CUDA decode and 16-token prefill, DSA vs dense attention,
 //        default contexts 8192 32768 65536 131072.
+//        bench_cuda_forward --v32 [CTX ...]          a reduced-depth DeepSeek-V3.2 at real width (4 layers with
+//        the dense 18432 MLP of V3.2's first layers; weights random, generated in memory, fp32), CUDA only: a
+//        256-token prefill chunk and 16 decode steps at depth CTX - 273, DSA with the FP8 indexer, DSA with the
+//        fp32 indexer and dense attention, plus the KV + indexer cache bytes per token. Default 32768 131072.
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,8 +189,254 @@ static int layer_bench(int argc, char **argv)
     return 0;
 }
 
+// ---------------------------------------------------------------- --v32
+
+#define V32_LAYERS 4
+#define V32_CHUNK 256
+#define V32_DECODE 16
+
+// DeepSeek-V3.2's config.json (attention, indexer, RoPE/YaRN, vocab) with V32_LAYERS dense-MLP layers.
+static const char v32_json[] =
+    "{\"architectures\": [\"DeepseekV32ForCausalLM\"], \"model_type\": \"deepseek_v32\", \"vocab_size\": 129280, "
+    "\"hidden_size\": 7168, \"intermediate_size\": 18432, \"num_hidden_layers\": 4, \"num_attention_heads\": 128, "
+    "\"num_key_value_heads\": 128, \"q_lora_rank\": 1536, \"kv_lora_rank\": 512, \"qk_nope_head_dim\": 128, "
+    "\"qk_rope_head_dim\": 64, \"v_head_dim\": 128, \"n_routed_experts\": 0, \"first_k_dense_replace\": 4, "
+    "\"index_n_heads\": 64, \"index_head_dim\": 128, \"index_topk\": 2048, \"rms_norm_eps\": 1e-06, "
+    "\"max_position_embeddings\": 163840, \"rope_theta\": 10000, \"rope_scaling\": {\"type\": \"yarn\", "
+    "\"factor\": 40, \"original_max_position_embeddings\": 4096, \"beta_fast\": 32, \"beta_slow\": 1, "
+    "\"mscale\": 1.0, \"mscale_all_dim\": 1.0}, \"tie_word_embeddings\": false, \"bos_token_id\": 0, "
+    "\"eos_token_id\": 1, \"hidden_act\": \"silu\"}";
+
+struct v32_model {
+    struct sd_model m;
+    float *bufs[24];
+    int n_bufs;
+};
+
+// n floats uniform in (-a, a), a = sqrt(3 / fan_in): unit-variance outputs for unit-variance inputs.
+// fan_in 0: all ones (norm weights); -1: all zeros (biases).
+static float *v32_buf(struct v32_model *v, size_t n, int fan_in, uint64_t seed)
+{
+    float *p = malloc(n * sizeof *p);
+    if (!p || v->n_bufs == (int)(sizeof v->bufs / sizeof v->bufs[0])) {
+        free(p);
+        return NULL;
+    }
+    v->bufs[v->n_bufs++] = p;
+    if (fan_in <= 0) {
+        for (size_t i = 0; i < n; i++)
+            p[i] = fan_in == 0 ? 1.0f : 0.0f;
+        return p;
+    }
+    float a = sqrtf(3.0f / (float)fan_in) * 2.0f / 16777216.0f, b = sqrtf(3.0f / (float)fan_in);
+    // counter-based (splitmix64 of seed and index): parallel, and the same values for any thread count
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (size_t i = 0; i < n; i++) {
+        uint64_t z = (seed << 40) + i + 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        p[i] = (float)(z >> 40) * a - b;
+    }
+    return p;
+}
+
+static struct sd_wmat v32_mat(struct v32_model *v, int rows, int cols, uint64_t seed, int *fail)
+{
+    const float *p = v32_buf(v, (size_t)rows * cols, cols, seed);
+    *fail |= p == NULL;
+    return (struct sd_wmat){.data = p, .type = SD_Q_F32, .rows = rows, .cols = cols};
+}
+
+static void v32_free(struct v32_model *v)
+{
+    for (int i = 0; i < v->n_bufs; i++)
+        free(v->bufs[i]);
+    free(v->m.layers);
+    free(v);
+}
+
+// The model, its layers sharing one host copy of the weights (each is uploaded to its own device copy, so
+// the GPU work and memory are those of V32_LAYERS distinct layers); embeddings tied to the LM head.
+static struct v32_model *v32_new(void)
+{
+    struct v32_model *v = calloc(1, sizeof *v);
+    struct sd_err err = {0};
+    if (!v || sd_config_parse(v32_json, "v32 bench config", &v->m.cfg, &err) != SD_OK) {
+        fprintf(stderr, "bench_cuda_forward --v32: %s\n", v ? err.msg : "out of memory");
+        free(v);
+        return NULL;
+    }
+    const struct sd_config *c = &v->m.cfg;
+    int H = c->hidden_size, nh = c->n_heads, ql = c->q_lora_rank, kvr = c->kv_lora_rank, dr = c->qk_rope_head_dim;
+    int dq = c->qk_nope_head_dim + dr, dv = c->v_head_dim, ni = c->index_n_heads, di = c->index_head_dim;
+    int I = c->intermediate_size, fail = 0;
+    struct sd_layer_weights w = {0};
+    w.attn_norm = v32_buf(v, (size_t)H, 0, 0);
+    w.ffn_norm = v32_buf(v, (size_t)H, 0, 0);
+    w.wq_a = v32_mat(v, ql, H, 1, &fail);
+    w.q_a_norm = v32_buf(v, (size_t)ql, 0, 0);
+    w.wq_b = v32_mat(v, nh * dq, ql, 2, &fail);
+    w.wkv_a = v32_mat(v, kvr + dr, H, 3, &fail);
+    w.kv_a_norm = v32_buf(v, (size_t)kvr, 0, 0);
+    w.wkv_b = v32_buf(v, (size_t)nh * (c->qk_nope_head_dim + dv) * kvr, kvr, 4);
+    w.wo = v32_mat(v, H, nh * dv, 5, &fail);
+    w.idx_wq_b = v32_mat(v, ni * di, ql, 6, &fail);
+    w.idx_wk = v32_mat(v, di, H, 7, &fail);
+    w.idx_wproj = v32_mat(v, ni, H, 8, &fail);
+    w.idx_k_norm_w = v32_buf(v, (size_t)di, 0, 0);
+    w.idx_k_norm_b = v32_buf(v, (size_t)di, -1, 0);
+    w.w_gate = v32_mat(v, I, H, 9, &fail);
+    w.w_up = v32_mat(v, I, H, 10, &fail);
+    w.w_down = v32_mat(v, H, I, 11, &fail);
+    v->m.embed = v32_mat(v, c->vocab_size, H, 12, &fail);
+    v->m.lm_head = v->m.embed;
+    v->m.norm = v32_buf(v, (size_t)H, 0, 0);
+    v->m.layers = calloc((size_t)c->n_layers, sizeof *v->m.layers);
+    fail |= !w.attn_norm || !w.ffn_norm || !w.q_a_norm || !w.kv_a_norm || !w.wkv_b || !w.idx_k_norm_w ||
+            !w.idx_k_norm_b || !v->m.norm || !v->m.layers;
+    if (fail) {
+        fprintf(stderr, "bench_cuda_forward --v32: out of host memory for the weights\n");
+        v32_free(v);
+        return NULL;
+    }
+    for (int il = 0; il < c->n_layers; il++)
+        v->m.layers[il] = w;
+    return v;
+}
+
+struct v32_res {
+    double prefill_tps, decode_ms;
+    double dev_bytes; // device memory the session took (weights, caches, scratch), from cudaMemGetInfo
+};
+
+// Warm-up past the top-k (so the selection kernels are loaded), then fill to the depth, prefill a chunk,
+// decode V32_DECODE tokens.
+static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int fp8, struct v32_res *r)
+{
+    struct sd_session_params sp = {
+        .n_ctx = ctx, .max_batch = V32_CHUNK, .dsa_mode = mode, .backend = sd_cuda_backend(), .indexer_fp8 = fp8};
+    struct sd_session *s = NULL;
+    struct sd_err err = {0};
+    int32_t ids[V32_CHUNK];
+    float *lg = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
+    rand_ids(ids, V32_CHUNK, m->cfg.vocab_size, 77);
+    int depth = ctx - V32_CHUNK - V32_DECODE - 1, warm = m->cfg.index_topk + 512;
+    size_t free0 = 0, free1 = 0;
+    sd_cuda_mem_info(&free0, NULL);
+    int ok = lg && sd_session_new(m, &sp, &s, &err) == SD_OK && sd_cuda_mem_info(&free1, NULL) == SD_OK &&
+             sd_session_debug_fill(s, warm, 5, &err) == SD_OK &&
+             sd_session_eval(s, ids, V32_CHUNK, lg, 0, &err) == SD_OK &&
+             sd_session_eval(s, ids, 1, lg, 0, &err) == SD_OK && sd_session_truncate(s, 0, &err) == SD_OK &&
+             sd_session_debug_fill(s, depth, 9, &err) == SD_OK;
+    double t0 = now_s();
+    ok = ok && sd_session_eval(s, ids, V32_CHUNK, lg, 0, &err) == SD_OK;
+    double t1 = now_s();
+    for (int i = 0; ok && i < V32_DECODE; i++)
+        ok = sd_session_eval(s, &ids[i], 1, lg, 0, &err) == SD_OK;
+    double t2 = now_s();
+    if (ok)
+        for (int i = 0; i < m->cfg.vocab_size; i++)
+            if (!isfinite(lg[i])) {
+                ok = 0;
+                snprintf(err.msg, sizeof err.msg, "non-finite logit at %d", i);
+                break;
+            }
+    if (!ok)
+        fprintf(stderr, "v32 bench (ctx %d, mode %d, fp8 %d): %s\n", ctx, (int)mode, fp8, err.msg);
+    r->prefill_tps = V32_CHUNK / (t1 - t0);
+    r->decode_ms = (t2 - t1) * 1e3 / V32_DECODE;
+    r->dev_bytes = (double)free0 - (double)free1;
+    sd_session_free(s);
+    free(lg);
+    return ok ? 0 : -1;
+}
+
+static int v32_bench(int argc, char **argv)
+{
+    int ctxs[8] = {32768, 131072}, n_ctx = 2;
+    if (argc > 2) {
+        n_ctx = 0;
+        for (int i = 2; i < argc && n_ctx < 8; i++)
+            ctxs[n_ctx++] = atoi(argv[i]);
+    }
+    double t0 = now_s();
+    struct v32_model *v = v32_new();
+    if (!v)
+        return 1;
+    const struct sd_config *c = &v->m.cfg;
+    char name[256] = "";
+    int n_sm = 0;
+    size_t l2 = 0;
+    sd_cuda_device_info(name, sizeof name, &n_sm, &l2);
+    size_t lat = ((size_t)c->kv_lora_rank + c->qk_rope_head_dim) * 4, ix32 = (size_t)c->index_head_dim * 4,
+           ix8 = (size_t)c->index_head_dim + 4;
+    printf("DeepSeek-V3.2 at real width, %d layers (dense MLP %d; V3.2 has 61, MoE from layer 3), vocab %d, hidden %d, "
+           "128 heads, MLA %d+%d, indexer %dx%d, top-k %d; random weights generated in memory in %.1f s; GPU %s.\n"
+           "Weights and activations fp32 on the CUDA backend (FP8/BF16 weights are not implemented); the MLA "
+           "latent cache is fp32.\n",
+           c->n_layers, c->intermediate_size, c->vocab_size, c->hidden_size, c->kv_lora_rank, c->qk_rope_head_dim,
+           c->index_n_heads, c->index_head_dim, c->index_topk, now_s() - t0, name);
+    printf("Cache bytes per token and layer: MLA latent %zu + indexer keys %zu (FP8: e4m3 + scale) or %zu (fp32); "
+           "per token for %d layers: %zu (FP8 indexer) / %zu (fp32 indexer); for V3.2's 61 layers at 128K tokens: "
+           "%.1f GiB / %.1f GiB.\n",
+           lat, ix8, ix32, c->n_layers, (lat + ix8) * c->n_layers, (lat + ix32) * c->n_layers,
+           (double)(lat + ix8) * 61 * 131072 / (1 << 30), (double)(lat + ix32) * 61 * 131072 / (1 << 30));
+    printf("Prefill: one %d-token chunk at depth ctx-%d (the cache before it filled with pseudo-random rows); "
+           "decode: the next %d tokens.\n\n",
+           V32_CHUNK, V32_CHUNK + V32_DECODE + 1, V32_DECODE);
+    printf("| ctx | attention | cache B/token (%d layers) | prefill tok/s | decode tok/s | decode ms/token |\n"
+           "|---|---|---|---|---|---|\n",
+           c->n_layers);
+    fflush(stdout);
+    struct {
+        const char *label;
+        enum sd_dsa_mode mode;
+        int fp8;
+    } modes[] = {{"DSA, FP8 indexer", SD_DSA_SPARSE, 1},
+                 {"DSA, fp32 indexer", SD_DSA_SPARSE, 0},
+                 {"dense (all tokens)", SD_DSA_DENSE, 0}};
+    int bad = 0;
+    double dev[8][3] = {{0}};
+    for (int i = 0; i < n_ctx; i++) {
+        for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++) {
+            struct v32_res r = {0};
+            int rc = v32_at(&v->m, ctxs[i], modes[k].mode, modes[k].fp8, &r);
+            dev[i][k] = r.dev_bytes;
+            bad |= rc;
+            printf("| %6d | %s | %zu | %8.1f | %7.2f | %8.2f |%s\n", ctxs[i], modes[k].label,
+                   (lat + (modes[k].fp8 ? ix8 : ix32)) * c->n_layers, r.prefill_tps, 1e3 / r.decode_ms, r.decode_ms,
+                   rc ? " ERROR" : "");
+            fflush(stdout);
+        }
+    }
+    // Device bytes that grow with the context: the difference between two sessions' allocations over the
+    // difference of their n_ctx (weights and fixed scratch cancel), against the layout above.
+    if (n_ctx >= 2 && ctxs[n_ctx - 1] != ctxs[0]) {
+        printf("\nDevice memory per token of context, measured (cudaMemGetInfo, sessions at %d and %d tokens): ",
+               ctxs[0], ctxs[n_ctx - 1]);
+        for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++)
+            printf("%s%s %.1f B", k ? ", " : "", modes[k].label,
+                   (dev[n_ctx - 1][k] - dev[0][k]) / (double)(ctxs[n_ctx - 1] - ctxs[0]));
+        printf(" (this includes the indexer score scratch, min(chunk, 64M / n_ctx) x n_ctx floats: %d B per token "
+               "at a %d-token chunk; the session with %d tokens took %.2f GiB, the f32 weights included)\n",
+               V32_CHUNK * 4, V32_CHUNK, ctxs[n_ctx - 1], dev[n_ctx - 1][0] / (1 << 30));
+    }
+    v32_free(v);
+    return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--v32")) {
+        if (sd_cuda_device_count() <= 0) {
+            fprintf(stderr, "bench_cuda_forward: no CUDA device\n");
+            return 77;
+        }
+        return v32_bench(argc, argv);
+    }
     if (argc > 1 && !strcmp(argv[1], "--layer"))
         return sd_cuda_device_count() > 0 ? layer_bench(argc, argv) : 77;
     const char *dir = argc > 1 ? argv[1] : "data/models/sparsedoc-mini";

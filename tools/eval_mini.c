@@ -7,6 +7,13 @@
 // inside the last [...]), against the planted value and marker.
 //   eval_mini --model DIR --eval FILE [--modes sparse,dense] [--buckets 4096,16384] [--docs N]
 //             [--questions N] [--threads N] [--gen N] [--out results.jsonl] [--dry]
+//             [--recall] [--recall-from question|all]
+// --recall (sparse mode, CPU): per layer and bucket, the indexer recall of the measured rows (share of
+// the dense causal attention mass on the selected top-k, mean over heads; sd_session_recall_*), mean
+// and min over rows, and the oracle's mean (mass of the top-k most probable keys: the best any k-set
+// could do). --recall-from question (default): the question and answer rows after the
+// document; all: every row, the document prefill included. Rows with causal length <= top-k (recall 1)
+// are counted apart ("rows <= top-k") and left out of mean and min.
 //   eval_mini --model DIR --check-prompt TEXT_FILE --check-ids IDS_FILE   (tokenizer agreement)
 #include <json-c/json.h>
 #include <stdio.h>
@@ -23,6 +30,7 @@
 #endif
 
 #define MAX_BUCKETS 8
+#define MAX_LAYERS 64
 
 static double now_s(void)
 {
@@ -36,6 +44,8 @@ struct cell {
     int n, value_ok, marker_ok, both_ok, docs;
     double prefill_s;
     long prefill_tokens;
+    int rec_layers;                            // recall statistics (--recall), summed over documents
+    struct sd_recall_stat rec[MAX_LAYERS];
 };
 
 static struct cell *cell_for(struct cell *cells, int *n_cells, int bucket)
@@ -97,11 +107,67 @@ static int in_list(const char *list, int v)
     return 0;
 }
 
+// Add a session's per-layer recall counters to the bucket's.
+static void recall_add(struct cell *c, const struct sd_session *s)
+{
+    struct sd_recall_stat st[MAX_LAYERS];
+    int n = sd_session_recall_get(s, st, MAX_LAYERS);
+    for (int il = 0; il < n; il++) {
+        struct sd_recall_stat *a = &c->rec[il];
+        if (il >= c->rec_layers)
+            *a = (struct sd_recall_stat){.min = 1.0};
+        a->rows += st[il].rows;
+        a->sum += st[il].sum;
+        a->best_sum += st[il].best_sum;
+        a->rows_full += st[il].rows_full;
+        if (st[il].rows && st[il].min < a->min)
+            a->min = st[il].min;
+    }
+    if (n > c->rec_layers)
+        c->rec_layers = n;
+}
+
+// Per-layer recall table (text) and one JSON line per bucket and layer (--out).
+static void recall_report(const struct cell *cells, int n_cells, int topk, int recall_all, FILE *of)
+{
+    const char *from = recall_all ? "all" : "question";
+    printf("\nIndexer recall (sparse, top-%d, rows: %s; mean and min over rows with causal length > top-k;\n"
+           "oracle: mass of each head's %d most probable keys)\n"
+           "| context | layer | rows | mean | min | oracle mean | rows <= top-k |\n|---|---|---|---|---|---|---|\n",
+           topk, recall_all ? "every row" : "question + answer rows", topk);
+    for (int i = 0; i < n_cells; i++)
+        for (int il = 0; il < cells[i].rec_layers; il++) {
+            const struct sd_recall_stat *a = &cells[i].rec[il];
+            int kb = cells[i].bucket / 1024;
+            if (a->rows)
+                printf("| %dK | %d | %ld | %.4f | %.4f | %.4f | %ld |\n", kb, il, a->rows, a->sum / a->rows, a->min,
+                       a->best_sum / a->rows, a->rows_full);
+            else
+                printf("| %dK | %d | 0 | - | - | - | %ld |\n", kb, il, a->rows_full);
+            if (of) {
+                struct json_object *r = json_object_new_object();
+                json_object_object_add(r, "recall_layer", json_object_new_int(il));
+                json_object_object_add(r, "bucket", json_object_new_int(cells[i].bucket));
+                json_object_object_add(r, "mode", json_object_new_string("sparse"));
+                json_object_object_add(r, "recall_from", json_object_new_string(from));
+                json_object_object_add(r, "index_topk", json_object_new_int(topk));
+                json_object_object_add(r, "rows", json_object_new_int64(a->rows));
+                json_object_object_add(r, "rows_full", json_object_new_int64(a->rows_full));
+                json_object_object_add(r, "mean", a->rows ? json_object_new_double(a->sum / a->rows) : NULL);
+                json_object_object_add(r, "min", a->rows ? json_object_new_double(a->min) : NULL);
+                json_object_object_add(r, "oracle_mean",
+                                       a->rows ? json_object_new_double(a->best_sum / a->rows) : NULL);
+                fprintf(of, "%s\n", json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN));
+                json_object_put(r);
+            }
+        }
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: eval_mini --model DIR --eval FILE [--modes sparse,dense] [--buckets 4096,16384]\n"
                "                 [--docs N] [--questions N] [--threads N] [--gen N] [--out FILE] [--backend cpu|cuda]\n"
-               "                 [--dry]\n");
+               "                 [--recall] [--recall-from question|all] [--dry]\n");
 }
 
 int main(int argc, char **argv)
@@ -109,12 +175,16 @@ int main(int argc, char **argv)
     const char *check_prompt = NULL, *check_ids = NULL;
     const char *model_dir = NULL, *eval_path = NULL, *modes = "sparse,dense", *buckets = NULL, *out_path = NULL;
     const char *backend_name = "cpu";
-    int max_docs = 1000, max_q = 1000, threads = 0, n_gen = 32, dry = 0;
+    int max_docs = 1000, max_q = 1000, threads = 0, n_gen = 32, dry = 0, recall = 0, recall_all = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--dry")) {
             dry = 1;
+            continue;
+        }
+        if (!strcmp(a, "--recall")) {
+            recall = 1;
             continue;
         }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -147,6 +217,10 @@ int main(int argc, char **argv)
             check_ids = v;
         else if (!strcmp(a, "--out"))
             out_path = v;
+        else if (!strcmp(a, "--recall-from") && (!strcmp(v, "question") || !strcmp(v, "all"))) {
+            recall = 1;
+            recall_all = !strcmp(v, "all");
+        }
         else if (!strcmp(a, "--backend"))
             backend_name = v;
         else {
@@ -333,6 +407,11 @@ int main(int argc, char **argv)
                 fprintf(stderr, "eval_mini: %s\n", err.msg);
                 return 1;
             }
+            int measure = recall && mi == 0;
+            if (measure && recall_all && sd_session_recall_start(s, 0, NULL, NULL, &err) != SD_OK) {
+                fprintf(stderr, "eval_mini: --recall: %s\n", err.msg);
+                return 1;
+            }
             double t0 = now_s();
             if (sd_session_eval(s, dids, (int)n_dids, NULL, 0, &err) != SD_OK) {
                 fprintf(stderr, "eval_mini: %s\n", err.msg);
@@ -343,8 +422,13 @@ int main(int argc, char **argv)
             c->prefill_tokens += (long)n_dids;
             c->docs++;
             int base = sd_session_pos(s);
-            printf("  %s prefill %.1f s (%.0f tok/s)\n", mode_names[mi], tp, n_dids / tp);
+            printf("  %s prefill %.1f s (%.0f tok/s)%s\n", mode_names[mi], tp, n_dids / tp,
+                   measure && recall_all ? " (recall measured)" : "");
             fflush(stdout);
+            if (measure && !recall_all && sd_session_recall_start(s, base, NULL, NULL, &err) != SD_OK) {
+                fprintf(stderr, "eval_mini: --recall: %s\n", err.msg);
+                return 1;
+            }
             for (int qi = 0; qi < nq; qi++) {
                 struct json_object *jq = json_object_array_get_idx(jqs, qi), *jt, *jv, *jm, *jd;
                 json_object_object_get_ex(jq, "q", &jt);
@@ -409,6 +493,8 @@ int main(int argc, char **argv)
                     return 1;
                 }
             }
+            if (measure)
+                recall_add(c, s);
             sd_session_free(s);
         }
         free(dids);
@@ -425,6 +511,8 @@ int main(int argc, char **argv)
                    c->marker_ok, 100.0 * c->both_ok / d, c->both_ok,
                    c->prefill_s > 0 ? c->prefill_tokens / c->prefill_s : 0.0);
         }
+    if (recall && use_mode[0] && m)
+        recall_report(cells[0], n_cells[0], m->cfg.index_topk, recall_all, of);
     if (of)
         fclose(of);
     fclose(ef);
