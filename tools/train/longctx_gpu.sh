@@ -21,11 +21,12 @@ B=build-gpu
 ( (meson setup $B -Ddata=false -Dcuda=enabled -Dwerror=false && nice ninja -C $B tools/eval_mini) > "$W/build.log" 2>&1
   echo "build rc=$?" >> "$W/build.log" ) &
 BP=$!
-python3 tools/train/train.py --out "$W/run" --budget "${BUDGET:-380}" --seed "${SEED:-2345}" --split 0.55,0.05,0.40 \
-  --peak1 3e-4 --warm1 0.05 --lr3 1.5e-4 --eval-lens 4096,16384,32768,65536 --init "${INIT:-$G/run2}" \
+# Defaults: run B of MODEL.md (v2); run C overrides them through the environment.
+python3 tools/train/train.py --out "$W/run" --budget "${BUDGET:-380}" --seed "${SEED:-2345}" --split "${SPLIT:-0.55,0.05,0.40}" \
+  --peak1 "${PEAK1:-3e-4}" --warm1 0.05 --lr3 "${LR3:-1.5e-4}" --eval-lens 4096,16384,32768,65536 --init "${INIT:-$G/run2}" \
   --corpus $G/corpus.jsonl.gz --tokenizer $G/tokenizer.json --procs 12 \
-  --mix1 4096x16:2,8192x8:1,16384x4:1,32768x2:2,65536x1:2 --mix2 32768x2:1,65536x1:1 \
-  --mix3 4096x16:1,16384x4:1,32768x2:2,65536x1:1 > "$W/train_stdout.txt" 2>&1
+  --mix1 "${MIX1:-4096x16:2,8192x8:1,16384x4:1,32768x2:2,65536x1:2}" --mix2 "${MIX2:-32768x2:1,65536x1:1}" \
+  --mix3 "${MIX3:-4096x16:1,16384x4:1,32768x2:2,65536x1:1}" > "$W/train_stdout.txt" 2>&1
 echo "train rc=$? at $(el) s"; tail -12 "$W/train_stdout.txt"
 wait $BP; tail -2 "$W/build.log"
 R=$W/run
