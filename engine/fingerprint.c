@@ -235,6 +235,8 @@ static enum sd_status fp_weights(struct fp_stream *h, const struct sd_model *m, 
 {
     if (m->gguf) { // one GGUF file: its header, size and sampled data, like a safetensors shard
         fp_i64(h, "n_files", 1);
+        // Quantized matrices used as stored (8-bit activations) give other KV than an f32 load of the same file.
+        fp_i64(h, "gguf_dequant", m->gguf_dequant != 0);
         return fp_weight_file(h, sd_gguf_path(m->gguf), sd_gguf_data_offset(m->gguf), err);
     }
     size_t n = m->tensors ? sd_tensor_set_count(m->tensors) : 0, nf = 0;

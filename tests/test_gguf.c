@@ -878,9 +878,18 @@ static void test_loader_paths(void)
                  sd_model_fingerprint(z, NULL, NULL, "t", f3, &err) == SD_OK;
         CHECK_MSG(ok, "GGUF fingerprint: %s", err.msg);
         CHECK(ok && !memcmp(f1, f2, sizeof f1) && memcmp(f1, f3, sizeof f1));
+        // The same Q8_0 file loaded as f32 (dequantized at load) computes other KV: another fingerprint.
+        struct sd_model *zd = NULL;
+        uint8_t f4[SD_FINGERPRINT_BYTES];
+        ok = sd_model_load_ex(gpath("llama-q8_0.gguf"), &(struct sd_model_load_params){.gguf_dequant = 1}, &zd,
+                              &err) == SD_OK &&
+             sd_model_fingerprint(zd, NULL, NULL, "t", f4, &err) == SD_OK;
+        CHECK_MSG(ok, "GGUF fingerprint, dequantized load: %s", err.msg);
+        CHECK(ok && memcmp(f3, f4, sizeof f3) != 0);
         sd_model_free(x);
         sd_model_free(y);
         sd_model_free(z);
+        sd_model_free(zd);
     }
     // A file that is a valid GGUF but not a model.
     struct gb g = build(L_NONE);
