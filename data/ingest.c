@@ -546,20 +546,23 @@ enum sd_status sd_ingest(struct sd_store *s, char *const *paths, size_t n_paths,
                 if (!memcmp(head, "%PDF-", 5))
                     kind = SD_FILE_PDF, bin = 0;
             }
+            // A file named on its own was asked for: not ingesting it is a failure (inside a tree, a skip).
             if (bin == 1) {
-                stats->skipped++;
-                emit(&o, SD_INGEST_SKIPPED, abs, "binary file (contains NUL bytes)", 0, 0, 0, 0);
+                stats->failed++;
+                emit(&o, SD_INGEST_FAILED, abs, "binary file (contains NUL bytes): not a PDF or a text file", 0, 0,
+                     0, 0);
             } else if (kind != SD_FILE_PDF && st.st_size > cap) {
-                char msg[96];
-                snprintf(msg, sizeof msg, "larger than the %lld-byte cap", (long long)cap);
-                stats->skipped++;
-                emit(&o, SD_INGEST_SKIPPED, abs, msg, 0, 0, 0, 0);
+                char msg[160];
+                snprintf(msg, sizeof msg, "%lld bytes, larger than the %lld-byte cap (raise it with --max-file-size)",
+                         (long long)st.st_size, (long long)cap);
+                stats->failed++;
+                emit(&o, SD_INGEST_FAILED, abs, msg, 0, 0, 0, 0);
             } else
                 plan_add(&p, abs, &st, kind, lang);
             free(abs);
         } else {
-            stats->skipped++;
-            emit(&o, SD_INGEST_SKIPPED, abs, "not a regular file or directory", 0, 0, 0, 0);
+            stats->failed++;
+            emit(&o, SD_INGEST_FAILED, abs, "not a regular file or directory", 0, 0, 0, 0);
             free(abs);
         }
         if (p.oom) {

@@ -238,6 +238,16 @@ else
     echo "skip: disk full (needs root to mount a small tmpfs in a private mount namespace)"
 fi
 
+# 6b. A file named on the command line that cannot be ingested is a failure (exit 1), not a silent skip;
+# inside a tree the same files are skipped (tests/test_data_tree.c).
+head -c 3000 /dev/zero | tr '\0' 'a' >"$tmp/over.txt"
+expect "ingest of a named file over --max-file-size" 1 "larger than the 1000-byte cap" \
+    "$bin" ingest --db "$tmp/cap.db" --max-file-size 1000 "$tmp/over.txt"
+printf 'ab\000cd' >"$tmp/nul.txt"
+expect "ingest of a named binary file" 1 "binary file" "$bin" ingest --db "$tmp/cap.db" "$tmp/nul.txt"
+n=$("$bin" docs list --db "$tmp/cap.db" --json 2>/dev/null | python3 -c "import json,sys; print(len(json.load(sys.stdin)))" 2>&1)
+[ "$n" = 0 ] && ok "neither file was stored" || fail "documents after refused files: $n"
+
 # 7. Numeric option values are parsed whole: "5x", "10M", "abc" and "" are usage errors (exit 2), never
 # read as 5, 10 bytes, 0 or the default.
 expect "search --limit 5x" 2 "--limit must be an integer" "$bin" search --db "$tmp/u.db" harbor --limit 5x
