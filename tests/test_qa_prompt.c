@@ -57,7 +57,7 @@ static void test_mini(const char *src)
     }
     struct sd_chat_template t;
     sd_chat_template_detect(tok, 1, &t);
-    CHECK(t.kind == SD_CHAT_MINI && t.ctx_format == SD_CTX_FORMAT_PASSAGES && t.trained_ctx == 8192);
+    CHECK(t.kind == SD_CHAT_MINI && t.ctx_format == SD_CTX_FORMAT_PASSAGES && t.trained_ctx == 32768);
     CHECK(sd_chat_is_stop(&t, 1) && !sd_chat_is_stop(&t, 5));
     // prefix | context | question == BOS + the exact MODEL.md text, pieces tokenized separately
     struct sd_tokens p = {0};
