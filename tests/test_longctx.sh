@@ -1,8 +1,8 @@
 #!/bin/sh
 # test_longctx.sh: the shipped sparsedoc-mini answers from a long document in one context, through the real CLI,
 # store and KV cache. The document is two licence texts every Debian system has (/usr/share/common-licenses:
-# GPL-3 + Apache-2.0; about 28,600 tokens with a /tmp/tmp.XXXXXXXXXX path in every line marker) with three planted facts at 15%, 50% and 85% of its lines; one
-# context holds it all, so the DSA path selects 512 of ~28K keys per query row. Checks:
+# GPL-3 + Apache-2.0; about 28,600 tokens with a /tmp/tmp.XXXXXXXXXX path in every line marker) with three
+# planted facts at 15%, 50% and 85% of its lines; one context holds it all, so the DSA path selects 512 of ~28K keys per query row. Checks:
 #   - strategy "whole scope in one context", more than 20,000 prompt tokens;
 #   - at least 2 of the 3 planted values answered exactly (the model sometimes misspells a pseudo-word value:
 #     MODEL.md), each exact answer cited at its planted line and grounded;
