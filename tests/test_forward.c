@@ -10,30 +10,7 @@
 #include "model.h"
 #include "session.h"
 #include "test_util.h"
-
-static float *run(const struct sd_model *m, const int32_t *ids, int n, int batch, enum sd_dsa_mode mode, int fp8)
-{
-    struct sd_session_params sp = {.n_ctx = n, .max_batch = batch, .dsa_mode = mode, .indexer_fp8 = fp8};
-    struct sd_session *s = NULL;
-    struct sd_err err = {0};
-    if (sd_session_new(m, &sp, &s, &err) != SD_OK) {
-        fprintf(stderr, "session: %s\n", err.msg);
-        return NULL;
-    }
-    float *lg = malloc(sizeof(float) * (size_t)n * m->cfg.vocab_size);
-    for (int done = 0; done < n;) {
-        int step = n - done < batch ? n - done : batch;
-        if (sd_session_eval(s, ids + done, step, lg + (size_t)done * m->cfg.vocab_size, 1, &err) != SD_OK) {
-            fprintf(stderr, "eval: %s\n", err.msg);
-            free(lg);
-            lg = NULL;
-            break;
-        }
-        done += step;
-    }
-    sd_session_free(s);
-    return lg;
-}
+#include "test_util_engine.h"
 
 static void check_fixture(const char *name, int is_dsa)
 {
@@ -60,7 +37,7 @@ static void check_fixture(const char *name, int is_dsa)
     if (!ref || len != sizeof(float) * (size_t)n * V)
         goto out;
 
-    float *full = run(m, ids, n, 256, SD_DSA_SPARSE, 0);
+    float *full = sd_test_logits(m, ids, n, &(struct sd_session_params){.max_batch = 256});
     CHECK(full != NULL);
     if (!full)
         goto out;
@@ -75,7 +52,7 @@ static void check_fixture(const char *name, int is_dsa)
     // Chunked prefill (7 tokens a step) and token-by-token decode must equal the single prefill.
     int steps[2] = {7, 1};
     for (int i = 0; i < 2; i++) {
-        float *lg = run(m, ids, n, steps[i], SD_DSA_SPARSE, 0);
+        float *lg = sd_test_logits(m, ids, n, &(struct sd_session_params){.max_batch = steps[i]});
         CHECK(lg != NULL);
         if (lg) {
             double d = sd_test_rel_l2(lg, full, (size_t)n * V);
@@ -85,7 +62,8 @@ static void check_fixture(const char *name, int is_dsa)
         free(lg);
     }
     if (is_dsa) {
-        float *dense = run(m, ids, n, 256, SD_DSA_DENSE, 0);
+        float *dense =
+            sd_test_logits(m, ids, n, &(struct sd_session_params){.max_batch = 256, .dsa_mode = SD_DSA_DENSE});
         CHECK(dense != NULL);
         if (dense) {
             double d = sd_test_rel_l2(dense, ref, (size_t)n * V);
@@ -97,7 +75,7 @@ static void check_fixture(const char *name, int is_dsa)
         // quantized inputs in test_dsa; here, on a random tiny model whose index scores are
         // near-ties (top-16 of 96), quantization flips part of the selection, so the run must
         // stay finite and nearer the sparse reference than the dense run is.
-        float *f8 = run(m, ids, n, 256, SD_DSA_SPARSE, 1);
+        float *f8 = sd_test_logits(m, ids, n, &(struct sd_session_params){.max_batch = 256, .indexer_fp8 = 1});
         CHECK(f8 != NULL);
         if (f8 && dense) {
             int finite = 1;

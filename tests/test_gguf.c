@@ -28,6 +28,7 @@
 #include "session.h"
 #include "synth_model.h"
 #include "test_util.h"
+#include "test_util_engine.h"
 #include "tokenizer.h"
 
 static const char *gdir;
@@ -58,25 +59,6 @@ static char *gpath(const char *name)
     char *s = p[k++ % 8];
     snprintf(s, 1100, "%s/%s", gdir, name);
     return s;
-}
-
-static float *run_logits(const struct sd_model *m, const int32_t *ids, int n)
-{
-    struct sd_session_params sp = {.n_ctx = n, .max_batch = 256};
-    struct sd_session *s = NULL;
-    struct sd_err err = {0};
-    if (sd_session_new(m, &sp, &s, &err) != SD_OK) {
-        fprintf(stderr, "session: %s\n", err.msg);
-        return NULL;
-    }
-    float *lg = malloc(sizeof(float) * (size_t)n * m->cfg.vocab_size);
-    if (sd_session_eval(s, ids, n, lg, 1, &err) != SD_OK) {
-        fprintf(stderr, "eval: %s\n", err.msg);
-        free(lg);
-        lg = NULL;
-    }
-    sd_session_free(s);
-    return lg;
 }
 
 // ------------------------------------------------------------------------------------------------ weights
@@ -262,7 +244,8 @@ static double check_model(const char *dir, const int32_t *ids, int n, const char
         CHECK_MSG(w.types_seen[must_see[i]], "%s: no tensor of type %s was checked", file,
                   sd_qtype_name((enum sd_qtype)must_see[i]));
     int V = ms->cfg.vocab_size;
-    float *a = run_logits(ms, ids, n), *b = run_logits(mg, ids, n);
+    struct sd_session_params sp = {.max_batch = 256};
+    float *a = sd_test_logits(ms, ids, n, &sp), *b = sd_test_logits(mg, ids, n, &sp);
     CHECK(a && b);
     if (a && b) {
         double e = sd_test_rel_l2(b, a, (size_t)n * V);

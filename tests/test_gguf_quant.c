@@ -33,6 +33,7 @@
 #include "session.h"
 #include "synth_model.h"
 #include "test_util.h"
+#include "test_util_engine.h"
 
 static const char *gdir;
 static uint64_t rng_state;
@@ -421,25 +422,6 @@ static void check_mats(const struct sd_model *q, const struct sd_model *f, struc
 
 // ------------------------------------------------------------------------------------------------ logits
 
-static float *run_logits(const struct sd_model *m, const int32_t *ids, int n, int threads, int batch)
-{
-    struct sd_session_params sp = {.n_ctx = n, .max_batch = batch, .n_threads = threads};
-    struct sd_session *s = NULL;
-    struct sd_err err = {0};
-    if (sd_session_new(m, &sp, &s, &err) != SD_OK) {
-        fprintf(stderr, "session: %s\n", err.msg);
-        return NULL;
-    }
-    float *lg = malloc(sizeof(float) * (size_t)n * m->cfg.vocab_size);
-    if (sd_session_eval(s, ids, n, lg, 1, &err) != SD_OK) {
-        fprintf(stderr, "eval: %s\n", err.msg);
-        free(lg);
-        lg = NULL;
-    }
-    sd_session_free(s);
-    return lg;
-}
-
 // Logits of a continuous model are within this multiple of the activation quantizer's relative rms error.
 // The noise each 8-bit activation adds is of that relative size at every matmul input; the fixtures here
 // amplify relative weight noise about 4x into the logits (test_gguf's BF16 calibration: 0.00696 / 0.00166
@@ -484,8 +466,11 @@ static void check_file(const char *path, enum sd_qtype want, int mode, double me
     int32_t *ids = malloc(sizeof(int32_t) * n);
     for (int i = 0; i < n; i++)
         ids[i] = (int32_t)(rnd64() % (uint64_t)V);
-    float *a = run_logits(q, ids, n, 2, 256), *a1 = run_logits(q, ids, n, 1, 256), *b = run_logits(f, ids, n, 2, 256);
-    float *ai = run_logits(q, ids, n, 2, Ti), *ab = exact_batch ? run_logits(q, ids, n, 2, 1) : NULL;
+    struct sd_session_params p2 = {.n_threads = 2, .max_batch = 256}, p1 = {.n_threads = 1, .max_batch = 256};
+    struct sd_session_params pi = {.n_threads = 2, .max_batch = Ti}, pt = {.n_threads = 2, .max_batch = 1};
+    float *a = sd_test_logits(q, ids, n, &p2), *a1 = sd_test_logits(q, ids, n, &p1);
+    float *b = sd_test_logits(f, ids, n, &p2);
+    float *ai = sd_test_logits(q, ids, n, &pi), *ab = exact_batch ? sd_test_logits(q, ids, n, &pt) : NULL;
     CHECK(a && a1 && b && ai && (ab || !exact_batch));
     if (a && a1 && b && ai) {
         CHECK_MSG(!memcmp(a, a1, sizeof(float) * (size_t)n * V), "%s: 2 threads differ from 1", file);

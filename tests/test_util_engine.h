@@ -1,0 +1,16 @@
+// test_util_engine.h: helpers for the C tests that link the full engine (engine_dep): logits of a token
+// sequence through a fresh session. Generic assertion helpers stay in test_util.h.
+#ifndef SD_TEST_UTIL_ENGINE_H
+#define SD_TEST_UTIL_ENGINE_H
+
+#include <stdint.h>
+
+#include "model.h"
+#include "session.h"
+
+// Logits [n x vocab] of ids[0..n) through a new session of model m with parameters p (n_ctx 0 here
+// means n; max_batch 0 means 256), fed max_batch tokens per sd_session_eval call (max_batch 1: token by
+// token). malloc'd, caller frees; NULL (message on stderr) when the session or an eval fails.
+float *sd_test_logits(const struct sd_model *m, const int32_t *ids, int n, const struct sd_session_params *p);
+
+#endif
