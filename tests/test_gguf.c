@@ -29,6 +29,7 @@
 #include "synth_model.h"
 #include "test_util.h"
 #include "test_util_engine.h"
+#include "test_util_synth.h"
 #include "tokenizer.h"
 
 static const char *gdir;
@@ -294,18 +295,27 @@ static double check_fixture(const char *fix, const char *file, double logit_fact
 // relative size should be amplified alike, while a wrong layout or scale gives errors of order 1.
 #define CALIB 1.5
 
+struct synth_run {
+    int32_t ids[48];
+    double amp; // bf16's amplification (logits rel L2 / weight rel error), measured first
+};
+
+static void check_synth(const char *model_dir, const char *gguf, int i, void *ctx)
+{
+    static const int b16[] = {SD_Q_BF16, -1}, k4[] = {SD_Q_Q4_K, -1}, k5[] = {SD_Q_Q5_K, -1}, k6[] = {SD_Q_Q6_K, -1};
+    static const int *const must[] = {NULL, b16, k4, k5, k6};
+    struct synth_run *r = ctx;
+    // bf16 (no block layout) calibrates how much this model amplifies weight noise
+    double a = check_model(model_dir, r->ids, 48, gguf, i == 0 ? 0 : i == 1 ? 20 : CALIB * r->amp, must[i]);
+    if (i == 1)
+        r->amp = a;
+}
+
 // K-quants on a continuous model: a synthetic DeepSeek-V3.2 of width 256 (so most weights take the K
 // type) with dense MLPs only and index_topk above the sequence length (no routing or top-k choices to flip),
 // converted at test time with tools/st2gguf.py by the python3 given on the command line.
 static void test_synth_kquants(const char *python)
 {
-    const char *src = getenv("SD_SOURCE");
-    char tmpl[] = "/tmp/sd_gguf_synth_XXXXXX", dir[256], out[512], cmd[4096];
-    if (!python || !src || !mkdtemp(tmpl)) {
-        CHECK_MSG(0, "synthetic K-quant model: need python3 (argv[2]) and SD_SOURCE");
-        return;
-    }
-    snprintf(dir, sizeof dir, "%s/model", tmpl);
     struct sd_synth_shape sh = {.vocab = 256,
                                 .hidden = 256,
                                 .layers = 2,
@@ -327,32 +337,11 @@ static void test_synth_kquants(const char *python)
                                 .index_dim = 64,
                                 .index_topk = 64,
                                 .max_pos = 4096};
-    CHECK(sd_synth_write_deepseek(dir, &sh, 7) == 0);
-    int32_t ids[48];
+    struct synth_run r = {.amp = 0};
     for (int i = 0; i < 48; i++)
-        ids[i] = (int32_t)(rnd64() % 256);
+        r.ids[i] = (int32_t)(rnd64() % 256);
     static const char *const types[] = {"f32", "bf16", "q4_k", "q5_k", "q6_k"};
-    static const int b16[] = {SD_Q_BF16, -1}, k4[] = {SD_Q_Q4_K, -1}, k5[] = {SD_Q_Q5_K, -1}, k6[] = {SD_Q_Q6_K, -1};
-    static const int *const must[] = {NULL, b16, k4, k5, k6};
-    double amp = 0;
-    for (int i = 0; i < 5; i++) {
-        snprintf(out, sizeof out, "%s/synth-%s.gguf", tmpl, types[i]);
-        snprintf(cmd, sizeof cmd, "'%s' '%s/tools/st2gguf.py' '%s' '%s' --type %s", python, src, dir, out, types[i]);
-        int rc = system(cmd);
-        CHECK_MSG(rc == 0, "%s failed (%d)", cmd, rc);
-        if (rc == 0) { // bf16 (no block layout) calibrates how much this model amplifies weight noise
-            double a = check_model(dir, ids, 48, out, i == 0 ? 0 : i == 1 ? 20 : CALIB * amp, must[i]);
-            if (i == 1)
-                amp = a;
-        }
-        unlink(out);
-    }
-    snprintf(out, sizeof out, "%s/config.json", dir);
-    unlink(out);
-    snprintf(out, sizeof out, "%s/model.safetensors", dir);
-    unlink(out);
-    rmdir(dir);
-    rmdir(tmpl);
+    sd_test_synth_gguf(python, &sh, 7, types, 5, check_synth, &r);
 }
 
 // ------------------------------------------------------------------------------------------------ dots

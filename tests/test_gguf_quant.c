@@ -34,6 +34,7 @@
 #include "synth_model.h"
 #include "test_util.h"
 #include "test_util_engine.h"
+#include "test_util_synth.h"
 
 static const char *gdir;
 static uint64_t rng_state;
@@ -510,17 +511,20 @@ static void check_file(const char *path, enum sd_qtype want, int mode, double me
     sd_model_free(f);
 }
 
+static const enum sd_qtype synth_qt[] = {SD_Q_Q8_0, SD_Q_Q4_0, SD_Q_Q4_K, SD_Q_Q5_K, SD_Q_Q6_K};
+// stored bytes per weight / 4, plus f32 norms, kv_b and the 2-D k_b/v_b made f32
+static const double synth_mem[] = {0.32, 0.20, 0.20, 0.23, 0.26};
+
+static void check_synth(const char *model_dir, const char *gguf, int i, void *ctx)
+{
+    (void)model_dir, (void)ctx;
+    check_file(gguf, synth_qt[i], 1, synth_mem[i], 0);
+}
+
 // A synthetic DeepSeek-V3.2 of width 256 with dense MLPs and index_topk above the sequence (no routing or
 // top-k choices to flip), converted to each type by tools/st2gguf.py.
 static void test_synth(const char *python)
 {
-    const char *src = getenv("SD_SOURCE");
-    char tmpl[] = "/tmp/sd_gguf_quant_XXXXXX", dir[256], out[512], cmd[4096];
-    if (!python || !src || !mkdtemp(tmpl)) {
-        CHECK_MSG(0, "synthetic model: need python3 (argv[2]) and SD_SOURCE");
-        return;
-    }
-    snprintf(dir, sizeof dir, "%s/model", tmpl);
     struct sd_synth_shape sh = {.vocab = 256,
                                 .hidden = 256,
                                 .layers = 2,
@@ -542,26 +546,8 @@ static void test_synth(const char *python)
                                 .index_dim = 64,
                                 .index_topk = 64,
                                 .max_pos = 4096};
-    CHECK(sd_synth_write_deepseek(dir, &sh, rnd64()) == 0);
     static const char *const types[] = {"q8_0", "q4_0", "q4_k", "q5_k", "q6_k"};
-    static const enum sd_qtype qt[] = {SD_Q_Q8_0, SD_Q_Q4_0, SD_Q_Q4_K, SD_Q_Q5_K, SD_Q_Q6_K};
-    // stored bytes per weight / 4, plus f32 norms, kv_b and the 2-D k_b/v_b made f32
-    static const double mem[] = {0.32, 0.20, 0.20, 0.23, 0.26};
-    for (int i = 0; i < 5; i++) {
-        snprintf(out, sizeof out, "%s/synth-%s.gguf", tmpl, types[i]);
-        snprintf(cmd, sizeof cmd, "'%s' '%s/tools/st2gguf.py' '%s' '%s' --type %s", python, src, dir, out, types[i]);
-        int rc = system(cmd);
-        CHECK_MSG(rc == 0, "%s failed (%d)", cmd, rc);
-        if (rc == 0)
-            check_file(out, qt[i], 1, mem[i], 0);
-        unlink(out);
-    }
-    snprintf(out, sizeof out, "%s/config.json", dir);
-    unlink(out);
-    snprintf(out, sizeof out, "%s/model.safetensors", dir);
-    unlink(out);
-    rmdir(dir);
-    rmdir(tmpl);
+    sd_test_synth_gguf(python, &sh, rnd64(), types, 5, check_synth, NULL);
 }
 
 int main(int argc, char **argv)
