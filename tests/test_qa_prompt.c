@@ -3,6 +3,7 @@
 // tokenizer without chat tokens (stories260K), the exact sparsedoc-mini prompt (MODEL.md) as token ids,
 // and the context prefix staying token-identical across questions (the KV cache key); citation grounding
 // (sd_cite_ground) on a real store of the sample PDF and the qa_repo code tree ingested through data/.
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -105,6 +106,18 @@ static enum sd_status tok_cb(void *user, const char *text, size_t len, int32_t *
     return sd_tokenizer_encode(user, text, len, 0, ids, n, err);
 }
 
+// Close store st and delete its database db with SQLite's -wal and -shm files.
+static void store_remove(struct sd_store *st, const char *db)
+{
+    sd_store_close(st);
+    unlink(db);
+    char aux[PATH_MAX + 8];
+    snprintf(aux, sizeof aux, "%s-wal", db);
+    unlink(aux);
+    snprintf(aux, sizeof aux, "%s-shm", db);
+    unlink(aux);
+}
+
 // SD_CTX_FORMAT_PASSAGES writes exactly docgen.py's layout: "[p. N] sentence sentence\n" (at most 9
 // sentences per passage, whitespace collapsed) and "[path:L] line\n" per non-empty line.
 static void test_passages(const char *src)
@@ -152,14 +165,8 @@ static void test_passages(const char *src)
     } else
         CHECK_MSG(0, "contexts: %s", err.msg);
     sd_contexts_free(c);
-    sd_store_close(st);
+    store_remove(st, db);
     sd_tokenizer_free(tok);
-    unlink(db);
-    char aux[sizeof db + 8];
-    snprintf(aux, sizeof aux, "%s-wal", db);
-    unlink(aux);
-    snprintf(aux, sizeof aux, "%s-shm", db);
-    unlink(aux);
 }
 
 // Resolve and ground answer against context ctx: *cs / *n the citations, returned the grounded answer.
@@ -305,14 +312,8 @@ static void test_ground(const char *src)
     cites_free(cs, n), free(g);
 out:
     sd_contexts_free(c);
-    sd_store_close(st);
+    store_remove(st, db);
     sd_tokenizer_free(tok);
-    unlink(db);
-    char aux[sizeof db + 8];
-    snprintf(aux, sizeof aux, "%s-wal", db);
-    unlink(aux);
-    snprintf(aux, sizeof aux, "%s-shm", db);
-    unlink(aux);
 }
 
 static void test_plain(void)
