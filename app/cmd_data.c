@@ -15,6 +15,7 @@
 #include "contexts.h"
 #include "ingest.h"
 #include "paths.h"
+#include "sd_clock.h"
 #include "store.h"
 #include "tokenizer.h"
 
@@ -159,13 +160,6 @@ struct ingest_ui {
     int bar_shown;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void clear_bar(struct ingest_ui *u)
 {
     if (u->bar_shown) {
@@ -214,7 +208,7 @@ static void on_event(void *user, const struct sd_ingest_event *ev)
     default: break;
     }
     if (u->tty && !u->json && ev->total && ev->index) {
-        double el = now_s() - u->t0;
+        double el = sd_now_s() - u->t0;
         char eta[64] = "";
         if (ev->bytes_done > 0 && el > 2 && ev->bytes_total > ev->bytes_done) {
             double left = el * (double)(ev->bytes_total - ev->bytes_done) / (double)ev->bytes_done;
@@ -254,7 +248,7 @@ int sd_cmd_ingest(int argc, char **argv)
     struct sd_tokenizer *tok = NULL;
     if ((rc = open_store(&o, "ingest", &s)) || (rc = load_tokenizer(&o, "ingest", &tok)))
         goto out;
-    struct ingest_ui u = {.json = o.json, .tty = isatty(2), .color = use_color(), .t0 = now_s()};
+    struct ingest_ui u = {.json = o.json, .tty = isatty(2), .color = use_color(), .t0 = sd_now_s()};
     u.failed = json_object_new_array();
     u.skipped = json_object_new_array();
     u.warnings = json_object_new_array();
@@ -278,7 +272,7 @@ int sd_cmd_ingest(int argc, char **argv)
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     clear_bar(&u);
-    double el = now_s() - u.t0;
+    double el = sd_now_s() - u.t0;
     if (o.json) {
         json_object *j = json_object_new_object();
         json_object_object_add(j, "ok", json_object_new_boolean(!r && !st.failed && !st.cancelled));

@@ -25,6 +25,7 @@
 #include "model_gguf.h"
 #include "quant.h"
 #include "safetensors.h"
+#include "sd_clock.h"
 #include "settings.h"
 
 static const char *models_help =
@@ -110,19 +111,12 @@ struct bar {
     int drawn;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void on_progress(void *user, const struct sd_hub_progress *p)
 {
     struct bar *b = user;
     if (!b->tty)
         return;
-    double el = now_s() - b->t0, rate = el > 0.05 ? (double)p->bytes_net / el : 0;
+    double el = sd_now_s() - b->t0, rate = el > 0.05 ? (double)p->bytes_net / el : 0;
     double frac = p->bytes_total > 0 ? (double)p->bytes_done / (double)p->bytes_total : 0;
     if (frac > 1)
         frac = 1;
@@ -182,7 +176,7 @@ static int cmd_pull(const struct mopts *o)
         fprintf(stderr, "sparsedoc models pull: %s\n", err.msg);
         goto out;
     }
-    struct bar b = {.tty = isatty(2), .t0 = now_s()};
+    struct bar b = {.tty = isatty(2), .t0 = sd_now_s()};
     struct sd_hub_opts ho = {.endpoint = o->endpoint,
                              .parallel = o->parallel,
                              .max_retries = o->retries,
@@ -219,7 +213,7 @@ static int cmd_pull(const struct mopts *o)
         fprintf(stderr, "%s\n", l->n_files > 30 ? " ..." : l->n_files ? "" : " no files");
         goto out;
     }
-    double t0 = now_s();
+    double t0 = sd_now_s();
     // Ctrl-C / SIGTERM stop the transfers cleanly: the .part files stay for a later resume.
     struct sigaction sa = {.sa_handler = on_sigint}, old_int, old_term;
     sigemptyset(&sa.sa_mask);
@@ -228,7 +222,7 @@ static int cmd_pull(const struct mopts *o)
     enum sd_status st = sd_hub_download(&ho, l, sel, n_sel, dest, res, &err);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    double secs = now_s() - t0;
+    double secs = sd_now_s() - t0;
     if (b.drawn)
         fprintf(stderr, "\n");
     int64_t net = 0, bytes = 0;

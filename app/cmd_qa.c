@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "hub.h"
 #include "qa.h"
+#include "sd_clock.h"
 
 struct qa_cli {
     struct sd_qa_opts qo;
@@ -207,13 +208,6 @@ struct ui {
     double t_last;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void bar_clear(struct ui *u)
 {
     if (u->bar) {
@@ -227,7 +221,7 @@ static void on_progress(void *user, const char *stage, int64_t done, int64_t tot
     struct ui *u = user;
     if (!u->tty || !strcmp(stage, "generate"))
         return;
-    double t = now_s();
+    double t = sd_now_s();
     if (done < total && t - u->t_last < 0.1)
         return;
     u->t_last = t;

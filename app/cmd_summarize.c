@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "qa.h"
+#include "sd_clock.h"
 #include "settings.h"
 #include "summarize.h"
 
@@ -47,13 +48,6 @@ static void on_sigint(int sig)
 {
     stop_requested = 1;
     signal(sig, SIG_DFL); // a second Ctrl-C ends the process at once
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 struct ui {
@@ -94,7 +88,7 @@ static void draw(struct ui *u, int force)
 {
     if (!u->tty || u->json)
         return;
-    double t = now_s();
+    double t = sd_now_s();
     if (!force && t - u->last_draw < 0.2)
         return;
     u->last_draw = t;
@@ -175,14 +169,14 @@ static void on_doc(void *user, const struct sd_summ_doc_event *e)
     switch (e->kind) {
     case SD_SUMM_DOC_START:
         u->cur_path = e->path;
-        u->doc_t0 = now_s();
+        u->doc_t0 = sd_now_s();
         u->cur_tokens = u->last_done = 0;
         u->stage = NULL;
         break;
     case SD_SUMM_DOC_DONE:
     case SD_SUMM_DOC_FAILED:
         if (u->cur_path) {
-            u->work_s += now_s() - u->doc_t0;
+            u->work_s += sd_now_s() - u->doc_t0;
             u->worked++;
             u->tokens_done += u->cur_tokens;
             u->doc_tokens_worked += e->tokens;
@@ -353,7 +347,7 @@ int sd_cmd_summarize(int argc, char **argv)
     if (have_threads)
         qo.n_threads = threads;
 
-    struct ui u = {.json = json, .tty = isatty(2), .t0 = now_s()};
+    struct ui u = {.json = json, .tty = isatty(2), .t0 = sd_now_s()};
     const char *nc = getenv("NO_COLOR");
     u.color = u.tty && !(nc && *nc);
     struct sd_qa *qa = NULL;

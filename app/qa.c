@@ -28,6 +28,7 @@
 #include "kvcache.h"
 #include "model.h"
 #include "paths.h"
+#include "sd_clock.h"
 #include "tokenizer.h"
 
 #define QA_DEFAULT_CTX 65536
@@ -54,13 +55,6 @@ struct sd_qa {
     struct sd_contexts *ctxs;
     char tok_key[SD_CONTEXTS_TOKENIZER_KEY_MAX]; // identity of tokenizer.json for stored contexts ("" until used)
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // open / close
@@ -734,7 +728,7 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
     if (qa->cache && use_cache && (r = sd_kvcache_lookup(qa->cache, qa->fp, p.ids, (int)p.n, &hit_blocks, err)))
         goto out;
     size_t reused;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     if ((size_t)hit_blocks * SD_KV_BLOCK > common) {
         if ((r = sd_session_truncate(qa->sess, 0, err)))
             goto out;
@@ -766,10 +760,10 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
         qa->live.n = common;
         reused = common;
     }
-    o->restore_s += now_s() - t0;
+    o->restore_s += sd_now_s() - t0;
     o->reused += (int64_t)reused;
     // Prefill the rest.
-    t0 = now_s();
+    t0 = sd_now_s();
     size_t done = reused;
     progress(ev, "prefill", 0, (int64_t)(p.n - reused));
     while (done < p.n) {
@@ -786,7 +780,7 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
         progress(ev, "prefill", (int64_t)(done - reused), (int64_t)(p.n - reused));
     }
     o->prefilled += (int64_t)(p.n - reused);
-    o->prefill_s += now_s() - t0;
+    o->prefill_s += sd_now_s() - t0;
     // Generate.
     struct sd_sampler_params spp = ao ? ao->sampling : sd_sampler_params_default();
     if (spp.top_p <= 0) // zeroed params mean greedy without penalties (qa.h)
@@ -797,7 +791,7 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
         goto out;
     if (qa->tpl.constrain_markers && ctx_tokens && (r = markers_build(qa, ctx_tokens, n_ctx_tokens, &mk, err)))
         goto out;
-    t0 = now_s();
+    t0 = sd_now_s();
     double t_first = 0;
     char pend[64];
     size_t n_pend = 0;
@@ -844,7 +838,7 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
             size_t ok = utf8_complete((const unsigned char *)pend, n_pend);
             if (ok) {
                 if (!t_first)
-                    t_first = now_s();
+                    t_first = sd_now_s();
                 if ((r = text_add(o, pend, ok, err)))
                     goto out;
                 if (stream && ev && ev->on_text)
@@ -863,7 +857,7 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
         ev->on_text(ev->user, pend, n_pend);
     if (r)
         goto out;
-    o->gen_s += now_s() - t0;
+    o->gen_s += sd_now_s() - t0;
     if (t_first)
         o->ttft_s = t_first; // absolute; the caller converts
     // Store the context prefix's new blocks (the session still holds them at positions < prefix_n).
@@ -997,7 +991,7 @@ enum sd_status sd_qa_ask(struct sd_qa *qa, const struct sd_qa_scope *scope, cons
                          struct sd_err *err)
 {
     memset(out, 0, sizeof *out);
-    double t0 = now_s();
+    double t0 = sd_now_s();
     struct sd_qa_ask_opts ao0 = {0};
     const struct sd_qa_ask_opts *ao = opts ? opts : &ao0;
     struct hist_acc hist = {0};
@@ -1091,7 +1085,7 @@ enum sd_status sd_qa_ask(struct sd_qa *qa, const struct sd_qa_scope *scope, cons
             }
             if (ev && ev->on_text && *txt)
                 ev->on_text(ev->user, txt, strlen(txt));
-            o.ttft_s = now_s();
+            o.ttft_s = sd_now_s();
             snprintf(desc, sizeof desc, "map-reduce over %zu contexts (answer from context %d, the most confident)",
                      c->n, best + 1);
         } else {
@@ -1154,7 +1148,7 @@ out:
     out->answer = o.text ? o.text : strdup("");
     o.text = NULL;
     out->ttft_s = o.ttft_s > 0 ? o.ttft_s - t0 : 0;
-    out->total_s = now_s() - t0;
+    out->total_s = sd_now_s() - t0;
     for (size_t i = 0; parts && i < n_parts; i++) // parts is calloc'd: unused entries are NULL
         free(parts[i].text);
     free(parts);

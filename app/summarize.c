@@ -18,6 +18,7 @@
 #include "kvcache.h"
 #include "model.h"
 #include "sampler.h"
+#include "sd_clock.h"
 #include "session.h"
 #include "tokenizer.h"
 
@@ -25,13 +26,6 @@
 #define MAX_DEPTH 32
 #define SUMM_QA_RESERVE SD_QA_RESERVE // context packing must match `ask` for cache reuse
 #define SUMM_QUESTION_TOKENS 96 // room for the context end, the instruction and the answer opener
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static char *xstrdup(const char *s)
 {
@@ -233,7 +227,7 @@ static enum sd_status gen_run(struct gen *g, const int32_t *ids, size_t n, size_
     size_t lcp = 0;
     while (lcp < g->n_held && lcp < n - 1 && g->held[lcp] == ids[lcp])
         lcp++;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     int pos = (int)lcp;
     if (g->cache) {
         int hit = 0;
@@ -257,13 +251,13 @@ static enum sd_status gen_run(struct gen *g, const int32_t *ids, size_t n, size_
             return r;
     } else if ((r = sd_session_truncate(g->sess, pos, err)))
         return r;
-    cs->restore_s += now_s() - t0;
+    cs->restore_s += sd_now_s() - t0;
     cs->reused += pos;
     if ((r = held_reserve(g, n + 1, err)) || (r = held_set(g, ids, n, err)))
         return r;
     g->n_held = (size_t)pos;
     // Prefill the rest in chunks, polling for cancellation.
-    t0 = now_s();
+    t0 = sd_now_s();
     for (size_t i = (size_t)pos; i < n;) {
         if (cancelled(ev))
             return sd_err_set(err, SD_ERR_ARG, "cancelled");
@@ -278,7 +272,7 @@ static enum sd_status gen_run(struct gen *g, const int32_t *ids, size_t n, size_
         g->n_held = i;
         progress(ev, "prefill", (int64_t)(i - (size_t)pos), (int64_t)(n - (size_t)pos));
     }
-    cs->prefill_s += now_s() - t0;
+    cs->prefill_s += sd_now_s() - t0;
     if (g->cache && n_cacheable >= SD_KV_BLOCK) {
         int stored = 0;
         struct sd_err serr;
@@ -287,7 +281,7 @@ static enum sd_status gen_run(struct gen *g, const int32_t *ids, size_t n, size_
             cs->stored += stored;
     }
     // Decode.
-    t0 = now_s();
+    t0 = sd_now_s();
     size_t cap = 256, len = 0, emitted = 0;
     char *out = malloc(cap);
     if (!out)
@@ -342,7 +336,7 @@ static enum sd_status gen_run(struct gen *g, const int32_t *ids, size_t n, size_
         }
         progress(ev, "generate", k + 1, max_new);
     }
-    cs->generate_s += now_s() - t0;
+    cs->generate_s += sd_now_s() - t0;
     if (r) {
         free(out);
         return r;
@@ -702,7 +696,7 @@ enum sd_status sd_summarize_doc(struct sd_summarizer *s, int64_t doc_id, const s
                           "--max-words %d does not leave room to combine summaries in a %d-token window; use fewer "
                           "words or a larger --ctx",
                           words, s->g->n_ctx);
-    double t0 = now_s();
+    double t0 = sd_now_s();
     struct sd_contexts *cx = NULL;
     size_t cap_parts = 0;
     enum sd_status r = sd_store_doc_get(s->store, doc_id, doc_copy, out, err);
@@ -808,7 +802,7 @@ enum sd_status sd_summarize_doc(struct sd_summarizer *s, int64_t doc_id, const s
         r = sd_err_set(err, SD_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    out->total_s = now_s() - t0;
+    out->total_s = sd_now_s() - t0;
     return SD_OK;
 fail:
     sd_contexts_free(cx);

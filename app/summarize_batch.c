@@ -16,12 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "sd_clock.h"
 
 static const char *rel_name(const char *path)
 {
@@ -546,7 +541,7 @@ enum sd_status sd_summarize_batch(struct sd_summarizer *s, char *const *paths, s
     struct ingest_watch w = {.ev = ev, .failed = json_object_new_object(), .skipped = json_object_new_object()};
     b.failed = json_object_new_array();
     memset(st, 0, sizeof *st);
-    double t0 = now_s();
+    double t0 = sd_now_s();
     int words = sd_summ_opts_words(&opts->summ);
     const char *dir = opts->out_dir ? opts->out_dir : "summaries";
     enum sd_status r = mkdir_p(dir, err);
@@ -733,7 +728,7 @@ enum sd_status sd_summarize_batch(struct sd_summarizer *s, char *const *paths, s
     if (st->cancelled)
         r = sd_err_set(err, SD_ERR_ARG, "cancelled");
 out:
-    st->seconds = now_s() - t0;
+    st->seconds = sd_now_s() - t0;
     for (size_t i = 0; i < l.n; i++)
         free(l.d[i].path);
     free(l.d);

@@ -22,6 +22,7 @@
 
 #include "hex.h"
 #include "sd_build_config.h"
+#include "sd_clock.h"
 
 #define API_MAX_BYTES ((size_t)64 << 20)    // largest API answer accepted
 #define MANIFEST_MAX_BYTES ((long)16 << 20) // largest manifest read
@@ -38,13 +39,6 @@ static CURLcode curl_init_rc;
 static void curl_init(void)
 {
     curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -1088,7 +1082,7 @@ static void xfer_retry(struct dl *d, struct xfer *x, long retry_after, const cha
     }
     long ms = backoff_ms(&d->c, x->res->retries, retry_after);
     x->res->retries++;
-    x->retry_at = now_s() + (double)ms / 1000.0;
+    x->retry_at = sd_now_s() + (double)ms / 1000.0;
     x->state = X_WAITING;
 }
 
@@ -1111,7 +1105,7 @@ static void xfer_finish(struct dl *d, struct xfer *x)
                 // the kept .part may come from another version of the file: one fresh download
                 x->scratch_retry_used = 1;
                 x->res->resumed_from = 0;
-                x->retry_at = now_s();
+                x->retry_at = sd_now_s();
                 x->state = X_WAITING;
                 return;
             }
@@ -1220,7 +1214,7 @@ static void report(struct dl *d, int force)
 {
     if (!d->c.o || !d->c.o->on_progress)
         return;
-    double t = now_s();
+    double t = sd_now_s();
     if (!force && t - d->last_progress < 0.1)
         return;
     d->last_progress = t;
@@ -1338,7 +1332,7 @@ enum sd_status sd_hub_download(const struct sd_hub_opts *opts, const struct sd_h
     // The transfer loop.
     int cancelled = 0;
     for (;;) {
-        double t = now_s();
+        double t = sd_now_s();
         int active = 0, waiting = 0;
         double next_retry = 1e30;
         for (size_t i = 0; i < d.n; i++) {
@@ -1388,7 +1382,7 @@ enum sd_status sd_hub_download(const struct sd_hub_opts *opts, const struct sd_h
         report(&d, 0);
         long wait_ms = 100;
         if (active == 0 && waiting > 0) {
-            double w = (next_retry - now_s()) * 1000.0;
+            double w = (next_retry - sd_now_s()) * 1000.0;
             wait_ms = w < 1 ? 1 : w > 100 ? 100 : (long)w;
         }
         curl_multi_poll(d.multi, NULL, 0, (int)wait_ms, NULL);

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sd_clock.h"
 #include "text_clean.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -51,13 +52,6 @@ const char *sd_pdf_page_state_str(enum sd_pdf_page_state s)
     case SD_PDF_PAGE_TIMEOUT: return "timeout";
     }
     return "?";
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 // ---- worker side ----
@@ -309,7 +303,7 @@ static int read_full(int fd, void *buf, size_t n, double deadline)
 {
     char *p = buf;
     while (n) {
-        double left = deadline - now_s();
+        double left = deadline - sd_now_s();
         if (left <= 0)
             return -2;
         struct pollfd pf = {fd, POLLIN, 0};
@@ -411,7 +405,7 @@ enum sd_status sd_pdf_extract(const char *path, const struct sd_pdf_opts *opts, 
                         d->spool ? "out of memory" : strerror(errno));
         goto fail;
     }
-    const double file_deadline = now_s() + o.file_timeout_s;
+    const double file_deadline = sd_now_s() + o.file_timeout_s;
     int next = 0;   // first page the next worker should extract
     int done = 0;
     size_t outline_cap = 0;
@@ -423,7 +417,7 @@ enum sd_status sd_pdf_extract(const char *path, const struct sd_pdf_opts *opts, 
         int current = -1;        // page started ('B') and not finished
         int got_meta = 0;
         for (;;) {
-            double page_deadline = now_s() + o.page_timeout_s;
+            double page_deadline = sd_now_s() + o.page_timeout_s;
             double deadline = page_deadline < file_deadline ? page_deadline : file_deadline;
             char hdr[5];
             int r = read_full(c.fd, hdr, 5, deadline);
@@ -435,7 +429,7 @@ enum sd_status sd_pdf_extract(const char *path, const struct sd_pdf_opts *opts, 
                 else if (len)
                     r = read_full(c.fd, buf, len, deadline);
             }
-            if (r == -2 && now_s() >= file_deadline) {
+            if (r == -2 && sd_now_s() >= file_deadline) {
                 reap(&c, 1, NULL, 0);
                 st = sd_err_set(err, SD_ERR_RANGE,
                                 "%s: extraction took longer than the %.0f s budget for one file (at page %d); "

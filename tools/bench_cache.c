@@ -15,15 +15,9 @@
 #include "kvcache.h"
 #include "model.h"
 #include "ops_cpu.h"
+#include "sd_clock.h"
 #include "session.h"
 #include "synth_model.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int fail(const char *what, const struct sd_err *err)
 {
@@ -107,15 +101,15 @@ int main(int argc, char **argv)
         return fail("load", &err);
     sd_cpu_set_threads(threads);
     struct sd_session_params sp = {.n_ctx = n, .n_threads = threads, .max_batch = batch};
-    double t0 = now_s();
+    double t0 = sd_now_s();
     uint8_t fp[SD_FINGERPRINT_BYTES];
     if (sd_model_fingerprint(m, NULL, &sp, NULL, fp, &err) != SD_OK)
         return fail("fingerprint", &err);
-    double t_fp = now_s() - t0;
-    t0 = now_s();
+    double t_fp = sd_now_s() - t0;
+    t0 = sd_now_s();
     if (sd_model_fingerprint(m, NULL, &sp, NULL, fp, &err) != SD_OK)
         return fail("fingerprint", &err);
-    double t_fp2 = now_s() - t0;
+    double t_fp2 = sd_now_s() - t0;
     printf("model: synthetic DeepSeek-V3.2, hidden %d, %d layers (%d dense + %d MoE, %d experts top-%d), %d heads, "
            "kv_lora %d + rope %d, indexer %dx%d, index_topk %d, vocab %d; %d threads\n",
            sh.hidden, sh.layers, sh.first_dense, sh.layers - sh.first_dense, sh.experts, sh.experts_per_tok, sh.heads,
@@ -148,17 +142,17 @@ int main(int argc, char **argv)
     if (sd_session_new(m, &sp, &s, &err) != SD_OK)
         return fail("session", &err);
     struct sd_kvcache_restore_info ri;
-    t0 = now_s();
+    t0 = sd_now_s();
     if (sd_kvcache_restore(c, fp, ids, n, s, &ri, &err) != SD_OK) // a miss: what a first run pays
         return fail("restore (cold)", &err);
     if (ri.blocks_restored != 0 || sd_session_eval(s, ids, n, lc, 0, &err) != SD_OK)
         return fail("cold prefill", &err);
-    double t_cold = now_s() - t0;
-    t0 = now_s();
+    double t_cold = sd_now_s() - t0;
+    t0 = sd_now_s();
     int stored = 0;
     if (sd_kvcache_store(c, fp, ids, n, s, &stored, &err) != SD_OK)
         return fail("store", &err);
-    double t_store = now_s() - t0;
+    double t_store = sd_now_s() - t0;
     sd_session_free(s);
     struct sd_kvcache_stats st;
     if (sd_kvcache_stats(c, &st, &err) != SD_OK)
@@ -166,26 +160,26 @@ int main(int argc, char **argv)
     sd_kvcache_close(c);
 
     // warm: a new process would open the cache (GC included), restore, prefill the question
-    t0 = now_s();
+    t0 = sd_now_s();
     if (sd_kvcache_open(cdir, &o, &c, &err) != SD_OK)
         return fail("open cache", &err);
-    double t_open = now_s() - t0;
+    double t_open = sd_now_s() - t0;
     if (sd_session_new(m, &sp, &s, &err) != SD_OK)
         return fail("session", &err);
-    t0 = now_s();
+    t0 = sd_now_s();
     if (sd_kvcache_restore(c, fp, ids, n, s, &ri, &err) != SD_OK)
         return fail("restore", &err);
-    double t_restore = now_s() - t0;
+    double t_restore = sd_now_s() - t0;
     if (ri.tokens_restored != ri.blocks_restored * SD_KV_BLOCK || sd_session_pos(s) != ri.tokens_restored ||
         ri.tokens_restored != ctx) {
         fprintf(stderr, "bench_cache: restored %d blocks = %d tokens, session at %d, context %d: not a full hit\n",
                 ri.blocks_restored, ri.tokens_restored, sd_session_pos(s), ctx);
         return 1;
     }
-    double t1 = now_s();
+    double t1 = sd_now_s();
     if (sd_session_eval(s, ids + ri.tokens_restored, n - ri.tokens_restored, lw, 0, &err) != SD_OK)
         return fail("warm prefill", &err);
-    double t_suffix = now_s() - t1, t_warm = now_s() - t0;
+    double t_suffix = sd_now_s() - t1, t_warm = sd_now_s() - t0;
     int same = !memcmp(lc, lw, sizeof(float) * (size_t)V);
     sd_session_free(s);
     sd_kvcache_close(c);

@@ -15,15 +15,9 @@
 #include "contexts.h"
 #include "contexts_store.h"
 #include "ingest.h"
+#include "sd_clock.h"
 #include "store.h"
 #include "tokenizer.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int same(const struct sd_contexts *a, const struct sd_contexts *b)
 {
@@ -81,12 +75,12 @@ int main(int argc, char **argv)
         return 1;
     }
     char tkey[SD_CONTEXTS_TOKENIZER_KEY_MAX];
-    double t0 = now_s();
+    double t0 = sd_now_s();
     if (sd_contexts_tokenizer_key(tj, tkey, &err)) {
         fprintf(stderr, "bench_contexts: %s\n", err.msg);
         return 1;
     }
-    double t_key = now_s() - t0;
+    double t_key = sd_now_s() - t0;
     const char *t = getenv("TMPDIR");
     char dir[512], db[600];
     snprintf(dir, sizeof dir, "%s/bench_contexts-XXXXXX", t && *t ? t : "/tmp");
@@ -105,37 +99,37 @@ int main(int argc, char **argv)
     struct sd_ingest_stats ist;
     struct sd_ingest_opts io = {0};
     char *paths[1] = {(char *)pdf};
-    t0 = now_s();
+    t0 = sd_now_s();
     if (sd_ingest(s, paths, 1, &io, &ist, &err) || ist.failed) {
         fprintf(stderr, "bench_contexts: ingest of %s failed: %s\n", pdf, ist.failed ? "see above" : err.msg);
         goto out;
     }
-    double t_ingest = now_s() - t0;
+    double t_ingest = sd_now_s() - t0;
     struct sd_contexts_opts co = {
         .max_tokens = max_tokens, .format = fmt, .tokenize = sd_tokenizer_encode_cb, .tok_user = tok};
-    t0 = now_s();
+    t0 = sd_now_s();
     if (sd_contexts_build(s, NULL, 0, &co, &built, &err)) {
         fprintf(stderr, "bench_contexts: %s\n", err.msg);
         goto out;
     }
-    double t_build = now_s() - t0;
+    double t_build = sd_now_s() - t0;
     struct sd_contexts_load_info info;
-    t0 = now_s();
+    t0 = sd_now_s();
     if (sd_contexts_load_or_build(s, NULL, 0, &co, tkey, &cold, &info, &err) || info.hit || !info.saved) {
         fprintf(stderr, "bench_contexts: cold load_or_build: %s (hit %d saved %d)\n", err.msg, info.hit, info.saved);
         goto out;
     }
-    double t_cold = now_s() - t0;
+    double t_cold = sd_now_s() - t0;
     double warm_s[100];
     for (int i = 0; i < runs; i++) {
         sd_contexts_free(warm);
         warm = NULL;
-        t0 = now_s();
+        t0 = sd_now_s();
         if (sd_contexts_load_or_build(s, NULL, 0, &co, tkey, &warm, &info, &err) || !info.hit) {
             fprintf(stderr, "bench_contexts: warm load_or_build: %s (hit %d)\n", err.msg, info.hit);
             goto out;
         }
-        warm_s[i] = now_s() - t0;
+        warm_s[i] = sd_now_s() - t0;
     }
     qsort(warm_s, (size_t)runs, sizeof *warm_s, cmp_d);
     if (!same(built, cold) || !same(built, warm)) {

@@ -13,15 +13,9 @@
 
 #include "model.h"
 #include "ops_cpu.h"
+#include "sd_clock.h"
 #include "session.h"
 #include "synth_model.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 struct result {
     double prefill_tps, decode_tps;
@@ -45,18 +39,18 @@ static int measure(const struct sd_model *m, int L, int P, int D, enum sd_dsa_mo
         fprintf(stderr, "bench: %s\n", err.msg);
         return -1;
     }
-    double t0 = now_s();
+    double t0 = sd_now_s();
     if (sd_session_eval(s, ids, P, logits, 0, &err) != SD_OK) {
         fprintf(stderr, "bench: %s\n", err.msg);
         return -1;
     }
-    double t1 = now_s();
+    double t1 = sd_now_s();
     for (int i = 0; i < D; i++)
         if (sd_session_eval(s, ids + P + i, 1, logits, 0, &err) != SD_OK) {
             fprintf(stderr, "bench: %s\n", err.msg);
             return -1;
         }
-    double t2 = now_s();
+    double t2 = sd_now_s();
     r->prefill_tps = P / (t1 - t0);
     r->decode_tps = D / (t2 - t1);
     free(ids);
@@ -80,11 +74,11 @@ static void bench_matmul(int threads)
             w[j] = (float)((j * 104729) % 1000) / 1000.0f - 0.5f;
         double flop = 2.0 * T * N * K, tb = 1e9, to = 1e9;
         for (int rep = 0; rep < 5; rep++) {
-            double a = now_s();
+            double a = sd_now_s();
             sd_matmul_ld(y, N, x, K, w, K, T, N, K, 0.0f);
-            double b = now_s();
+            double b = sd_now_s();
             sd_matmul_noblas(y, N, x, K, w, K, T, N, K, 0.0f);
-            double c = now_s();
+            double c = sd_now_s();
             if (b - a < tb)
                 tb = b - a;
             if (c - b < to)

@@ -16,14 +16,8 @@
 #include "model.h"
 #include "ops_cpu.h"
 #include "quant.h"
+#include "sd_clock.h"
 #include "session.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 struct run {
     double prefill_tps, decode_tps;
@@ -40,14 +34,14 @@ static int measure(const struct sd_model *m, const int32_t *ids, int P, int D, i
     int rc = -1;
     if (!last || sd_session_new(m, &sp, &s, &err) != SD_OK)
         goto out;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     if (sd_session_eval(s, ids, P, logits ? logits : last, logits != NULL, &err) != SD_OK)
         goto out;
-    double t1 = now_s();
+    double t1 = sd_now_s();
     for (int i = 0; i < D; i++)
         if (sd_session_eval(s, ids + P + i, 1, last, 0, &err) != SD_OK)
             goto out;
-    double t2 = now_s();
+    double t2 = sd_now_s();
     r->prefill_tps = P / (t1 - t0);
     r->decode_tps = D > 0 ? D / (t2 - t1) : 0;
     rc = 0;
@@ -89,10 +83,10 @@ static double sweep_once(const struct sd_wmat **mats, int nm, const float *x, fl
     sd_matmul_w_set_panel_min(panel_min);
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
+        double t0 = sd_now_s();
         for (int i = 0; i < nm; i++)
             sd_matmul_w(y, x, mats[i], NULL, T, scr, sb);
-        double dt = now_s() - t0;
+        double dt = sd_now_s() - t0;
         best = dt < best ? dt : best;
     }
     sd_matmul_w_set_panel_min(0);
@@ -178,18 +172,18 @@ int main(int argc, char **argv)
     struct sd_model *q = NULL, *f = NULL;
     struct sd_err err = {0};
     struct sd_model_load_params dq = {.gguf_dequant = 1};
-    double t0 = now_s();
+    double t0 = sd_now_s();
     if (sd_model_load(path, &q, &err) != SD_OK) {
         fprintf(stderr, "bench_gguf: %s\n", err.msg);
         return 1;
     }
-    double t1 = now_s();
+    double t1 = sd_now_s();
     if (sd_model_load_ex(path, &dq, &f, &err) != SD_OK) {
         fprintf(stderr, "bench_gguf: %s\n", err.msg);
         sd_model_free(q);
         return 1;
     }
-    double t2 = now_s();
+    double t2 = sd_now_s();
     if (!q->gguf) {
         fprintf(stderr, "bench_gguf: %s is not a GGUF model\n", path);
         sd_model_free(q);

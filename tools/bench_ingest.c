@@ -8,14 +8,8 @@
 #include <unistd.h>
 
 #include "ingest.h"
+#include "sd_clock.h"
 #include "store.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int run(const char *dir, const char *name, char *path, struct sd_ingest_stats *st, double *secs)
 {
@@ -28,9 +22,9 @@ static int run(const char *dir, const char *name, char *path, struct sd_ingest_s
         return 1;
     }
     struct sd_ingest_opts o = {0};
-    double t0 = now_s();
+    double t0 = sd_now_s();
     enum sd_status r = sd_ingest(s, &path, 1, &o, st, &err);
-    *secs = now_s() - t0;
+    *secs = sd_now_s() - t0;
     sd_store_close(s);
     if (r) {
         fprintf(stderr, "bench_ingest: %s\n", err.msg);

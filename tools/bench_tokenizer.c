@@ -8,14 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "sd_clock.h"
 #include "tokenizer.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int append_file(const char *path, char **buf, size_t *len)
 {
@@ -121,13 +115,13 @@ int main(int argc, char **argv)
 
     struct sd_err err = {0};
     struct sd_tokenizer *tok = NULL;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     if (sd_tokenizer_load(argv[1], &tok, &err) != SD_OK) {
         fprintf(stderr, "load failed: %s\n", err.msg);
         free(text);
         return 1;
     }
-    double t_load = now_s() - t0;
+    double t_load = sd_now_s() - t0;
 
     int32_t *ids = NULL;
     size_t n_ids = 0;
@@ -135,24 +129,24 @@ int main(int argc, char **argv)
     for (int r = 0; r < reps; r++) {
         free(ids);
         ids = NULL;
-        double a = now_s();
+        double a = sd_now_s();
         if (sd_tokenizer_encode(tok, text, len, 0, &ids, &n_ids, &err) != SD_OK) {
             fprintf(stderr, "encode failed: %s\n", err.msg);
             sd_tokenizer_free(tok);
             free(text);
             return 1;
         }
-        double dt = now_s() - a;
+        double dt = sd_now_s() - a;
         if (dt < best)
             best = dt;
     }
     char *back = NULL;
-    double a = now_s();
+    double a = sd_now_s();
     if (sd_tokenizer_decode(tok, ids, n_ids, 0, &back, &err) != SD_OK) {
         fprintf(stderr, "decode failed: %s\n", err.msg);
         return 1;
     }
-    double t_dec = now_s() - a;
+    double t_dec = sd_now_s() - a;
     int same = strlen(back) == len && memcmp(back, text, len) == 0;
 
     printf("tokenizer     %s\n", argv[1]);

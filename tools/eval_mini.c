@@ -23,6 +23,7 @@
 
 #include "model.h"
 #include "sampler.h"
+#include "sd_clock.h"
 #include "session.h"
 #include "tokenizer.h"
 #ifdef SD_CUDA_BACKEND
@@ -31,13 +32,6 @@
 
 #define MAX_BUCKETS 8
 #define MAX_LAYERS 64
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 struct cell {
     int bucket;
@@ -412,12 +406,12 @@ int main(int argc, char **argv)
                 fprintf(stderr, "eval_mini: --recall: %s\n", err.msg);
                 return 1;
             }
-            double t0 = now_s();
+            double t0 = sd_now_s();
             if (sd_session_eval(s, dids, (int)n_dids, NULL, 0, &err) != SD_OK) {
                 fprintf(stderr, "eval_mini: %s\n", err.msg);
                 return 1;
             }
-            double tp = now_s() - t0;
+            double tp = sd_now_s() - t0;
             c->prefill_s += tp;
             c->prefill_tokens += (long)n_dids;
             c->docs++;
