@@ -14,14 +14,8 @@
 #include "tokenizer.h"
 #ifdef SD_CUDA_BACKEND
 #include "sd_cuda.h"
+#include "sd_clock.h"
 #endif
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 // Parse an integer option strictly; returns 0 on success.
 static int parse_int(const char *s, const char *what, long lo, long hi, long *out)
@@ -390,12 +384,12 @@ int sd_cmd_generate(int argc, char **argv)
     }
     memcpy(hist, ids, n_ids * sizeof(int32_t));
     size_t n_hist = n_ids;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     if (sd_session_eval(s, ids, (int)n_ids, logits, 0, &err) != SD_OK) {
         fprintf(stderr, "sparsedoc: %s\n", err.msg);
         goto out;
     }
-    double t1 = now_s();
+    double t1 = sd_now_s();
     int eos = sd_tokenizer_eos(tok), bos = sd_tokenizer_bos(tok);
     long produced = 0;
     int prev = hist[n_hist - 1];
@@ -425,7 +419,7 @@ int sd_cmd_generate(int argc, char **argv)
         }
     }
     fputc('\n', stdout);
-    double t2 = now_s();
+    double t2 = sd_now_s();
     if (stats)
         fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tok/s); generated %ld tokens in %.3f s (%.1f tok/s)\n",
                 n_ids, t1 - t0, n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), produced, t2 - t1,

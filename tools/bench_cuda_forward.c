@@ -21,13 +21,7 @@
 #include "sd_cuda.h"
 #include "session.h"
 #include "synth_model.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "sd_clock.h"
 
 static void rand_ids(int32_t *ids, int n, int vocab, uint64_t seed)
 {
@@ -59,14 +53,14 @@ static int at_depth(const struct sd_model *m, int ctx, const struct sd_backend *
     int ok = lg && sd_session_new(m, &sp, &s, &err) == SD_OK && sd_session_debug_fill(s, depth, 7, &err) == SD_OK &&
              sd_session_eval(s, ids, PREFILL, lg, 0, &err) == SD_OK &&
              sd_session_eval(s, ids, 1, lg, 0, &err) == SD_OK && sd_session_truncate(s, depth, &err) == SD_OK;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     ok = ok && sd_session_eval(s, ids, PREFILL, lg, 0, &err) == SD_OK;
-    double t1 = now_s();
+    double t1 = sd_now_s();
     for (int i = 0; ok && i < DECODE; i++) {
         int32_t next = ids[i];
         ok = sd_session_eval(s, &next, 1, lg, 0, &err) == SD_OK;
     }
-    double t2 = now_s();
+    double t2 = sd_now_s();
     if (!ok)
         fprintf(stderr, "bench (%s, ctx %d): %s\n", be ? "cuda" : "cpu", ctx, err.msg);
     r->prefill_tps = PREFILL / (t1 - t0);
@@ -88,9 +82,9 @@ static double full_prefill(const struct sd_model *m, int ctx, const struct sd_ba
     double t0 = 0, t1 = 0;
     int ok = ids && lg && sd_session_new(m, &sp, &s, &err) == SD_OK &&
              sd_session_eval(s, ids, 1, lg, 0, &err) == SD_OK && sd_session_truncate(s, 0, &err) == SD_OK;
-    t0 = now_s();
+    t0 = sd_now_s();
     ok = ok && sd_session_eval(s, ids, ctx, lg, 0, &err) == SD_OK;
-    t1 = now_s();
+    t1 = sd_now_s();
     if (!ok)
         fprintf(stderr, "full prefill (%s, %d): %s\n", be ? "cuda" : "cpu", ctx, err.msg);
     sd_session_free(s);
@@ -113,12 +107,12 @@ static int layer_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, do
     int depth = ctx - LAYER_CHUNK - 8;
     int ok = lg && sd_session_new(m, &sp, &s, &err) == SD_OK && sd_session_debug_fill(s, depth, 3, &err) == SD_OK &&
              sd_session_eval(s, ids, LAYER_CHUNK, lg, 0, &err) == SD_OK && sd_session_truncate(s, depth, &err) == SD_OK;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     ok = ok && sd_session_eval(s, ids, LAYER_CHUNK, lg, 0, &err) == SD_OK;
-    double t1 = now_s();
+    double t1 = sd_now_s();
     for (int i = 0; ok && i < 4; i++)
         ok = sd_session_eval(s, &ids[i], 1, lg, 0, &err) == SD_OK;
-    double t2 = now_s();
+    double t2 = sd_now_s();
     if (!ok)
         fprintf(stderr, "layer bench (ctx %d): %s\n", ctx, err.msg);
     *prefill_ms = (t1 - t0) * 1e3;
@@ -161,7 +155,7 @@ static int layer_bench(int argc, char **argv)
                                 .index_dim = 128,
                                 .index_topk = 2048,
                                 .max_pos = 163840};
-    double t0 = now_s();
+    double t0 = sd_now_s();
     if (sd_synth_write_deepseek(dir, &sh, 99))
         return 1;
     struct sd_model *m = NULL;
@@ -172,7 +166,7 @@ static int layer_bench(int argc, char **argv)
     }
     printf("one DeepSeek-V3.2 layer (hidden 7168, 128 heads, MLA 512+64, indexer 64x128, top-k 2048, MLP 2048), "
            "synthetic weights (written+loaded in %.1f s), CUDA fp32\n",
-           now_s() - t0);
+           sd_now_s() - t0);
     printf(
         "| ctx | DSA decode ms/token | dense decode ms/token | dense/DSA | DSA prefill %d tok ms | dense prefill ms | "
         "dense/DSA |\n|---|---|---|---|---|---|---|\n",
@@ -331,12 +325,12 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
              sd_session_eval(s, ids, V32_CHUNK, lg, 0, &err) == SD_OK &&
              sd_session_eval(s, ids, 1, lg, 0, &err) == SD_OK && sd_session_truncate(s, 0, &err) == SD_OK &&
              sd_session_debug_fill(s, depth, 9, &err) == SD_OK;
-    double t0 = now_s();
+    double t0 = sd_now_s();
     ok = ok && sd_session_eval(s, ids, V32_CHUNK, lg, 0, &err) == SD_OK;
-    double t1 = now_s();
+    double t1 = sd_now_s();
     for (int i = 0; ok && i < V32_DECODE; i++)
         ok = sd_session_eval(s, &ids[i], 1, lg, 0, &err) == SD_OK;
-    double t2 = now_s();
+    double t2 = sd_now_s();
     if (ok)
         for (int i = 0; i < m->cfg.vocab_size; i++)
             if (!isfinite(lg[i])) {
@@ -362,7 +356,7 @@ static int v32_bench(int argc, char **argv)
         for (int i = 2; i < argc && n_ctx < 8; i++)
             ctxs[n_ctx++] = atoi(argv[i]);
     }
-    double t0 = now_s();
+    double t0 = sd_now_s();
     struct v32_model *v = v32_new();
     if (!v)
         return 1;
@@ -378,7 +372,7 @@ static int v32_bench(int argc, char **argv)
            "Weights and activations fp32 on the CUDA backend (FP8/BF16 weights are not implemented); the MLA "
            "latent cache is fp32.\n",
            c->n_layers, c->intermediate_size, c->vocab_size, c->hidden_size, c->kv_lora_rank, c->qk_rope_head_dim,
-           c->index_n_heads, c->index_head_dim, c->index_topk, now_s() - t0, name);
+           c->index_n_heads, c->index_head_dim, c->index_topk, sd_now_s() - t0, name);
     printf("Cache bytes per token and layer: MLA latent %zu + indexer keys %zu (FP8: e4m3 + scale) or %zu (fp32); "
            "per token for %d layers: %zu (FP8 indexer) / %zu (fp32 indexer); for V3.2's 61 layers at 128K tokens: "
            "%.1f GiB / %.1f GiB.\n",
