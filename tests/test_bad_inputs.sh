@@ -19,15 +19,8 @@ bin=$1
 src=${SD_SOURCE:-$(cd "$(dirname "$0")/.." && pwd)}
 mini=$src/data/models/sparsedoc-mini
 pdf=$src/data/samples/harbor-notes.pdf
-tmp=$(mktemp -d)
-trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
-export SPARSEDOC_DB="$tmp/store.db" SPARSEDOC_CACHE_DIR="$tmp/kv" XDG_CONFIG_HOME="$tmp/config" \
-    XDG_DATA_HOME="$tmp/data" XDG_CACHE_HOME="$tmp/cache" HOME="$tmp/home" NO_COLOR=1
-unset SPARSEDOC_MODEL SPARSEDOC_CACHE_BUDGET
-mkdir -p "$tmp/home"
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-ok() { echo "ok: $*"; }
+. "$(dirname "$0")/cli_env.sh" # $tmp, private store/cache/XDG dirs, fail/ok
+export NO_COLOR=1
 Q="What is the access code for the Brenlow vault?"
 json() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
 

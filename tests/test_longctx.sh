@@ -15,12 +15,7 @@ if [ ! -r "$lic/GPL-3" ] || [ ! -r "$lic/Apache-2.0" ]; then
     echo "skip: $lic/GPL-3 and Apache-2.0 are needed to build the long document (Debian base-files)"
     exit 77
 fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-export SPARSEDOC_DB="$tmp/store.db" SPARSEDOC_CACHE_DIR="$tmp/kv" XDG_CONFIG_HOME="$tmp/config" \
-    XDG_DATA_HOME="$tmp/data" XDG_CACHE_HOME="$tmp/cache" HOME="$tmp/home"
-unset SPARSEDOC_MODEL SPARSEDOC_CACHE_BUDGET
-mkdir -p "$tmp/home"
+. "$(dirname "$0")/cli_env.sh" # $tmp, private store/cache/XDG dirs, fail/ok
 doc=$tmp/notes.txt
 python3 - "$lic" "$doc" <<'PY'
 import sys
@@ -34,9 +29,6 @@ for depth, fact in sorted(facts, reverse=True):
     lines.insert(int(n * depth), fact)
 open(out, "w").write("\n".join(lines))
 PY
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-ok() { echo "ok: $*"; }
 right=0
 i=0
 for qa in "What is the access code for the Orvant vault?|QT-5817" "What is the capital of the province of Belmarra?|Tosk" \
