@@ -3,7 +3,6 @@
 #include "citations.h"
 
 #include <ctype.h>
-#include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -359,6 +358,7 @@ struct gspan {
 struct gdoc {
     int64_t id;
     char *path, *rel, *title; // rel: the path as the contexts show it (relative to the document's root)
+    int oom;
 };
 
 struct gid {
@@ -473,6 +473,26 @@ static void gctx_free(struct gctx *g)
     memset(g, 0, sizeof *g);
 }
 
+static const struct gdoc *gdoc_of(const struct gctx *g, int64_t id)
+{
+    for (size_t k = 0; k < g->n_docs; k++)
+        if (g->docs[k].id == id)
+            return &g->docs[k];
+    return NULL;
+}
+
+// A document's path, the path the contexts show for it (sd_ctx_display_path) and its title.
+static int gdoc_row(void *user, const struct sd_doc *r)
+{
+    struct gdoc *d = user;
+    const char *path = r->path ? r->path : "";
+    d->path = strdup(path);
+    d->rel = strdup(sd_ctx_display_path(path, r->root));
+    d->title = r->title ? strdup(r->title) : NULL;
+    d->oom = !d->path || !d->rel || (r->title && !d->title);
+    return 1;
+}
+
 // The spans of the contexts (each once, in context order) with their text, and their documents.
 static enum sd_status gctx_load(struct sd_store *s, const struct sd_context *const *ctx, size_t n_ctx,
                                 struct gctx *g, struct sd_err *err)
@@ -499,17 +519,10 @@ static enum sd_status gctx_load(struct sd_store *s, const struct sd_context *con
     for (size_t i = 1; i < g->n_sp; i++)
         if (g->by_id[i].span_id == g->by_id[i - 1].span_id)
             g->sp[g->by_id[i].idx].dup = 1;
-    sqlite3 *db = sd_store_db(s);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT path, root, title FROM documents WHERE id = ?1", -1, &st, NULL) != SQLITE_OK)
-        return sd_err_set(err, SD_ERR_IO, "grounding citations: %s", sqlite3_errmsg(db));
     enum sd_status r = SD_OK;
     for (size_t i = 0; i < g->n_sp && !r; i++) {
         int64_t id = g->sp[i].doc_id;
-        int seen = 0;
-        for (size_t k = 0; k < g->n_docs && !seen; k++)
-            seen = g->docs[k].id == id;
-        if (seen)
+        if (gdoc_of(g, id))
             continue;
         void *nv = realloc(g->docs, (g->n_docs + 1) * sizeof *g->docs);
         if (!nv) {
@@ -520,36 +533,15 @@ static enum sd_status gctx_load(struct sd_store *s, const struct sd_context *con
         struct gdoc *d = &g->docs[g->n_docs++];
         memset(d, 0, sizeof *d);
         d->id = id;
-        sqlite3_reset(st);
-        sqlite3_bind_int64(st, 1, id);
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            const char *path = (const char *)sqlite3_column_text(st, 0);
-            const char *root = (const char *)sqlite3_column_text(st, 1);
-            const char *title = (const char *)sqlite3_column_text(st, 2);
-            path = path ? path : "";
-            const char *rel = path;
-            size_t rl = root ? strlen(root) : 0;
-            if (root && !strncmp(path, root, rl) && path[rl] == '/') // as data/contexts.c shows it
-                rel = path + rl + 1;
-            d->path = strdup(path);
-            d->rel = strdup(rel);
-            d->title = title ? strdup(title) : NULL;
-            if (!d->path || !d->rel || (title && !d->title))
-                r = sd_err_set(err, SD_ERR_NOMEM, "out of memory grounding citations");
-        }
+        r = sd_store_doc_get(s, id, gdoc_row, d, err);
+        if (r == SD_ERR_MISSING) // removed since the contexts were built: its spans are gone too
+            r = SD_OK;
+        else if (!r && d->oom)
+            r = sd_err_set(err, SD_ERR_NOMEM, "out of memory grounding citations");
         if (!r && (r = sd_store_spans_foreach(s, id, gspan_row, g, err)) == SD_OK && g->oom)
             r = sd_err_set(err, SD_ERR_NOMEM, "out of memory grounding citations");
     }
-    sqlite3_finalize(st);
     return r;
-}
-
-static const struct gdoc *gdoc_of(const struct gctx *g, int64_t id)
-{
-    for (size_t k = 0; k < g->n_docs; k++)
-        if (g->docs[k].id == id)
-            return &g->docs[k];
-    return NULL;
 }
 
 // The claim of a marker: answer[from, to) trimmed of whitespace and of ",;:." at its ends, then its last

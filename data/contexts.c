@@ -496,10 +496,7 @@ enum sd_status sd_contexts_build(struct sd_store *s, const int64_t *doc_ids, siz
         const char *path = (const char *)sqlite3_column_text(st, 7);
         const char *root = (const char *)sqlite3_column_text(st, 8);
         const char *title = (const char *)sqlite3_column_text(st, 9);
-        const char *rel = path;
-        size_t rl = root ? strlen(root) : 0;
-        if (root && !strncmp(path, root, rl) && path[rl] == '/')
-            rel = path + rl + 1;
+        const char *rel = sd_ctx_display_path(path, root);
         if (opts->format == SD_CTX_FORMAT_PASSAGES) {
             last_doc = proto.doc_id;
             (void)title;
@@ -567,4 +564,10 @@ const struct sd_ctx_span *sd_context_locate(const struct sd_context *c, size_t p
             hi = mid;
     }
     return &c->spans[lo];
+}
+
+const char *sd_ctx_display_path(const char *path, const char *root)
+{
+    size_t rl = root ? strlen(root) : 0;
+    return root && !strncmp(path, root, rl) && path[rl] == '/' ? path + rl + 1 : path;
 }

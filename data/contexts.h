@@ -71,6 +71,10 @@ enum sd_status sd_contexts_build(struct sd_store *s, const int64_t *doc_ids, siz
                                  const struct sd_contexts_opts *opts, struct sd_contexts **out, struct sd_err *err);
 void sd_contexts_free(struct sd_contexts *c);
 
+// The path a context shows for a document (and a citation marker names): relative to the folder it was
+// ingested from, else as stored. Points into path.
+const char *sd_ctx_display_path(const char *path, const char *root);
+
 // The span entry covering token position pos of context c; NULL if pos is out of range.
 const struct sd_ctx_span *sd_context_locate(const struct sd_context *c, size_t pos);
 

@@ -612,7 +612,7 @@ out:
 
 #define DOC_COLS                                                                                                   \
     "id, path, kind, lang, title, author, sha256, ocr_pages, failed_pages, size, mtime_ns, n_pages, n_lines, "     \
-    "n_spans, n_chars, n_tokens, ingested_at"
+    "n_spans, n_chars, n_tokens, ingested_at, root"
 
 static void read_doc(sqlite3_stmt *st, struct sd_doc *d)
 {
@@ -633,6 +633,7 @@ static void read_doc(sqlite3_stmt *st, struct sd_doc *d)
     d->n_chars = sqlite3_column_int64(st, 14);
     d->n_tokens = sqlite3_column_int64(st, 15);
     d->ingested_at = sqlite3_column_int64(st, 16);
+    d->root = col_text(st, 17);
 }
 
 enum sd_status sd_store_docs_foreach(struct sd_store *s, sd_doc_fn fn, void *user, struct sd_err *err)

@@ -38,6 +38,7 @@ struct sd_doc {
     int64_t id;
     const char *path, *kind, *lang, *title, *author, *sha256, *ocr_pages, *failed_pages;
     int64_t size, mtime_ns, n_pages, n_lines, n_spans, n_chars, n_tokens, ingested_at;
+    const char *root; // the folder it was ingested from (NULL for a file named on its own)
 };
 
 // Known state of a path, for incremental re-ingest. found = 0 when the path has no document.
