@@ -11,10 +11,10 @@
 #include "model.h"
 #include "sampler.h"
 #include "session.h"
+#include "sd_clock.h"
 #include "tokenizer.h"
 #ifdef SD_CUDA_BACKEND
 #include "sd_cuda.h"
-#include "sd_clock.h"
 #endif
 
 // Parse an integer option strictly; returns 0 on success.
