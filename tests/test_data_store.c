@@ -1,5 +1,8 @@
 // test_data_store.c: the SQLite store: schema version, WAL, migrations idempotent across reopen,
-// spans + FTS5 search with snippets, document removal cascading to spans and the FTS index.
+// spans + FTS5 search with snippets, document removal cascading to spans and the FTS index, and
+// many processes opening one new database at the same moment.
+#include <sys/wait.h>
+
 #include "test_data_common.h"
 
 struct hits {
@@ -18,8 +21,53 @@ static int on_hit(void *user, const struct sd_search_hit *h)
     return 0;
 }
 
+// Round after round, N_RACERS processes open the same new file at once (released together through a
+// pipe); every one must open it (schema, WAL) without an error.
+#define N_RACERS 8
+static void open_race(int rounds)
+{
+    int failed = 0;
+    for (int r = 0; r < rounds; r++) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/race%d.db", tmp_dir(), r);
+        int go[2];
+        CHECK(pipe(go) == 0);
+        pid_t pids[N_RACERS];
+        fflush(NULL);
+        for (int i = 0; i < N_RACERS; i++) {
+            pids[i] = fork();
+            if (pids[i] == 0) {
+                close(go[1]);
+                char c;
+                if (read(go[0], &c, 1) != 0) // EOF when the parent closes: everyone starts together
+                    _exit(5);
+                struct sd_store *s = NULL;
+                struct sd_err err;
+                if (sd_store_open(path, &s, &err)) {
+                    fprintf(stderr, "racer %d round %d: %s\n", i, r, err.msg);
+                    _exit(2);
+                }
+                int ok = sd_store_user_version(s) == SD_STORE_SCHEMA_VERSION;
+                sd_store_close(s);
+                _exit(ok ? 0 : 3);
+            }
+        }
+        close(go[0]);
+        close(go[1]);
+        for (int i = 0; i < N_RACERS; i++) {
+            int st = -1;
+            waitpid(pids[i], &st, 0);
+            failed += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        }
+    }
+    CHECK_MSG(failed == 0, "%d of %d concurrent opens failed", failed, rounds * N_RACERS);
+    printf("concurrent open: %d processes x %d rounds, %d failed\n", N_RACERS, rounds, failed);
+}
+
 int main(void)
 {
+    open_race(25);
+
     struct sd_store *s = open_db("store.db");
     struct sd_err err;
     CHECK(sd_store_user_version(s) == SD_STORE_SCHEMA_VERSION);
