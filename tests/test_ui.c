@@ -365,8 +365,12 @@ static void drive(SdApplication *app, const char *source, const char *corpus)
         printf("stopped answer status: %s\n", status);
         CHECK(status && g_str_has_prefix(status, "Stopped"), "Stop did not stop the answer: %s",
               status ? status : "(none)");
-        // Again, stopping once the answer text has started to stream in.
+        // Again, stopping once the answer text has started to stream in. The worker waits 400 ms after
+        // each piece (a test hook of sd-service.c): the model may end its answer at any token, and Stop
+        // must not race it.
+        g_setenv("SPARSEDOC_TEST_PIECE_DELAY_MS", "400", TRUE);
         sd_chat_view_ask(chat, "Summarize every section of both documents in detail.");
+        g_unsetenv("SPARSEDOC_TEST_PIECE_DELAY_MS");
         pump_until(first_text, NULL, "the first piece of the answer");
         CHECK(sd_chat_view_is_running(chat), "the answer finished before Stop could be pressed (%u pieces)",
               sd_chat_view_last_n_pieces(chat));

@@ -83,6 +83,7 @@ typedef struct {
     int max_new_tokens;
     SdTextFn on_text;
     SdProgressFn on_progress;
+    int piece_delay_ms; // test hook, see sd_service_ask_async
     char *last_stage;
     gint64 last_done;
     struct sd_qa_result *partial;
@@ -344,6 +345,8 @@ static void on_text(void *user, const char *text, size_t len)
     Job *j = g_task_get_task_data(task);
     if (j->on_text && len)
         invoke(task, (Call){.kind = CALL_TEXT, .text = g_strndup(text, len)});
+    if (j->piece_delay_ms > 0)
+        g_usleep((gulong)j->piece_delay_ms * 1000);
 }
 
 static void on_progress(void *user, const char *stage, int64_t done, int64_t total)
@@ -417,6 +420,11 @@ void sd_service_ask_async(SdService *self, const gint64 *doc_ids, gsize n, const
     j->max_new_tokens = max_new_tokens;
     j->on_text = on_text_fn;
     j->on_progress = on_progress_fn;
+    // Test hook: SPARSEDOC_TEST_PIECE_DELAY_MS holds the worker that long after each streamed piece, so
+    // that a test can press Stop while an answer streams however soon the model would end it. Read here,
+    // on the calling thread, never on the worker.
+    const char *delay = g_getenv("SPARSEDOC_TEST_PIECE_DELAY_MS");
+    j->piece_delay_ms = delay ? CLAMP(atoi(delay), 0, 10000) : 0;
     g_object_unref(push(self, j, cancellable, cb, user_data, sd_service_ask_async));
 }
 
