@@ -185,23 +185,34 @@ int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float
     return failed ? -1 : 0;
 }
 
-// Strict total order for selection: larger score first, then lower index. NaN ranks lowest.
-static inline int before(const float *s, int32_t a, int32_t b)
+// Selection order: larger score first, then lower index; NaN ranks as -inf and -0 equals +0. The
+// score is mapped to an unsigned key that is larger exactly when the score is (in that order), so the
+// k-th key can be found by a radix select: three histogram passes over 11, 11 and 10 bits.
+static inline uint32_t score_key(float x)
 {
-    float x = s[a], y = s[b];
     if (x != x)
         x = -INFINITY;
-    if (y != y)
-        y = -INFINITY;
-    if (x != y)
-        return x > y;
-    return a < b;
+    if (x == 0.0f)
+        x = 0.0f;
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
-static int cmp_i32(const void *a, const void *b)
+// In a histogram of nb bins, walk down from the top until `k` items are covered: returns the bin that
+// holds the k-th and sets *above to the count in the bins above it.
+static int hist_find(const uint32_t *h, int nb, uint32_t k, uint32_t *above)
 {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
+    uint32_t acc = 0;
+    for (int b = nb - 1; b > 0; b--) {
+        if (acc + h[b] >= k) {
+            *above = acc;
+            return b;
+        }
+        acc += h[b];
+    }
+    *above = acc;
+    return 0;
 }
 
 int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *scratch)
@@ -217,39 +228,40 @@ int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *
             idx[i] = -1;
         return n_valid;
     }
-    for (int i = 0; i < n_valid; i++)
-        scratch[i] = i;
-    // Quickselect so that scratch[0..k) holds the k first elements in the order `before`.
-    int lo = 0, hi = n_valid - 1;
-    uint32_t rng = 2463534242u;
-    while (lo < hi) {
-        rng ^= rng << 13;
-        rng ^= rng >> 17;
-        rng ^= rng << 5;
-        int p = lo + (int)(rng % (uint32_t)(hi - lo + 1));
-        int32_t pivot = scratch[p];
-        scratch[p] = scratch[hi];
-        scratch[hi] = pivot;
-        int store = lo;
-        for (int i = lo; i < hi; i++) {
-            if (before(scores, scratch[i], pivot)) {
-                int32_t t = scratch[i];
-                scratch[i] = scratch[store];
-                scratch[store] = t;
-                store++;
-            }
-        }
-        scratch[hi] = scratch[store];
-        scratch[store] = pivot;
-        if (store == k - 1 || store == k)
-            break;
-        if (store < k)
-            lo = store + 1;
-        else
-            hi = store - 1;
+    // Threshold key T with count(key > T) < k <= count(key >= T), digit by digit.
+    uint32_t h[2048], *keys = (uint32_t *)scratch, need = (uint32_t)k, above;
+    memset(h, 0, sizeof h);
+    for (int i = 0; i < n_valid; i++) {
+        keys[i] = score_key(scores[i]);
+        h[keys[i] >> 21]++;
     }
-    memcpy(idx, scratch, (size_t)k * sizeof(int32_t));
-    qsort(idx, (size_t)k, sizeof(int32_t), cmp_i32);
+    uint32_t b1 = (uint32_t)hist_find(h, 2048, need, &above);
+    need -= above;
+    memset(h, 0, sizeof h);
+    int m = 0; // keys of bin b1, compacted to the front (m <= i: nothing unread is overwritten)
+    for (int i = 0; i < n_valid; i++) {
+        uint32_t key = keys[i];
+        if (key >> 21 == b1) {
+            keys[m++] = key;
+            h[(key >> 10) & 0x7ffu]++;
+        }
+    }
+    uint32_t b2 = (uint32_t)hist_find(h, 2048, need, &above);
+    need -= above;
+    memset(h, 0, 1024 * sizeof h[0]);
+    uint32_t hi = b1 << 11 | b2;
+    for (int i = 0; i < m; i++)
+        if (keys[i] >> 10 == hi)
+            h[keys[i] & 0x3ffu]++;
+    uint32_t b3 = (uint32_t)hist_find(h, 1024, need, &above);
+    need -= above; // how many of the keys equal to T are taken: the lowest indices
+    uint32_t thr = hi << 10 | b3;
+    int n = 0;
+    for (int i = 0; i < n_valid && n < k; i++) {
+        uint32_t key = score_key(scores[i]);
+        if (key > thr || (key == thr && need && need--))
+            idx[n++] = i;
+    }
     return k;
 }
 

@@ -156,54 +156,88 @@ static void test_scores(void)
     free(ks);
 }
 
+// Reference order, written independently of the engine's: score descending with NaN as -inf (-0 and
+// +0 compare equal as numbers), then index ascending.
 static int cmp_desc_idx(const void *a, const void *b, void *ctx)
 {
     const float *s = ctx;
     int x = *(const int *)a, y = *(const int *)b;
-    if (s[x] != s[y])
-        return s[x] > s[y] ? -1 : 1;
+    double u = isnan(s[x]) ? -INFINITY : s[x], v = isnan(s[y]) ? -INFINITY : s[y];
+    if (u != v)
+        return u > v ? -1 : 1;
     return x - y;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    return *(const int *)a - *(const int *)b;
+}
+
+// kind 0: normal scores; 1: heavy ties (10 values); 2: NaN, +-0, +-inf, subnormals, +-1 and normals
+// mixed; 3: all equal (every selection decided by index).
+static float topk_value(int kind, int i)
+{
+    static const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 1e-40f, -1e-40f, 3.5f};
+    switch (kind) {
+    case 1:
+        return (float)(int)(urand() * 10);
+    case 2: {
+        double r = urand();
+        if (r < 0.1)
+            return NAN;
+        if (r < 0.15)
+            return -INFINITY;
+        if (r < 0.17)
+            return INFINITY;
+        if (r < 0.6)
+            return special[(int)(urand() * 7) % 7];
+        return nrand();
+    }
+    case 3:
+        return 0.25f;
+    default:
+        (void)i;
+        return nrand();
+    }
 }
 
 static void test_topk(void)
 {
-    int sizes[] = {1, 7, 63, 65, 300, 2047, 2049, 5000};
+    int sizes[] = {1, 7, 63, 65, 300, 2047, 2049, 5000, 40000};
+    int n_cases = 0;
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
         int n = sizes[si];
-        int ks[] = {1, 16, 64, 2048};
-        for (int ki = 0; ki < 4; ki++) {
-            int k = ks[ki];
-            float *s = malloc(sizeof(float) * n);
-            int with_ties = (si + ki) % 2;
-            for (int i = 0; i < n; i++)
-                s[i] = with_ties ? (float)(int)(urand() * 10) : nrand();
-            int32_t *idx = malloc(sizeof(int32_t) * (k > n ? k : n)), *scr = malloc(sizeof(int32_t) * n);
-            int *ord = malloc(sizeof(int) * n);
-            int got = sd_dsa_topk(s, n, k, idx, scr);
-            int want = k < n ? k : n;
-            CHECK_MSG(got == want, "topk n=%d k=%d returned %d", n, k, got);
-            for (int i = 0; i < n; i++)
-                ord[i] = i;
-            qsort_r(ord, (size_t)n, sizeof(int), cmp_desc_idx, s);
-            // sort reference's first `want` ascending by index
-            for (int i = 1; i < want; i++)
-                for (int j = i; j > 0 && ord[j - 1] > ord[j]; j--) {
-                    int t = ord[j];
-                    ord[j] = ord[j - 1];
-                    ord[j - 1] = t;
-                }
-            int same = 1;
-            for (int i = 0; i < want; i++)
-                same &= idx[i] == ord[i];
-            CHECK_MSG(same, "topk n=%d k=%d ties=%d: set differs from the sorted reference", n, k, with_ties);
-            for (int i = want; i < k; i++)
-                CHECK_MSG(idx[i] == -1, "topk n=%d k=%d: slot %d not padded with -1", n, k, i);
-            free(s);
-            free(idx);
-            free(scr);
-            free(ord);
+        int ks[] = {1, 16, 64, 512, 2048};
+        for (int ki = 0; ki < 5; ki++) {
+            for (int kind = 0; kind < 4; kind++) {
+                int k = ks[ki];
+                float *s = malloc(sizeof(float) * n);
+                for (int i = 0; i < n; i++)
+                    s[i] = topk_value(kind, i);
+                int32_t *idx = malloc(sizeof(int32_t) * (k > n ? k : n)), *scr = malloc(sizeof(int32_t) * n);
+                int *ord = malloc(sizeof(int) * n);
+                int got = sd_dsa_topk(s, n, k, idx, scr);
+                int want = k < n ? k : n;
+                CHECK_MSG(got == want, "topk n=%d k=%d returned %d", n, k, got);
+                for (int i = 0; i < n; i++)
+                    ord[i] = i;
+                qsort_r(ord, (size_t)n, sizeof(int), cmp_desc_idx, s);
+                qsort(ord, (size_t)want, sizeof(int), cmp_int); // the first `want`, ascending by index
+                int same = 1;
+                for (int i = 0; i < want; i++)
+                    same &= idx[i] == ord[i];
+                CHECK_MSG(same, "topk n=%d k=%d kind=%d: selection differs from the sorted reference", n, k, kind);
+                for (int i = want; i < k; i++)
+                    CHECK_MSG(idx[i] == -1, "topk n=%d k=%d: slot %d not padded with -1", n, k, i);
+                n_cases++;
+                free(s);
+                free(idx);
+                free(scr);
+                free(ord);
+            }
         }
     }
+    printf("topk: %d cases against a full sort\n", n_cases);
 }
 
 static void test_sparse_attn(void)
