@@ -24,6 +24,12 @@ void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale);
 void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_heads, int dim, const float *k, int n_k,
                              const int *n_valid, float *scores, size_t ld_scores, int n_threads);
 
+// Which fp32 score kernel runs on this CPU: "avx2" (AVX2 + FMA, chosen at run time) or "scalar".
+// The two round differently (fused multiply-adds, summation order); each alone gives the same
+// scores whatever the thread count. sd_dsa_force_scalar(1) selects the scalar one (for tests).
+const char *sd_dsa_scores_impl(void);
+void sd_dsa_force_scalar(int on);
+
 // FP8 indexer scores (DeepSeek numerics). q8: [n_q][n_heads][dim] e4m3, q_scale: [n_q][n_heads],
 // k8: [n_k][dim] e4m3, k_scale: [n_k]. w as above (without the q scale: it is folded inside).
 // scores[i][u] = k_scale[u] * sum_j (w[i][j]*q_scale[i][j]) * relu(dot(q8[i][j], k8[u])): each dot is exact
@@ -43,7 +49,7 @@ int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *
 // kv: cache rows of d_lat + d_rope floats ([c_kv | k_pe]) with row stride ld_kv,
 // idx: n_idx token indices into kv (-1 entries skipped; every other entry must be a row the caller
 // owns: the top-k of sd_dsa_topk over n_valid rows satisfies this). out: [n_heads][d_lat] = softmax-weighted c_kv.
-// scale: softmax scale tau. scratch: n_idx floats.
+// scale: softmax scale tau. scratch: 2 * n_idx floats.
 void sd_mla_sparse_attn_absorbed(const float *q_lat, const float *q_pe, int n_heads, int d_lat, int d_rope,
                                  const float *kv, size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *out,
                                  float *scratch);

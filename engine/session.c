@@ -217,7 +217,7 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
             s->ex = xcalloc(T * H, sizeof(float), &fail);
             s->ey = xcalloc(T * H, sizeof(float), &fail);
         }
-        s->scr_len = N > (size_t)s->topk ? N : (size_t)s->topk;
+        s->scr_len = 2 * (N > (size_t)s->topk ? N : (size_t)s->topk); // sd_mla_sparse_attn_absorbed
     } else {
         size_t kvd = (size_t)c->n_heads_kv * c->head_dim, qd = (size_t)c->n_heads * c->head_dim;
         s->kc = xcalloc(L * N * kvd, sizeof(float), &fail);

@@ -411,7 +411,7 @@ static void test_mla_case(int batch, int s_q, int n_heads, int topk, int n_token
     }
     // Reference (after the kernels): per (b, sq), invalid slots mapped to -1 for the CPU.
     float *ql = xmalloc((size_t)n_heads * DL * 4), *qp = xmalloc((size_t)n_heads * DR * 4);
-    float *ref = xmalloc(no * 4), *lref = xmalloc(nl * 4), *scr = xmalloc((size_t)topk * 4 + 4);
+    float *ref = xmalloc(no * 4), *lref = xmalloc(nl * 4), *scr = xmalloc((size_t)topk * 8 + 4);
     double *sc = xmalloc((size_t)topk * sizeof(double) + 8);
     int32_t *ix = xmalloc((size_t)topk * 4 + 4);
     for (size_t r = 0; r < (size_t)batch * s_q; r++) {

@@ -76,37 +76,77 @@ static void test_quant(void)
     }
 }
 
-static void test_scores(void)
+// fp32 scores of both kernels (AVX2 when the CPU has it, scalar) against float64, on shapes that leave
+// partial query groups, partial key blocks and heads beyond a multiple of four; the same scores on 1
+// and 3 threads.
+static double scores_case(int nq, int nh, int d, int nk, int ld)
 {
-    int nq = 5, nh = 4, d = 64, nk = 77;
-    float *q = malloc(sizeof(float) * nq * nh * d), *k = malloc(sizeof(float) * nk * d), w[5 * 4];
+    float *q = malloc(sizeof(float) * nq * nh * d), *k = malloc(sizeof(float) * nk * d), *w = malloc(sizeof(float) * nq * nh);
+    float *sc = malloc(sizeof(float) * nq * ld), *sc1 = malloc(sizeof(float) * nq * ld);
+    int *valid = malloc(sizeof(int) * nq);
     for (int i = 0; i < nq * nh * d; i++)
         q[i] = nrand();
     for (int i = 0; i < nk * d; i++)
         k[i] = nrand();
     for (int i = 0; i < nq * nh; i++)
         w[i] = nrand();
-    int valid[5] = {1, 10, 64, 77, 76};
-    float sc[5 * 80];
-    sd_dsa_index_scores_f32(q, w, nq, nh, d, k, nk, valid, sc, 80, 2);
+    for (int i = 0; i < nq; i++)
+        valid[i] = i == 0 ? 1 : i == 1 ? nk : 1 + (int)(urand() * nk);
+    sd_dsa_index_scores_f32(q, w, nq, nh, d, k, nk, valid, sc, (size_t)ld, 3);
+    sd_dsa_index_scores_f32(q, w, nq, nh, d, k, nk, valid, sc1, (size_t)ld, 1);
     double maxe = 0;
+    int same = 1;
     for (int i = 0; i < nq; i++)
         for (int u = 0; u < nk; u++) {
+            float got = sc[(size_t)i * ld + u];
+            same &= memcmp(&got, &sc1[(size_t)i * ld + u], sizeof got) == 0;
             if (u >= valid[i]) {
-                CHECK(isinf(sc[i * 80 + u]) && sc[i * 80 + u] < 0);
+                CHECK_MSG(isinf(got) && got < 0, "score [%d][%d] beyond n_valid %d is %g", i, u, valid[i], got);
                 continue;
             }
-            double s = 0;
+            double s = 0, mag = 0;
             for (int j = 0; j < nh; j++) {
                 double dd = 0;
                 for (int x = 0; x < d; x++)
-                    dd += (double)q[(i * nh + j) * d + x] * k[u * d + x];
-                if (dd > 0)
+                    dd += (double)q[((size_t)i * nh + j) * d + x] * k[(size_t)u * d + x];
+                if (dd > 0) {
                     s += w[i * nh + j] * dd;
+                    mag += fabs(w[i * nh + j] * dd);
+                }
             }
-            maxe = fmax(maxe, fabs(s - sc[i * 80 + u]) / (fabs(s) + 1));
+            maxe = fmax(maxe, fabs(s - got) / (mag + 1));
         }
-    CHECK_MSG(maxe < 1e-5, "f32 index scores err %.3g", maxe);
+    CHECK_MSG(same, "%s fp32 scores differ between 3 threads and 1 (nq %d nh %d d %d nk %d)", sd_dsa_scores_impl(),
+              nq, nh, d, nk);
+    CHECK_MSG(maxe < 1e-5, "%s fp32 index scores err %.3g (nq %d nh %d d %d nk %d)", sd_dsa_scores_impl(), maxe, nq,
+              nh, d, nk);
+    free(q);
+    free(k);
+    free(w);
+    free(sc);
+    free(sc1);
+    free(valid);
+    return maxe;
+}
+
+static void test_scores(void)
+{
+    int shapes[][5] = {{5, 4, 64, 77, 80}, {19, 6, 32, 700, 703}, {9, 1, 128, 257, 257}, {1, 64, 128, 1000, 1000}};
+    for (int pass = 0; pass < 2; pass++) {
+        sd_dsa_force_scalar(pass);
+        double e = 0;
+        for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++)
+            e = fmax(e, scores_case(shapes[c][0], shapes[c][1], shapes[c][2], shapes[c][3], shapes[c][4]));
+        printf("index scores fp32 (%s): max error %.2g vs float64\n", sd_dsa_scores_impl(), e);
+    }
+    sd_dsa_force_scalar(0);
+    int nq = 5, nh = 4, nk = 77;
+    float w[5 * 4];
+    for (int i = 0; i < nq * nh; i++)
+        w[i] = nrand();
+    int valid[5] = {1, 10, 64, 77, 76};
+    float sc[5 * 80];
+    double maxe;
 
     // FP8 path vs float64 on the quantized values.
     int D = 128;
@@ -146,9 +186,7 @@ static void test_scores(void)
     CHECK_MSG(maxe < 1e-5, "fp8 index scores vs exact-on-quantized err %.3g", maxe);
     double rel = sqrt(err2 / ref2);
     CHECK_MSG(rel < 0.1, "fp8 index scores far from unquantized ones: relative L2 %.3g", rel);
-    printf("index scores: fp32 ok; fp8 vs unquantized relative L2 %.3g\n", rel);
-    free(q);
-    free(k);
+    printf("index scores fp8: relative L2 %.3g vs unquantized\n", rel);
     free(q2);
     free(k2);
     free(q8);
@@ -244,7 +282,7 @@ static void test_sparse_attn(void)
 {
     int nh = 3, dl = 32, dr = 8, n = 200, k = 50;
     size_t ld = (size_t)dl + dr;
-    float *kv = malloc(sizeof(float) * n * ld), ql[3 * 32], qp[3 * 8], out[3 * 32], scratch[64];
+    float *kv = malloc(sizeof(float) * n * ld), ql[3 * 32], qp[3 * 8], out[3 * 32], scratch[128];
     for (size_t i = 0; i < n * ld; i++)
         kv[i] = nrand();
     for (int i = 0; i < nh * dl; i++)
@@ -303,6 +341,13 @@ static void test_sparse_attn(void)
         free(mult);
     }
     CHECK_MSG(maxe < 1e-5, "sparse attention err %.3g", maxe);
+    // The AVX2 build of the attention and the baseline one give the same bits (no contraction).
+    float out2[3 * 32];
+    sd_dsa_force_scalar(1);
+    sd_mla_sparse_attn_absorbed(ql, qp, nh, dl, dr, kv, ld, idx, k, tau, out2, scratch);
+    sd_dsa_force_scalar(0);
+    CHECK_MSG(memcmp(out, out2, sizeof out) == 0, "sparse attention: %s and scalar builds differ",
+              sd_dsa_scores_impl());
     free(kv);
 }
 

@@ -433,7 +433,7 @@ static void bench_mla(void)
     for (size_t x = 0; x < blk_rows * D; x++)
         kvf[x] = sd_bf16_to_f32(blk[x]);
     float *ql = xmalloc((size_t)H * 512 * 4), *qp = xmalloc((size_t)H * 64 * 4), *ref = xmalloc((size_t)H * 512 * 4);
-    float *got = xmalloc((size_t)H * 512 * 4), *scr = xmalloc(TOPK * 4);
+    float *got = xmalloc((size_t)H * 512 * 4), *scr = xmalloc(2 * TOPK * 4);
     int32_t *ix = xmalloc(TOPK * 4);
     for (int v = 2; v >= 1; v--) {
         struct mla_ctx c = {{d_q, d_kv, d_idx, d_o, d_l, B, SQ, H, TOPK, (int)n_tokens, tau, NULL, v}};
