@@ -19,20 +19,31 @@
 static int g_threads = 1;
 
 #if SD_HAVE_BLAS
-// sgemm with fewer multiply-adds than this runs on one OpenBLAS thread: small products (the per-head MLA
-// absorptions: T x 64 x 32) gain little from a second thread, and OpenBLAS's threads, woken right after
-// one of our OpenMP regions, fight its spin-waiting threads for the cores (measured: sparsedoc-mini
-// prefill of 512 tokens on 2 threads went from 5.6k to 8.8k tokens/s with Q4_K weights).
+// OpenBLAS always runs on one thread; large products are cut into tiles of fixed shape (64 rows of x by 256
+// outputs) that our OpenMP threads share, one single-threaded sgemm each. One thread pool serves the whole
+// engine: OpenBLAS's own threads spin-waited after every threaded call and took the cores from the
+// OpenMP regions in between (measured: 15-20% of the CPU time of a long sparsedoc-mini prefill on 2 cores
+// went to their sched_yield). The tiles do not depend on the thread count, and neither do the results.
 #define SD_BLAS_PAR_MIN ((size_t)1 << 22)
+enum { SD_TILE_T = 64, SD_TILE_N = 256 };
 static void sgemm(CBLAS_TRANSPOSE tb, int T, int N, int K, const float *x, int ldx, const float *w, int ldw, float beta,
                   float *y, int ldy)
 {
-    int one = g_threads > 1 && (size_t)T * N * K < SD_BLAS_PAR_MIN;
-    if (one)
-        openblas_set_num_threads(1);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, T, N, K, 1.0f, x, ldx, w, ldw, beta, y, ldy);
-    if (one)
-        openblas_set_num_threads(g_threads);
+    if (g_threads <= 1 || (size_t)T * N * K < SD_BLAS_PAR_MIN) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, T, N, K, 1.0f, x, ldx, w, ldw, beta, y, ldy);
+        return;
+    }
+    int nt = (T + SD_TILE_T - 1) / SD_TILE_T, nn = (N + SD_TILE_N - 1) / SD_TILE_N;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(g_threads)
+    for (int a = 0; a < nt; a++) {
+        for (int b = 0; b < nn; b++) {
+            int t0 = a * SD_TILE_T, n0 = b * SD_TILE_N;
+            int m = T - t0 < SD_TILE_T ? T - t0 : SD_TILE_T, n = N - n0 < SD_TILE_N ? N - n0 : SD_TILE_N;
+            const float *wt = tb == CblasTrans ? w + (size_t)n0 * ldw : w + n0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, m, n, K, 1.0f, x + (size_t)t0 * ldx, ldx, wt, ldw, beta,
+                        y + (size_t)t0 * ldy + n0, ldy);
+        }
+    }
 }
 #endif
 
@@ -47,7 +58,7 @@ void sd_cpu_set_threads(int n)
     omp_set_num_threads(n);
 #endif
 #if SD_HAVE_BLAS
-    openblas_set_num_threads(n);
+    openblas_set_num_threads(1); // see sgemm
 #endif
 }
 
@@ -226,8 +237,6 @@ static void matmul_w_panels(float *y, const float *x, const struct sd_wmat *w, i
     const uint8_t *W = w->data;
     enum sd_qtype ty = w->type;
     nt = ntask < nt ? ntask : nt;
-    if (g_threads > 1)
-        openblas_set_num_threads(1);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
 #ifdef _OPENMP
@@ -249,8 +258,6 @@ static void matmul_w_panels(float *y, const float *x, const struct sd_wmat *w, i
                         y + (size_t)t0 * N + n0, N);
         }
     }
-    if (g_threads > 1)
-        openblas_set_num_threads(g_threads);
 }
 #endif
 
