@@ -19,13 +19,13 @@
 static int g_threads = 1;
 
 #if SD_HAVE_BLAS
-// OpenBLAS always runs on one thread; large products are cut into tiles of fixed shape (64 rows of x by 256
+// OpenBLAS always runs on one thread; large products are cut into tiles of fixed shape (256 rows of x by 256
 // outputs) that our OpenMP threads share, one single-threaded sgemm each. One thread pool serves the whole
 // engine: OpenBLAS's own threads spin-waited after every threaded call and took the cores from the
 // OpenMP regions in between (measured: 15-20% of the CPU time of a long sparsedoc-mini prefill on 2 cores
 // went to their sched_yield). The tiles do not depend on the thread count, and neither do the results.
 #define SD_BLAS_PAR_MIN ((size_t)1 << 22)
-enum { SD_TILE_T = 64, SD_TILE_N = 256 };
+enum { SD_TILE_T = 256, SD_TILE_N = 256 };
 static void sgemm(CBLAS_TRANSPOSE tb, int T, int N, int K, const float *x, int ldx, const float *w, int ldw, float beta,
                   float *y, int ldy)
 {

@@ -1,7 +1,8 @@
 // bench_engine.c: CPU engine benchmark (a program, not a test). Builds a DeepSeek-V3.2-shaped model
 // of realistic width with random weights, then at several context depths L times prefill and decode
 // with DSA (index_topk 2048) and with dense attention on the same weights in the same run, printing
-// tokens/s and the DSA/dense ratio. Also matmul GFLOP/s: OpenBLAS sgemm vs our own loops.
+// tokens/s and the DSA/dense ratio. Also matmul GFLOP/s: OpenBLAS sgemm vs our own loops, and the CPU
+// DSA kernels: fp32 indexer scores with the AVX2 kernel vs the scalar one, and top-k per row.
 //   bench_engine [--dir DIR] [--threads N] [--ctx 1024,8192,32768] [--prefill P] [--decode D]
 // Depths beyond the first are reached by sd_session_debug_fill (random cache content): timings then
 // measure the per-token cost of prefill/decode at depth L, which is what grows with L.
@@ -11,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "dsa.h"
 #include "model.h"
 #include "ops_cpu.h"
 #include "sd_clock.h"
@@ -93,6 +95,65 @@ static void bench_matmul(int threads)
         printf("(built without BLAS: both columns are our loops)\n");
 }
 
+// Indexer scores of a 256-query prefill chunk against L keys (causal: query i sees L - 256 + i + 1), AVX2
+// kernel vs scalar kernel in the same run, then top-k of every row.
+static void bench_dsa_kernels(int threads, int heads, int dim, int topk)
+{
+    int Ls[] = {4096, 16384, 65536}, nq = 256;
+    printf("\nDSA kernels, %d threads: indexer %d heads x %d, %d queries (causal) x L keys; top-%d per row\n",
+           threads, heads, dim, nq, topk);
+    printf("%8s  %14s %14s %8s  %16s\n", "L", "scores avx2", "scores scalar", "ratio", "top-k us/row");
+    for (size_t li = 0; li < sizeof Ls / sizeof Ls[0]; li++) {
+        int L = Ls[li];
+        float *q = malloc(sizeof(float) * (size_t)nq * heads * dim), *k = malloc(sizeof(float) * (size_t)L * dim);
+        float *w = malloc(sizeof(float) * (size_t)nq * heads), *sc = malloc(sizeof(float) * (size_t)nq * L);
+        int *nv = malloc(sizeof(int) * nq);
+        int32_t *idx = malloc(sizeof(int32_t) * (size_t)topk), *scr = malloc(sizeof(int32_t) * (size_t)L);
+        if (!q || !k || !w || !sc || !nv || !idx || !scr) {
+            fprintf(stderr, "bench: out of memory\n");
+            return;
+        }
+        uint32_t r = 12345;
+        for (size_t j = 0; j < (size_t)nq * heads * dim; j++)
+            q[j] = (float)((r = r * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+        for (size_t j = 0; j < (size_t)L * dim; j++)
+            k[j] = (float)((r = r * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+        for (size_t j = 0; j < (size_t)nq * heads; j++)
+            w[j] = (float)((r = r * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+        double pairs = 0;
+        for (int i = 0; i < nq; i++) {
+            nv[i] = L - nq + i + 1;
+            pairs += nv[i];
+        }
+        double best[2] = {1e9, 1e9};
+        for (int rep = 0; rep < 3; rep++) {
+            for (int sc_only = 0; sc_only < 2; sc_only++) {
+                sd_dsa_force_scalar(sc_only);
+                double a = sd_now_s();
+                sd_dsa_index_scores_f32(q, w, nq, heads, dim, k, L, nv, sc, (size_t)L, threads);
+                double b = sd_now_s() - a;
+                best[sc_only] = b < best[sc_only] ? b : best[sc_only];
+            }
+        }
+        sd_dsa_force_scalar(0);
+        double a = sd_now_s();
+        for (int i = 0; i < nq; i++)
+            sd_dsa_topk(sc + (size_t)i * L, nv[i], topk, idx, scr);
+        double tk = (sd_now_s() - a) / nq;
+        double flop = 2.0 * pairs * heads * dim;
+        printf("%8d  %9.1f GF/s %9.1f GF/s %7.2fx  %16.1f\n", L, flop / best[0] * 1e-9, flop / best[1] * 1e-9,
+               best[1] / best[0], tk * 1e6);
+        free(q);
+        free(k);
+        free(w);
+        free(sc);
+        free(nv);
+        free(idx);
+        free(scr);
+    }
+    printf("(scores kernel on this CPU: %s)\n", sd_dsa_scores_impl());
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = "/tmp/sparsedoc-bench-model";
@@ -153,6 +214,8 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     bench_matmul(sd_cpu_threads());
+    bench_dsa_kernels(sd_cpu_threads(), sh.index_heads, sh.index_dim, sh.index_topk);
+    bench_dsa_kernels(sd_cpu_threads(), 4, 64, 512); // sparsedoc-mini's indexer
     sd_model_free(m);
     return 0;
 }
