@@ -317,13 +317,11 @@ int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float
 // k-th key can be found by a radix select: three histogram passes over 11, 11 and 10 bits.
 static inline uint32_t score_key(float x)
 {
-    if (x != x)
-        x = -INFINITY;
-    if (x == 0.0f)
-        x = 0.0f;
     uint32_t b;
     memcpy(&b, &x, sizeof b);
-    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    b = x == 0.0f ? 0u : b;          // -0 -> +0 (ReLU makes exact zeros common: no branches here)
+    b = x != x ? 0xff800000u : b;    // NaN -> -inf
+    return b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u); // negative: all bits flipped; else the sign bit
 }
 
 // In a histogram of nb bins, walk down from the top until `k` items are covered: returns the bin that
@@ -342,7 +340,43 @@ static int hist_find(const uint32_t *h, int nb, uint32_t k, uint32_t *above)
     return 0;
 }
 
-int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *scratch)
+// Radix select over the m candidates cand[] (indices into scores; NULL: 0..m-1), k <= m: the threshold
+// key T with count(key > T) < k <= count(key >= T), and in *need how many keys equal to T are taken.
+// keys: m words apart from cand.
+static uint32_t select_threshold(const float *scores, const int32_t *cand, int m, int k, uint32_t *keys,
+                                 uint32_t *need_out)
+{
+    uint32_t h[2048], need = (uint32_t)k, above;
+    memset(h, 0, sizeof h);
+    for (int i = 0; i < m; i++) {
+        keys[i] = score_key(scores[cand ? cand[i] : i]);
+        h[keys[i] >> 21]++;
+    }
+    uint32_t b1 = (uint32_t)hist_find(h, 2048, need, &above);
+    need -= above;
+    memset(h, 0, sizeof h);
+    int mm = 0; // keys of bin b1, compacted to the front (mm <= i: nothing unread is overwritten)
+    for (int i = 0; i < m; i++) {
+        uint32_t key = keys[i];
+        if (key >> 21 == b1) {
+            keys[mm++] = key;
+            h[(key >> 10) & 0x7ffu]++;
+        }
+    }
+    uint32_t b2 = (uint32_t)hist_find(h, 2048, need, &above);
+    need -= above;
+    memset(h, 0, 1024 * sizeof h[0]);
+    uint32_t hi = b1 << 11 | b2;
+    for (int i = 0; i < mm; i++)
+        if (keys[i] >> 10 == hi)
+            h[keys[i] & 0x3ffu]++;
+    uint32_t b3 = (uint32_t)hist_find(h, 1024, need, &above);
+    *need_out = need - above;
+    return hi << 10 | b3;
+}
+
+int sd_dsa_topk_hinted(const float *scores, int n_valid, int k, int32_t *idx, int32_t *scratch,
+                       struct sd_dsa_topk_hint *hint)
 {
     if (n_valid < 0)
         n_valid = 0;
@@ -355,41 +389,59 @@ int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *
             idx[i] = -1;
         return n_valid;
     }
-    // Threshold key T with count(key > T) < k <= count(key >= T), digit by digit.
-    uint32_t h[2048], *keys = (uint32_t *)scratch, need = (uint32_t)k, above;
-    memset(h, 0, sizeof h);
-    for (int i = 0; i < n_valid; i++) {
-        keys[i] = score_key(scores[i]);
-        h[keys[i] >> 21]++;
+    uint32_t need, thr;
+    int n = 0;
+    // With a hint (the threshold of a similar row, lowered by a margin): one pass keeps the indices whose
+    // key reaches it. When at least k do, the top-k is among them (the k-th key is >= the hint), and the
+    // select runs over those candidates only; otherwise, or when the hint kept too many, the full select.
+    int m = -1;
+    if (hint && hint->valid) {
+        uint32_t lo = hint->key;
+        m = 0;
+        for (int i = 0; i < n_valid; i++) {
+            scratch[m] = i;
+            m += score_key(scores[i]) >= lo;
+        }
+        if (m < k) {
+            hint->margin = hint->margin < (1u << 28) ? hint->margin * 2 : hint->margin;
+            m = -1;
+        } else if (m > 4 * k && hint->margin > 1)
+            hint->margin /= 2;
+        if (m > n_valid / 2) // the candidates' keys go after them in scratch (n_valid words in all)
+            m = -1;
     }
-    uint32_t b1 = (uint32_t)hist_find(h, 2048, need, &above);
-    need -= above;
-    memset(h, 0, sizeof h);
-    int m = 0; // keys of bin b1, compacted to the front (m <= i: nothing unread is overwritten)
-    for (int i = 0; i < n_valid; i++) {
-        uint32_t key = keys[i];
-        if (key >> 21 == b1) {
-            keys[m++] = key;
-            h[(key >> 10) & 0x7ffu]++;
+    if (hint) {
+        hint->rows++;
+        hint->hits += m >= k;
+    }
+    if (m >= k) {
+        thr = select_threshold(scores, scratch, m, k, (uint32_t *)scratch + m, &need);
+        for (int c = 0; c < m && n < k; c++) {
+            int i = scratch[c];
+            uint32_t key = score_key(scores[i]);
+            if (key > thr || (key == thr && need && need--))
+                idx[n++] = i;
+        }
+    } else {
+        thr = select_threshold(scores, NULL, n_valid, k, (uint32_t *)scratch, &need);
+        for (int i = 0; i < n_valid && n < k; i++) {
+            uint32_t key = score_key(scores[i]);
+            if (key > thr || (key == thr && need && need--))
+                idx[n++] = i;
         }
     }
-    uint32_t b2 = (uint32_t)hist_find(h, 2048, need, &above);
-    need -= above;
-    memset(h, 0, 1024 * sizeof h[0]);
-    uint32_t hi = b1 << 11 | b2;
-    for (int i = 0; i < m; i++)
-        if (keys[i] >> 10 == hi)
-            h[keys[i] & 0x3ffu]++;
-    uint32_t b3 = (uint32_t)hist_find(h, 1024, need, &above);
-    need -= above; // how many of the keys equal to T are taken: the lowest indices
-    uint32_t thr = hi << 10 | b3;
-    int n = 0;
-    for (int i = 0; i < n_valid && n < k; i++) {
-        uint32_t key = score_key(scores[i]);
-        if (key > thr || (key == thr && need && need--))
-            idx[n++] = i;
+    if (hint) {
+        if (!hint->valid)
+            hint->margin = 1u << 16;
+        hint->key = thr > hint->margin ? thr - hint->margin : 0;
+        hint->valid = 1;
     }
     return k;
+}
+
+int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *scratch)
+{
+    return sd_dsa_topk_hinted(scores, n_valid, k, idx, scratch, NULL);
 }
 
 // Softmax logits of one head over idx (scratch[t]; -inf for -1 slots); returns their maximum.

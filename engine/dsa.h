@@ -44,6 +44,17 @@ int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float
 // indices to idx in ascending index order; slots past min(k, n_valid) are -1. Returns the number of valid indices. scratch: n_valid ints.
 int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *scratch);
 
+// The same selection, faster over a run of similar rows (the queries of one prefill chunk): the hint
+// carries a lowered threshold from the row before, and rows whose top-k lies above it are selected
+// from one pass's candidates. Start each run with a zeroed hint; the result never depends on it.
+struct sd_dsa_topk_hint {
+    uint32_t key, margin;
+    int valid;
+    unsigned rows, hits; // rows selected with this hint, and of them from the candidates alone
+};
+int sd_dsa_topk_hinted(const float *scores, int n_valid, int k, int32_t *idx, int32_t *scratch,
+                       struct sd_dsa_topk_hint *hint);
+
 // Sparse MLA attention, absorbed form, for one query token.
 // q_lat: [n_heads][d_lat] (W_UK-absorbed nope query), q_pe: [n_heads][d_rope],
 // kv: cache rows of d_lat + d_rope floats ([c_kv | k_pe]) with row stride ld_kv,

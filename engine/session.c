@@ -399,11 +399,16 @@ static int indexer(struct sd_session *s, int il, int T, int pos0)
         } else
             sd_dsa_index_scores_f32(s->iq + (size_t)t0 * ni * di, s->iw + (size_t)t0 * ni, nq, ni, di, ikc, end,
                                     s->n_valid + t0, s->scores, N, s->n_threads);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(s->n_threads) if (nq > 1 && (size_t)nq * end >= SD_PAR_MIN_WORK)
-        for (int r = 0; r < nq; r++) {
+        // Each thread takes a contiguous run of rows (neighbouring queries select alike), carrying the
+        // threshold hint of sd_dsa_topk_hinted from row to row; the selection does not depend on it.
+#pragma omp parallel num_threads(s->n_threads) if (nq > 1 && (size_t)nq * end >= SD_PAR_MIN_WORK)
+        {
+            struct sd_dsa_topk_hint hint = {0};
             int32_t *scr = s->tscratch_i + (size_t)thread_id() * N;
-            sd_dsa_topk(s->scores + (size_t)r * N, s->n_valid[t0 + r], s->topk, s->idx + (size_t)(t0 + r) * s->topk,
-                        scr);
+#pragma omp for schedule(static)
+            for (int r = 0; r < nq; r++)
+                sd_dsa_topk_hinted(s->scores + (size_t)r * N, s->n_valid[t0 + r], s->topk,
+                                   s->idx + (size_t)(t0 + r) * s->topk, scr, &hint);
         }
     }
     return 1;

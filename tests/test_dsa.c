@@ -276,6 +276,54 @@ static void test_topk(void)
         }
     }
     printf("topk: %d cases against a full sort\n", n_cases);
+
+    // Hinted selection over runs of similar rows (each the one before plus noise), with now and then an
+    // unrelated row, a shorter row or a shifted one: every row equals the full sort, and most rows
+    // must come from the hint's candidates (else the fast path went untested).
+    unsigned rows = 0, hits = 0;
+    int lens[] = {3000, 20000, 65536};
+    for (size_t li = 0; li < 3; li++) {
+        for (int kind = 0; kind < 3; kind++) {
+            int n = lens[li], k = li == 0 ? 64 : 512;
+            float *s = malloc(sizeof(float) * n);
+            int32_t *idx = malloc(sizeof(int32_t) * k), *scr = malloc(sizeof(int32_t) * n);
+            int *ord = malloc(sizeof(int) * n);
+            for (int i = 0; i < n; i++)
+                s[i] = topk_value(kind, i);
+            struct sd_dsa_topk_hint hint = {0};
+            for (int r = 0; r < 24; r++) {
+                int nv = n - (r % 5 == 4 ? n / 3 : 0);
+                if (r % 11 == 10)
+                    for (int i = 0; i < n; i++) // unrelated row
+                        s[i] = topk_value(kind, i);
+                else if (r % 7 == 6)
+                    for (int i = 0; i < n; i++) // every score shifted down: the hint keeps too few
+                        s[i] = s[i] - 2.0f;
+                else
+                    for (int i = 0; i < n; i++)
+                        if (!isnan(s[i]) && !isinf(s[i]))
+                            s[i] += 0.01f * nrand();
+                sd_dsa_topk_hinted(s, nv, k, idx, scr, &hint);
+                for (int i = 0; i < nv; i++)
+                    ord[i] = i;
+                qsort_r(ord, (size_t)nv, sizeof(int), cmp_desc_idx, s);
+                qsort(ord, (size_t)k, sizeof(int), cmp_int);
+                int same = 1;
+                for (int i = 0; i < k; i++)
+                    same &= idx[i] == ord[i];
+                CHECK_MSG(same, "hinted topk n=%d k=%d kind=%d row %d: selection differs from the sorted reference",
+                          nv, k, kind, r);
+            }
+            rows += hint.rows;
+            hits += hint.hits;
+            free(s);
+            free(idx);
+            free(scr);
+            free(ord);
+        }
+    }
+    CHECK_MSG(hits * 2 > rows, "hinted topk: only %u of %u rows used the hint", hits, rows);
+    printf("topk hinted: %u rows equal to the full sort, %u selected from the hint's candidates\n", rows, hits);
 }
 
 static void test_sparse_attn(void)
