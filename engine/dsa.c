@@ -134,6 +134,50 @@ AVX2_FMA static void scores_avx2(const float *q, const float *w, int n_heads, in
         _mm256_storeu_ps(out + g, s);
     }
 }
+// The same scores as scores_avx2, for n keys u0.. of the row-major cache k, without a transposed block:
+// the eight keys of a lane group are gathered per dimension (decode: one query cannot pay for a
+// transposition). Same fused multiply-adds in the same order, so the same bits. Keys at or past n_k are
+// read from key n_k - 1 and their results dropped by the caller.
+AVX2_FMA static void scores_avx2_gather(const float *q, const float *w, int n_heads, int dim, const float *k, int u0,
+                                        int n, int n_k, float *out)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    for (int g = 0; g < n; g += 8) {
+        int off[8];
+        for (int l = 0; l < 8; l++) {
+            int u = u0 + g + l < n_k ? u0 + g + l : n_k - 1;
+            off[l] = (u - u0 - g) * dim;
+        }
+        const __m256i vo = _mm256_loadu_si256((const __m256i *)(const void *)off);
+        const float *kb = k + (size_t)(u0 + g) * dim;
+        __m256 s = zero;
+        int j = 0;
+        for (; j + 4 <= n_heads; j += 4) {
+            const float *q0 = q + (size_t)j * dim, *q1 = q0 + dim, *q2 = q1 + dim, *q3 = q2 + dim;
+            __m256 a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+            for (int d = 0; d < dim; d++) {
+                __m256 kv = _mm256_i32gather_ps(kb + d, vo, 4);
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q0 + d), kv, a0);
+                a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(q1 + d), kv, a1);
+                a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(q2 + d), kv, a2);
+                a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(q3 + d), kv, a3);
+            }
+            s = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_max_ps(a0, zero), s);
+            s = _mm256_fmadd_ps(_mm256_set1_ps(w[j + 1]), _mm256_max_ps(a1, zero), s);
+            s = _mm256_fmadd_ps(_mm256_set1_ps(w[j + 2]), _mm256_max_ps(a2, zero), s);
+            s = _mm256_fmadd_ps(_mm256_set1_ps(w[j + 3]), _mm256_max_ps(a3, zero), s);
+        }
+        for (; j < n_heads; j++) {
+            const float *q0 = q + (size_t)j * dim;
+            __m256 a0 = zero;
+            for (int d = 0; d < dim; d++)
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q0 + d), _mm256_i32gather_ps(kb + d, vo, 4), a0);
+            s = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_max_ps(a0, zero), s);
+        }
+        _mm256_storeu_ps(out + g, s);
+    }
+}
+
 #endif
 
 void sd_dsa_force_scalar(int on)
@@ -154,7 +198,9 @@ const char *sd_dsa_scores_impl(void)
 #endif
 }
 
-enum { IDX_QG = 32, IDX_KB = 256 }; // queries x keys per task: a transposed key block serves IDX_QG queries
+// Queries x keys per task: a transposed key block serves IDX_QG queries; a group of fewer than
+// IDX_GATHER_MAX queries gathers its keys instead (the same arithmetic).
+enum { IDX_QG = 32, IDX_KB = 256, IDX_GATHER_MAX = 4 };
 
 static void scores_scalar(const float *q, const float *w, int n_heads, int dim, const float *k, int u0, int u1,
                           float *row)
@@ -201,7 +247,8 @@ void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_head
                     nv_max = nv > nv_max ? nv : nv_max;
                 }
                 int ue = nv_max < u1 ? nv_max : u1, n_pad = ue > u0 ? (ue - u0 + 7) & ~7 : 0;
-                if (kt && n_pad) {
+                int gather = i1 - i0 < IDX_GATHER_MAX; // too few queries to pay for the transposition
+                if (kt && n_pad && !gather) {
                     for (int d = 0; d < dim; d++) {
                         float *dst = kt + (size_t)d * IDX_KB;
                         for (int u = u0; u < ue; u++)
@@ -219,7 +266,10 @@ void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_head
                     if (uv > u0) {
                         const float *qi = q + (size_t)i * n_heads * dim, *wi = w + (size_t)i * n_heads;
 #ifdef SD_DSA_X86
-                        if (kt) {
+                        if (kt && gather) {
+                            scores_avx2_gather(qi, wi, n_heads, dim, k, u0, (uv - u0 + 7) & ~7, uv, buf);
+                            memcpy(row + u0, buf, (size_t)(uv - u0) * sizeof(float));
+                        } else if (kt) {
                             scores_avx2(qi, wi, n_heads, dim, kt, IDX_KB, (uv - u0 + 7) & ~7, buf);
                             memcpy(row + u0, buf, (size_t)(uv - u0) * sizeof(float));
                         } else
