@@ -270,8 +270,9 @@ void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_head
                              const int *n_valid, float *scores, size_t ld_scores, int n_threads)
 {
     int n_qg = (n_q + IDX_QG - 1) / IDX_QG, n_kb = (n_k + IDX_KB - 1) / IDX_KB;
-#pragma omp parallel num_threads(n_threads > 0 ? n_threads                                                             \
-                                               : 1) if ((size_t)n_q * n_k * n_heads * dim >= SD_PAR_MIN_WORK)
+    int nt = n_threads > 0 ? n_threads : 1;
+    (void)nt; // unused without OpenMP
+#pragma omp parallel num_threads(nt) if ((size_t)n_q * n_k * n_heads * dim >= SD_PAR_MIN_WORK)
     {
         float *kt = NULL, *buf = NULL; // this thread's transposed key block and one row of its scores
 #ifdef SD_DSA_X86
@@ -364,9 +365,9 @@ int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float
     const int kb = 256;
     int n_kb = (n_k + kb - 1) / kb;
     int failed = 0;
-#pragma omp parallel num_threads(n_threads > 0 ? n_threads : 1)                                                        \
-    reduction(|                                                                                                        \
-              : failed) if ((size_t)n_q * n_k * n_heads * dim >= SD_PAR_MIN_WORK)
+    int nt = n_threads > 0 ? n_threads : 1;
+    (void)nt; // unused without OpenMP
+#pragma omp parallel num_threads(nt) reduction(| : failed) if ((size_t)n_q * n_k * n_heads * dim >= SD_PAR_MIN_WORK)
     {
         // Decoded query heads (e4m3 values are exact in f32) and folded weights of one query.
         double *qf = malloc((size_t)n_heads * dim * sizeof(double));

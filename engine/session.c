@@ -431,6 +431,7 @@ static void recall_measure(struct sd_session *s, int il, int T, int pos0, int sp
     // Rows longer than top-k only exist with selection in effect (indexer() returns 0 only when
     // end <= top-k in sparse mode, and recall_start refuses dense mode).
     size_t work = (size_t)(T - t_first) * nh * (size_t)(pos0 + T) * (size_t)dl * 2;
+    (void)work; // unused without OpenMP
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(s->n_threads) if (work >= SD_PAR_MIN_WORK)
     for (int t = t_first; t < T; t++) {
         for (int h = 0; h < nh; h++) {
@@ -525,6 +526,7 @@ static int attn_mla(struct sd_session *s, int il, int T, int pos0)
     // One (token, head) pair per task: decode (T = 1) still spreads its heads over the threads. Each
     // head's result does not depend on the thread count (bit-identical runs).
     size_t work = (size_t)T * nh * (size_t)(sparse ? topk : pos0 + T) * (size_t)dl * 2;
+    (void)work; // unused without OpenMP
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(s->n_threads) if (work >= SD_PAR_MIN_WORK)
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < nh; h++) {
