@@ -355,6 +355,127 @@ static inline float dot_e4m3(const double *qd, const uint8_t *k8, const double *
     return (float)((s0 + s1) + (s2 + s3));
 }
 
+#ifdef SD_DSA_X86
+// FP8 scores of one query (decoded heads qd, folded weights wf) against n (a multiple of 8) keys whose
+// decoded values are stored transposed, ktd[d * ldk + u]. The dots are exact in double whatever the
+// order (see dot_e4m3), and the float steps after them are the scalar path's, in its order: the same bits.
+AVX2_FMA static void scores_fp8_avx2(const double *qd, const float *wf, int n_heads, int dim, const double *ktd,
+                                     int ldk, int n, const float *ks, float *out)
+{
+    const __m256d zd = _mm256_setzero_pd();
+    const __m128 zf = _mm_setzero_ps();
+    for (int g = 0; g < n; g += 8) {
+        __m128 s = zf, t = zf; // keys g..g+3 and g+4..g+7
+        int j = 0;
+        for (; j + 2 <= n_heads; j += 2) {
+            const double *q0 = qd + (size_t)j * dim, *q1 = q0 + dim;
+            __m256d a0 = zd, a1 = zd, b0 = zd, b1 = zd;
+            for (int d = 0; d < dim; d++) {
+                __m256d kv = _mm256_loadu_pd(ktd + (size_t)d * ldk + g),
+                        kw = _mm256_loadu_pd(ktd + (size_t)d * ldk + g + 4);
+                __m256d x0 = _mm256_broadcast_sd(q0 + d), x1 = _mm256_broadcast_sd(q1 + d);
+                a0 = _mm256_fmadd_pd(x0, kv, a0);
+                b0 = _mm256_fmadd_pd(x0, kw, b0);
+                a1 = _mm256_fmadd_pd(x1, kv, a1);
+                b1 = _mm256_fmadd_pd(x1, kw, b1);
+            }
+            __m128 w0 = _mm_set1_ps(wf[j]), w1 = _mm_set1_ps(wf[j + 1]);
+            s = _mm_add_ps(s, _mm_mul_ps(w0, _mm_max_ps(_mm256_cvtpd_ps(a0), zf)));
+            t = _mm_add_ps(t, _mm_mul_ps(w0, _mm_max_ps(_mm256_cvtpd_ps(b0), zf)));
+            s = _mm_add_ps(s, _mm_mul_ps(w1, _mm_max_ps(_mm256_cvtpd_ps(a1), zf)));
+            t = _mm_add_ps(t, _mm_mul_ps(w1, _mm_max_ps(_mm256_cvtpd_ps(b1), zf)));
+        }
+        for (; j < n_heads; j++) {
+            const double *q0 = qd + (size_t)j * dim;
+            __m256d a0 = zd, b0 = zd;
+            for (int d = 0; d < dim; d++) {
+                __m256d x0 = _mm256_broadcast_sd(q0 + d);
+                a0 = _mm256_fmadd_pd(x0, _mm256_loadu_pd(ktd + (size_t)d * ldk + g), a0);
+                b0 = _mm256_fmadd_pd(x0, _mm256_loadu_pd(ktd + (size_t)d * ldk + g + 4), b0);
+            }
+            __m128 w0 = _mm_set1_ps(wf[j]);
+            s = _mm_add_ps(s, _mm_mul_ps(w0, _mm_max_ps(_mm256_cvtpd_ps(a0), zf)));
+            t = _mm_add_ps(t, _mm_mul_ps(w0, _mm_max_ps(_mm256_cvtpd_ps(b0), zf)));
+        }
+        _mm_storeu_ps(out + g, _mm_mul_ps(s, _mm_loadu_ps(ks + g)));
+        _mm_storeu_ps(out + g + 4, _mm_mul_ps(t, _mm_loadu_ps(ks + g + 4)));
+    }
+}
+
+enum { IDX8_KB = 128 };
+
+// sd_dsa_index_scores_fp8 with scores_fp8_avx2: tasks of IDX_QG queries x IDX8_KB keys, each decoding its
+// key block once. Returns -1 when a thread's buffers cannot be allocated.
+static int index_scores_fp8_avx2(const uint8_t *q8, const float *q_scale, const float *w, int n_q, int n_heads, int dim,
+                                 const uint8_t *k8, const float *k_scale, int n_k, const int *n_valid, float *scores,
+                                 size_t ld_scores, int nt, const double *lut)
+{
+    int n_qg = (n_q + IDX_QG - 1) / IDX_QG, n_kb = (n_k + IDX8_KB - 1) / IDX8_KB, failed = 0;
+    (void)nt; // unused without OpenMP
+#pragma omp parallel num_threads(nt) reduction(| : failed) if ((size_t)n_q * n_k * n_heads * dim >= SD_PAR_MIN_WORK)
+    {
+        double *ktd = malloc((size_t)dim * IDX8_KB * sizeof(double)),
+               *qd = malloc((size_t)n_heads * dim * sizeof(double));
+        float *wf = malloc((size_t)n_heads * sizeof(float)), *buf = malloc(IDX8_KB * sizeof(float));
+        float *ks = malloc(IDX8_KB * sizeof(float));
+        int have = ktd && qd && wf && buf && ks;
+        failed |= !have;
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int qg = 0; qg < n_qg; qg++) {
+            for (int b = 0; b < n_kb; b++) {
+                if (!have)
+                    continue;
+                int i0 = qg * IDX_QG, i1 = i0 + IDX_QG < n_q ? i0 + IDX_QG : n_q;
+                int u0 = b * IDX8_KB, u1 = u0 + IDX8_KB < n_k ? u0 + IDX8_KB : n_k;
+                int nv_max = 0;
+                for (int i = i0; i < i1; i++) {
+                    int nv = n_valid ? n_valid[i] : n_k;
+                    nv_max = nv > nv_max ? nv : nv_max;
+                }
+                int ue = nv_max < u1 ? nv_max : u1, n_pad = ue > u0 ? (ue - u0 + 7) & ~7 : 0;
+                for (int u = u0; u < u0 + n_pad; u++) {
+                    double *dst = ktd + (u - u0);
+                    if (u < ue) {
+                        const uint8_t *src = k8 + (size_t)u * dim;
+                        for (int d = 0; d < dim; d++)
+                            dst[(size_t)d * IDX8_KB] = lut[src[d]];
+                    } else {
+                        for (int d = 0; d < dim; d++)
+                            dst[(size_t)d * IDX8_KB] = 0.0;
+                    }
+                    ks[u - u0] = u < ue ? k_scale[u] : 0.0f;
+                }
+                for (int i = i0; i < i1; i++) {
+                    int nv = n_valid ? n_valid[i] : n_k;
+                    if (nv > n_k)
+                        nv = n_k;
+                    float *row = scores + (size_t)i * ld_scores;
+                    int uv = nv < u1 ? (nv > u0 ? nv : u0) : u1;
+                    if (uv > u0) {
+                        for (int j = 0; j < n_heads; j++) {
+                            const uint8_t *src = q8 + ((size_t)i * n_heads + j) * dim;
+                            for (int d = 0; d < dim; d++)
+                                qd[(size_t)j * dim + d] = lut[src[d]];
+                            wf[j] = w[(size_t)i * n_heads + j] * q_scale[(size_t)i * n_heads + j];
+                        }
+                        scores_fp8_avx2(qd, wf, n_heads, dim, ktd, IDX8_KB, (uv - u0 + 7) & ~7, ks, buf);
+                        memcpy(row + u0, buf, (size_t)(uv - u0) * sizeof(float));
+                    }
+                    for (int u = uv; u < u1; u++)
+                        row[u] = -INFINITY;
+                }
+            }
+        }
+        free(ktd);
+        free(qd);
+        free(wf);
+        free(buf);
+        free(ks);
+    }
+    return failed ? -1 : 0;
+}
+#endif
+
 int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float *w, int n_q, int n_heads, int dim,
                             const uint8_t *k8, const float *k_scale, int n_k, const int *n_valid, float *scores,
                             size_t ld_scores, int n_threads)
@@ -362,10 +483,15 @@ int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float
     double lut[256];
     for (int v = 0; v < 256; v++)
         lut[v] = sd_e4m3_to_f32((uint8_t)v);
+    int nt = n_threads > 0 ? n_threads : 1;
+#ifdef SD_DSA_X86
+    if (have_avx2_fma())
+        return index_scores_fp8_avx2(q8, q_scale, w, n_q, n_heads, dim, k8, k_scale, n_k, n_valid, scores, ld_scores,
+                                     nt, lut);
+#endif
     const int kb = 256;
     int n_kb = (n_k + kb - 1) / kb;
     int failed = 0;
-    int nt = n_threads > 0 ? n_threads : 1;
     (void)nt; // unused without OpenMP
 #pragma omp parallel num_threads(nt) reduction(| : failed) if ((size_t)n_q * n_k * n_heads * dim >= SD_PAR_MIN_WORK)
     {

@@ -81,7 +81,8 @@ static void test_quant(void)
 // and 3 threads.
 static double scores_case(int nq, int nh, int d, int nk, int ld)
 {
-    float *q = malloc(sizeof(float) * nq * nh * d), *k = malloc(sizeof(float) * nk * d), *w = malloc(sizeof(float) * nq * nh);
+    float *q = malloc(sizeof(float) * nq * nh * d), *k = malloc(sizeof(float) * nk * d),
+          *w = malloc(sizeof(float) * nq * nh);
     float *sc = malloc(sizeof(float) * nq * ld), *sc1 = malloc(sizeof(float) * nq * ld);
     int *valid = malloc(sizeof(int) * nq);
     for (int i = 0; i < nq * nh * d; i++)
@@ -116,12 +117,12 @@ static double scores_case(int nq, int nh, int d, int nk, int ld)
             }
             maxe = fmax(maxe, fabs(s - got) / (mag + 1));
         }
-    CHECK_MSG(same, "%s fp32 scores differ between 3 threads and 1 (nq %d nh %d d %d nk %d)", sd_dsa_scores_impl(),
-              nq, nh, d, nk);
+    CHECK_MSG(same, "%s fp32 scores differ between 3 threads and 1 (nq %d nh %d d %d nk %d)", sd_dsa_scores_impl(), nq,
+              nh, d, nk);
     // A query scored alone (decode: keys gathered, not transposed) gets the bits it got in the batch.
     for (int i = 0; i < nq && i < 3; i++) {
-        sd_dsa_index_scores_f32(q + (size_t)i * nh * d, w + (size_t)i * nh, 1, nh, d, k, nk, valid + i, sc1,
-                                (size_t)ld, 2);
+        sd_dsa_index_scores_f32(q + (size_t)i * nh * d, w + (size_t)i * nh, 1, nh, d, k, nk, valid + i, sc1, (size_t)ld,
+                                2);
         CHECK_MSG(memcmp(sc1, sc + (size_t)i * ld, sizeof(float) * (size_t)valid[i]) == 0,
                   "%s fp32 scores of query %d alone differ from the batch (nq %d nh %d d %d nk %d)",
                   sd_dsa_scores_impl(), i, nq, nh, d, nk);
@@ -139,10 +140,48 @@ static double scores_case(int nq, int nh, int d, int nk, int ld)
     return maxe;
 }
 
+// The FP8 scores of the AVX2 kernel and of the scalar one are the same bits (their dots are exact),
+// on shapes with odd heads, partial key groups, mixed n_valid and more queries than one task holds.
+static void fp8_kernels_agree(int nq, int nh, int d, int nk)
+{
+    uint8_t *q8 = malloc((size_t)nq * nh * d), *k8 = malloc((size_t)nk * d);
+    float *qs = malloc(sizeof(float) * nq * nh), *ks = malloc(sizeof(float) * nk), *w = malloc(sizeof(float) * nq * nh);
+    float *a = malloc(sizeof(float) * nq * nk), *b = malloc(sizeof(float) * nq * nk), *x = malloc(sizeof(float) * d);
+    int *valid = malloc(sizeof(int) * nq);
+    for (int i = 0; i < nq * nh; i++) {
+        for (int j = 0; j < d; j++)
+            x[j] = nrand();
+        sd_dsa_quant_fp8_row(x, d, q8 + (size_t)i * d, &qs[i]);
+        w[i] = nrand();
+    }
+    for (int u = 0; u < nk; u++) {
+        for (int j = 0; j < d; j++)
+            x[j] = nrand() * 2;
+        sd_dsa_quant_fp8_row(x, d, k8 + (size_t)u * d, &ks[u]);
+    }
+    for (int i = 0; i < nq; i++)
+        valid[i] = i == 0 ? 1 : i == 1 ? nk : 1 + (int)(urand() * nk);
+    CHECK(sd_dsa_index_scores_fp8(q8, qs, w, nq, nh, d, k8, ks, nk, valid, a, (size_t)nk, 2) == 0);
+    sd_dsa_force_scalar(1);
+    CHECK(sd_dsa_index_scores_fp8(q8, qs, w, nq, nh, d, k8, ks, nk, valid, b, (size_t)nk, 2) == 0);
+    sd_dsa_force_scalar(0);
+    CHECK_MSG(memcmp(a, b, sizeof(float) * nq * nk) == 0,
+              "fp8 scores: %s and scalar kernels differ (nq %d nh %d d %d nk %d)", sd_dsa_scores_impl(), nq, nh, d, nk);
+    free(q8);
+    free(k8);
+    free(qs);
+    free(ks);
+    free(w);
+    free(a);
+    free(b);
+    free(x);
+    free(valid);
+}
+
 static void test_scores(void)
 {
-    int shapes[][5] = {{5, 4, 64, 77, 80},        {19, 6, 32, 700, 703},     {9, 1, 128, 257, 257},
-                       {1, 64, 128, 1000, 1000}, {2, 6, 32, 700, 701},      {40, 4, 64, 3000, 3001}};
+    int shapes[][5] = {{5, 4, 64, 77, 80},       {19, 6, 32, 700, 703}, {9, 1, 128, 257, 257},
+                       {1, 64, 128, 1000, 1000}, {2, 6, 32, 700, 701},  {40, 4, 64, 3000, 3001}};
     for (int pass = 0; pass < 2; pass++) {
         sd_dsa_force_scalar(pass);
         double e = 0;
@@ -151,6 +190,10 @@ static void test_scores(void)
         printf("index scores fp32 (%s): max error %.2g vs float64\n", sd_dsa_scores_impl(), e);
     }
     sd_dsa_force_scalar(0);
+    fp8_kernels_agree(3, 5, 64, 333);
+    fp8_kernels_agree(37, 4, 128, 1000);
+    fp8_kernels_agree(1, 64, 128, 517);
+    printf("index scores fp8: %s kernel = scalar kernel, bit for bit\n", sd_dsa_scores_impl());
     int nq = 5, nh = 4, nk = 77;
     float w[5 * 4];
     for (int i = 0; i < nq * nh; i++)
@@ -322,8 +365,8 @@ static void test_topk(void)
                 int same = 1;
                 for (int i = 0; i < k; i++)
                     same &= idx[i] == ord[i];
-                CHECK_MSG(same, "hinted topk n=%d k=%d kind=%d row %d: selection differs from the sorted reference",
-                          nv, k, kind, r);
+                CHECK_MSG(same, "hinted topk n=%d k=%d kind=%d row %d: selection differs from the sorted reference", nv,
+                          k, kind, r);
             }
             rows += hint.rows;
             hits += hint.hits;

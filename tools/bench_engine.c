@@ -2,7 +2,7 @@
 // of realistic width with random weights, then at several context depths L times prefill and decode
 // with DSA (index_topk 2048) and with dense attention on the same weights in the same run, printing
 // tokens/s and the DSA/dense ratio. Also matmul GFLOP/s: OpenBLAS sgemm vs our own loops, and the CPU
-// DSA kernels: fp32 indexer scores with the AVX2 kernel vs the scalar one, and top-k per row.
+// DSA kernels: fp32 and FP8 indexer scores with the AVX2 kernels vs the scalar ones, and top-k per row.
 //   bench_engine [--dir DIR] [--threads N] [--ctx 1024,8192,32768] [--prefill P] [--decode D]
 // Depths beyond the first are reached by sd_session_debug_fill (random cache content): timings then
 // measure the per-token cost of prefill/decode at depth L, which is what grows with L.
@@ -102,7 +102,8 @@ static void bench_dsa_kernels(int threads, int heads, int dim, int topk)
     int Ls[] = {4096, 16384, 65536}, nq = 256;
     printf("\nDSA kernels, %d threads: indexer %d heads x %d, %d queries (causal) x L keys; top-%d per row\n",
            threads, heads, dim, nq, topk);
-    printf("%8s  %14s %14s %8s  %16s\n", "L", "scores avx2", "scores scalar", "ratio", "top-k us/row");
+    printf("%8s  %14s %14s %8s  %14s %14s %8s  %16s\n", "L", "scores avx2", "scores scalar", "ratio", "fp8 avx2",
+           "fp8 scalar", "ratio", "top-k us/row");
     for (size_t li = 0; li < sizeof Ls / sizeof Ls[0]; li++) {
         int L = Ls[li];
         float *q = malloc(sizeof(float) * (size_t)nq * heads * dim), *k = malloc(sizeof(float) * (size_t)L * dim);
@@ -125,24 +126,46 @@ static void bench_dsa_kernels(int threads, int heads, int dim, int topk)
             nv[i] = L - nq + i + 1;
             pairs += nv[i];
         }
-        double best[2] = {1e9, 1e9};
+        // The same rows quantized for the FP8 scores (DeepSeek's numerics)
+        uint8_t *q8 = malloc((size_t)nq * heads * dim), *k8 = malloc((size_t)L * dim);
+        float *qs = malloc(sizeof(float) * (size_t)nq * heads), *ks = malloc(sizeof(float) * (size_t)L);
+        if (!q8 || !k8 || !qs || !ks) {
+            fprintf(stderr, "bench: out of memory\n");
+            return;
+        }
+        for (int j = 0; j < nq * heads; j++)
+            sd_dsa_quant_fp8_row(q + (size_t)j * dim, dim, q8 + (size_t)j * dim, &qs[j]);
+        for (int u = 0; u < L; u++)
+            sd_dsa_quant_fp8_row(k + (size_t)u * dim, dim, k8 + (size_t)u * dim, &ks[u]);
+        double best[4] = {1e9, 1e9, 1e9, 1e9};
         for (int rep = 0; rep < 3; rep++) {
             for (int sc_only = 0; sc_only < 2; sc_only++) {
                 sd_dsa_force_scalar(sc_only);
                 double a = sd_now_s();
                 sd_dsa_index_scores_f32(q, w, nq, heads, dim, k, L, nv, sc, (size_t)L, threads);
-                double b = sd_now_s() - a;
-                best[sc_only] = b < best[sc_only] ? b : best[sc_only];
+                double b = sd_now_s();
+                if (sd_dsa_index_scores_fp8(q8, qs, w, nq, heads, dim, k8, ks, L, nv, sc, (size_t)L, threads))
+                    fprintf(stderr, "bench: fp8 scores failed (out of memory)\n");
+                double c = sd_now_s();
+                best[sc_only] = b - a < best[sc_only] ? b - a : best[sc_only];
+                best[2 + sc_only] = c - b < best[2 + sc_only] ? c - b : best[2 + sc_only];
             }
         }
+        free(q8);
+        free(k8);
+        free(qs);
+        free(ks);
+        sd_dsa_force_scalar(0);
+        sd_dsa_index_scores_f32(q, w, nq, heads, dim, k, L, nv, sc, (size_t)L, threads); // top-k of the fp32 scores
         sd_dsa_force_scalar(0);
         double a = sd_now_s();
         for (int i = 0; i < nq; i++)
             sd_dsa_topk(sc + (size_t)i * L, nv[i], topk, idx, scr);
         double tk = (sd_now_s() - a) / nq;
         double flop = 2.0 * pairs * heads * dim;
-        printf("%8d  %9.1f GF/s %9.1f GF/s %7.2fx  %16.1f\n", L, flop / best[0] * 1e-9, flop / best[1] * 1e-9,
-               best[1] / best[0], tk * 1e6);
+        printf("%8d  %9.1f GF/s %9.1f GF/s %7.2fx  %9.1f GF/s %9.1f GF/s %7.2fx  %16.1f\n", L, flop / best[0] * 1e-9,
+               flop / best[1] * 1e-9, best[1] / best[0], flop / best[2] * 1e-9, flop / best[3] * 1e-9, best[3] / best[2],
+               tk * 1e6);
         free(q);
         free(k);
         free(w);
