@@ -206,6 +206,9 @@ static void cli_free(struct qa_cli *c)
 struct ui {
     int tty, json, bar;
     double t_last;
+    char stage[16];  // the stage the bar shows, and since when: its rate and time left
+    double t_stage;
+    int64_t done0;
 };
 
 static void bar_clear(struct ui *u)
@@ -225,11 +228,22 @@ static void on_progress(void *user, const char *stage, int64_t done, int64_t tot
     if (done < total && t - u->t_last < 0.1)
         return;
     u->t_last = t;
+    if (strncmp(u->stage, stage, sizeof u->stage - 1)) {
+        snprintf(u->stage, sizeof u->stage, "%s", stage);
+        u->t_stage = t;
+        u->done0 = done;
+    }
     int w = 30, f = total > 0 ? (int)(w * done / total) : 0;
     fprintf(stderr, "\r\033[K%-9s [", stage);
     for (int i = 0; i < w; i++)
         fputc(i < f ? '#' : '.', stderr);
     fprintf(stderr, "] %lld/%lld", (long long)done, (long long)total);
+    // After a second of a stage: its rate and, at that rate, the time left (long prefills take minutes).
+    double dt = t - u->t_stage;
+    if (dt >= 1.0 && done > u->done0 && done < total) {
+        double rate = (double)(done - u->done0) / dt;
+        fprintf(stderr, " · %.0f/s · ~%.0f s left", rate, (double)(total - done) / rate);
+    }
     u->bar = 1;
     if (done >= total)
         bar_clear(u);
