@@ -83,18 +83,9 @@ static inline __attribute__((always_inline)) float dot_f32(const float *a, const
 #include <immintrin.h>
 #define AVX2_FMA __attribute__((target("avx2,fma")))
 
-static int force_scalar;
-
 static int have_avx2_fma(void)
 {
-    if (force_scalar)
-        return 0;
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
+    return sd_cpu_has_avx2_fma();
 }
 
 // Scores of one query against n (a multiple of 8) keys stored transposed, kt[d * ldk + u]: eight keys
@@ -231,11 +222,7 @@ AVX2_FMA static void scores_avx2_gather(const float *q, const float *w, int n_he
 
 void sd_dsa_force_scalar(int on)
 {
-#ifdef SD_DSA_X86
-    force_scalar = on;
-#else
-    (void)on;
-#endif
+    sd_cpu_force_baseline(on);
 }
 
 const char *sd_dsa_scores_impl(void)

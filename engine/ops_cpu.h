@@ -105,4 +105,14 @@ void sd_silu_mul(float *g, const float *u, size_t n);
 // In-place softmax over n values; returns nothing. -INFINITY entries get 0.
 void sd_softmax(float *x, int n);
 
+// Whether this CPU runs AVX2 + FMA code (checked once). sd_cpu_force_baseline(1) makes it answer 0, so
+// that tests can run the baseline build of every kernel that has both (ops_cpu, dsa).
+int sd_cpu_has_avx2_fma(void);
+void sd_cpu_force_baseline(int on);
+
+// Causal attention of one query over n cached rows, the GQA path: out[hd] = softmax(scale * q.k_u)
+// weighted sum of v_u, k_u = k + u * ld, v_u = v + u * ld. scratch: n floats.
+void sd_attn_row(const float *q, const float *k, const float *v, size_t ld, int n, int hd, float scale, float *out,
+                 float *scratch);
+
 #endif

@@ -276,21 +276,6 @@ static inline void mm(struct sd_session *s, float *y, const float *x, const stru
     sd_matmul_w(y, x, w, bias, T, s->qact, s->qact_bytes);
 }
 
-static inline float dotf(const float *a, const float *b, int n)
-{
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += a[i] * b[i];
-        s1 += a[i + 1] * b[i + 1];
-        s2 += a[i + 2] * b[i + 2];
-        s3 += a[i + 3] * b[i + 3];
-    }
-    for (; i < n; i++)
-        s0 += a[i] * b[i];
-    return (s0 + s1) + (s2 + s3);
-}
-
 // ---------------------------------------------------------------- GQA (Llama/Qwen)
 
 static void attn_gqa(struct sd_session *s, int il, int T, int pos0)
@@ -323,28 +308,9 @@ static void attn_gqa(struct sd_session *s, int il, int T, int pos0)
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < nh; h++) {
             float *sc = s->tscratch + (size_t)thread_id() * s->scr_len;
-            const float *qv = s->q + (size_t)t * qd + (size_t)h * hd;
-            int kvh = h / group, n = pos0 + t + 1;
-            float mx = -INFINITY;
-            for (int u = 0; u < n; u++) {
-                float d = dotf(qv, kc + (size_t)u * kvd + (size_t)kvh * hd, hd) * scale;
-                sc[u] = d;
-                if (d > mx)
-                    mx = d;
-            }
-            float sum = 0.0f;
-            for (int u = 0; u < n; u++) {
-                sc[u] = expf(sc[u] - mx);
-                sum += sc[u];
-            }
-            float *o = s->att + (size_t)t * qd + (size_t)h * hd;
-            memset(o, 0, (size_t)hd * sizeof(float));
-            for (int u = 0; u < n; u++) {
-                const float *vv = vc + (size_t)u * kvd + (size_t)kvh * hd;
-                float p = sc[u] / sum;
-                for (int d = 0; d < hd; d++)
-                    o[d] += p * vv[d];
-            }
+            int kvh = h / group;
+            sd_attn_row(s->q + (size_t)t * qd + (size_t)h * hd, kc + (size_t)kvh * hd, vc + (size_t)kvh * hd,
+                        (size_t)kvd, pos0 + t + 1, hd, scale, s->att + (size_t)t * qd + (size_t)h * hd, sc);
         }
     }
     mm(s, s->y, s->att, &L->wo, NULL, T);
