@@ -206,7 +206,7 @@ static void cli_free(struct qa_cli *c)
 struct ui {
     int tty, json, bar;
     double t_last;
-    char stage[16];  // the stage the bar shows, and since when: its rate and time left
+    char stage[16]; // the stage the bar shows, and since when: its rate and time left
     double t_stage;
     int64_t done0;
 };

@@ -421,9 +421,8 @@ static inline float dot4(const float *a, const float *b, int n)
     return (s0 + s1) + (s2 + s3);
 }
 
-static inline void attn_row_body(const float *q, const float *k, const float *v,
-                                                               size_t ld, int n, int hd, float scale, float *out,
-                                                               float *sc)
+static inline void attn_row_body(const float *q, const float *k, const float *v, size_t ld, int n, int hd,
+                                 float scale, float *out, float *sc)
 {
     float mx = -INFINITY;
     for (int u = 0; u < n; u++) {

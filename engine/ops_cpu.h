@@ -1,7 +1,8 @@
 // ops_cpu.h: the CPU backend's numeric primitives (fp32, fp32 accumulation): matmul through
 // OpenBLAS sgemm (or our own threaded loops when no BLAS), matmul against a weight matrix kept in a
-// GGUF block type (struct sd_wmat: quant.h's dot products, or sgemm on dequantized panels), RMSNorm, LayerNorm, RoPE in both pairings
-// with llama3/YaRN frequency tables, SwiGLU, softmax. Threads are set once with sd_cpu_set_threads.
+// GGUF block type (struct sd_wmat: quant.h's dot products, or sgemm on dequantized panels), RMSNorm,
+// LayerNorm, RoPE in both pairings with llama3/YaRN frequency tables, SwiGLU, softmax, the GQA attention
+// row. Threads are set once with sd_cpu_set_threads.
 #ifndef SD_OPS_CPU_H
 #define SD_OPS_CPU_H
 

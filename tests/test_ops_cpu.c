@@ -80,7 +80,7 @@ int main(void)
         seed = strtoull(getenv("SD_TEST_SEED"), NULL, 10);
     printf("seed %llu (SD_TEST_SEED to repeat)\n", (unsigned long long)seed);
     rng_state = seed | 1;
-    int cases[][4] = {{1, 64, 64, 0},    {3, 7, 21, 14},      {4, 128, 256, 128}, {5, 32, 64, 32},
+    int cases[][4] = {{1, 64, 64, 0},     {3, 7, 21, 14},        {4, 128, 256, 128}, {5, 32, 64, 32},
                       {130, 64, 128, 64}, {2049, 128, 512, 384}, {777, 80, 160, 0}};
     double e = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
