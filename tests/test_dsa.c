@@ -8,25 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dsa.h"
 #include "dtype.h"
 #include "test_util.h"
-
-static uint64_t rng_state;
-static double urand(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static float nrand(void)
-{
-    double u = urand() + 1e-12, v = urand();
-    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
-}
 
 static void test_hadamard(void)
 {
@@ -34,7 +19,7 @@ static void test_hadamard(void)
     float x[128];
     double ref[128];
     for (int i = 0; i < n; i++)
-        x[i] = nrand();
+        x[i] = sd_test_nrand();
     for (int i = 0; i < n; i++) {
         double s = 0;
         for (int j = 0; j < n; j++)
@@ -52,9 +37,9 @@ static void test_quant(void)
 {
     for (int trial = 0; trial < 50; trial++) {
         float x[128], h[128];
-        double mag = pow(10.0, urand() * 8 - 4);
+        double mag = pow(10.0, sd_test_urand() * 8 - 4);
         for (int i = 0; i < 128; i++)
-            x[i] = nrand() * (float)mag;
+            x[i] = sd_test_nrand() * (float)mag;
         uint8_t q[128];
         float s;
         sd_dsa_quant_fp8_row(x, 128, q, &s);
@@ -86,13 +71,13 @@ static double scores_case(int nq, int nh, int d, int nk, int ld)
     float *sc = malloc(sizeof(float) * nq * ld), *sc1 = malloc(sizeof(float) * nq * ld);
     int *valid = malloc(sizeof(int) * nq);
     for (int i = 0; i < nq * nh * d; i++)
-        q[i] = nrand();
+        q[i] = sd_test_nrand();
     for (int i = 0; i < nk * d; i++)
-        k[i] = nrand();
+        k[i] = sd_test_nrand();
     for (int i = 0; i < nq * nh; i++)
-        w[i] = nrand();
+        w[i] = sd_test_nrand();
     for (int i = 0; i < nq; i++)
-        valid[i] = i == 0 ? 1 : i == 1 ? nk : 1 + (int)(urand() * nk);
+        valid[i] = i == 0 ? 1 : i == 1 ? nk : 1 + (int)(sd_test_urand() * nk);
     sd_dsa_index_scores_f32(q, w, nq, nh, d, k, nk, valid, sc, (size_t)ld, 3);
     sd_dsa_index_scores_f32(q, w, nq, nh, d, k, nk, valid, sc1, (size_t)ld, 1);
     double maxe = 0;
@@ -150,17 +135,17 @@ static void fp8_kernels_agree(int nq, int nh, int d, int nk)
     int *valid = malloc(sizeof(int) * nq);
     for (int i = 0; i < nq * nh; i++) {
         for (int j = 0; j < d; j++)
-            x[j] = nrand();
+            x[j] = sd_test_nrand();
         sd_dsa_quant_fp8_row(x, d, q8 + (size_t)i * d, &qs[i]);
-        w[i] = nrand();
+        w[i] = sd_test_nrand();
     }
     for (int u = 0; u < nk; u++) {
         for (int j = 0; j < d; j++)
-            x[j] = nrand() * 2;
+            x[j] = sd_test_nrand() * 2;
         sd_dsa_quant_fp8_row(x, d, k8 + (size_t)u * d, &ks[u]);
     }
     for (int i = 0; i < nq; i++)
-        valid[i] = i == 0 ? 1 : i == 1 ? nk : 1 + (int)(urand() * nk);
+        valid[i] = i == 0 ? 1 : i == 1 ? nk : 1 + (int)(sd_test_urand() * nk);
     CHECK(sd_dsa_index_scores_fp8(q8, qs, w, nq, nh, d, k8, ks, nk, valid, a, (size_t)nk, 2) == 0);
     sd_dsa_force_scalar(1);
     CHECK(sd_dsa_index_scores_fp8(q8, qs, w, nq, nh, d, k8, ks, nk, valid, b, (size_t)nk, 2) == 0);
@@ -197,7 +182,7 @@ static void test_scores(void)
     int nq = 5, nh = 4, nk = 77;
     float w[5 * 4];
     for (int i = 0; i < nq * nh; i++)
-        w[i] = nrand();
+        w[i] = sd_test_nrand();
     int valid[5] = {1, 10, 64, 77, 76};
     float sc[5 * 80];
     double maxe;
@@ -206,9 +191,9 @@ static void test_scores(void)
     int D = 128;
     float *q2 = malloc(sizeof(float) * nq * nh * D), *k2 = malloc(sizeof(float) * nk * D);
     for (int i = 0; i < nq * nh * D; i++)
-        q2[i] = nrand();
+        q2[i] = sd_test_nrand();
     for (int i = 0; i < nk * D; i++)
-        k2[i] = nrand() * 3;
+        k2[i] = sd_test_nrand() * 3;
     uint8_t *q8 = malloc((size_t)nq * nh * D), *k8 = malloc((size_t)nk * D);
     float qs[5 * 4], *ks = malloc(sizeof(float) * nk);
     for (int i = 0; i < nq * nh; i++)
@@ -272,9 +257,9 @@ static float topk_value(int kind, int i)
     static const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 1e-40f, -1e-40f, 3.5f};
     switch (kind) {
     case 1:
-        return (float)(int)(urand() * 10);
+        return (float)(int)(sd_test_urand() * 10);
     case 2: {
-        double r = urand();
+        double r = sd_test_urand();
         if (r < 0.1)
             return NAN;
         if (r < 0.15)
@@ -282,14 +267,14 @@ static float topk_value(int kind, int i)
         if (r < 0.17)
             return INFINITY;
         if (r < 0.6)
-            return special[(int)(urand() * 7) % 7];
-        return nrand();
+            return special[(int)(sd_test_urand() * 7) % 7];
+        return sd_test_nrand();
     }
     case 3:
         return 0.25f;
     default:
         (void)i;
-        return nrand();
+        return sd_test_nrand();
     }
 }
 
@@ -356,7 +341,7 @@ static void test_topk(void)
                 else
                     for (int i = 0; i < n; i++)
                         if (!isnan(s[i]) && !isinf(s[i]))
-                            s[i] += 0.01f * nrand();
+                            s[i] += 0.01f * sd_test_nrand();
                 sd_dsa_topk_hinted(s, nv, k, idx, scr, &hint);
                 for (int i = 0; i < nv; i++)
                     ord[i] = i;
@@ -386,14 +371,14 @@ static void test_sparse_attn(void)
     size_t ld = (size_t)dl + dr;
     float *kv = malloc(sizeof(float) * n * ld), ql[3 * 32], qp[3 * 8], out[3 * 32], scratch[128];
     for (size_t i = 0; i < n * ld; i++)
-        kv[i] = nrand();
+        kv[i] = sd_test_nrand();
     for (int i = 0; i < nh * dl; i++)
-        ql[i] = nrand() * 0.5f;
+        ql[i] = sd_test_nrand() * 0.5f;
     for (int i = 0; i < nh * dr; i++)
-        qp[i] = nrand() * 0.5f;
+        qp[i] = sd_test_nrand() * 0.5f;
     int32_t idx[64];
     for (int i = 0; i < k; i++)
-        idx[i] = (int32_t)(urand() * n);
+        idx[i] = (int32_t)(sd_test_urand() * n);
     idx[3] = -1;
     idx[17] = -1;
     float tau = 0.3f;
@@ -455,13 +440,7 @@ static void test_sparse_attn(void)
 
 int main(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t seed = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec;
-    if (getenv("SD_TEST_SEED"))
-        seed = strtoull(getenv("SD_TEST_SEED"), NULL, 10);
-    printf("seed %llu (SD_TEST_SEED to repeat)\n", (unsigned long long)seed);
-    rng_state = seed | 1;
+    sd_test_seed();
     test_hadamard();
     test_quant();
     test_scores();

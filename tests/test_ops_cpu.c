@@ -6,24 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ops_cpu.h"
 #include "test_util.h"
-
-static uint64_t rng_state;
-static double urand(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static float nrand(void)
-{
-    double u = urand() + 1e-12, v = urand();
-    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
-}
 
 // One query over n rows of a cache with row stride ld (the K/V of one KV head at offset off).
 static double attn_case(int n, int hd, int ld, int off)
@@ -33,11 +18,11 @@ static double attn_case(int n, int hd, int ld, int off)
     float *sc = malloc(sizeof(float) * n);
     double *p = malloc(sizeof(double) * n);
     for (int i = 0; i < n * ld; i++) {
-        k[i] = nrand();
-        v[i] = nrand();
+        k[i] = sd_test_nrand();
+        v[i] = sd_test_nrand();
     }
     for (int d = 0; d < hd; d++)
-        q[d] = nrand() * 0.7f;
+        q[d] = sd_test_nrand() * 0.7f;
     float scale = 1.0f / sqrtf((float)hd);
     sd_attn_row(q, k + off, v + off, (size_t)ld, n, hd, scale, o, sc);
     sd_attn_row(q, k + off, v + off, (size_t)ld, n, hd, scale, o2, sc);
@@ -73,13 +58,7 @@ static double attn_case(int n, int hd, int ld, int off)
 
 int main(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t seed = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec;
-    if (getenv("SD_TEST_SEED"))
-        seed = strtoull(getenv("SD_TEST_SEED"), NULL, 10);
-    printf("seed %llu (SD_TEST_SEED to repeat)\n", (unsigned long long)seed);
-    rng_state = seed | 1;
+    sd_test_seed();
     int cases[][4] = {{1, 64, 64, 0},     {3, 7, 21, 14},        {4, 128, 256, 128}, {5, 32, 64, 32},
                       {130, 64, 128, 64}, {2049, 128, 512, 384}, {777, 80, 160, 0}};
     double e = 0;

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include <sys/stat.h>
+#include <time.h>
 
 int sd_test_failures = 0;
 
@@ -114,6 +115,34 @@ int sd_test_argmax(const float *v, int n)
         if (v[i] > v[b])
             b = i;
     return b;
+}
+
+static uint64_t rng_state = 1;
+
+uint64_t sd_test_seed(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t seed = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec;
+    if (getenv("SD_TEST_SEED"))
+        seed = strtoull(getenv("SD_TEST_SEED"), NULL, 10);
+    printf("seed %llu (SD_TEST_SEED to repeat)\n", (unsigned long long)seed);
+    rng_state = seed | 1;
+    return seed;
+}
+
+double sd_test_urand(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+float sd_test_nrand(void)
+{
+    double u = sd_test_urand() + 1e-12, v = sd_test_urand();
+    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
 }
 
 int sd_test_finish(const char *name)

@@ -1,5 +1,6 @@
 // test_util.h: tiny assertion helpers shared by the C tests (fail with file:line and values;
-// skip with exit code 77, which meson reports as SKIP), plus corpus/fixture path helpers.
+// skip with exit code 77, which meson reports as SKIP), corpus/fixture path helpers and a seeded
+// random generator.
 #ifndef SD_TEST_UTIL_H
 #define SD_TEST_UTIL_H
 
@@ -42,6 +43,12 @@ int32_t *sd_test_load_ids(const char *dir, int *n);
 double sd_test_rel_l2(const float *a, const float *ref, size_t n);
 // Index of the largest of v[0..n) (the first on ties).
 int sd_test_argmax(const float *v, int n);
+// Fresh random inputs: sd_test_seed() seeds the tests' generator from the clock (or SD_TEST_SEED) and
+// prints the seed so that a failing run can be repeated; then xorshift64 uniforms in [0, 1) and
+// Box-Muller normals.
+uint64_t sd_test_seed(void);
+double sd_test_urand(void);
+float sd_test_nrand(void);
 // Return 0 if no failures, 1 otherwise, printing a summary line.
 int sd_test_finish(const char *name);
 
