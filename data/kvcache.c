@@ -21,6 +21,7 @@
 
 #include "hex.h"
 #include "session.h"
+#include "sqlite_wal.h"
 
 #define KV_MAX_BLOB (1ull << 30)     // bound on one block's blob read from disk
 #define KV_DEFAULT_CAP (20ull << 30) // default budget cap: 20 GiB
@@ -252,28 +253,16 @@ fail:
     return st;
 }
 
-// Switch to WAL. Changing the journal mode of a new database while another process opens it answers
-// SQLITE_BUSY at once (the busy handler is not consulted there), so retry for up to KV_BUSY_MS.
+// Switch to WAL (sqlite_wal.h retries while another process opens the same new file).
 static enum sd_status set_wal(struct sd_kvcache *c, struct sd_err *err)
 {
-    for (int waited = 0;; waited += 5) {
-        sqlite3_stmt *q = NULL;
-        int rc = sqlite3_prepare_v2(c->db, "PRAGMA journal_mode=WAL", -1, &q, NULL);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_step(q);
-        int wal = rc == SQLITE_ROW && !sqlite3_stricmp((const char *)sqlite3_column_text(q, 0), "wal");
-        sqlite3_finalize(q);
-        if (wal)
-            return SD_OK;
-        if (((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) || waited >= KV_BUSY_MS)
-            return rc == SQLITE_ROW ? sd_err_set(err, SD_ERR_IO,
-                                                 "KV cache %s/index.db: cannot switch to WAL mode "
-                                                 "(is it on a network filesystem?)",
-                                                 c->dir)
-                                    : db_err(c, err, "PRAGMA journal_mode=WAL");
-        struct timespec ts = {0, 5000000};
-        nanosleep(&ts, NULL);
-    }
+    int wal = 0;
+    if (sd_sqlite_set_wal(c->db, KV_BUSY_MS, &wal) != SQLITE_OK)
+        return db_err(c, err, "PRAGMA journal_mode=WAL");
+    if (!wal)
+        return sd_err_set(err, SD_ERR_IO,
+                          "KV cache %s/index.db: cannot switch to WAL mode (is it on a network filesystem?)", c->dir);
+    return SD_OK;
 }
 
 static uint64_t default_budget(const char *dir)

@@ -9,9 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "sd_clock.h"
+#include "sqlite_wal.h"
 
 #define BUSY_TIMEOUT_MS 60000
 
@@ -191,22 +190,6 @@ enum sd_status sd_store_exec(struct sd_store *s, const char *sql, struct sd_err 
     return SD_OK;
 }
 
-// sd_store_exec, but an SQLITE_BUSY returned without the busy handler is retried (10-40 ms apart)
-// until BUSY_TIMEOUT_MS have passed.
-static enum sd_status exec_retry_busy(struct sd_store *s, const char *sql, struct sd_err *err)
-{
-    double t0 = sd_now_s();
-    for (unsigned i = 0;; i++) {
-        int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
-        if (rc == SQLITE_OK)
-            return SD_OK;
-        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || sd_now_s() - t0 > BUSY_TIMEOUT_MS / 1000.0)
-            return db_err(s, err, "execute");
-        struct timespec ts = {0, (long)(10 + (i * 7919u + (unsigned)getpid()) % 31) * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-}
-
 static int pragma_int(struct sd_store *s, const char *sql)
 {
     sqlite3_stmt *st = NULL;
@@ -325,12 +308,15 @@ enum sd_status sd_store_open(const char *path, struct sd_store **out, struct sd_
     sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
     if ((st = check_ours(s, err)))
         goto fail;
-    // journal_mode=WAL on a new (rollback-journal) file needs an exclusive lock. When two processes
-    // open it at once, SQLite answers one of them SQLITE_BUSY at once, without the busy handler (it
-    // would deadlock otherwise), so that case is retried here for as long as the busy timeout.
-    if ((st = exec_retry_busy(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
-                                 "PRAGMA temp_store=MEMORY;",
-                              err)))
+    // WAL first, retried while another process opens the same new file (sqlite_wal.h). A filesystem that
+    // keeps another journal mode is accepted, as before.
+    int wal = 0;
+    if (sd_sqlite_set_wal(s->db, BUSY_TIMEOUT_MS, &wal) != SQLITE_OK) {
+        st = db_err(s, err, "execute");
+        goto fail;
+    }
+    if ((st = sd_store_exec(s, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+                            err)))
         goto fail;
     if (pragma_int(s, "PRAGMA foreign_keys") != 1) {
         st = sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: SQLite lacks foreign key support", path);
