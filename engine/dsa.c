@@ -83,13 +83,8 @@ static inline __attribute__((always_inline)) float dot_f32(const float *a, const
 #include <immintrin.h>
 #define AVX2_FMA __attribute__((target("avx2,fma")))
 
-static int have_avx2_fma(void)
-{
-    return sd_cpu_has_avx2_fma();
-}
-
 // Scores of one query against n (a multiple of 8) keys stored transposed, kt[d * ldk + u]: eight keys
-// per vector lane, four heads at a time. Every key's score is the same chain of fused multiply-adds,
+// per vector, four heads at a time. Every key's score is the same chain of fused multiply-adds,
 // over d and then over heads in order, wherever the key sits in the block: results do not depend on
 // blocking or thread count.
 AVX2_FMA static void scores_avx2(const float *q, const float *w, int n_heads, int dim, const float *kt, int ldk, int n,
@@ -228,7 +223,7 @@ void sd_dsa_force_scalar(int on)
 const char *sd_dsa_scores_impl(void)
 {
 #ifdef SD_DSA_X86
-    return have_avx2_fma() ? "avx2" : "scalar";
+    return sd_cpu_has_avx2_fma() ? "avx2" : "scalar";
 #else
     return "scalar";
 #endif
@@ -263,7 +258,7 @@ void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_head
     {
         float *kt = NULL, *buf = NULL; // this thread's transposed key block and one row of its scores
 #ifdef SD_DSA_X86
-        if (have_avx2_fma()) {
+        if (sd_cpu_has_avx2_fma()) {
             kt = malloc((size_t)dim * IDX_KB * sizeof(float));
             buf = malloc(IDX_KB * sizeof(float));
             if (!kt || !buf) { // out of memory: the scalar path needs nothing
@@ -472,7 +467,7 @@ int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float
         lut[v] = sd_e4m3_to_f32((uint8_t)v);
     int nt = n_threads > 0 ? n_threads : 1;
 #ifdef SD_DSA_X86
-    if (have_avx2_fma())
+    if (sd_cpu_has_avx2_fma())
         return index_scores_fp8_avx2(q8, q_scale, w, n_q, n_heads, dim, k8, k_scale, n_k, n_valid, scores, ld_scores,
                                      nt, lut);
 #endif
@@ -740,7 +735,7 @@ void sd_mla_sparse_attn_absorbed(const float *q_lat, const float *q_pe, int n_he
                                  float *scratch)
 {
 #ifdef SD_DSA_X86
-    if (have_avx2_fma()) {
+    if (sd_cpu_has_avx2_fma()) {
         mla_attn_avx2(q_lat, q_pe, n_heads, d_lat, d_rope, kv, ld_kv, idx, n_idx, scale, out, scratch);
         return;
     }
