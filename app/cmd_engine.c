@@ -71,6 +71,28 @@ static int parse_backend(const char *s, const struct sd_backend **be)
     return SD_EXIT_USAGE;
 }
 
+// --gpu-weights bf16|f32: *bf16 set; -1 (message printed) for another value.
+static int parse_gpu_weights(const char *s, int *bf16)
+{
+    if (!strcmp(s, "bf16") || !strcmp(s, "f32")) {
+        *bf16 = !strcmp(s, "bf16");
+        return 0;
+    }
+    fprintf(stderr, "sparsedoc: --gpu-weights must be 'bf16' or 'f32', got '%s'\n", s);
+    return -1;
+}
+
+// --gpu-weights only means something for a GPU backend: 0 when fine, else a message and -1.
+static int check_gpu_weights(int given, const struct sd_session_params *sp)
+{
+    if (given && !sp->backend) {
+        fprintf(stderr, "sparsedoc: --gpu-weights applies to --backend cuda only (the CPU backend keeps f32 "
+                        "weights)\n");
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_dsa(const char *s, enum sd_dsa_mode *m)
 {
     if (!strcmp(s, "sparse"))
@@ -96,6 +118,7 @@ static void logits_usage(FILE *f)
                "  --attention MODE   sparse (default, the model's DSA) or dense (same weights, full attention)\n"
                "  --index-topk K     override the model's index_topk\n"
                "  --indexer-fp8      DeepSeek's FP8 indexer numerics instead of fp32\n"
+               "  --gpu-weights T    cuda only: f32 (default) or bf16 (large matrices in bf16, fp32 accumulation)\n"
                "  --batch N          prefill chunk size (default 256); 1 = token-by-token decode\n");
 }
 
@@ -151,11 +174,12 @@ int sd_cmd_logits(int argc, char **argv)
         {"out", required_argument, 0, 'o'},   {"threads", required_argument, 0, 't'},
         {"backend", required_argument, 0, 'b'}, {"attention", required_argument, 0, 'a'},
         {"index-topk", required_argument, 0, 'k'}, {"indexer-fp8", no_argument, 0, 'f'},
-        {"batch", required_argument, 0, 'B'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"batch", required_argument, 0, 'B'}, {"gpu-weights", required_argument, 0, 'W'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *model_dir = NULL, *ids_path = NULL, *out_path = NULL;
     struct sd_session_params sp = {0};
     long v;
-    int c;
+    int c, gw = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -188,6 +212,11 @@ int sd_cmd_logits(int argc, char **argv)
                 return SD_EXIT_USAGE;
             sp.max_batch = (int)v;
             break;
+        case 'W':
+            if (parse_gpu_weights(optarg, &sp.gpu_weights_bf16))
+                return SD_EXIT_USAGE;
+            gw = 1;
+            break;
         case 'h': logits_usage(stdout); return SD_EXIT_OK;
         default: logits_usage(stderr); return SD_EXIT_USAGE;
         }
@@ -196,6 +225,8 @@ int sd_cmd_logits(int argc, char **argv)
         logits_usage(stderr);
         return SD_EXIT_USAGE;
     }
+    if (check_gpu_weights(gw, &sp))
+        return SD_EXIT_USAGE;
     int32_t *ids = NULL;
     int n = 0;
     if (read_ids(ids_path, &ids, &n))
@@ -259,6 +290,7 @@ static void generate_usage(FILE *f)
                "  --threads N        CPU threads (default: all cores)\n"
                "  --backend NAME     compute backend: cpu (default) or cuda (fp32 forward pass on the GPU)\n"
                "  --attention MODE   sparse (default) or dense\n"
+               "  --gpu-weights T    cuda only: f32 (default) or bf16 (large matrices in bf16, fp32 accumulation)\n"
                "  --stats            print timing to stderr\n");
 }
 
@@ -271,14 +303,15 @@ int sd_cmd_generate(int argc, char **argv)
         {"seed", required_argument, 0, 's'},    {"ctx", required_argument, 0, 'c'},
         {"threads", required_argument, 0, 't'}, {"backend", required_argument, 0, 'b'},
         {"attention", required_argument, 0, 'a'}, {"stats", no_argument, 0, 'S'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+        {"gpu-weights", required_argument, 0, 'W'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     const char *model_dir = NULL, *prompt = NULL;
     long n_gen = 128, v;
     double d;
     struct sd_sampler_params smp = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .repetition_penalty = 1.0f,
                                     .repeat_last_n = 64, .seed = (uint64_t)time(NULL)};
     struct sd_session_params sp = {0};
-    int stats = 0, c;
+    int stats = 0, c, gw = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
         switch (c) {
@@ -334,6 +367,11 @@ int sd_cmd_generate(int argc, char **argv)
                 return SD_EXIT_USAGE;
             break;
         case 'S': stats = 1; break;
+        case 'W':
+            if (parse_gpu_weights(optarg, &sp.gpu_weights_bf16))
+                return SD_EXIT_USAGE;
+            gw = 1;
+            break;
         case 'h': generate_usage(stdout); return SD_EXIT_OK;
         default: generate_usage(stderr); return SD_EXIT_USAGE;
         }
@@ -342,6 +380,8 @@ int sd_cmd_generate(int argc, char **argv)
         generate_usage(stderr);
         return SD_EXIT_USAGE;
     }
+    if (check_gpu_weights(gw, &sp))
+        return SD_EXIT_USAGE;
     struct sd_err err = {0};
     struct sd_model *m = NULL;
     struct sd_tokenizer *tok = NULL;
@@ -420,10 +460,14 @@ int sd_cmd_generate(int argc, char **argv)
     }
     fputc('\n', stdout);
     double t2 = sd_now_s();
-    if (stats)
+    if (stats) {
         fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tok/s); generated %ld tokens in %.3f s (%.1f tok/s)\n",
                 n_ids, t1 - t0, n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), produced, t2 - t1,
                 produced / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
+        if (sp.backend)
+            fprintf(stderr, "device weights: %.1f MiB (%s)\n",
+                    (double)sd_session_backend_weight_bytes(s) / (1 << 20), sp.gpu_weights_bf16 ? "bf16" : "f32");
+    }
     rc = SD_EXIT_OK;
 out:
     free(logits);

@@ -7,6 +7,7 @@
 #ifndef SD_BACKEND_H
 #define SD_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "sd_status.h"
@@ -38,6 +39,8 @@ struct sd_backend {
     // Copy cache rows [t0, t0 + n) of every layer from the backend to kv (download) or back (upload).
     enum sd_status (*kv_download)(void *ctx, const struct sd_backend_host_kv *kv, int t0, int n, struct sd_err *err);
     enum sd_status (*kv_upload)(void *ctx, const struct sd_backend_host_kv *kv, int t0, int n, struct sd_err *err);
+    // Device bytes of the backend's copy of the weights (may be NULL: not reported).
+    size_t (*weight_bytes)(void *ctx);
 };
 
 #endif

@@ -321,6 +321,8 @@ static void fp_session(struct fp_stream *h, const struct sd_config *c, const str
     fp_i64(h, "dsa_mode", dsa ? p->dsa_mode : 0);
     fp_i64(h, "index_topk", dsa ? (p->index_topk > 0 ? p->index_topk : c->index_topk) : 0);
     fp_i64(h, "indexer_fp8", dsa ? (p->indexer_fp8 != 0) : 0);
+    if (p->gpu_weights_bf16) // bf16 weights on the GPU give other KV; absent (f32) keeps older fingerprints
+        fp_i64(h, "gpu_weights_bf16", 1);
 }
 
 static enum sd_status fp_tokenizer(struct fp_stream *h, const struct sd_model *m, const char *path, struct sd_err *err)

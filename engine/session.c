@@ -124,6 +124,11 @@ size_t sd_session_kv_bytes_per_token(const struct sd_session *s)
     return per * (size_t)c->n_layers;
 }
 
+size_t sd_session_backend_weight_bytes(const struct sd_session *s)
+{
+    return s->p.backend && s->be_ctx && s->p.backend->weight_bytes ? s->p.backend->weight_bytes(s->be_ctx) : 0;
+}
+
 enum sd_status sd_session_truncate(struct sd_session *s, int pos, struct sd_err *err)
 {
     if (pos < 0 || pos > s->pos)
@@ -148,6 +153,11 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
         sd_session_free(s);
         return sd_err_set(err, SD_ERR_RANGE, "context of %d tokens exceeds the model's max_position_embeddings %lld",
                           pin->n_ctx, (long long)c->max_position_embeddings);
+    }
+    if (s->p.gpu_weights_bf16 && !s->p.backend) {
+        sd_session_free(s);
+        return sd_err_set(err, SD_ERR_ARG, "bf16 weights (gpu_weights_bf16) need a GPU backend; the CPU forward pass "
+                                           "keeps f32 weights");
     }
     if (s->p.max_batch <= 0)
         s->p.max_batch = 256;

@@ -24,6 +24,11 @@ struct sd_session_params {
     enum sd_dsa_mode dsa_mode;
     int index_topk;     // 0: the model's index_topk
     int indexer_fp8;    // 1: DeepSeek's FP8 indexer numerics (Hadamard + e4m3 keys/queries)
+    // 1: a GPU backend keeps the large weight matrices (attention, indexer, MLP/expert projections, embeddings,
+    // LM head) in bf16, rounded once at upload, and runs their GEMMs bf16 x bf16 with fp32 accumulation
+    // (kernels/forward.cu; norms, router, W_UK/W_UV, attention and caches stay fp32). Backend only: a CPU
+    // session refuses it (SD_ERR_ARG), since its forward pass has no bf16 weights.
+    int gpu_weights_bf16;
     const struct sd_backend *backend; // NULL: the CPU forward pass (borrowed; must outlive the session)
 };
 
@@ -46,6 +51,8 @@ const struct sd_model *sd_session_model(const struct sd_session *s);
 
 // Bytes of KV state per token (main cache + indexer cache, all layers).
 size_t sd_session_kv_bytes_per_token(const struct sd_session *s);
+// Device bytes of the backend's weight copy (0 for the CPU forward pass or a backend that does not say).
+size_t sd_session_backend_weight_bytes(const struct sd_session *s);
 
 // ---- KV state export/import (persistent prefix cache) ----
 // Blocks are SD_KV_BLOCK tokens. A blob holds every layer's main cache rows (MLA latent [c_kv|k_pe]

@@ -1,7 +1,11 @@
 // forward.cu: the CUDA forward pass behind engine/backend.h (sd_cuda_backend()). fp32 throughout:
 // weights uploaded once as f32 (a GGUF model's quantized matrices dequantized on the host as they are
 // uploaded), KV/indexer caches and activations allocated once in device memory,
-// GEMMs through cuBLAS sgemm (fp32 accumulation, no TF32), our kernels for embeddings, RMSNorm,
+// GEMMs through cuBLAS sgemm (fp32 accumulation, no TF32). Opt-in BF16 weights (session param
+// gpu_weights_bf16): the large matrices (attention, indexer and MLP/expert projections, embeddings/LM head)
+// are rounded to bf16 once at upload and kept only in bf16; their GEMMs (mm()) round the activations to bf16
+// into one scratch buffer and run cublasGemmEx bf16 x bf16 -> fp32 with fp32 accumulation. Norms, biases,
+// the router, W_UK/W_UV (wkv_b) and everything outside the GEMMs stay fp32. Our kernels for embeddings, RMSNorm,
 // LayerNorm, RoPE (both pairings, the config's llama3/YaRN tables), SwiGLU, dense causal GQA attention,
 // absorbed MLA attention over all or the indexer's top-k tokens, the lightning indexer in fp32 or with
 // DeepSeek's FP8 numerics (session param indexer_fp8: Hadamard + e4m3 rows with power-of-two scales, keys
@@ -9,6 +13,7 @@
 // top-k (topk.cu) and MoE routing. Expert execution runs each selected expert's rows through cuBLAS after the
 // (small) routing result is read back to the host. The step mirrors engine/session.c op for op.
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,18 +49,25 @@ extern "C" { // engine headers are C; sd_status.h must get C linkage before sd_c
 #define NT 128    // threads of the row kernels and the attention kernel
 #define ATT_ACC 4 // output dims per attention thread: d_v <= NT * ATT_ACC
 #define MAX_EXPERTS 1024
+#define STAGE_N ((size_t)16 << 20) // floats of the staging buffer that bf16 weight uploads go through
 
 struct fwd {
     const struct sd_model *m;
     struct sd_session_params p;
     int topk, deepseek, use_indexer, score_rows;
-    int fp8; // FP8 indexer: caches ik8/iks instead of ikc
+    int fp8;             // FP8 indexer: caches ik8/iks instead of ikc
+    int bf16;            // gpu_weights_bf16: the matrices of mm() are SD_Q_BF16 views of device memory
+    size_t weight_bytes; // device bytes of the uploaded weights (f32 and bf16)
+    float *stage;        // setup only: f32 staging for the bf16 conversion (STAGE_N floats), freed after it
+    __nv_bfloat16 *xb;   // bf16 mode: GEMM input rounded to bf16, xb_n elements (the largest T x K)
+    size_t xb_n;
     cublasHandle_t cb;
     cudaStream_t st;
     void **allocs;
     size_t n_allocs, cap_allocs;
     // weights (device)
-    const float *embed, *norm, *lm_head;
+    struct sd_wmat embed, lm_head; // F32, or BF16 in bf16 mode
+    const float *norm;
     struct sd_layer_weights *L; // host array of structs holding device pointers
     // caches [L][N][row]
     float *kc, *vc, *lat, *ikc;
@@ -104,6 +116,39 @@ static enum sd_status upload(struct fwd *f, const float *host, size_t n, const f
     float *d;
     DALLOC(f, d, n, float);
     SD_CHECK_CUDA(cudaMemcpy(d, host, n * sizeof(float), cudaMemcpyHostToDevice));
+    f->weight_bytes += n * sizeof(float);
+    *dev = d;
+    return SD_OK;
+}
+
+// y[r][c] = bf16(x[r * ldx + c]), round to nearest even; y packed (rows x cols).
+__global__ void k_to_bf16(__nv_bfloat16 *y, const float *x, size_t rows, size_t cols, size_t ldx)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < rows * cols)
+        y[i] = __float2bfloat16_rn(x[(i / cols) * ldx + i % cols]);
+}
+
+static unsigned blocks(size_t n)
+{
+    return (unsigned)((n + 255) / 256);
+}
+
+// n host floats -> bf16 device memory, converted on the device chunk by chunk through f->stage.
+static enum sd_status upload_bf16(struct fwd *f, const float *host, size_t n, const __nv_bfloat16 **dev)
+{
+    __nv_bfloat16 *d;
+    DALLOC(f, d, n, __nv_bfloat16);
+    if (!f->stage)
+        SD_CHECK_CUDA(cudaMalloc((void **)&f->stage, STAGE_N * sizeof(float)));
+    for (size_t o = 0; o < n; o += STAGE_N) {
+        size_t c = n - o < STAGE_N ? n - o : STAGE_N; // the stream orders each copy after the previous conversion
+        SD_CHECK_CUDA(cudaMemcpyAsync(f->stage, host + o, c * sizeof(float), cudaMemcpyHostToDevice, f->st));
+        k_to_bf16<<<blocks(c), 256, 0, f->st>>>(d + o, f->stage, 1, c, c);
+        SD_CHECK_LAUNCH();
+    }
+    SD_CHECK_CUDA(cudaStreamSynchronize(f->st)); // host may be a temporary the caller frees next
+    f->weight_bytes += n * sizeof(__nv_bfloat16);
     *dev = d;
     return SD_OK;
 }
@@ -133,12 +178,39 @@ static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n
     return st;
 }
 
-static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n, struct sd_wmat *dev)
+// A matrix multiplied by mm(): F32 on the device, or BF16 in bf16 mode unless f32_only (the router).
+static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n, struct sd_wmat *dev,
+                             bool f32_only = false)
 {
-    const float *d;
-    TRY(upload(f, host, n, &d));
-    *dev = sd_wmat{d, SD_Q_F32, host.rows, host.cols};
-    return SD_OK;
+    *dev = sd_wmat{NULL, SD_Q_F32, host.rows, host.cols};
+    if (!f->bf16 || f32_only || !host.data) {
+        const float *d;
+        TRY(upload(f, host, n, &d));
+        dev->data = d;
+        return SD_OK;
+    }
+    if ((size_t)host.rows * (size_t)host.cols != n) {
+        sd_cuda_set_error("weight upload", __FILE__, __LINE__, "weight matrix shape differs from the config");
+        return SD_ERR_FORMAT;
+    }
+    const __nv_bfloat16 *d = NULL;
+    enum sd_status st;
+    if (host.type == SD_Q_F32) {
+        st = upload_bf16(f, (const float *)host.data, n, &d);
+    } else {
+        float *tmp = (float *)malloc(n * sizeof(float));
+        if (!tmp)
+            return SD_ERR_NOMEM;
+        st = sd_dequantize(host.type, host.data, tmp, (int64_t)n);
+        if (st == SD_OK)
+            st = upload_bf16(f, tmp, n, &d);
+        else
+            sd_cuda_set_error("weight upload", __FILE__, __LINE__, "cannot dequantize a GGUF weight matrix");
+        free(tmp);
+    }
+    if (st == SD_OK)
+        *dev = sd_wmat{d, SD_Q_BF16, host.rows, host.cols};
+    return st;
 }
 
 // ---------------------------------------------------------------- kernels
@@ -183,12 +255,13 @@ static __device__ __forceinline__ float block_max_f(float v, float *sh)
     return s;
 }
 
-__global__ void k_embed(float *h, const float *emb, const int32_t *ids, int H)
+// Rows of an F32 or (bf16 != 0) BF16 table.
+__global__ void k_embed(float *h, const void *emb, int bf16, const int32_t *ids, int H)
 {
-    const float *src = emb + (size_t)ids[blockIdx.x] * H;
+    size_t src = (size_t)ids[blockIdx.x] * H;
     float *dst = h + (size_t)blockIdx.x * H;
     for (int i = threadIdx.x; i < H; i += blockDim.x)
-        dst[i] = src[i];
+        dst[i] = bf16 ? __bfloat162float(((const __nv_bfloat16 *)emb)[src + i]) : ((const float *)emb)[src + i];
 }
 
 // One row per block (y may alias x). Sum of squares in double as the CPU does.
@@ -661,24 +734,37 @@ __global__ void k_scatter_add(float *y, const float *ey, const int32_t *rows, co
 
 // ---------------------------------------------------------------- launch helpers
 
-static unsigned blocks(size_t n)
-{
-    return (unsigned)((n + 255) / 256);
-}
-
-// y[T][N] = x[T][K] w[N][K]^T (+ beta y), leading dims in elements (as sd_matmul_ld).
-static enum sd_status mm(struct fwd *f, float *y, int ldy, const float *x, int ldx, const float *w, int ldw, int T,
-                         int N, int K, float beta)
+// y[T][N] = x[T][K] w[N][K]^T (+ beta y), leading dims in elements (as sd_matmul_ld). w is an F32 or BF16
+// view of device memory: F32 runs sgemm; BF16 rounds x to bf16 into f->xb (packed, ld K), then
+// bf16 x bf16 -> fp32 through cublasGemmEx with fp32 accumulation (same operands and transposes).
+static enum sd_status mm(struct fwd *f, float *y, int ldy, const float *x, int ldx, const struct sd_wmat &w, int ldw,
+                         int T, int N, int K, float beta)
 {
     if (T <= 0 || N <= 0)
         return SD_OK;
     const float one = 1.0f;
-    SD_CHECK_CUBLAS(cublasSgemm(f->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, w, ldw, x, ldx, &beta, y, ldy));
+    if (w.type == SD_Q_F32) {
+        SD_CHECK_CUBLAS(cublasSgemm(f->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, (const float *)w.data, ldw, x, ldx,
+                                    &beta, y, ldy));
+        return SD_OK;
+    }
+    size_t n = (size_t)T * (size_t)K;
+    if (w.type != SD_Q_BF16 || n > f->xb_n) {
+        sd_cuda_set_error("mm", __FILE__, __LINE__,
+                          w.type != SD_Q_BF16 ? "weight matrix is neither F32 nor BF16" : "input exceeds bf16 scratch");
+        return SD_ERR_BACKEND;
+    }
+    if (n > 0) {
+        k_to_bf16<<<blocks(n), 256, 0, f->st>>>(f->xb, x, (size_t)T, (size_t)K, (size_t)ldx);
+        SD_CHECK_LAUNCH();
+    }
+    SD_CHECK_CUBLAS(cublasGemmEx(f->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, w.data, CUDA_R_16BF, ldw, f->xb,
+                                 CUDA_R_16BF, K, &beta, y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return SD_OK;
 }
 
-static enum sd_status matmul(struct fwd *f, float *y, const float *x, const float *w, const float *bias, int T, int N,
-                             int K)
+static enum sd_status matmul(struct fwd *f, float *y, const float *x, const struct sd_wmat &w, const float *bias, int T,
+                             int N, int K)
 {
     TRY(mm(f, y, N, x, K, w, K, T, N, K, 0.0f));
     if (bias) {
@@ -687,13 +773,6 @@ static enum sd_status matmul(struct fwd *f, float *y, const float *x, const floa
         SD_CHECK_LAUNCH();
     }
     return SD_OK;
-}
-
-// The device layer weights hold F32 views of device memory (upload above).
-static enum sd_status matmul(struct fwd *f, float *y, const float *x, const struct sd_wmat &w, const float *bias, int T,
-                             int N, int K)
-{
-    return matmul(f, y, x, (const float *)w.data, bias, T, N, K);
 }
 
 static enum sd_status rmsnorm(struct fwd *f, float *y, const float *x, const float *w, int rows, int D, size_t ld,
@@ -732,8 +811,8 @@ static enum sd_status attn(struct fwd *f, const struct attn_args *a, int T, int 
     return SD_OK;
 }
 
-static enum sd_status mlp(struct fwd *f, const float *x, int T, const float *wg, const float *wu, const float *wd,
-                          int I, float *y)
+static enum sd_status mlp(struct fwd *f, const float *x, int T, const struct sd_wmat &wg, const struct sd_wmat &wu,
+                          const struct sd_wmat &wd, int I, float *y)
 {
     int H = f->m->cfg.hidden_size;
     TRY(matmul(f, f->g, x, wg, NULL, T, I, H));
@@ -742,12 +821,6 @@ static enum sd_status mlp(struct fwd *f, const float *x, int T, const float *wg,
     k_silu_mul<<<blocks(n), 256, 0, f->st>>>(f->g, f->u, n);
     SD_CHECK_LAUNCH();
     return matmul(f, y, f->g, wd, NULL, T, H, I);
-}
-
-static enum sd_status mlp(struct fwd *f, const float *x, int T, const struct sd_wmat &wg, const struct sd_wmat &wu,
-                          const struct sd_wmat &wd, int I, float *y)
-{
-    return mlp(f, x, T, (const float *)wg.data, (const float *)wu.data, (const float *)wd.data, I, y);
 }
 
 // FP8 indexer: sd_dsa_quant_fp8_row on `rows` rows of n floats.
@@ -1031,7 +1104,7 @@ static enum sd_status forward(struct fwd *f, const int32_t *ids, int T, int pos0
     int H = c->hidden_size;
     size_t TH = (size_t)T * H;
     SD_CHECK_CUDA(cudaMemcpyAsync(f->ids, ids, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, f->st));
-    k_embed<<<T, NT, 0, f->st>>>(f->h, f->embed, f->ids, H);
+    k_embed<<<T, NT, 0, f->st>>>(f->h, f->embed.data, f->embed.type == SD_Q_BF16, f->ids, H);
     SD_CHECK_LAUNCH();
     for (int il = 0; il < c->n_layers; il++) {
         const struct sd_layer_weights *L = &f->L[il];
@@ -1070,6 +1143,7 @@ static void fwd_free(void *ctx)
         cudaStreamSynchronize(f->st);
     for (size_t i = 0; i < f->n_allocs; i++)
         cudaFree(f->allocs[i]);
+    cudaFree(f->stage);
     free(f->allocs);
     if (f->L) {
         for (int il = 0; il < f->m->cfg.n_layers; il++) {
@@ -1134,7 +1208,7 @@ static enum sd_status upload_layer(struct fwd *f, int il)
     if (S->is_moe) {
         size_t E = (size_t)c->n_routed_experts, Ie = (size_t)c->moe_intermediate_size;
         size_t Is = (size_t)c->n_shared_experts * Ie;
-        TRY(upload(f, S->router, E * H, &D->router));
+        TRY(upload(f, S->router, E * H, &D->router, true)); // routing decisions stay fp32
         TRY(upload(f, S->router_bias, E, &D->router_bias));
         D->exp_gate = (struct sd_wmat *)calloc(E, sizeof(struct sd_wmat));
         D->exp_up = (struct sd_wmat *)calloc(E, sizeof(struct sd_wmat));
@@ -1180,6 +1254,8 @@ static enum sd_status fwd_setup(struct fwd *f)
         return SD_ERR_NOMEM;
     for (size_t il = 0; il < L; il++)
         TRY(upload_layer(f, (int)il));
+    SD_CHECK_CUDA(cudaFree(f->stage));
+    f->stage = NULL;
     DALLOC(f, f->ids, T, int32_t);
     DALLOC(f, f->h, T * H, float);
     DALLOC(f, f->x, T * H, float);
@@ -1253,6 +1329,14 @@ static enum sd_status fwd_setup(struct fwd *f)
     }
     DALLOC(f, f->g, T * I, float);
     DALLOC(f, f->u, T * I, float);
+    if (f->bf16) { // the widest GEMM input: x (H), cq (q_lora), g (I, MoE sizes included), att / o (heads x dims)
+        size_t kmax = H > I ? H : I, ql = c->q_lora_rank > 0 ? (size_t)c->q_lora_rank : 0;
+        size_t heads = f->deepseek ? (size_t)c->n_heads * c->v_head_dim : (size_t)c->n_heads * c->head_dim;
+        kmax = kmax > ql ? kmax : ql;
+        kmax = kmax > heads ? kmax : heads;
+        DALLOC(f, f->xb, T * kmax, __nv_bfloat16);
+        f->xb_n = T * kmax;
+    }
     SD_CHECK_CUDA(cudaDeviceSynchronize());
     return SD_OK;
 }
@@ -1297,6 +1381,7 @@ static enum sd_status fwd_init(const struct sd_model *m, const struct sd_session
     f->deepseek = deepseek;
     f->use_indexer = use_indexer;
     f->fp8 = fp8;
+    f->bf16 = p->gpu_weights_bf16 != 0;
     enum sd_status st = fwd_setup(f);
     if (st != SD_OK) {
         fwd_free(f);
@@ -1392,8 +1477,13 @@ static enum sd_status fwd_kv_upload(void *ctx, const struct sd_backend_host_kv *
     return SD_OK;
 }
 
+static size_t fwd_weight_bytes(void *ctx)
+{
+    return ((struct fwd *)ctx)->weight_bytes;
+}
+
 static const struct sd_backend cuda_backend = {
-    "cuda", fwd_init, fwd_free, fwd_forward, fwd_kv_download, fwd_kv_upload,
+    "cuda", fwd_init, fwd_free, fwd_forward, fwd_kv_download, fwd_kv_upload, fwd_weight_bytes,
 };
 
 extern "C" const struct sd_backend *sd_cuda_backend(void)

@@ -18,8 +18,9 @@
 extern "C" {
 #endif
 
-// ---- the engine backend (forward.cu): pass it as sd_session_params.backend. fp32 weights and
-// caches on device 0; init fails with SD_ERR_BACKEND and a message when no device/driver is usable. ----
+// ---- the engine backend (forward.cu): pass it as sd_session_params.backend. fp32 weights (bf16 for the
+// large matrices with sd_session_params.gpu_weights_bf16) and fp32 caches on device 0; init fails with
+// SD_ERR_BACKEND and a message when no device/driver is usable. ----
 struct sd_backend;
 const struct sd_backend *sd_cuda_backend(void);
 

@@ -2,6 +2,7 @@
 // tests/fixtures/<name>/ (made by tools/make_fixtures.py on the GPU machine): relative L2 error
 // <= 1e-4 and 100% top-1 agreement per fixture; chunked prefill and token-by-token decode equal a
 // single prefill; for DSA fixtures, a forced-dense run must FAIL the comparison (sparse path is live).
+// A CPU session asked for GPU bf16 weights (gpu_weights_bf16) is refused with SD_ERR_ARG.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,8 +98,29 @@ out:
     sd_model_free(m);
 }
 
+// gpu_weights_bf16 is a backend option: the CPU forward pass refuses it with a message, creating nothing.
+static void check_bf16_refused(void)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/llama", sd_test_fixtures());
+    struct sd_model *m = NULL;
+    struct sd_session *s = NULL;
+    struct sd_err err = {0};
+    if (sd_model_load(dir, &m, &err) != SD_OK) {
+        CHECK_MSG(0, "llama: %s", err.msg);
+        return;
+    }
+    struct sd_session_params sp = {.n_ctx = 16, .gpu_weights_bf16 = 1};
+    enum sd_status st = sd_session_new(m, &sp, &s, &err);
+    CHECK_MSG(st == SD_ERR_ARG && s == NULL && strstr(err.msg, "GPU backend"),
+              "CPU session with gpu_weights_bf16: status %d, message '%s'", (int)st, err.msg);
+    sd_session_free(s);
+    sd_model_free(m);
+}
+
 int main(int argc, char **argv)
 {
+    check_bf16_refused();
     if (argc > 1) {
         for (int i = 1; i < argc; i++)
             check_fixture(argv[i], strncmp(argv[i], "dsv32", 5) == 0);

@@ -11,6 +11,8 @@
 //        the dense 18432 MLP of V3.2's first layers; weights random, generated in memory, fp32), CUDA only: a
 //        256-token prefill chunk and 16 decode steps at depth CTX - 273, DSA with the FP8 indexer, DSA with the
 //        fp32 indexer and dense attention, plus the KV + indexer cache bytes per token. Default 32768 131072.
+//        bench_cuda_forward --v32 --bf16 [CTX ...]   the same model, DSA with the FP8 indexer only, f32 vs bf16
+//        weights (session param gpu_weights_bf16) side by side: prefill/decode tok/s and device weight bytes.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,15 +305,20 @@ static struct v32_model *v32_new(void)
 
 struct v32_res {
     double prefill_tps, decode_ms;
-    double dev_bytes; // device memory the session took (weights, caches, scratch), from cudaMemGetInfo
+    double dev_bytes;    // device memory the session took (weights, caches, scratch), from cudaMemGetInfo
+    double weight_bytes; // the backend's weight copy (sd_session_backend_weight_bytes)
 };
 
 // Warm-up past the top-k (so the selection kernels are loaded), then fill to the depth, prefill a chunk,
 // decode V32_DECODE tokens.
-static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int fp8, struct v32_res *r)
+static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int fp8, int bf16, struct v32_res *r)
 {
-    struct sd_session_params sp = {
-        .n_ctx = ctx, .max_batch = V32_CHUNK, .dsa_mode = mode, .backend = sd_cuda_backend(), .indexer_fp8 = fp8};
+    struct sd_session_params sp = {.n_ctx = ctx,
+                                   .max_batch = V32_CHUNK,
+                                   .dsa_mode = mode,
+                                   .backend = sd_cuda_backend(),
+                                   .indexer_fp8 = fp8,
+                                   .gpu_weights_bf16 = bf16};
     struct sd_session *s = NULL;
     struct sd_err err = {0};
     int32_t ids[V32_CHUNK];
@@ -339,7 +346,8 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
                 break;
             }
     if (!ok)
-        fprintf(stderr, "v32 bench (ctx %d, mode %d, fp8 %d): %s\n", ctx, (int)mode, fp8, err.msg);
+        fprintf(stderr, "v32 bench (ctx %d, mode %d, fp8 %d, bf16 %d): %s\n", ctx, (int)mode, fp8, bf16, err.msg);
+    r->weight_bytes = s ? (double)sd_session_backend_weight_bytes(s) : 0.0;
     r->prefill_tps = V32_CHUNK / (t1 - t0);
     r->decode_ms = (t2 - t1) * 1e3 / V32_DECODE;
     r->dev_bytes = (double)free0 - (double)free1;
@@ -348,12 +356,40 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
     return ok ? 0 : -1;
 }
 
+// --v32 --bf16: f32 vs bf16 weights, DSA with the FP8 indexer, at each context.
+static int v32_bf16(struct v32_model *v, const int *ctxs, int n_ctx)
+{
+    printf(
+        "f32 vs bf16 weights (gpu_weights_bf16: attention, indexer, MLP and LM-head matrices in bf16, GEMMs "
+        "bf16 x bf16 with fp32 accumulation), DSA with the FP8 indexer, same %d-token chunk and %d decode steps.\n\n",
+        V32_CHUNK, V32_DECODE);
+    printf("| ctx | weights | device weight GiB | session GiB | prefill tok/s | decode tok/s | decode ms/token |\n"
+           "|---|---|---|---|---|---|---|\n");
+    int bad = 0;
+    for (int i = 0; i < n_ctx; i++) {
+        struct v32_res r[2] = {{0}};
+        for (int k = 0; k < 2; k++) {
+            int rc = v32_at(&v->m, ctxs[i], SD_DSA_SPARSE, 1, k, &r[k]);
+            bad |= rc;
+            printf("| %6d | %s | %.2f | %.2f | %8.1f | %7.2f | %8.2f |%s\n", ctxs[i], k ? "bf16" : "f32",
+                   r[k].weight_bytes / (1 << 30), r[k].dev_bytes / (1 << 30), r[k].prefill_tps, 1e3 / r[k].decode_ms,
+                   r[k].decode_ms, rc ? " ERROR" : "");
+            fflush(stdout);
+        }
+        printf("| %6d | bf16 / f32 | %.3f | %.3f | %.2fx | %.2fx | |\n", ctxs[i],
+               r[0].weight_bytes > 0 ? r[1].weight_bytes / r[0].weight_bytes : 0.0,
+               r[0].dev_bytes > 0 ? r[1].dev_bytes / r[0].dev_bytes : 0.0, r[1].prefill_tps / r[0].prefill_tps,
+               r[0].decode_ms / r[1].decode_ms);
+    }
+    return bad ? 1 : 0;
+}
+
 static int v32_bench(int argc, char **argv)
 {
-    int ctxs[8] = {32768, 131072}, n_ctx = 2;
-    if (argc > 2) {
+    int ctxs[8] = {32768, 131072}, n_ctx = 2, bf16 = argc > 2 && !strcmp(argv[2], "--bf16");
+    if (argc > 2 + bf16) {
         n_ctx = 0;
-        for (int i = 2; i < argc && n_ctx < 8; i++)
+        for (int i = 2 + bf16; i < argc && n_ctx < 8; i++)
             ctxs[n_ctx++] = atoi(argv[i]);
     }
     double t0 = sd_now_s();
@@ -369,8 +405,8 @@ static int v32_bench(int argc, char **argv)
            ix8 = (size_t)c->index_head_dim + 4;
     printf("DeepSeek-V3.2 at real width, %d layers (dense MLP %d; V3.2 has 61, MoE from layer 3), vocab %d, hidden %d, "
            "128 heads, MLA %d+%d, indexer %dx%d, top-k %d; random weights generated in memory in %.1f s; GPU %s.\n"
-           "Weights and activations fp32 on the CUDA backend (FP8/BF16 weights are not implemented); the MLA "
-           "latent cache is fp32.\n",
+           "Weights and activations fp32 on the CUDA backend unless the rows say bf16 weights (FP8 weights are not "
+           "implemented); the MLA latent cache is fp32.\n",
            c->n_layers, c->intermediate_size, c->vocab_size, c->hidden_size, c->kv_lora_rank, c->qk_rope_head_dim,
            c->index_n_heads, c->index_head_dim, c->index_topk, sd_now_s() - t0, name);
     printf("Cache bytes per token and layer: MLA latent %zu + indexer keys %zu (FP8: e4m3 + scale) or %zu (fp32); "
@@ -381,6 +417,11 @@ static int v32_bench(int argc, char **argv)
     printf("Prefill: one %d-token chunk at depth ctx-%d (the cache before it filled with pseudo-random rows); "
            "decode: the next %d tokens.\n\n",
            V32_CHUNK, V32_CHUNK + V32_DECODE + 1, V32_DECODE);
+    if (bf16) {
+        int rc = v32_bf16(v, ctxs, n_ctx);
+        v32_free(v);
+        return rc;
+    }
     printf("| ctx | attention | cache B/token (%d layers) | prefill tok/s | decode tok/s | decode ms/token |\n"
            "|---|---|---|---|---|---|\n",
            c->n_layers);
@@ -397,7 +438,7 @@ static int v32_bench(int argc, char **argv)
     for (int i = 0; i < n_ctx; i++) {
         for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++) {
             struct v32_res r = {0};
-            int rc = v32_at(&v->m, ctxs[i], modes[k].mode, modes[k].fp8, &r);
+            int rc = v32_at(&v->m, ctxs[i], modes[k].mode, modes[k].fp8, 0, &r);
             dev[i][k] = r.dev_bytes;
             bad |= rc;
             printf("| %6d | %s | %zu | %8.1f | %7.2f | %8.2f |%s\n", ctxs[i], modes[k].label,
