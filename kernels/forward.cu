@@ -7,7 +7,8 @@
 // into one scratch buffer and run cublasGemmEx bf16 x bf16 -> fp32 with fp32 accumulation. Norms, biases,
 // the router, W_UK/W_UV (wkv_b) and everything outside the GEMMs stay fp32. Our kernels for embeddings, RMSNorm,
 // LayerNorm, RoPE (both pairings, the config's llama3/YaRN tables), SwiGLU, dense causal GQA attention,
-// absorbed MLA attention over all or the indexer's top-k tokens, the lightning indexer in fp32 or with
+// absorbed MLA attention over all or the indexer's top-k tokens (mla_attn.cu: all heads of a query share each
+// gathered latent row; split over blocks for decode), the lightning indexer in fp32 or with
 // DeepSeek's FP8 numerics (session param indexer_fp8: Hadamard + e4m3 rows with power-of-two scales, keys
 // cached as e4m3 + one fp32 scale per token; scores bit-identical to engine/dsa.c given the same inputs),
 // top-k (topk.cu) and MoE routing. Expert execution runs each selected expert's rows through cuBLAS after the
@@ -74,6 +75,8 @@ struct fwd {
     // activations
     int32_t *ids;
     float *h, *x, *y, *q, *k, *v, *att, *cq, *kva, *qfull, *olat, *o;
+    float *mla_part; // split-K partials of sd_cuda_mla_attn (mla_part_n floats)
+    size_t mla_part_n;
     float *iq, *ik, *iw, *scores;
     uint8_t *ik8, *iq8; // FP8 indexer: key cache [L][N][di] e4m3, this chunk's queries [T][ni][di]
     float *iks, *iqs;   // their scales: [L][N], [T][ni]
@@ -1020,15 +1023,26 @@ static enum sd_status attn_mla(struct fwd *f, int il, int T, int pos0)
     int sparse = 0;
     if (f->use_indexer)
         TRY(indexer(f, il, T, pos0, &sparse));
-    struct attn_args a = {};
-    a.q = f->qfull, a.q_t = (size_t)nh * dl, a.q_h = (size_t)dl;
-    a.k = lat, a.k_u = (size_t)dl, a.k_h = 0;
-    a.v = lat, a.v_u = (size_t)dl, a.v_h = 0;
-    a.o = f->olat, a.o_t = (size_t)nh * kvr, a.o_h = (size_t)kvr;
-    a.dk = dl, a.dv = kvr, a.group = nh, a.pos0 = pos0, a.scale = c->attn_scale;
-    a.idx = sparse ? f->idx : NULL;
-    a.n_idx = sparse ? f->topk : 0;
-    TRY(attn(f, &a, T, nh));
+    // All heads over the shared latent rows (mla_attn.cu); the per-head kernel where that kernel does not fit.
+    struct sd_cuda_mla_attn_params ma = {};
+    ma.q = f->qfull, ma.kv = lat, ma.idx = sparse ? f->idx : NULL, ma.out = f->olat;
+    ma.scratch = f->mla_part, ma.scratch_floats = f->mla_part_n;
+    ma.n_q = T, ma.n_heads = nh, ma.d_lat = kvr, ma.d_rope = dr, ma.n_idx = sparse ? f->topk : 0;
+    ma.n_tokens = (int)N, ma.pos0 = pos0, ma.scale = c->attn_scale, ma.stream = f->st;
+    enum sd_status ms = sd_cuda_mla_attn(&ma);
+    if (ms != SD_OK && ms != SD_ERR_UNSUPPORTED)
+        return ms;
+    if (ms == SD_ERR_UNSUPPORTED) {
+        struct attn_args a = {};
+        a.q = f->qfull, a.q_t = (size_t)nh * dl, a.q_h = (size_t)dl;
+        a.k = lat, a.k_u = (size_t)dl, a.k_h = 0;
+        a.v = lat, a.v_u = (size_t)dl, a.v_h = 0;
+        a.o = f->olat, a.o_t = (size_t)nh * kvr, a.o_h = (size_t)kvr;
+        a.dk = dl, a.dv = kvr, a.group = nh, a.pos0 = pos0, a.scale = c->attn_scale;
+        a.idx = sparse ? f->idx : NULL;
+        a.n_idx = sparse ? f->topk : 0;
+        TRY(attn(f, &a, T, nh));
+    }
     // o_h = W_UV_h o_lat_h
     SD_CHECK_CUBLAS(cublasSgemmStridedBatched(f->cb, CUBLAS_OP_T, CUBLAS_OP_N, dv, T, kvr, &one,
                                               L->wkv_b + (size_t)dn * kvr, kvr, (long long)(dn + dv) * kvr, f->olat,
@@ -1271,6 +1285,8 @@ static enum sd_status fwd_setup(struct fwd *f)
         DALLOC(f, f->kva, T * dl, float);
         DALLOC(f, f->qfull, T * nh * dl, float);
         DALLOC(f, f->olat, T * nh * kvr, float);
+        f->mla_part_n = sd_cuda_mla_attn_scratch_floats((int)nh, (int)kvr);
+        DALLOC(f, f->mla_part, f->mla_part_n, float);
         DALLOC(f, f->o, T * nh * dv, float);
         if (f->use_indexer) {
             size_t ni = (size_t)c->index_n_heads, di = (size_t)c->index_head_dim;

@@ -4,8 +4,8 @@
 // enum sd_status (SD_ERR_UNSUPPORTED for shapes a kernel does not handle, SD_ERR_BACKEND for CUDA
 // failures, with the failing expression, file and line in sd_cuda_last_error()).
 // DSA ops: lightning indexer FP8 scores over the paged 132 B/token key cache, per-row radix top-k,
-// sparse absorbed MLA decode over gathered bf16 cache rows. Also small device helpers for tests/bench,
-// and the whole forward pass as an engine backend (forward.cu, engine/backend.h).
+// sparse absorbed MLA decode over gathered bf16 cache rows, fp32 absorbed MLA attention for the forward pass. Also
+// small device helpers for tests/bench, and the whole forward pass as an engine backend (forward.cu, engine/backend.h).
 #ifndef SD_CUDA_H
 #define SD_CUDA_H
 
@@ -120,6 +120,26 @@ struct sd_cuda_mla_decode_params {
 };
 // n_heads must be a multiple of 32; d_lat 512, d_rope 64 (fixed). Rows with no valid index get out = 0.
 enum sd_status sd_cuda_mla_decode(const struct sd_cuda_mla_decode_params *p);
+
+// ---- absorbed MLA attention in fp32 over an fp32 latent cache (mla_attn.cu; the forward pass's MLA) ----
+struct sd_cuda_mla_attn_params {
+    const float *q;     // [n_q][n_heads][d_lat + d_rope] ([q_lat | q_pe], q_lat = W_UK^T q_nope)
+    const float *kv;    // [n_tokens][d_lat + d_rope] latent rows [c_kv | k_pe]; values are the first d_lat
+    const int32_t *idx; // [n_q][n_idx] token slots (-1 or >= n_tokens skipped), or NULL: dense causal,
+                        // query i attends over tokens 0 .. pos0 + i
+    float *out;         // [n_q][n_heads][d_lat]; rows with no valid key get 0
+    float *scratch;     // split-K partials (device), or NULL: never split
+    size_t scratch_floats;
+    int n_q, n_heads, d_lat, d_rope, n_idx, n_tokens, pos0;
+    float scale; // softmax scale
+    int n_split; // 0: automatic (split the keys over blocks when there are fewer blocks than SMs)
+    void *stream;
+};
+// Any n_heads; d_lat <= 512; (d_lat + d_rope) rows must fit shared memory (576 does). fp32 throughout:
+// the same result as sd_mla_sparse_attn_absorbed up to summation order.
+enum sd_status sd_cuda_mla_attn(const struct sd_cuda_mla_attn_params *p);
+// Scratch floats that let the automatic split reach its full width for this head count and d_lat.
+size_t sd_cuda_mla_attn_scratch_floats(int n_heads, int d_lat);
 
 #ifdef __cplusplus
 }

@@ -61,7 +61,8 @@ static void *dupload(const void *h, size_t n)
 }
 
 static int small_mode;
-static double worst_idx_simple, worst_idx_mma, worst_mla_rel[3], worst_mla_lse[3];
+static double worst_idx_simple, worst_idx_mma, worst_mla_rel[3], worst_mla_lse[3], worst_attn_rel;
+static int attn_cases;
 static int topk_cases, topk_exact;
 
 // ---------------------------------------------------------------- indexer
@@ -481,6 +482,119 @@ static void test_mla_case(int batch, int s_q, int n_heads, int topk, int n_token
     sd_cuda_free(d_q), sd_cuda_free(d_kv), sd_cuda_free(d_idx), sd_cuda_free(d_o), sd_cuda_free(d_l);
 }
 
+// ---------------------------------------------------------------- fp32 absorbed MLA attention (forward pass)
+// Against a float64 reference. idx_kind 0: distinct valid slots; 1: with -1, out-of-range and duplicate
+// slots; 2: all invalid; -1: dense causal (idx NULL, query i sees tokens 0 .. pos0 + i). n_split 0 = auto.
+static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int n_tokens, int n_idx, int pos0,
+                               int idx_kind, int n_split)
+{
+    const int D = d_lat + d_rope;
+    const float scale = 1.0f / sqrtf((float)D);
+    size_t nq = (size_t)n_q * n_heads * D, nkv = (size_t)n_tokens * D, no = (size_t)n_q * n_heads * d_lat;
+    float *q = xmalloc(nq * 4), *kv = xmalloc(nkv * 4);
+    for (size_t x = 0; x < nq; x++)
+        q[x] = nrand();
+    for (size_t x = 0; x < nkv; x++)
+        kv[x] = nrand();
+    int32_t *idx = NULL;
+    if (idx_kind >= 0) {
+        idx = xmalloc((size_t)n_q * n_idx * 4 + 4);
+        for (int r = 0; r < n_q; r++)
+            for (int t = 0; t < n_idx; t++) {
+                int32_t u = t < n_tokens ? (int32_t)((t * 7919L + r * 131) % n_tokens) : -1;
+                if (idx_kind == 1) {
+                    double z = urand();
+                    u = z < 0.1    ? -1
+                        : z < 0.15 ? n_tokens + (int32_t)(urand() * 100)
+                        : z < 0.2  ? (int32_t)(urand() * n_tokens)
+                                   : u;
+                }
+                if (idx_kind == 2)
+                    u = -1;
+                idx[(size_t)r * n_idx + t] = u;
+            }
+    }
+    float *d_q = dupload(q, nq * 4), *d_kv = dupload(kv, nkv * 4), *d_o = dalloc(no * 4);
+    int32_t *d_idx = idx ? dupload(idx, (size_t)n_q * n_idx * 4 + 4) : NULL;
+    size_t scr_n = sd_cuda_mla_attn_scratch_floats(n_heads, d_lat);
+    if (n_split > 0 && (size_t)n_split * n_q * n_heads * (d_lat + 1) > scr_n)
+        scr_n = (size_t)n_split * n_q * n_heads * (d_lat + 1);
+    float *d_scr = dalloc(scr_n * 4);
+    float *o = xmalloc(no * 4), *o2 = xmalloc(no * 4);
+    struct sd_cuda_mla_attn_params p = {d_q,   d_kv,   d_idx, d_o,      d_scr, scr_n, n_q,     n_heads,
+                                        d_lat, d_rope, n_idx, n_tokens, pos0,  scale, n_split, NULL};
+    for (int rep = 0; rep < 2; rep++) {
+        CU(sd_cuda_memset(d_o, 0xff, no * 4));
+        CU(sd_cuda_memset(d_scr, 0xff, scr_n * 4));
+        CU(sd_cuda_mla_attn(&p));
+        CU(sd_cuda_sync());
+        CU(sd_cuda_memcpy_d2h(rep ? o2 : o, d_o, no * 4));
+    }
+    CHECK_MSG(memcmp(o, o2, no * 4) == 0, "mla attn not deterministic (h %d d %d+%d)", n_heads, d_lat, d_rope);
+    // float64 reference
+    int n_max = idx ? n_idx : pos0 + n_q;
+    double *sc = xmalloc((size_t)(n_max > 0 ? n_max : 1) * sizeof(double)), *acc = xmalloc((size_t)d_lat * 8);
+    int32_t *keys = xmalloc((size_t)(n_max > 0 ? n_max : 1) * 4);
+    double num = 0, den = 0;
+    int bad = 0, nonzero_empty = 0;
+    for (int i = 0; i < n_q; i++) {
+        int nk = 0;
+        if (idx) {
+            for (int t = 0; t < n_idx; t++) {
+                int32_t u = idx[(size_t)i * n_idx + t];
+                if (u >= 0 && u < n_tokens)
+                    keys[nk++] = u;
+            }
+        } else {
+            for (int u = 0; u <= pos0 + i && u < n_tokens; u++)
+                keys[nk++] = u;
+        }
+        for (int h = 0; h < n_heads; h++) {
+            const float *qh = q + ((size_t)i * n_heads + h) * D;
+            const float *oh = o + ((size_t)i * n_heads + h) * d_lat;
+            double mx = -INFINITY, sum = 0;
+            for (int t = 0; t < nk; t++) {
+                double s = 0;
+                for (int d = 0; d < D; d++)
+                    s += (double)qh[d] * kv[(size_t)keys[t] * D + d];
+                sc[t] = s * scale;
+                if (sc[t] > mx)
+                    mx = sc[t];
+            }
+            memset(acc, 0, (size_t)d_lat * 8);
+            for (int t = 0; t < nk; t++) {
+                double w = exp(sc[t] - mx);
+                sum += w;
+                for (int d = 0; d < d_lat; d++)
+                    acc[d] += w * kv[(size_t)keys[t] * D + d];
+            }
+            for (int d = 0; d < d_lat; d++) {
+                double ref = nk ? acc[d] / sum : 0.0;
+                if (!isfinite(oh[d])) {
+                    bad++;
+                    continue;
+                }
+                if (!nk && oh[d] != 0.0f)
+                    nonzero_empty++;
+                num += (oh[d] - ref) * (oh[d] - ref);
+                den += ref * ref;
+            }
+        }
+    }
+    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    printf("  mla attn f32 q %d h %d d %d+%d tokens %d idx %d pos0 %d kind %d split %d: rel err %.3g\n", n_q, n_heads,
+           d_lat, d_rope, n_tokens, n_idx, pos0, idx_kind, n_split, rel);
+    CHECK_MSG(bad == 0, "mla attn: %d non-finite outputs", bad);
+    CHECK_MSG(nonzero_empty == 0, "mla attn: %d outputs of rows without keys are not 0", nonzero_empty);
+    CHECK_MSG(rel < 1e-5, "mla attn rel err %.3g > 1e-5 (h %d d %d+%d kind %d split %d)", rel, n_heads, d_lat, d_rope,
+              idx_kind, n_split);
+    if (rel > worst_attn_rel)
+        worst_attn_rel = rel;
+    attn_cases++;
+    free(q), free(kv), free(idx), free(o), free(o2), free(sc), free(acc), free(keys);
+    sd_cuda_free(d_q), sd_cuda_free(d_kv), sd_cuda_free(d_o), sd_cuda_free(d_idx), sd_cuda_free(d_scr);
+}
+
 int main(void)
 {
     int n_dev = sd_cuda_device_count();
@@ -544,6 +658,22 @@ int main(void)
         test_mla_case(2, 2, 128, 2048, 5000, 1);
         test_mla_case(3, 1, 128, 2049, 4000, 0);
     }
+    // fp32 absorbed MLA attention of the forward pass: sparsedoc-mini's and V3.2's dims, awkward ones.
+    test_mla_attn_case(3, 4, 64, 32, 5000, 512, 0, 1, 0);
+    test_mla_attn_case(5, 4, 64, 32, 2100, 0, 2000, -1, 0); // dense causal, decode-like: split
+    test_mla_attn_case(7, 4, 64, 32, 300, 0, 0, -1, 3);     // dense from 0, forced split: empty splits
+    test_mla_attn_case(2, 7, 33, 7, 700, 65, 0, 0, 1);      // odd widths, one partial head group
+    test_mla_attn_case(2, 7, 33, 7, 700, 65, 0, 1, 0);
+    test_mla_attn_case(3, 20, 300, 12, 900, 100, 0, 1, 2);    // two dims per thread, 16-head groups
+    test_mla_attn_case(2, 5, 64, 32, 100, 40, 0, 2, 0);       // all invalid: zeros
+    test_mla_attn_case(1, 4, 64, 32, 100, 0, 0, 0, 0);        // empty key list
+    test_mla_attn_case(2, 128, 512, 64, 3000, 2048, 0, 1, 0); // V3.2 decode shape: split
+    test_mla_attn_case(3, 128, 512, 64, 3000, 2049, 0, 0, 1);
+    if (!small_mode) {
+        test_mla_attn_case(36, 128, 512, 64, 6000, 256, 0, 1, 0);  // prefill-like: 144 blocks, no split
+        test_mla_attn_case(3, 128, 512, 64, 5000, 0, 4000, -1, 0); // dense, V3.2 width
+    }
+    printf("mla attn f32 vs float64: %d cases, worst rel err %.3g\n", attn_cases, worst_attn_rel);
     printf("mla decode vs fp32 reference on bf16-rounded q and cache: simple rel err %.3g (lse abs %.3g), "
            "mma rel err %.3g (lse abs %.3g)\n",
            worst_mla_rel[1], worst_mla_lse[1], worst_mla_rel[2], worst_mla_lse[2]);

@@ -58,7 +58,7 @@ static int cmp_f(const void *a, const void *b)
 }
 
 struct row {
-    char name[64];
+    char name[96];
     double us, tflops, gbs, extra;
     const char *extra_name;
     int valid;
@@ -398,6 +398,16 @@ static void mla_fn(void *c, int rep)
     CU(sd_cuda_mla_decode(&x->p));
 }
 
+struct mattn_ctx {
+    struct sd_cuda_mla_attn_params p;
+};
+static void mattn_fn(void *c, int rep)
+{
+    (void)rep;
+    struct mattn_ctx *x = c;
+    CU(sd_cuda_mla_attn(&x->p));
+}
+
 static void bench_mla(void)
 {
     const int B = quick ? 32 : 128, SQ = 2, H = 128, TOPK = 2048, CTX = 32768, D = 576;
@@ -470,6 +480,70 @@ static void bench_mla(void)
                 "vs FlashMLA 410 TFLOP/s:", flops / (us * 1e-6) / 1e12 / 410.0);
         printf("  (mla %s validation rel err %.3g)\n", v == 1 ? "simple" : "mma", rel);
     }
+    // The forward pass's fp32 kernel (sd_cuda_mla_attn, fp32 latent cache): the same anchor shape, then one
+    // decode query over top-k 2048 and dense over 32K / 128K keys (split over blocks).
+    float *d_kvf = dalloc(blk_rows * D * 4);
+    CU(sd_cuda_memcpy_h2d(d_kvf, kvf, blk_rows * D * 4));
+    for (size_t x = 0; x < ni; x++)
+        idx[x] %= (int32_t)blk_rows;
+    CU(sd_cuda_memcpy_h2d(d_idx, idx, ni * 4));
+    size_t scr_n = sd_cuda_mla_attn_scratch_floats(H, 512);
+    float *d_scr = dalloc(scr_n * 4);
+    struct {
+        int n_q, dense_pos0;
+        const char *what;
+    } shapes[] = {{B * SQ, -1, "anchor shape"},
+                  {1, -1, "1 query"},
+                  {1, 32767, "1 query dense 32K"},
+                  {1, 131071, "1 query dense 128K"}};
+    for (int sh = 0; sh < 4; sh++) {
+        int n_q = shapes[sh].n_q, dense = shapes[sh].dense_pos0 >= 0;
+        if (dense && (size_t)shapes[sh].dense_pos0 >= blk_rows) {
+            // dense over more rows than the random block: a cache of that many rows
+            size_t rows = (size_t)shapes[sh].dense_pos0 + 1;
+            sd_cuda_free(d_kvf);
+            d_kvf = dalloc(rows * D * 4);
+            for (size_t r0 = 0; r0 < rows; r0 += blk_rows)
+                CU(sd_cuda_memcpy_h2d(d_kvf + r0 * D, kvf, (rows - r0 < blk_rows ? rows - r0 : blk_rows) * D * 4));
+        }
+        int n_keys = dense ? shapes[sh].dense_pos0 + 1 : TOPK;
+        struct mattn_ctx c = {{d_q, d_kvf, dense ? NULL : d_idx, d_o, d_scr, scr_n, n_q, H, 512, 64, dense ? 0 : TOPK,
+                               dense ? n_keys : (int)blk_rows, dense ? shapes[sh].dense_pos0 : 0, tau, 0, NULL}};
+        CU(sd_cuda_memset(d_o, 0xff, (size_t)n_q * H * 512 * 4));
+        mattn_fn(&c, 0);
+        CU(sd_cuda_sync());
+        double num = 0, den = 0;
+        int check_rows[2] = {0, n_q - 1};
+        for (int cr = 0; cr < (dense ? 1 : 2); cr++) {
+            size_t r = (size_t)check_rows[cr];
+            for (int h = 0; h < H; h++) {
+                memcpy(ql + (size_t)h * 512, q + (r * H + h) * D, 512 * 4);
+                memcpy(qp + (size_t)h * 64, q + (r * H + h) * D + 512, 64 * 4);
+            }
+            int32_t *kix = xmalloc((size_t)n_keys * 4);
+            float *kscr = xmalloc((size_t)n_keys * 8);
+            for (int t = 0; t < n_keys; t++)
+                kix[t] = dense ? (int32_t)(t % blk_rows) : idx[r * TOPK + t];
+            sd_mla_sparse_attn_absorbed(ql, qp, H, 512, 64, kvf, D, kix, n_keys, tau, ref, kscr);
+            free(kix), free(kscr);
+            CU(sd_cuda_memcpy_d2h(got, d_o + r * H * 512, (size_t)H * 512 * 4));
+            for (size_t x = 0; x < (size_t)H * 512; x++) {
+                double e = (double)got[x] - ref[x];
+                num += isfinite(got[x]) ? e * e : INFINITY;
+                den += (double)ref[x] * ref[x];
+            }
+        }
+        double rel = sqrt(num / den);
+        double us = time_median(mattn_fn, &c, 3, 10);
+        double flops = (double)n_q * H * n_keys * (576 + 512) * 2.0;
+        double bytes = (double)n_q * n_keys * D * 4 + (double)n_q * H * D * 4 + (double)n_q * H * 512 * 4;
+        char name[96];
+        snprintf(name, sizeof name, "mla attn fp32 (forward) %s: q %d h%d keys %d f32 kv", shapes[sh].what, n_q, H,
+                 n_keys);
+        add_row(name, us, flops, bytes, rel < 1e-5, "vs FlashMLA 410 TFLOP/s:", flops / (us * 1e-6) / 1e12 / 410.0);
+        printf("  (mla attn fp32 %s validation rel err %.3g)\n", shapes[sh].what, rel);
+    }
+    sd_cuda_free(d_kvf), sd_cuda_free(d_scr);
     free(blk), free(q), free(idx), free(kvf), free(ql), free(qp), free(ref), free(got), free(scr), free(ix);
     sd_cuda_free(d_kv), sd_cuda_free(d_q), sd_cuda_free(d_o), sd_cuda_free(d_l), sd_cuda_free(d_idx);
 }

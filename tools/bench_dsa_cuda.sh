@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench_dsa_cuda.sh: one device call for the CUDA backend: build (engine core + kernels/ only), run the
 # op test, rerun it under compute-sanitizer (memcheck, racecheck, synccheck) on small shapes, run the benchmark, time
-# torch.topk on the same shapes, and print the tables last. Logs go to $OUT (or ./cuda-logs).
+# torch.topk on the same shapes and PyTorch SDPA dense attention (tools/cuda_torch_baselines.py), and print
+# the tables last. Logs go to $OUT (or ./cuda-logs).
 # Usage (repository root, on a machine with an NVIDIA GPU): sh tools/bench_dsa_cuda.sh [--quick]
 set -u
 OUT=${OUT:-cuda-logs}
@@ -24,21 +25,6 @@ for tool in racecheck synccheck; do
     tail -2 "$OUT/$tool.log"
 done
 timeout 300 build-gpu/kernels/bench_dsa_cuda "$@" > "$OUT/bench.log" 2>&1; echo "bench rc=$?" >> "$OUT/bench.log"
-PYTHONUNBUFFERED=1 timeout 120 python3 - > "$OUT/torch_topk.log" 2>&1 <<'PY'
-import torch
-res = []
-for n in (32768, 131072):
-    for rows in (1, 64):
-        x = torch.randn(rows, n, device="cuda")
-        for _ in range(5): torch.topk(x, 2048, dim=-1)
-        ts = []
-        for _ in range(50):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record(); torch.topk(x, 2048, dim=-1); b.record(); torch.cuda.synchronize()
-            ts.append(a.elapsed_time(b) * 1000)
-        ts.sort()
-        print(f"| torch.topk k=2048 {rows} rows x {n//1024}K | {ts[len(ts)//2]:.1f} us | us/row {ts[len(ts)//2]/rows:.2f} |")
-print(torch.__version__)
-PY
+PYTHONUNBUFFERED=1 timeout 240 python3 tools/cuda_torch_baselines.py > "$OUT/torch.log" 2>&1
 cat "$OUT/bench.log" | sed -n '/^| kernel/,$p'
-cat "$OUT/torch_topk.log"
+cat "$OUT/torch.log"
