@@ -2,7 +2,9 @@
 // (kernels/forward.cu), sparse over the indexer's top-k or dense causal. In the absorbed form every head of
 // a query attends over the same latent rows (MQA), so one block takes one query and a group of up to 32
 // heads, gathers 32 latent rows per tile into shared memory once and uses them for every head of the
-// group (the per-head kernel it replaces re-read each row once per head). Online softmax in fp32.
+// group (the per-head kernel it replaces re-read each row once per head). Rows are copied with cp.async
+// (16-byte, no register staging) into two tile buffers, so the next tile loads while this one is used.
+// Online softmax in fp32.
 // When a launch has fewer blocks than the device has multiprocessors (decode), the key list is split
 // over blocks (split-K); each split writes its normalized output and log-sum-exp, and a second kernel
 // merges them. Generic dimensions: d_lat + d_rope any width that fits shared memory, d_lat <= 512.
@@ -22,19 +24,85 @@ struct ma_args {
     float *out;         // [n_q][n_heads][dv]                 (split == 1)
     float *part;        // [n_q][n_heads][split][dv], then [n_q][n_heads][split] lse   (split > 1)
     int n_q, n_heads, D, dv, dlp, n_idx, n_tokens, pos0, split, chunk;
+    int nbuf; // tile buffers: 2 = the next tile's rows load while this one is used
     float scale;
 };
+
+// 16-byte global -> shared copy that bypasses the registers (sm_80+); src_bytes 0 writes zeros.
+static __device__ __forceinline__ void cp_async16(float *dst, const float *src, int src_bytes)
+{
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+}
+static __device__ __forceinline__ void cp_async_commit(void)
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N> static __device__ __forceinline__ void cp_async_wait(void)
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Token slot of key j of query i (-1: none).
+static __device__ __forceinline__ int ma_token(const struct ma_args &a, int i, int j, int j1)
+{
+    if (j >= j1)
+        return -1;
+    int u = a.idx ? a.idx[(size_t)i * a.n_idx + j] : j;
+    return (u < 0 || u >= a.n_tokens) ? -1 : u;
+}
+
+// Load the tile of keys t0 .. t0 + TT - 1 into kvs (rows of dlp floats, zero past D and for skipped slots)
+// and their slots into tok. D % 4 == 0: asynchronous 16-byte copies (complete after cp_async_wait);
+// otherwise plain loads.
+static __device__ __forceinline__ void ma_load_tile(const struct ma_args &a, int i, int t0, int j1, float *kvs,
+                                                    int *tok)
+{
+    const int tid = threadIdx.x, D = a.D, dlp = a.dlp;
+    if (tid < MA_TT)
+        tok[tid] = ma_token(a, i, t0 + tid, j1);
+    if ((D & 3) == 0) {
+        const int D4 = D >> 2;
+        int r = tid / D4, c = tid - r * D4, u = ma_token(a, i, t0 + r, j1);
+        for (int e = tid; e < MA_TT * D4; e += MA_NT) {
+            cp_async16(kvs + r * dlp + 4 * c, a.kv + (u >= 0 ? (size_t)u * D + 4 * c : 0), u >= 0 ? 16 : 0);
+            c += MA_NT;
+            if (c >= D4) {
+                while (c >= D4) {
+                    c -= D4;
+                    r++;
+                }
+                u = r < MA_TT ? ma_token(a, i, t0 + r, j1) : -1;
+            }
+        }
+        cp_async_commit();
+    } else {
+        const int W = ((D + 3) >> 2) * 4;
+        int r = tid / W, d = tid - r * W, u = ma_token(a, i, t0 + r, j1);
+        for (int e = tid; e < MA_TT * W; e += MA_NT) {
+            kvs[r * dlp + d] = (u >= 0 && d < D) ? a.kv[(size_t)u * D + d] : 0.0f;
+            d += MA_NT;
+            if (d >= W) {
+                while (d >= W) {
+                    d -= W;
+                    r++;
+                }
+                u = r < MA_TT ? ma_token(a, i, t0 + r, j1) : -1;
+            }
+        }
+    }
+}
 
 template <int HG, int DPT> __global__ void __launch_bounds__(MA_NT) k_mla_attn(struct ma_args a)
 {
     constexpr int HPW = (HG + 7) / 8; // heads per warp in the QK step
     extern __shared__ __align__(16) float sm[];
     const int dlp = a.dlp;
-    float *qs = sm;                     // [HG][dlp]
-    float *kvs = qs + HG * dlp;         // [TT][dlp]
-    float *ps = kvs + MA_TT * dlp;      // [TT][HG]
-    float *alpha_s = ps + MA_TT * HG;   // [HG]
-    int *tok_s = (int *)(alpha_s + HG); // [TT]
+    float *qs = sm;                         // [HG][dlp]
+    float *kvb = qs + HG * dlp;             // [nbuf][TT][dlp]
+    float *ps = kvb + a.nbuf * MA_TT * dlp; // [TT][HG]
+    float *alpha_s = ps + MA_TT * HG;       // [HG]
+    int *tokb = (int *)(alpha_s + HG);      // [nbuf][TT]
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int i = blockIdx.x, h0 = blockIdx.y * HG, s = blockIdx.z;
     const int nhg = min(HG, a.n_heads - h0);
@@ -61,32 +129,20 @@ template <int HG, int DPT> __global__ void __launch_bounds__(MA_NT) k_mla_attn(s
         for (int x = 0; x < DPT; x++)
             acc[h][x] = 0.0f;
 
-    for (int t0 = j0; t0 < j1; t0 += MA_TT) {
-        __syncthreads(); // the previous tile is consumed (and qs is written, on the first pass)
-        if (tid < MA_TT) {
-            int j = t0 + tid, u = -1;
-            if (j < j1) {
-                u = a.idx ? a.idx[(size_t)i * a.n_idx + j] : j;
-                if (u < 0 || u >= a.n_tokens)
-                    u = -1;
-            }
-            tok_s[tid] = u;
+    const int nt = j1 > j0 ? (j1 - j0 + MA_TT - 1) / MA_TT : 0;
+    if (nt > 0)
+        ma_load_tile(a, i, j0, j1, kvb, tokb);
+    for (int kt = 0; kt < nt; kt++) {
+        const int t0 = j0 + kt * MA_TT, b = a.nbuf == 2 ? (kt & 1) : 0;
+        if (a.nbuf == 2 && kt + 1 < nt) {
+            ma_load_tile(a, i, t0 + MA_TT, j1, kvb + (b ^ 1) * MA_TT * dlp, tokb + (b ^ 1) * MA_TT);
+            cp_async_wait<1>(); // this tile's copies are done, the next tile's may still run
+        } else {
+            cp_async_wait<0>();
         }
-        __syncthreads();
-        // Gather the tile's rows (coalesced along each row), zero past D and for skipped slots.
-        {
-            int r = tid / W, d = tid - r * W;
-            for (int e = tid; e < MA_TT * W; e += MA_NT) {
-                int u = tok_s[r];
-                kvs[r * dlp + d] = (u >= 0 && d < D) ? a.kv[(size_t)u * D + d] : 0.0f;
-                d += MA_NT;
-                while (d >= W) {
-                    d -= W;
-                    r++;
-                }
-            }
-        }
-        __syncthreads();
+        __syncthreads(); // tile kt (and qs, on the first pass) visible to every thread
+        const float *kvs = kvb + b * MA_TT * dlp;
+        const int *tok_s = tokb + b * MA_TT;
         // QK: lane = row of the tile, warp w takes heads w, w + 8, ...
         const bool valid = tok_s[lane] >= 0;
         const float4 *kr = (const float4 *)(kvs + lane * dlp);
@@ -150,8 +206,10 @@ template <int HG, int DPT> __global__ void __launch_bounds__(MA_NT) k_mla_attn(s
                 }
             }
         }
+        __syncthreads(); // kvs, tok_s and ps of this tile are consumed
+        if (a.nbuf == 1 && kt + 1 < nt)
+            ma_load_tile(a, i, t0 + MA_TT, j1, kvb, tokb);
     }
-    __syncthreads();
     float *m_s = ps, *l_s = ps + HG; // ps holds TT * HG >= 2 * HG floats
     if (lane == 0) {
 #pragma unroll
@@ -214,6 +272,20 @@ __global__ void __launch_bounds__(128) k_mla_merge(const float *part, int rows, 
     }
 }
 
+// Largest dynamic shared memory a block may opt in to on the current device (read once; 0 if unknown).
+static int ma_smem_optin(void)
+{
+    static int optin = -1;
+    if (optin < 0) {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+            v = 0;
+        optin = v;
+    }
+    return optin;
+}
+
 static int ma_heads_per_block(int n_heads)
 {
     return n_heads >= 32 ? 32 : n_heads > 8 ? 16 : n_heads > 4 ? 8 : 4;
@@ -264,21 +336,23 @@ extern "C" enum sd_status sd_cuda_mla_attn(const struct sd_cuda_mla_attn_params 
         return SD_OK;
     const int hg = ma_heads_per_block(p->n_heads), groups = (p->n_heads + hg - 1) / hg;
     const int D = p->d_lat + p->d_rope, dlp = ((D + 31) / 32) * 32 + 4; // row stride = 4 mod 32 banks
-    size_t smem = ((size_t)(hg + MA_TT) * dlp + (size_t)MA_TT * hg + hg) * sizeof(float) + MA_TT * sizeof(int);
-    static int smem_optin = 0;
-    if (!smem_optin) {
-        int dev = 0, v = 0;
-        SD_CHECK_CUDA(cudaGetDevice(&dev));
-        SD_CHECK_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-        smem_optin = v;
+    // Two tile buffers when the rows load asynchronously (D % 4 == 0) and they fit, else one.
+    int nbuf = D % 4 == 0 ? 2 : 1;
+    size_t smem = 0;
+    for (;; nbuf--) {
+        smem = ((size_t)(hg + nbuf * MA_TT) * dlp + (size_t)MA_TT * hg + hg) * sizeof(float) +
+               (size_t)nbuf * MA_TT * sizeof(int);
+        if (nbuf == 1 || smem <= (size_t)ma_smem_optin())
+            break;
     }
-    SD_CHECK_SUPPORTED(smem <= (size_t)smem_optin);
+    SD_CHECK_SUPPORTED(smem <= (size_t)ma_smem_optin());
     SD_CHECK_SUPPORTED(groups <= 65535 && p->n_q <= 0x7fffffff);
 
     struct ma_args a = {};
     a.q = p->q, a.kv = p->kv, a.idx = p->idx, a.out = p->out, a.part = p->scratch;
     a.n_q = p->n_q, a.n_heads = p->n_heads, a.D = D, a.dv = p->d_lat, a.dlp = dlp;
     a.n_idx = p->idx ? p->n_idx : 0, a.n_tokens = p->n_tokens, a.pos0 = p->pos0, a.scale = p->scale;
+    a.nbuf = nbuf;
     // Longest key list of the launch.
     long long n_max = p->idx ? p->n_idx : (long long)p->pos0 + p->n_q;
     if (!p->idx && n_max > p->n_tokens)

@@ -662,8 +662,9 @@ int main(void)
     test_mla_attn_case(3, 4, 64, 32, 5000, 512, 0, 1, 0);
     test_mla_attn_case(5, 4, 64, 32, 2100, 0, 2000, -1, 0); // dense causal, decode-like: split
     test_mla_attn_case(7, 4, 64, 32, 300, 0, 0, -1, 3);     // dense from 0, forced split: empty splits
-    test_mla_attn_case(2, 7, 33, 7, 700, 65, 0, 0, 1);      // odd widths, one partial head group
-    test_mla_attn_case(2, 7, 33, 7, 700, 65, 0, 1, 0);
+    test_mla_attn_case(2, 7, 33, 6, 700, 65, 0, 0, 1);      // D % 4 != 0: plain loads, one buffer; partial group
+    test_mla_attn_case(2, 7, 33, 6, 700, 65, 0, 1, 0);
+    test_mla_attn_case(2, 64, 512, 128, 1500, 300, 0, 1, 0);  // two tile buffers do not fit: one
     test_mla_attn_case(3, 20, 300, 12, 900, 100, 0, 1, 2);    // two dims per thread, 16-head groups
     test_mla_attn_case(2, 5, 64, 32, 100, 40, 0, 2, 0);       // all invalid: zeros
     test_mla_attn_case(1, 4, 64, 32, 100, 0, 0, 0, 0);        // empty key list

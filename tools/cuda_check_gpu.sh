@@ -5,7 +5,7 @@
 #   test_cuda_ops (every op vs the CPU / float64 references), test_cuda_forward (logits vs HF fixtures and
 #   the CPU, greedy decodes, bf16-weight mode), bench_dsa_cuda (kernels; TFLOP/s vs the published anchors),
 #   PyTorch SDPA + torch.topk baselines (same GPU, same call), bench_cuda_forward --v32 (DeepSeek-V3.2 width,
-#   DSA vs dense), --v32 --bf16, the sparsedoc-mini CPU-vs-CUDA forward, compute-sanitizer memcheck.
+#   DSA vs dense), --v32 --bf16, the sparsedoc-mini CPU-vs-CUDA forward, compute-sanitizer memcheck, racecheck, synccheck.
 # Logs go to $OUT (or ./cuda-logs); a summary is printed last.
 # Usage (repository root, NVIDIA GPU machine, .deps carried): sh tools/cuda_check_gpu.sh
 set -u
@@ -50,14 +50,18 @@ step bench_v32 150 $B/kernels/bench_cuda_forward --v32 32768 131072
 step bench_v32_bf16 50 $B/kernels/bench_cuda_forward --v32 --bf16 32768
 step bench_mini 90 $B/kernels/bench_cuda_forward data/models/sparsedoc-mini 4096 16384 65536
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-step memcheck 90 env SD_CUDA_TEST_SMALL=1 "$SAN" --tool memcheck --error-exitcode 3 $B/tests/test_cuda_ops
+for tool in memcheck racecheck synccheck; do
+    step $tool 90 env SD_CUDA_TEST_SMALL=1 "$SAN" --tool $tool --error-exitcode 3 $B/tests/test_cuda_ops
+done
 echo "== $(cat "$OUT/gpu.txt" | tr '\n' ' ')"
 echo "== test_cuda_ops"
 grep -E "FAIL|CHECK|passed|failed|worst|vs float64|mla attn" "$OUT/test_cuda_ops.log" | grep -v '^  mla attn' | tail -8
 echo "== test_cuda_forward"
 grep -E "FAIL|CHECK|passed|failed|bf16" "$OUT/test_cuda_forward.log" | tail -12
-echo "== memcheck"
-tail -3 "$OUT/memcheck.log" 2>/dev/null
+for tool in memcheck racecheck synccheck; do
+    echo "== $tool"
+    tail -2 "$OUT/$tool.log" 2>/dev/null
+done
 echo "== bench_dsa_cuda"
 sed -n '/^| kernel/,$p' "$OUT/bench_dsa_cuda.log"
 grep -E "validation" "$OUT/bench_dsa_cuda.log"
