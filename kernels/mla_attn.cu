@@ -4,7 +4,8 @@
 // heads, gathers 32 latent rows per tile into shared memory once and uses them for every head of the
 // group (the per-head kernel it replaces re-read each row once per head). Rows are copied with cp.async
 // (16-byte, no register staging) into two tile buffers, so the next tile loads while this one is used.
-// Online softmax in fp32.
+// One thread per output dim (256 threads up to d_lat 256, 512 above); in the QK step lane = row and the
+// warps share the group's heads. Online softmax in fp32.
 // When a launch has fewer blocks than the device has multiprocessors (decode), the key list is split
 // over blocks (split-K); each split writes its normalized output and log-sum-exp, and a second kernel
 // merges them. Generic dimensions: d_lat + d_rope any width that fits shared memory, d_lat <= 512.
@@ -12,7 +13,6 @@
 
 #include "sd_cuda_common.cuh"
 
-#define MA_NT 256            // threads per block (8 warps)
 #define MA_TT 32             // latent rows per tile (one per lane in the QK step)
 #define MA_MAX_SPLIT 32      // at most one warp's worth of splits (the merge reduces them in one warp)
 #define MA_MIN_SPLIT_KEYS 64 // a split gets at least this many keys
@@ -58,15 +58,15 @@ static __device__ __forceinline__ int ma_token(const struct ma_args &a, int i, i
 static __device__ __forceinline__ void ma_load_tile(const struct ma_args &a, int i, int t0, int j1, float *kvs,
                                                     int *tok)
 {
-    const int tid = threadIdx.x, D = a.D, dlp = a.dlp;
+    const int tid = threadIdx.x, nthr = blockDim.x, D = a.D, dlp = a.dlp;
     if (tid < MA_TT)
         tok[tid] = ma_token(a, i, t0 + tid, j1);
     if ((D & 3) == 0) {
         const int D4 = D >> 2;
         int r = tid / D4, c = tid - r * D4, u = ma_token(a, i, t0 + r, j1);
-        for (int e = tid; e < MA_TT * D4; e += MA_NT) {
+        for (int e = tid; e < MA_TT * D4; e += nthr) {
             cp_async16(kvs + r * dlp + 4 * c, a.kv + (u >= 0 ? (size_t)u * D + 4 * c : 0), u >= 0 ? 16 : 0);
-            c += MA_NT;
+            c += nthr;
             if (c >= D4) {
                 while (c >= D4) {
                     c -= D4;
@@ -79,9 +79,9 @@ static __device__ __forceinline__ void ma_load_tile(const struct ma_args &a, int
     } else {
         const int W = ((D + 3) >> 2) * 4;
         int r = tid / W, d = tid - r * W, u = ma_token(a, i, t0 + r, j1);
-        for (int e = tid; e < MA_TT * W; e += MA_NT) {
+        for (int e = tid; e < MA_TT * W; e += nthr) {
             kvs[r * dlp + d] = (u >= 0 && d < D) ? a.kv[(size_t)u * D + d] : 0.0f;
-            d += MA_NT;
+            d += nthr;
             if (d >= W) {
                 while (d >= W) {
                     d -= W;
@@ -93,9 +93,9 @@ static __device__ __forceinline__ void ma_load_tile(const struct ma_args &a, int
     }
 }
 
-template <int HG, int DPT> __global__ void __launch_bounds__(MA_NT) k_mla_attn(struct ma_args a)
+template <int HG, int NT> __global__ void __launch_bounds__(NT) k_mla_attn(struct ma_args a)
 {
-    constexpr int HPW = (HG + 7) / 8; // heads per warp in the QK step
+    constexpr int NW = NT / 32, HPW = (HG + NW - 1) / NW; // warps; heads per warp in the QK step
     extern __shared__ __align__(16) float sm[];
     const int dlp = a.dlp;
     float *qs = sm;                         // [HG][dlp]
@@ -109,7 +109,7 @@ template <int HG, int DPT> __global__ void __launch_bounds__(MA_NT) k_mla_attn(s
     const int D = a.D, D4 = (D + 3) >> 2, W = D4 * 4;
 
     const float *qg = a.q + ((size_t)i * a.n_heads + h0) * D;
-    for (int e = tid; e < HG * W; e += MA_NT) {
+    for (int e = tid; e < HG * W; e += NT) {
         int h = e / W, d = e - h * W;
         qs[h * dlp + d] = (h < nhg && d < D) ? qg[(size_t)h * D + d] : 0.0f;
     }
@@ -122,12 +122,10 @@ template <int HG, int DPT> __global__ void __launch_bounds__(MA_NT) k_mla_attn(s
         m_run[k] = -INFINITY;
         l_run[k] = 0.0f;
     }
-    float acc[HG][DPT];
+    float acc[HG]; // output dim d = tid of every head of the group
 #pragma unroll
     for (int h = 0; h < HG; h++)
-#pragma unroll
-        for (int x = 0; x < DPT; x++)
-            acc[h][x] = 0.0f;
+        acc[h] = 0.0f;
 
     const int nt = j1 > j0 ? (j1 - j0 + MA_TT - 1) / MA_TT : 0;
     if (nt > 0)
@@ -148,7 +146,7 @@ template <int HG, int DPT> __global__ void __launch_bounds__(MA_NT) k_mla_attn(s
         const float4 *kr = (const float4 *)(kvs + lane * dlp);
 #pragma unroll
         for (int k = 0; k < HPW; k++) {
-            const int h = warp + 8 * k;
+            const int h = warp + NW * k;
             if (h >= HG) // warp-uniform
                 continue;
             const float4 *qh = (const float4 *)(qs + h * dlp);
@@ -175,34 +173,22 @@ template <int HG, int DPT> __global__ void __launch_bounds__(MA_NT) k_mla_attn(s
                 alpha_s[h] = al;
         }
         __syncthreads();
-        // PV: this thread's dims d = tid + 256 x, all heads of the group.
+        // PV: this thread's dim d = tid, all heads of the group.
         if (tid < a.dv) {
 #pragma unroll
-            for (int h = 0; h < HG; h++) {
-                float al = alpha_s[h];
-#pragma unroll
-                for (int x = 0; x < DPT; x++)
-                    acc[h][x] *= al;
-            }
+            for (int h = 0; h < HG; h++)
+                acc[h] *= alpha_s[h];
             const int cnt = min(MA_TT, j1 - t0);
             for (int t = 0; t < cnt; t++) {
-                float v[DPT];
-#pragma unroll
-                for (int x = 0; x < DPT; x++) {
-                    int d = tid + x * MA_NT;
-                    v[x] = d < a.dv ? kvs[t * dlp + d] : 0.0f;
-                }
+                const float v = kvs[t * dlp + tid];
                 const float4 *pt = (const float4 *)(ps + t * HG);
 #pragma unroll
                 for (int h4 = 0; h4 < HG / 4; h4++) {
                     float4 pp = pt[h4];
-#pragma unroll
-                    for (int x = 0; x < DPT; x++) {
-                        acc[4 * h4 + 0][x] += pp.x * v[x];
-                        acc[4 * h4 + 1][x] += pp.y * v[x];
-                        acc[4 * h4 + 2][x] += pp.z * v[x];
-                        acc[4 * h4 + 3][x] += pp.w * v[x];
-                    }
+                    acc[4 * h4 + 0] += pp.x * v;
+                    acc[4 * h4 + 1] += pp.y * v;
+                    acc[4 * h4 + 2] += pp.z * v;
+                    acc[4 * h4 + 3] += pp.w * v;
                 }
             }
         }
@@ -214,7 +200,7 @@ template <int HG, int DPT> __global__ void __launch_bounds__(MA_NT) k_mla_attn(s
     if (lane == 0) {
 #pragma unroll
         for (int k = 0; k < HPW; k++) {
-            const int h = warp + 8 * k;
+            const int h = warp + NW * k;
             if (h < HG) {
                 m_s[h] = m_run[k];
                 l_s[h] = l_run[k];
@@ -230,12 +216,7 @@ template <int HG, int DPT> __global__ void __launch_bounds__(MA_NT) k_mla_attn(s
                 break;
             float l = l_s[h], inv = l > 0.0f ? 1.0f / l : 0.0f;
             float *o = a.split == 1 ? a.out + (row0 + h) * a.dv : a.part + ((row0 + h) * a.split + s) * a.dv;
-#pragma unroll
-            for (int x = 0; x < DPT; x++) {
-                int d = tid + x * MA_NT;
-                if (d < a.dv)
-                    o[d] = acc[h][x] * inv;
-            }
+            o[tid] = acc[h] * inv;
         }
     }
     if (a.split > 1 && tid < nhg) {
@@ -291,30 +272,29 @@ static int ma_heads_per_block(int n_heads)
     return n_heads >= 32 ? 32 : n_heads > 8 ? 16 : n_heads > 4 ? 8 : 4;
 }
 
-template <int HG, int DPT> static enum sd_status ma_launch(const struct ma_args *a, dim3 grid, size_t smem, void *st)
+template <int HG, int NT> static enum sd_status ma_launch(const struct ma_args *a, dim3 grid, size_t smem, void *st)
 {
     static size_t attr_bytes = 0; // per instantiation: raised once to the largest size launched
     if (smem > 48 * 1024 && smem > attr_bytes) {
-        SD_CHECK_CUDA(
-            cudaFuncSetAttribute(k_mla_attn<HG, DPT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        SD_CHECK_CUDA(cudaFuncSetAttribute(k_mla_attn<HG, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         attr_bytes = smem;
     }
-    k_mla_attn<HG, DPT><<<grid, MA_NT, smem, (cudaStream_t)st>>>(*a);
+    k_mla_attn<HG, NT><<<grid, NT, smem, (cudaStream_t)st>>>(*a);
     SD_CHECK_LAUNCH();
     return SD_OK;
 }
 
-template <int DPT> static enum sd_status ma_dispatch(int hg, const struct ma_args *a, dim3 grid, size_t smem, void *st)
+template <int NT> static enum sd_status ma_dispatch(int hg, const struct ma_args *a, dim3 grid, size_t smem, void *st)
 {
     switch (hg) {
     case 4:
-        return ma_launch<4, DPT>(a, grid, smem, st);
+        return ma_launch<4, NT>(a, grid, smem, st);
     case 8:
-        return ma_launch<8, DPT>(a, grid, smem, st);
+        return ma_launch<8, NT>(a, grid, smem, st);
     case 16:
-        return ma_launch<16, DPT>(a, grid, smem, st);
+        return ma_launch<16, NT>(a, grid, smem, st);
     default:
-        return ma_launch<32, DPT>(a, grid, smem, st);
+        return ma_launch<32, NT>(a, grid, smem, st);
     }
 }
 
@@ -331,7 +311,7 @@ extern "C" enum sd_status sd_cuda_mla_attn(const struct sd_cuda_mla_attn_params 
     SD_CHECK_ARG(p->n_q >= 0 && p->n_heads > 0 && p->d_lat > 0 && p->d_rope >= 0 && p->n_tokens >= 0);
     SD_CHECK_ARG(p->idx == NULL || p->n_idx >= 0);
     SD_CHECK_ARG(p->pos0 >= 0 && p->n_split >= 0);
-    SD_CHECK_SUPPORTED(p->d_lat <= 2 * MA_NT);
+    SD_CHECK_SUPPORTED(p->d_lat <= 512);
     if (p->n_q == 0)
         return SD_OK;
     const int hg = ma_heads_per_block(p->n_heads), groups = (p->n_heads + hg - 1) / hg;
@@ -378,8 +358,9 @@ extern "C" enum sd_status sd_cuda_mla_attn(const struct sd_cuda_mla_attn_params 
         split = (int)((n_max + chunk - 1) / chunk);
     a.split = split, a.chunk = (int)chunk;
     dim3 grid((unsigned)p->n_q, (unsigned)groups, (unsigned)split);
-    enum sd_status st = p->d_lat <= MA_NT ? ma_dispatch<1>(hg, &a, grid, smem, p->stream)
-                                          : ma_dispatch<2>(hg, &a, grid, smem, p->stream);
+    // One thread per output dim: 256 threads up to d_lat 256, 512 above (16 warps share the QK heads).
+    enum sd_status st = p->d_lat <= 256 ? ma_dispatch<256>(hg, &a, grid, smem, p->stream)
+                                        : ma_dispatch<512>(hg, &a, grid, smem, p->stream);
     if (st != SD_OK || split == 1)
         return st;
     int rows = p->n_q * p->n_heads;

@@ -51,7 +51,7 @@ step bench_v32_bf16 50 $B/kernels/bench_cuda_forward --v32 --bf16 32768
 step bench_mini 90 $B/kernels/bench_cuda_forward data/models/sparsedoc-mini 4096 16384 65536
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 for tool in memcheck racecheck synccheck; do
-    step $tool 90 env SD_CUDA_TEST_SMALL=1 "$SAN" --tool $tool --error-exitcode 3 $B/tests/test_cuda_ops
+    step $tool 150 env SD_CUDA_TEST_SMALL=1 "$SAN" --tool $tool --error-exitcode 3 $B/tests/test_cuda_ops
 done
 echo "== $(cat "$OUT/gpu.txt" | tr '\n' ' ')"
 echo "== test_cuda_ops"
