@@ -11,8 +11,10 @@
 // gathered latent row; split over blocks for decode), the lightning indexer in fp32 or with
 // DeepSeek's FP8 numerics (session param indexer_fp8: Hadamard + e4m3 rows with power-of-two scales, keys
 // cached as e4m3 + one fp32 scale per token; scores bit-identical to engine/dsa.c given the same inputs),
-// top-k (topk.cu) and MoE routing. Expert execution runs each selected expert's rows through cuBLAS after the
-// (small) routing result is read back to the host. The step mirrors engine/session.c op for op.
+// top-k (topk.cu) and MoE routing. Expert execution: for up to MOE_DEV_T tokens (decode) GEMV kernels read each
+// slot's expert from the device's routing result (no host round trip, no sync); longer chunks run each selected
+// expert's rows through cuBLAS after the (small) routing result is read back to the host. The step mirrors
+// engine/session.c op for op.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <math.h>
@@ -76,6 +78,11 @@ struct fwd {
     int32_t *ids;
     float *h, *x, *y, *q, *k, *v, *att, *cq, *kva, *qfull, *olat, *o;
     float *mla_part; // split-K partials of sd_cuda_mla_attn (mla_part_n floats)
+    // MoE device path (T <= MOE_DEV_T): [L][3][E] expert matrix pointers (gate, up, down; NULL for dense
+    // layers), all of one type (exp_bf16); activations [MOE_DEV_T * K][Ie] and per-slot outputs [.. * K][H]
+    const void **exp_tab;
+    int exp_bf16;
+    float *moe_act, *moe_yk;
     size_t mla_part_n;
     float *iq, *ik, *iw, *scores;
     uint8_t *ik8, *iq8; // FP8 indexer: key cache [L][N][di] e4m3, this chunk's queries [T][ni][di]
@@ -735,6 +742,113 @@ __global__ void k_scatter_add(float *y, const float *ey, const int32_t *rows, co
         dst[i] = __fadd_rn(dst[i], __fmul_rn(wj, src[i]));
 }
 
+// ---- MoE of a few tokens without the host (decode): the routed experts run as GEMVs that read their expert
+// from the device's routing result, so there is no copy of the routing to the host and no stream sync.
+#define MOE_DEV_T 4 // tokens per forward up to which the device path runs (more: grouped cuBLAS GEMMs)
+
+template <typename W> static __device__ __forceinline__ float w_at(const W *w, size_t i);
+template <> __device__ __forceinline__ float w_at<float>(const float *w, size_t i)
+{
+    return w[i];
+}
+template <> __device__ __forceinline__ float w_at<__nv_bfloat16>(const __nv_bfloat16 *w, size_t i)
+{
+    return __bfloat162float(w[i]);
+}
+// The GEMM path's input rounding: none for f32 weights, bf16 for bf16 weights (mm() rounds x into f->xb).
+template <typename W> static __device__ __forceinline__ float x_round(float v)
+{
+    return sizeof(W) == 2 ? __bfloat162float(__float2bfloat16(v)) : v;
+}
+
+// One warp: dot(row[0..K), xs[0..K)) with the row read in 16-byte pieces where it is aligned.
+template <typename W> static __device__ __forceinline__ float warp_dot_row(const W *row, const float *xs, int K)
+{
+    const int lane = threadIdx.x & 31;
+    constexpr int V = 16 / sizeof(W); // elements per 16 bytes
+    float s = 0.0f;
+    int k0 = 0;
+    if (K % V == 0 && ((uintptr_t)row & 15) == 0) {
+        for (int c = lane; c < K / V; c += 32) {
+            uint4 raw = ((const uint4 *)row)[c];
+            const W *v = (const W *)&raw;
+#pragma unroll
+            for (int j = 0; j < V; j++)
+                s += w_at(v, j) * xs[c * V + j];
+        }
+        k0 = K;
+    }
+    for (int k = k0 + lane; k < K; k += 32)
+        s += w_at(row, k) * xs[k];
+    return sd_warp_sum(s);
+}
+
+// act[slot][r] = silu(gate_e[r] . x_t) * (up_e[r] . x_t), e = rsel[slot], t = slot / K; 8 rows per block.
+template <typename W>
+__global__ void __launch_bounds__(256) k_moe_gateup(const float *x, int H, const int32_t *rsel, int K, int E,
+                                                    const void *const *gate, const void *const *up, int Ie, float *act)
+{
+    extern __shared__ float xs[];
+    const int slot = blockIdx.y, t = slot / K, e = rsel[slot];
+    for (int i = threadIdx.x; i < H; i += blockDim.x)
+        xs[i] = x_round<W>(x[(size_t)t * H + i]);
+    __syncthreads();
+    const int r = blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (r >= Ie)
+        return;
+    float out = 0.0f; // an invalid expert index (routing never makes one) contributes nothing
+    if (e >= 0 && e < E) {
+        float g = warp_dot_row((const W *)gate[e] + (size_t)r * H, xs, H);
+        float u = warp_dot_row((const W *)up[e] + (size_t)r * H, xs, H);
+        out = g / (1.0f + expf(-g)) * u;
+    }
+    if ((threadIdx.x & 31) == 0)
+        act[(size_t)slot * Ie + r] = out;
+}
+
+// yk[slot][r] = down_e[r] . act[slot]; 8 rows per block.
+template <typename W>
+__global__ void __launch_bounds__(256)
+    k_moe_down(const float *act, int Ie, const int32_t *rsel, int E, const void *const *down, int H, float *yk)
+{
+    extern __shared__ float as[];
+    const int slot = blockIdx.y, e = rsel[slot];
+    for (int i = threadIdx.x; i < Ie; i += blockDim.x)
+        as[i] = x_round<W>(act[(size_t)slot * Ie + i]);
+    __syncthreads();
+    const int r = blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (r >= H)
+        return;
+    float out = e >= 0 && e < E ? warp_dot_row((const W *)down[e] + (size_t)r * Ie, as, Ie) : 0.0f;
+    if ((threadIdx.x & 31) == 0)
+        yk[(size_t)slot * H + r] = out;
+}
+
+// y[t] += sum over the token's K slots in ascending expert order (the grouped path's order) of w * yk,
+// each product and sum rounded on its own as the CPU does.
+__global__ void k_moe_combine(float *y, const float *yk, const int32_t *rsel, const float *rw, int K, int H, int T)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)T * H)
+        return;
+    const int t = (int)(i / H), r = (int)(i % H);
+    float acc = y[i];
+    int last = -1;
+    for (int n = 0; n < K; n++) { // K is small: pick the next larger expert index each round
+        int best = -1;
+        for (int k = 0; k < K; k++) {
+            int e = rsel[t * K + k];
+            if (e > last && (best < 0 || e < rsel[t * K + best]))
+                best = k;
+        }
+        if (best < 0)
+            break;
+        last = rsel[t * K + best];
+        acc = __fadd_rn(acc, __fmul_rn(rw[t * K + best], yk[(size_t)(t * K + best) * H + r]));
+    }
+    y[i] = acc;
+}
+
 // ---------------------------------------------------------------- launch helpers
 
 // y[T][N] = x[T][K] w[N][K]^T (+ beta y), leading dims in elements (as sd_matmul_ld). w is an F32 or BF16
@@ -1067,6 +1181,28 @@ static enum sd_status moe(struct fwd *f, int il, int T)
         TRY(mlp(f, f->x, T, L->sh_gate, L->sh_up, L->sh_down, c->n_shared_experts * c->moe_intermediate_size, f->y));
     else
         SD_CHECK_CUDA(cudaMemsetAsync(f->y, 0, (size_t)T * H * sizeof(float), f->st));
+    int Ie = c->moe_intermediate_size;
+    if (T <= MOE_DEV_T && f->exp_tab) {
+        const void *const *tab = f->exp_tab + (size_t)il * 3 * E;
+        dim3 g1((Ie + 7) / 8, T * K), g2((H + 7) / 8, T * K);
+        if (f->exp_bf16) {
+            k_moe_gateup<__nv_bfloat16>
+                <<<g1, 256, (size_t)H * sizeof(float), f->st>>>(f->x, H, f->rsel, K, E, tab, tab + E, Ie, f->moe_act);
+            SD_CHECK_LAUNCH();
+            k_moe_down<__nv_bfloat16>
+                <<<g2, 256, (size_t)Ie * sizeof(float), f->st>>>(f->moe_act, Ie, f->rsel, E, tab + 2 * E, H, f->moe_yk);
+        } else {
+            k_moe_gateup<float>
+                <<<g1, 256, (size_t)H * sizeof(float), f->st>>>(f->x, H, f->rsel, K, E, tab, tab + E, Ie, f->moe_act);
+            SD_CHECK_LAUNCH();
+            k_moe_down<float>
+                <<<g2, 256, (size_t)Ie * sizeof(float), f->st>>>(f->moe_act, Ie, f->rsel, E, tab + 2 * E, H, f->moe_yk);
+        }
+        SD_CHECK_LAUNCH();
+        k_moe_combine<<<blocks((size_t)T * H), 256, 0, f->st>>>(f->y, f->moe_yk, f->rsel, f->rw, K, H, T);
+        SD_CHECK_LAUNCH();
+        return SD_OK;
+    }
     SD_CHECK_CUDA(cudaMemcpyAsync(f->h_rsel, f->rsel, (size_t)T * K * sizeof(int32_t), cudaMemcpyDeviceToHost, f->st));
     SD_CHECK_CUDA(cudaMemcpyAsync(f->h_rw, f->rw, (size_t)T * K * sizeof(float), cudaMemcpyDeviceToHost, f->st));
     SD_CHECK_CUDA(cudaStreamSynchronize(f->st));
@@ -1094,7 +1230,6 @@ static enum sd_status moe(struct fwd *f, int il, int T)
     }
     SD_CHECK_CUDA(cudaMemcpyAsync(f->erows, f->h_rows, (size_t)T * K * sizeof(int32_t), cudaMemcpyHostToDevice, f->st));
     SD_CHECK_CUDA(cudaMemcpyAsync(f->ew, f->h_w, (size_t)T * K * sizeof(float), cudaMemcpyHostToDevice, f->st));
-    int Ie = c->moe_intermediate_size;
     for (int e = 0; e < E; e++) {
         int o0 = cnt[e], n = cnt[e + 1] - cnt[e];
         if (!n)
@@ -1177,6 +1312,47 @@ static void fwd_free(void *ctx)
     if (f->st)
         cudaStreamDestroy(f->st);
     free(f);
+}
+
+// The device table of expert matrix pointers for the MoE device path (f->exp_tab); left NULL (the grouped
+// path runs) if the experts are not all F32 or all BF16.
+static enum sd_status moe_table(struct fwd *f)
+{
+    const struct sd_config *c = &f->m->cfg;
+    size_t L = (size_t)c->n_layers, E = (size_t)c->n_routed_experts;
+    const void **h = (const void **)calloc(L * 3 * E, sizeof *h);
+    if (!h)
+        return SD_ERR_NOMEM;
+    int type = -1, mixed = 0;
+    for (size_t il = 0; il < L; il++) {
+        const struct sd_layer_weights *D = &f->L[il];
+        if (!D->is_moe)
+            continue;
+        for (size_t e = 0; e < E; e++) {
+            const struct sd_wmat *w[3] = {&D->exp_gate[e], &D->exp_up[e], &D->exp_down[e]};
+            for (int j = 0; j < 3; j++) {
+                if (type < 0)
+                    type = w[j]->type;
+                mixed |= (int)w[j]->type != type || !w[j]->data;
+                h[(il * 3 + j) * E + e] = w[j]->data;
+            }
+        }
+    }
+    enum sd_status st = SD_OK;
+    if (!mixed && (type == SD_Q_F32 || type == SD_Q_BF16)) {
+        void *d = NULL;
+        st = dalloc(f, &d, L * 3 * E * sizeof *h);
+        if (st == SD_OK && cudaMemcpy(d, h, L * 3 * E * sizeof *h, cudaMemcpyHostToDevice) != cudaSuccess) {
+            sd_cuda_set_error("cudaMemcpy(exp_tab)", __FILE__, __LINE__, "copy failed");
+            st = SD_ERR_BACKEND;
+        }
+        if (st == SD_OK) {
+            f->exp_tab = (const void **)d;
+            f->exp_bf16 = type == SD_Q_BF16;
+        }
+    }
+    free(h);
+    return st;
 }
 
 static enum sd_status upload_layer(struct fwd *f, int il)
@@ -1326,6 +1502,10 @@ static enum sd_status fwd_setup(struct fwd *f)
             DALLOC(f, f->ew, T * K, float);
             DALLOC(f, f->ex, T * H, float);
             DALLOC(f, f->ey, T * H, float);
+            size_t Ie = (size_t)c->moe_intermediate_size;
+            DALLOC(f, f->moe_act, (size_t)MOE_DEV_T * K * Ie, float);
+            DALLOC(f, f->moe_yk, (size_t)MOE_DEV_T * K * H, float);
+            TRY(moe_table(f));
             SD_CHECK_CUDA(cudaMallocHost((void **)&f->h_rsel, T * K * sizeof(int32_t)));
             SD_CHECK_CUDA(cudaMallocHost((void **)&f->h_rows, T * K * sizeof(int32_t)));
             SD_CHECK_CUDA(cudaMallocHost((void **)&f->h_rw, T * K * sizeof(float)));
