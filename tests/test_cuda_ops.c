@@ -356,6 +356,28 @@ static void test_indexer_topk(int n_q, int n_k, int k, int chunk)
 }
 
 // ---------------------------------------------------------------- sparse MLA decode
+// [rows][n_idx] token slots. kind 0: distinct valid slots (while t < n_tokens, then -1); 1: with -1,
+// out-of-range and duplicate slots; 2: all invalid. Caller frees.
+static int32_t *make_idx(int rows, int n_idx, int n_tokens, int kind)
+{
+    int32_t *idx = xmalloc((size_t)rows * n_idx * 4 + 4);
+    for (size_t r = 0; r < (size_t)rows; r++)
+        for (int t = 0; t < n_idx; t++) {
+            int32_t u = t < n_tokens ? (int32_t)((t * 7919L + r * 131) % n_tokens) : -1;
+            if (kind == 1) {
+                double z = urand();
+                u = z < 0.1    ? -1
+                    : z < 0.15 ? n_tokens + (int32_t)(urand() * 100)
+                    : z < 0.2  ? (int32_t)(urand() * n_tokens)
+                               : u;
+            }
+            if (kind == 2)
+                u = -1;
+            idx[r * n_idx + t] = u;
+        }
+    return idx;
+}
+
 // idx_kind 0: distinct valid slots; 1: with -1, out-of-range and duplicate slots; 2: all invalid.
 static void test_mla_case(int batch, int s_q, int n_heads, int topk, int n_tokens, int idx_kind)
 {
@@ -372,22 +394,7 @@ static void test_mla_case(int batch, int s_q, int n_heads, int topk, int n_token
         kvf[x] = sd_bf16_to_f32(kv[x]);
     }
     size_t ni = (size_t)batch * s_q * topk;
-    int32_t *idx = xmalloc(ni * 4);
-    for (size_t r = 0; r < (size_t)batch * s_q; r++) {
-        for (int t = 0; t < topk; t++) {
-            int32_t u = t < n_tokens ? (int32_t)((t * 7919L + r * 131) % n_tokens) : -1; // distinct while t < n_tokens
-            if (idx_kind == 1) {
-                double z = urand();
-                u = z < 0.1    ? -1
-                    : z < 0.15 ? n_tokens + (int32_t)(urand() * 100)
-                    : z < 0.2  ? (int32_t)(urand() * n_tokens)
-                               : u;
-            }
-            if (idx_kind == 2)
-                u = -1;
-            idx[r * topk + t] = u;
-        }
-    }
+    int32_t *idx = make_idx(batch * s_q, topk, n_tokens, idx_kind);
     float *d_q = dupload(q, nq * 4);
     uint16_t *d_kv = dupload(kv, (size_t)n_tokens * D * 2);
     int32_t *d_idx = dupload(idx, ni * 4);
@@ -497,23 +504,8 @@ static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int 
     for (size_t x = 0; x < nkv; x++)
         kv[x] = nrand();
     int32_t *idx = NULL;
-    if (idx_kind >= 0) {
-        idx = xmalloc((size_t)n_q * n_idx * 4 + 4);
-        for (int r = 0; r < n_q; r++)
-            for (int t = 0; t < n_idx; t++) {
-                int32_t u = t < n_tokens ? (int32_t)((t * 7919L + r * 131) % n_tokens) : -1;
-                if (idx_kind == 1) {
-                    double z = urand();
-                    u = z < 0.1    ? -1
-                        : z < 0.15 ? n_tokens + (int32_t)(urand() * 100)
-                        : z < 0.2  ? (int32_t)(urand() * n_tokens)
-                                   : u;
-                }
-                if (idx_kind == 2)
-                    u = -1;
-                idx[(size_t)r * n_idx + t] = u;
-            }
-    }
+    if (idx_kind >= 0)
+        idx = make_idx(n_q, n_idx, n_tokens, idx_kind);
     float *d_q = dupload(q, nq * 4), *d_kv = dupload(kv, nkv * 4), *d_o = dalloc(no * 4);
     int32_t *d_idx = idx ? dupload(idx, (size_t)n_q * n_idx * 4 + 4) : NULL;
     size_t scr_n = sd_cuda_mla_attn_scratch_floats(n_heads, d_lat);
