@@ -36,9 +36,10 @@
 struct cell {
     int bucket;
     int n, value_ok, marker_ok, both_ok, docs;
+    int n_early, value_early; // questions whose fact lies in the first half of the document (depth < 0.5)
     double prefill_s;
     long prefill_tokens;
-    int rec_layers;                            // recall statistics (--recall), summed over documents
+    int rec_layers; // recall statistics (--recall), summed over documents
     struct sd_recall_stat rec[MAX_LAYERS];
 };
 
@@ -214,8 +215,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--recall-from") && (!strcmp(v, "question") || !strcmp(v, "all"))) {
             recall = 1;
             recall_all = !strcmp(v, "all");
-        }
-        else if (!strcmp(a, "--backend"))
+        } else if (!strcmp(a, "--backend"))
             backend_name = v;
         else {
             usage(stderr);
@@ -391,7 +391,9 @@ int main(int argc, char **argv)
             if (!use_mode[mi])
                 continue;
             struct cell *c = cell_for(cells[mi], &n_cells[mi], bucket);
-            struct sd_session_params sp = {.n_ctx = (int)n_dids + 128 + n_gen, .n_threads = threads, .max_batch = 256,
+            struct sd_session_params sp = {.n_ctx = (int)n_dids + 128 + n_gen,
+                                           .n_threads = threads,
+                                           .max_batch = 256,
                                            .dsa_mode = mi == 0 ? SD_DSA_SPARSE : SD_DSA_DENSE,
                                            .backend = backend};
             if (sp.n_ctx > max_pos)
@@ -463,6 +465,10 @@ int main(int argc, char **argv)
                 c->value_ok += vok;
                 c->marker_ok += mok;
                 c->both_ok += vok && mok;
+                if (json_object_get_double(jd) < 0.5) {
+                    c->n_early++;
+                    c->value_early += vok;
+                }
                 printf("    [%s] q%d depth %.2f: %-40s want %s [%s] -> %s%s\n", mode_names[mi], qi,
                        json_object_get_double(jd), txt, want_v, want_m, vok ? "V" : "-", mok ? "M" : "-");
                 fflush(stdout);
@@ -494,16 +500,18 @@ int main(int argc, char **argv)
         free(dids);
         json_object_put(rec);
     }
-    printf("\n| context | mode | docs | questions | value EM | marker EM | both | prefill tok/s |\n"
-           "|---|---|---|---|---|---|---|---|\n");
+    printf("\n| context | mode | docs | questions | value EM | marker EM | both | prefill tok/s | value, depth < 0.5 "
+           "| value, depth >= 0.5 |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for (int mi = 0; mi < 2; mi++)
         for (int i = 0; i < n_cells[mi]; i++) {
             struct cell *c = &cells[mi][i];
             double d = c->n ? c->n : 1;
-            printf("| %dK | %s | %d | %d | %.1f%% (%d) | %.1f%% (%d) | %.1f%% (%d) | %.0f |\n", c->bucket / 1024,
-                   mode_names[mi], c->docs, c->n, 100.0 * c->value_ok / d, c->value_ok, 100.0 * c->marker_ok / d,
-                   c->marker_ok, 100.0 * c->both_ok / d, c->both_ok,
-                   c->prefill_s > 0 ? c->prefill_tokens / c->prefill_s : 0.0);
+            int n_late = c->n - c->n_early, value_late = c->value_ok - c->value_early;
+            printf("| %dK | %s | %d | %d | %.1f%% (%d) | %.1f%% (%d) | %.1f%% (%d) | %.0f | %d/%d | %d/%d |\n",
+                   c->bucket / 1024, mode_names[mi], c->docs, c->n, 100.0 * c->value_ok / d, c->value_ok,
+                   100.0 * c->marker_ok / d, c->marker_ok, 100.0 * c->both_ok / d, c->both_ok,
+                   c->prefill_s > 0 ? c->prefill_tokens / c->prefill_s : 0.0, c->value_early, c->n_early, value_late,
+                   n_late);
         }
     if (recall && use_mode[0] && m)
         recall_report(cells[0], n_cells[0], m->cfg.index_topk, recall_all, of);
