@@ -719,6 +719,86 @@ static inline __attribute__((always_inline)) void mla_attn_body(const float *q_l
     }
 }
 
+// mla_attn_body for a group of heads that share the cache rows: keys outer, heads inner, so each gathered row
+// is read once for all heads of the group. Every head's operations (dots, maximum, exp and sum over the
+// valid slots in slot order, four rows per pass over o, the final scale) are mla_attn_body's in the same
+// order, so the bits are the same. Layout of scratch: logits/probabilities [n_heads][n_idx], the valid slots
+// [n_idx] (int32), maxima and sums [n_heads] each.
+static inline __attribute__((always_inline)) void mla_heads_body(const float *q_lat, const float *q_pe, size_t ld_qpe,
+                                                                 int n_heads, int d_lat, int d_rope, const float *kv,
+                                                                 size_t ld_kv, const int32_t *idx, int n_idx,
+                                                                 float scale, float *out, float *scratch)
+{
+    float *lg = scratch;
+    int32_t *live = (int32_t *)(void *)(scratch + (size_t)n_heads * n_idx);
+    float *mx = scratch + (size_t)(n_heads + 1) * n_idx, *sum = mx + n_heads;
+    for (int h = 0; h < n_heads; h++)
+        mx[h] = -INFINITY;
+    int n_live = 0;
+    for (int t = 0; t < n_idx; t++) {
+        int32_t u = idx[t];
+        if (u < 0) {
+            for (int h = 0; h < n_heads; h++)
+                lg[(size_t)h * n_idx + t] = -INFINITY;
+            continue;
+        }
+        live[n_live++] = u;
+        const float *row = kv + (size_t)u * ld_kv;
+        for (int h = 0; h < n_heads; h++) {
+            float v = (dot_f32(q_lat + (size_t)h * d_lat, row, d_lat) +
+                       dot_f32(q_pe + (size_t)h * ld_qpe, row + d_lat, d_rope)) *
+                      scale;
+            lg[(size_t)h * n_idx + t] = v;
+            if (v > mx[h])
+                mx[h] = v;
+        }
+    }
+    for (int h = 0; h < n_heads; h++) { // probabilities of the valid slots, compacted to lg[h][0 .. n_live)
+        float *l = lg + (size_t)h * n_idx, m = mx[h], su = 0.0f;
+        memset(out + (size_t)h * d_lat, 0, (size_t)d_lat * sizeof(float));
+        if (m == -INFINITY)
+            continue;
+        for (int t = 0, j = 0; t < n_idx; t++) {
+            if (idx[t] < 0)
+                continue;
+            float p = expf(l[t] - m);
+            su += p;
+            l[j++] = p;
+        }
+        sum[h] = su;
+    }
+    int t = 0;
+    for (; t + 4 <= n_live; t += 4) {
+        const float *r0 = kv + (size_t)live[t] * ld_kv, *r1 = kv + (size_t)live[t + 1] * ld_kv;
+        const float *r2 = kv + (size_t)live[t + 2] * ld_kv, *r3 = kv + (size_t)live[t + 3] * ld_kv;
+        for (int h = 0; h < n_heads; h++) {
+            if (mx[h] == -INFINITY)
+                continue;
+            const float *l = lg + (size_t)h * n_idx;
+            float p0 = l[t], p1 = l[t + 1], p2 = l[t + 2], p3 = l[t + 3], *o = out + (size_t)h * d_lat;
+            for (int d = 0; d < d_lat; d++)
+                o[d] = (((o[d] + p0 * r0[d]) + p1 * r1[d]) + p2 * r2[d]) + p3 * r3[d];
+        }
+    }
+    for (; t < n_live; t++) {
+        const float *row = kv + (size_t)live[t] * ld_kv;
+        for (int h = 0; h < n_heads; h++) {
+            if (mx[h] == -INFINITY)
+                continue;
+            float p = lg[(size_t)h * n_idx + t], *o = out + (size_t)h * d_lat;
+            for (int d = 0; d < d_lat; d++)
+                o[d] += p * row[d];
+        }
+    }
+    for (int h = 0; h < n_heads; h++) {
+        if (mx[h] == -INFINITY)
+            continue;
+        float inv = 1.0f / sum[h], *o = out + (size_t)h * d_lat;
+        for (int d = 0; d < d_lat; d++)
+            o[d] *= inv;
+    }
+}
+
 // The same code compiled twice: for AVX2 (8-wide; chosen at run time) and for the baseline. Without
 // floating-point contraction (C11 mode) vectorizing does not change any rounding: both give the same bits.
 #ifdef SD_DSA_X86
@@ -728,7 +808,32 @@ AVX2_FMA static void mla_attn_avx2(const float *q_lat, const float *q_pe, int n_
 {
     mla_attn_body(q_lat, q_pe, n_heads, d_lat, d_rope, kv, ld_kv, idx, n_idx, scale, out, scratch);
 }
+
+AVX2_FMA static void mla_heads_avx2(const float *q_lat, const float *q_pe, size_t ld_qpe, int n_heads, int d_lat,
+                                    int d_rope, const float *kv, size_t ld_kv, const int32_t *idx, int n_idx,
+                                    float scale, float *out, float *scratch)
+{
+    mla_heads_body(q_lat, q_pe, ld_qpe, n_heads, d_lat, d_rope, kv, ld_kv, idx, n_idx, scale, out, scratch);
+}
 #endif
+
+size_t sd_mla_attn_heads_scratch(int n_heads, int n_idx)
+{
+    return (size_t)(n_heads + 1) * (size_t)n_idx + 2 * (size_t)n_heads;
+}
+
+void sd_mla_attn_heads(const float *q_lat, const float *q_pe, size_t ld_qpe, int n_heads, int d_lat, int d_rope,
+                       const float *kv, size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *out,
+                       float *scratch)
+{
+#ifdef SD_DSA_X86
+    if (sd_cpu_has_avx2_fma()) {
+        mla_heads_avx2(q_lat, q_pe, ld_qpe, n_heads, d_lat, d_rope, kv, ld_kv, idx, n_idx, scale, out, scratch);
+        return;
+    }
+#endif
+    mla_heads_body(q_lat, q_pe, ld_qpe, n_heads, d_lat, d_rope, kv, ld_kv, idx, n_idx, scale, out, scratch);
+}
 
 void sd_mla_sparse_attn_absorbed(const float *q_lat, const float *q_pe, int n_heads, int d_lat, int d_rope,
                                  const float *kv, size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *out,

@@ -13,8 +13,9 @@
 // In-place orthonormal Sylvester-Hadamard transform of x[n] (n a power of two): x <- H x / sqrt(n).
 void sd_hadamard(float *x, int n);
 
-// Quantize one row of `dim` values (a power of two, at most SD_DSA_MAX_DIM; 128 in DeepSeek-V3.2) after Hadamard rotation: e4m3 values to q8[dim], the
-// power-of-two fp32 scale to *scale: s = 2^ceil(log2(max(amax,1e-4)/448)). x is not modified.
+// Quantize one row of `dim` values (a power of two, at most SD_DSA_MAX_DIM; 128 in DeepSeek-V3.2) after Hadamard
+// rotation: e4m3 values to q8[dim], the power-of-two fp32 scale to *scale: s = 2^ceil(log2(max(amax,1e-4)/448)). x is
+// not modified.
 void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale);
 
 // fp32 indexer scores. q: [n_q][n_heads][dim], k: [n_k][dim], w: [n_q][n_heads] per-head weights
@@ -37,11 +38,12 @@ void sd_dsa_force_scalar(int on);
 // float; the head sum runs in fp32 in head order j = 0, 1, ... (no fused multiply-add), as the CUDA kernels do.
 // Returns 0, or -1 when a per-thread scratch allocation failed (scores are then undefined).
 int sd_dsa_index_scores_fp8(const uint8_t *q8, const float *q_scale, const float *w, int n_q, int n_heads, int dim,
-                             const uint8_t *k8, const float *k_scale, int n_k, const int *n_valid, float *scores,
-                             size_t ld_scores, int n_threads);
+                            const uint8_t *k8, const float *k_scale, int n_k, const int *n_valid, float *scores,
+                            size_t ld_scores, int n_threads);
 
 // Top-k of scores[0..n_valid) (ties broken by the lower index; NaN ranks lowest). Writes the k chosen
-// indices to idx in ascending index order; slots past min(k, n_valid) are -1. Returns the number of valid indices. scratch: n_valid ints.
+// indices to idx in ascending index order; slots past min(k, n_valid) are -1. Returns the number of valid indices.
+// scratch: n_valid ints.
 int sd_dsa_topk(const float *scores, int n_valid, int k, int32_t *idx, int32_t *scratch);
 
 // The same selection, faster over a run of similar rows (the queries of one prefill chunk): the hint
@@ -64,6 +66,15 @@ int sd_dsa_topk_hinted(const float *scores, int n_valid, int k, int32_t *idx, in
 void sd_mla_sparse_attn_absorbed(const float *q_lat, const float *q_pe, int n_heads, int d_lat, int d_rope,
                                  const float *kv, size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *out,
                                  float *scratch);
+
+// sd_mla_sparse_attn_absorbed for n_heads heads of one query that share the cache rows: each gathered row is
+// read once for all of them (the prefill path). Bit-identical to sd_mla_sparse_attn_absorbed per head.
+// q_pe rows at stride ld_qpe floats (q_lat contiguous [n_heads][d_lat], out [n_heads][d_lat]).
+// scratch: sd_mla_attn_heads_scratch(n_heads, n_idx) floats.
+void sd_mla_attn_heads(const float *q_lat, const float *q_pe, size_t ld_qpe, int n_heads, int d_lat, int d_rope,
+                       const float *kv, size_t ld_kv, const int32_t *idx, int n_idx, float scale, float *out,
+                       float *scratch);
+size_t sd_mla_attn_heads_scratch(int n_heads, int n_idx);
 
 // The attention probabilities of one head that sd_mla_sparse_attn_absorbed applies over idx (same
 // logits, same softmax in fp32): probs[t] for idx[t] (0 for -1 slots; all 0 when no slot is valid).

@@ -2,11 +2,11 @@
 // DeepSeek-V3/V3.2 (MLA in the absorbed form over a 576-style latent cache, the lightning indexer with
 // causal top-k, attention only over the selected tokens, MoE with sigmoid/bias/group-limited routing).
 // Weight matrices are multiplied as the model holds them (sd_matmul_w: f32, or a GGUF type with the
-// activations quantized, or the weights dequantized in panels for large batches, in a session scratch). All buffers are allocated in sd_session_new;
-// eval allocates nothing. With a backend in the params
-// (engine/backend.h) each chunk's forward runs there; the host caches here are then the exchange
-// copy for KV export/import and debug fill (synced through the backend's kv_download/kv_upload).
-// Opt-in indexer recall statistics (sd_session_recall_*) measure DSA selection quality on the CPU path.
+// activations quantized, or the weights dequantized in panels for large batches, in a session scratch). All buffers are
+// allocated in sd_session_new; eval allocates nothing. With a backend in the params (engine/backend.h) each chunk's
+// forward runs there; the host caches here are then the exchange copy for KV export/import and debug fill (synced
+// through the backend's kv_download/kv_upload). Opt-in indexer recall statistics (sd_session_recall_*) measure DSA
+// selection quality on the CPU path.
 #include "session.h"
 
 #include <math.h>
@@ -22,6 +22,12 @@
 #include "dsa.h"
 #include "ops_cpu.h"
 
+// Heads of one query that share each gathered cache row in the sparse MLA attention (sd_mla_attn_heads):
+// enough to read a row once for many heads, few enough that their outputs stay in the first cache levels.
+#define MLA_HEAD_GROUP 16
+// Heads per group when a dense session attends over all cached keys (its scratch grows with n_ctx).
+#define MLA_DENSE_GROUP 4
+
 struct sd_session {
     const struct sd_model *m;
     struct sd_session_params p;
@@ -30,39 +36,39 @@ struct sd_session {
     int use_indexer; // model has an indexer
     int n_threads;
     // caches
-    float *kc, *vc;    // GQA [L][n_ctx][n_kv*hd]
-    float *lat;        // MLA [L][n_ctx][kvr+dr]
-    float *ikc;        // indexer keys f32 [L][n_ctx][di]
-    uint8_t *ik8;      // indexer keys e4m3 [L][n_ctx][di]
-    float *iks;        // indexer key scales [L][n_ctx]
+    float *kc, *vc; // GQA [L][n_ctx][n_kv*hd]
+    float *lat;     // MLA [L][n_ctx][kvr+dr]
+    float *ikc;     // indexer keys f32 [L][n_ctx][di]
+    uint8_t *ik8;   // indexer keys e4m3 [L][n_ctx][di]
+    float *iks;     // indexer key scales [L][n_ctx]
     // activations [T][...]
     float *h, *x, *y;
-    float *q, *k, *v, *att;                 // GQA
-    float *cq, *kva, *qlat, *olat, *o;      // MLA
-    float *iq, *ik, *iw;                    // indexer
+    float *q, *k, *v, *att;            // GQA
+    float *cq, *kva, *qlat, *olat, *o; // MLA
+    float *iq, *ik, *iw;               // indexer
     uint8_t *iq8;
     float *iqs;
-    int32_t *idx;                           // [T][topk]
-    int *n_valid;                           // [T]
-    float *scores;                          // [score_rows][n_ctx]
+    int32_t *idx;  // [T][topk]
+    int *n_valid;  // [T]
+    float *scores; // [score_rows][n_ctx]
     int score_rows;
-    float *g, *u;                           // MLP [T][I]
-    float *router, *rw;                     // [T][E], [T][k]
-    int32_t *rsel;                          // [T][k]
-    int32_t *erows;                         // [T] token rows for one expert
-    float *ew;                              // [T]
-    float *ex, *ey;                         // [T][H]
+    float *g, *u;       // MLP [T][I]
+    float *router, *rw; // [T][E], [T][k]
+    int32_t *rsel;      // [T][k]
+    int32_t *erows;     // [T] token rows for one expert
+    float *ew;          // [T]
+    float *ex, *ey;     // [T][H]
     int I_max;
-    float *tscratch;                        // per thread [n_threads][scr_len]
+    float *tscratch; // per thread [n_threads][scr_len]
     size_t scr_len;
-    int32_t *tscratch_i;                    // per thread [n_threads][n_ctx]
-    void *be_ctx;                           // backend state (p.backend != NULL)
-    void *qact;                             // sd_matmul_w scratch (quantized activations or f32 panels)
+    int32_t *tscratch_i; // per thread [n_threads][n_ctx]
+    void *be_ctx;        // backend state (p.backend != NULL)
+    void *qact;          // sd_matmul_w scratch (quantized activations or f32 panels)
     size_t qact_bytes;
     // indexer recall statistics (NULL rec: off)
-    struct sd_recall_stat *rec;             // [L]
-    double *rec_head;                       // [T][n_heads][2] per-head recall and oracle recall of the chunk
-    int32_t *rec_i;                         // per thread [n_threads][n_ctx + topk]: oracle top-k scratch
+    struct sd_recall_stat *rec; // [L]
+    double *rec_head;           // [T][n_heads][2] per-head recall and oracle recall of the chunk
+    int32_t *rec_i;             // per thread [n_threads][n_ctx + topk]: oracle top-k scratch
     int rec_from;
     sd_recall_row_fn rec_fn;
     void *rec_user;
@@ -84,10 +90,11 @@ void sd_session_free(struct sd_session *s)
         return;
     if (s->p.backend && s->be_ctx)
         s->p.backend->free(s->be_ctx);
-    void *ptrs[] = {s->kc, s->vc, s->lat, s->ikc, s->ik8, s->iks, s->h, s->x, s->y, s->q, s->k, s->v, s->att,
-                    s->cq, s->kva, s->qlat, s->olat, s->o, s->iq, s->ik, s->iw, s->iq8, s->iqs, s->idx,
-                    s->n_valid, s->scores, s->g, s->u, s->router, s->rw, s->rsel, s->erows, s->ew, s->ex, s->ey,
-                    s->tscratch, s->tscratch_i, s->rec, s->rec_head, s->rec_i};
+    void *ptrs[] = {s->kc,      s->vc,     s->lat, s->ikc,      s->ik8,        s->iks, s->h,        s->x,
+                    s->y,       s->q,      s->k,   s->v,        s->att,        s->cq,  s->kva,      s->qlat,
+                    s->olat,    s->o,      s->iq,  s->ik,       s->iw,         s->iq8, s->iqs,      s->idx,
+                    s->n_valid, s->scores, s->g,   s->u,        s->router,     s->rw,  s->rsel,     s->erows,
+                    s->ew,      s->ex,     s->ey,  s->tscratch, s->tscratch_i, s->rec, s->rec_head, s->rec_i};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         free(ptrs[i]);
     free(s->qact);
@@ -156,8 +163,9 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
     }
     if (s->p.gpu_weights_bf16 && !s->p.backend) {
         sd_session_free(s);
-        return sd_err_set(err, SD_ERR_ARG, "bf16 weights (gpu_weights_bf16) need a GPU backend; the CPU forward pass "
-                                           "keeps f32 weights");
+        return sd_err_set(err, SD_ERR_ARG,
+                          "bf16 weights (gpu_weights_bf16) need a GPU backend; the CPU forward pass "
+                          "keeps f32 weights");
     }
     if (s->p.max_batch <= 0)
         s->p.max_batch = 256;
@@ -227,7 +235,16 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
             s->ex = xcalloc(T * H, sizeof(float), &fail);
             s->ey = xcalloc(T * H, sizeof(float), &fail);
         }
-        s->scr_len = 2 * (N > (size_t)s->topk ? N : (size_t)s->topk); // sd_mla_sparse_attn_absorbed
+        // sd_mla_attn_heads: one head over any key list (2 (N + 1) floats); a full group over the top-k; for
+        // dense sessions also MLA_DENSE_GROUP heads over all N keys.
+        size_t nk = N > (size_t)s->topk ? N : (size_t)s->topk,
+               gs = c->n_heads < MLA_HEAD_GROUP ? c->n_heads : MLA_HEAD_GROUP;
+        size_t gd = c->n_heads < MLA_DENSE_GROUP ? c->n_heads : MLA_DENSE_GROUP;
+        s->scr_len = sd_mla_attn_heads_scratch(1, (int)nk);
+        if (sd_mla_attn_heads_scratch((int)gs, s->topk) > s->scr_len)
+            s->scr_len = sd_mla_attn_heads_scratch((int)gs, s->topk);
+        if (s->p.dsa_mode == SD_DSA_DENSE && sd_mla_attn_heads_scratch((int)gd, (int)N) > s->scr_len)
+            s->scr_len = sd_mla_attn_heads_scratch((int)gd, (int)N);
     } else {
         size_t kvd = (size_t)c->n_heads_kv * c->head_dim, qd = (size_t)c->n_heads * c->head_dim;
         s->kc = xcalloc(L * N * kvd, sizeof(float), &fail);
@@ -252,7 +269,8 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
         sd_session_free(s);
         return sd_err_set(err, SD_ERR_NOMEM,
                           "not enough memory for a %zu-token session (KV cache alone needs %.1f MiB); use a smaller "
-                          "context", N, (double)kv / (1 << 20));
+                          "context",
+                          N, (double)kv / (1 << 20));
     }
     if (s->p.backend) {
         enum sd_status st = s->p.backend->init(m, &s->p, s->topk, &s->be_ctx, err);
@@ -313,8 +331,8 @@ static void attn_gqa(struct sd_session *s, int il, int T, int pos0)
     }
     int group = nh / nkv;
     float scale = c->attn_scale;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(s->n_threads)                                \
-    if ((size_t)T * nh * (size_t)(pos0 + T) * hd * 2 >= SD_PAR_MIN_WORK)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)                                                              \
+    num_threads(s->n_threads) if ((size_t)T * nh * (size_t)(pos0 + T) * hd * 2 >= SD_PAR_MIN_WORK)
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < nh; h++) {
             float *sc = s->tscratch + (size_t)thread_id() * s->scr_len;
@@ -368,15 +386,15 @@ static int indexer(struct sd_session *s, int il, int T, int pos0)
     for (int t0 = 0; t0 < T; t0 += s->score_rows) {
         int nq = T - t0 < s->score_rows ? T - t0 : s->score_rows;
         if (s->p.indexer_fp8) {
-            if (sd_dsa_index_scores_fp8(s->iq8 + (size_t)t0 * ni * di, s->iqs + (size_t)t0 * ni, s->iw + (size_t)t0 * ni,
-                                    nq, ni, di, s->ik8 + (size_t)il * N * di, s->iks + (size_t)il * N, end,
-                                    s->n_valid + t0, s->scores, N, s->n_threads))
+            if (sd_dsa_index_scores_fp8(s->iq8 + (size_t)t0 * ni * di, s->iqs + (size_t)t0 * ni,
+                                        s->iw + (size_t)t0 * ni, nq, ni, di, s->ik8 + (size_t)il * N * di,
+                                        s->iks + (size_t)il * N, end, s->n_valid + t0, s->scores, N, s->n_threads))
                 return -1;
         } else
             sd_dsa_index_scores_f32(s->iq + (size_t)t0 * ni * di, s->iw + (size_t)t0 * ni, nq, ni, di, ikc, end,
                                     s->n_valid + t0, s->scores, N, s->n_threads);
-        // Each thread takes a contiguous run of rows (neighbouring queries select alike), carrying the
-        // threshold hint of sd_dsa_topk_hinted from row to row; the selection does not depend on it.
+            // Each thread takes a contiguous run of rows (neighbouring queries select alike), carrying the
+            // threshold hint of sd_dsa_topk_hinted from row to row; the selection does not depend on it.
 #pragma omp parallel num_threads(s->n_threads) if (nq > 1 && (size_t)nq * end >= SD_PAR_MIN_WORK)
         {
             struct sd_dsa_topk_hint hint = {0};
@@ -455,12 +473,21 @@ static void recall_measure(struct sd_session *s, int il, int T, int pos0, int sp
         if (r < st->min)
             st->min = r;
         if (s->rec_fn) {
-            struct sd_recall_row row = {.layer = il, .pos = pos, .recall = r, .best = best,
-                                        .n_heads = nh, .d_lat = kvr, .d_rope = dr,
+            struct sd_recall_row row = {.layer = il,
+                                        .pos = pos,
+                                        .recall = r,
+                                        .best = best,
+                                        .n_heads = nh,
+                                        .d_lat = kvr,
+                                        .d_rope = dr,
                                         .q_lat = s->qlat + (size_t)t * nh * kvr,
-                                        .q_pe = s->q + (size_t)t * nh * dq + dn, .q_pe_stride = dq,
-                                        .latent = lat, .ld_latent = (size_t)dl, .scale = c->attn_scale,
-                                        .sel = s->idx + (size_t)t * topk, .n_sel = topk};
+                                        .q_pe = s->q + (size_t)t * nh * dq + dn,
+                                        .q_pe_stride = dq,
+                                        .latent = lat,
+                                        .ld_latent = (size_t)dl,
+                                        .scale = c->attn_scale,
+                                        .sel = s->idx + (size_t)t * topk,
+                                        .n_sel = topk};
             s->rec_fn(&row, s->rec_user);
         }
     }
@@ -499,31 +526,35 @@ static int attn_mla(struct sd_session *s, int il, int T, int pos0)
         return -1;
     float scale = c->attn_scale;
     int topk = s->topk;
-    // One (token, head) pair per task: decode (T = 1) still spreads its heads over the threads. Each
-    // head's result does not depend on the thread count (bit-identical runs).
+    // One (token, group of heads) per task: up to MLA_HEAD_GROUP heads share each gathered cache row
+    // (sd_mla_attn_heads). Groups shrink until there are two tasks per thread (decode, T = 1, still spreads
+    // its heads over the threads) and until the group's scratch fits (dense rows over many keys). Each
+    // head's result is the same whatever the grouping and the thread count (bit-identical runs).
+    int G = nh < MLA_HEAD_GROUP ? nh : MLA_HEAD_GROUP, n_max = sparse ? topk : pos0 + T;
+    while (G > 1 && ((size_t)T * (size_t)((nh + G - 1) / G) < 2 * (size_t)s->n_threads ||
+                     sd_mla_attn_heads_scratch(G, n_max) > s->scr_len))
+        G = (G + 1) / 2;
+    const int ng = (nh + G - 1) / G;
     size_t work = (size_t)T * nh * (size_t)(sparse ? topk : pos0 + T) * (size_t)dl * 2;
     (void)work; // unused without OpenMP
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(s->n_threads) if (work >= SD_PAR_MIN_WORK)
     for (int t = 0; t < T; t++) {
-        for (int h = 0; h < nh; h++) {
-            int tid = thread_id();
+        for (int g = 0; g < ng; g++) {
+            int tid = thread_id(), h0 = g * G, nhg = nh - h0 < G ? nh - h0 : G;
             float *sc = s->tscratch + (size_t)tid * s->scr_len;
-            int32_t *list = s->tscratch_i + (size_t)tid * N;
-            const int32_t *ids;
-            int n;
-            if (sparse) {
-                ids = s->idx + (size_t)t * topk;
-                n = topk;
-            } else {
+            const float *ql = s->qlat + ((size_t)t * nh + h0) * kvr;
+            const float *qp = s->q + (size_t)t * nh * dq + (size_t)h0 * dq + dn;
+            float *ol = s->olat + ((size_t)t * nh + h0) * kvr;
+            const int32_t *ids = s->idx + (size_t)t * topk;
+            int n = topk;
+            if (!sparse) {
+                int32_t *list = s->tscratch_i + (size_t)tid * N;
                 n = pos0 + t + 1;
                 for (int u = 0; u < n; u++)
                     list[u] = u;
                 ids = list;
             }
-            const float *ql = s->qlat + ((size_t)t * nh + h) * kvr;
-            const float *qp = s->q + (size_t)t * nh * dq + (size_t)h * dq + dn;
-            sd_mla_sparse_attn_absorbed(ql, qp, 1, kvr, dr, lat, (size_t)dl, ids, n, scale,
-                                        s->olat + ((size_t)t * nh + h) * kvr, sc);
+            sd_mla_attn_heads(ql, qp, (size_t)dq, nhg, kvr, dr, lat, (size_t)dl, ids, n, scale, ol, sc);
         }
     }
     if (s->rec)
@@ -705,18 +736,18 @@ int sd_session_recall_get(const struct sd_session *s, struct sd_recall_stat *out
 // ---------------------------------------------------------------- KV export / import
 
 struct kv_blob_header {
-    char magic[4];          // "SDKV"
+    char magic[4]; // "SDKV"
     uint32_t version;
     uint32_t arch;
     uint32_t n_layers;
-    uint32_t block;         // tokens per block
+    uint32_t block; // tokens per block
     uint32_t first_block;
     uint32_t n_blocks;
-    uint32_t main_floats;   // floats per token per layer in the main cache
-    uint32_t idx_floats;    // floats per token per layer of indexer keys (f32)
-    uint32_t idx_fp8;       // 1: also e4m3 keys (idx_floats bytes) + scale per token
+    uint32_t main_floats; // floats per token per layer in the main cache
+    uint32_t idx_floats;  // floats per token per layer of indexer keys (f32)
+    uint32_t idx_fp8;     // 1: also e4m3 keys (idx_floats bytes) + scale per token
     uint64_t payload_bytes;
-    uint64_t checksum;      // XXH3-64 of the payload
+    uint64_t checksum; // XXH3-64 of the payload
 };
 
 static void kv_layout(const struct sd_session *s, uint32_t *main_floats, uint32_t *idx_floats, uint32_t *fp8)
@@ -758,11 +789,17 @@ enum sd_status sd_session_export(const struct sd_session *s, int first_block, in
     uint8_t *b = malloc(sizeof(struct kv_blob_header) + pb);
     if (!b)
         return sd_err_set(err, SD_ERR_NOMEM, "out of memory exporting %zu bytes of KV state", pb);
-    struct kv_blob_header hd = {.magic = {'S', 'D', 'K', 'V'}, .version = SD_KV_BLOB_VERSION,
-                                .arch = (uint32_t)c->arch, .n_layers = (uint32_t)c->n_layers,
-                                .block = SD_KV_BLOCK, .first_block = (uint32_t)first_block,
-                                .n_blocks = (uint32_t)n_blocks, .main_floats = mf, .idx_floats = idf,
-                                .idx_fp8 = fp8, .payload_bytes = pb};
+    struct kv_blob_header hd = {.magic = {'S', 'D', 'K', 'V'},
+                                .version = SD_KV_BLOB_VERSION,
+                                .arch = (uint32_t)c->arch,
+                                .n_layers = (uint32_t)c->n_layers,
+                                .block = SD_KV_BLOCK,
+                                .first_block = (uint32_t)first_block,
+                                .n_blocks = (uint32_t)n_blocks,
+                                .main_floats = mf,
+                                .idx_floats = idf,
+                                .idx_fp8 = fp8,
+                                .payload_bytes = pb};
     uint8_t *p = b + sizeof hd;
     for (int il = 0; il < c->n_layers; il++) {
         if (sd_config_is_deepseek(c)) {
@@ -913,7 +950,8 @@ enum sd_status sd_session_debug_fill(struct sd_session *s, int n, uint64_t seed,
                     for (size_t i = 0; i < di; i++)
                         k[i] = fill_rand(&st);
                     if (s->p.indexer_fp8)
-                        sd_dsa_quant_fp8_row(k, (int)di, s->ik8 + ((size_t)il * N + t) * di, s->iks + (size_t)il * N + t);
+                        sd_dsa_quant_fp8_row(k, (int)di, s->ik8 + ((size_t)il * N + t) * di,
+                                             s->iks + (size_t)il * N + t);
                 }
             } else {
                 size_t kvd = (size_t)c->n_heads_kv * c->head_dim;

@@ -438,6 +438,56 @@ static void test_sparse_attn(void)
     free(kv);
 }
 
+// sd_mla_attn_heads (all heads of a query over each gathered row once) against sd_mla_sparse_attn_absorbed
+// head by head: the same bits, AVX2 and baseline builds, q_pe rows at a stride, -1 slots, duplicate slots,
+// a row of slots that are all -1, and a tail of fewer than 4 valid slots.
+static void test_attn_heads(void)
+{
+    const int cases[][4] = {{4, 64, 32, 512}, {7, 33, 6, 61}, {16, 128, 64, 300}, {3, 8, 8, 5}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int nh = cases[c][0], dl = cases[c][1], dr = cases[c][2], k = cases[c][3], n = 700;
+        size_t ld = (size_t)dl + dr, ldq = (size_t)dr + 5; // q_pe rows padded: a stride that is not d_rope
+        float *kv = malloc(sizeof(float) * n * ld), *ql = malloc(sizeof(float) * nh * dl);
+        float *qp = malloc(sizeof(float) * nh * ldq), *qp1 = malloc(sizeof(float) * nh * dr);
+        float *want = malloc(sizeof(float) * nh * dl), *got = malloc(sizeof(float) * nh * dl);
+        float *scr = malloc(sizeof(float) * sd_mla_attn_heads_scratch(nh, k)), *scr1 = malloc(sizeof(float) * 2 * k);
+        int32_t *idx = calloc((size_t)k, sizeof(int32_t));
+        for (size_t i = 0; i < n * ld; i++)
+            kv[i] = sd_test_nrand();
+        for (int i = 0; i < nh * dl; i++)
+            ql[i] = sd_test_nrand() * 0.5f;
+        for (int h = 0; h < nh; h++)
+            for (int d = 0; d < (int)ldq; d++)
+                qp[h * ldq + d] = d < dr ? (qp1[h * dr + d] = sd_test_nrand() * 0.5f) : NAN; // padding never read
+        for (int rep = 0; rep < 2; rep++) {
+            for (int i = 0; i < k; i++) {
+                double z = sd_test_urand();
+                idx[i] = rep == 1 && c == 3 ? -1
+                         : z < 0.1          ? -1
+                         : z < 0.15         ? idx[i > 0 ? i - 1 : 0]
+                                            : (int32_t)(sd_test_urand() * n);
+            }
+            for (int scalar = 0; scalar < 2; scalar++) {
+                sd_dsa_force_scalar(scalar);
+                for (int h = 0; h < nh; h++)
+                    sd_mla_sparse_attn_absorbed(ql + (size_t)h * dl, qp1 + (size_t)h * dr, 1, dl, dr, kv, ld, idx, k,
+                                                0.2f, want + (size_t)h * dl, scr1);
+                memset(got, 0xff, sizeof(float) * nh * dl);
+                sd_mla_attn_heads(ql, qp, ldq, nh, dl, dr, kv, ld, idx, k, 0.2f, got, scr);
+                sd_dsa_force_scalar(0);
+                CHECK_MSG(memcmp(want, got, sizeof(float) * nh * dl) == 0,
+                          "attn heads case %zu rep %d (%s) differs from the per-head attention", c, rep,
+                          scalar ? "baseline" : sd_dsa_scores_impl());
+            }
+        }
+        double mag = 0;
+        for (int i = 0; i < nh * dl; i++)
+            mag += fabs(got[i]);
+        CHECK_MSG(c == 3 || mag > 0, "attn heads case %zu: all-zero output", c);
+        free(kv), free(ql), free(qp), free(qp1), free(want), free(got), free(scr), free(scr1), free(idx);
+    }
+}
+
 int main(void)
 {
     sd_test_seed();
@@ -446,5 +496,6 @@ int main(void)
     test_scores();
     test_topk();
     test_sparse_attn();
+    test_attn_heads();
     return sd_test_finish("test_dsa");
 }
