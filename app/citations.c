@@ -1,5 +1,5 @@
 // citations.c: parse citation markers, map them to pages / path:line, and ground them in the span text
-// of the contexts used (see citations.h).
+// of the contexts used, also while an answer streams (see citations.h).
 #include "citations.h"
 
 #include <ctype.h>
@@ -494,8 +494,8 @@ static int gdoc_row(void *user, const struct sd_doc *r)
 }
 
 // The spans of the contexts (each once, in context order) with their text, and their documents.
-static enum sd_status gctx_load(struct sd_store *s, const struct sd_context *const *ctx, size_t n_ctx,
-                                struct gctx *g, struct sd_err *err)
+static enum sd_status gctx_load(struct sd_store *s, const struct sd_context *const *ctx, size_t n_ctx, struct gctx *g,
+                                struct sd_err *err)
 {
     memset(g, 0, sizeof *g);
     size_t cap = 0;
@@ -741,9 +741,9 @@ static int ground_one(const struct gctx *g, const struct cite_item *it, const st
     return oom ? -1 : 0;
 }
 
-enum sd_status sd_cite_ground(struct sd_store *s, const struct sd_context *const *ctx, size_t n_ctx,
-                              const char *answer, struct sd_qa_citation **cites, size_t *n_cites,
-                              char **grounded_answer, struct sd_err *err)
+enum sd_status sd_cite_ground(struct sd_store *s, const struct sd_context *const *ctx, size_t n_ctx, const char *answer,
+                              struct sd_qa_citation **cites, size_t *n_cites, char **grounded_answer,
+                              struct sd_err *err)
 {
     *grounded_answer = NULL;
     struct occ_list occ = {0};
@@ -840,4 +840,81 @@ out:
     free(occ.v);
     gctx_free(&g);
     return r;
+}
+
+// ---------------------------------------------------------------- grounded streaming
+
+void sd_cite_stream_init(struct sd_cite_stream *cs, struct sd_store *s, const struct sd_context *const *ctx,
+                         size_t n_ctx, void (*emit)(void *user, const char *text, size_t len), void *user)
+{
+    memset(cs, 0, sizeof *cs);
+    cs->store = s;
+    cs->ctx = ctx;
+    cs->n_ctx = n_ctx;
+    cs->emit = emit;
+    cs->user = user;
+}
+
+static void stream_pass(struct sd_cite_stream *cs, const char *b, size_t n)
+{
+    if (n && cs->emit)
+        cs->emit(cs->user, b, n);
+    cs->g_done += n;
+}
+
+// Pass raw[raw_done .. end) on, grounded when it closes a marker.
+static void stream_emit(struct sd_cite_stream *cs, const char *raw, size_t end)
+{
+    if (end <= cs->raw_done)
+        return;
+    const char *seg = raw + cs->raw_done;
+    size_t n = end - cs->raw_done;
+    cs->raw_done = end;
+    if (!cs->ctx || cs->raw_only || !memchr(seg, ']', n)) {
+        stream_pass(cs, seg, n);
+        return;
+    }
+    char *prefix = malloc(end + 1), *gt = NULL;
+    struct sd_qa_citation *cites = NULL;
+    size_t n_cites = 0;
+    struct sd_err e;
+    int ok = 0;
+    if (prefix) {
+        memcpy(prefix, raw, end);
+        prefix[end] = 0;
+        ok = sd_cite_resolve(cs->store, cs->ctx, cs->n_ctx, prefix, &cites, &n_cites, &e) == SD_OK &&
+             sd_cite_ground(cs->store, cs->ctx, cs->n_ctx, prefix, &cites, &n_cites, &gt, &e) == SD_OK &&
+             strlen(gt) >= cs->g_done;
+    }
+    if (ok) {
+        size_t gl = strlen(gt);
+        stream_pass(cs, gt + cs->g_done, gl - cs->g_done);
+    } else {
+        stream_pass(cs, seg, n);
+        cs->raw_only = 1;
+    }
+    for (size_t i = 0; i < n_cites; i++)
+        sd_qa_citation_clear(&cites[i]);
+    free(cites);
+    free(gt);
+    free(prefix);
+}
+
+void sd_cite_stream_feed(struct sd_cite_stream *cs, const char *raw, size_t len, int final)
+{
+    size_t end = len;
+    if (!final && cs->ctx && !cs->raw_only) {
+        for (size_t i = len; i > cs->raw_done; i--) {
+            if (raw[i - 1] == ']')
+                break;
+            if (raw[i - 1] == '[') {
+                if (len - (i - 1) < SD_CITE_STREAM_HOLD)
+                    end = i - 1;
+                else
+                    cs->raw_only = 1;
+                break;
+            }
+        }
+    }
+    stream_emit(cs, raw, end);
 }

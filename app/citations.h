@@ -47,8 +47,31 @@ void sd_qa_citation_clear(struct sd_qa_citation *c);
 // *cites is replaced by one entry per distinct marker of the rewritten answer in order of appearance
 // (the same as before when nothing was corrected). *grounded_answer: malloc'd (caller frees), answer
 // with the corrected markers rewritten and every other byte unchanged.
-enum sd_status sd_cite_ground(struct sd_store *s, const struct sd_context *const *ctx, size_t n_ctx,
-                              const char *answer, struct sd_qa_citation **cites, size_t *n_cites,
-                              char **grounded_answer, struct sd_err *err);
+enum sd_status sd_cite_ground(struct sd_store *s, const struct sd_context *const *ctx, size_t n_ctx, const char *answer,
+                              struct sd_qa_citation **cites, size_t *n_cites, char **grounded_answer,
+                              struct sd_err *err);
+
+// Grounded streaming: an answer passed on as it is generated, with each citation marker grounded
+// (sd_cite_resolve + sd_cite_ground against ctx) before it is shown, so a front end shows the answer that
+// sd_cite_ground gives for the whole text. Text after an unclosed '[' is held until its ']' (at most
+// SD_CITE_STREAM_HOLD bytes: a longer bracket is not a marker and passes on as written, and so does the rest
+// of that answer). Grounding a marker depends only on the text before it, so what was passed on stays a
+// prefix of every later grounded text. No ctx (NULL): the text passes on as written. A grounding failure
+// (store error, out of memory) also passes the text on as written from there on.
+#define SD_CITE_STREAM_HOLD 300
+struct sd_cite_stream {
+    struct sd_store *store;
+    const struct sd_context *const *ctx;
+    size_t n_ctx;
+    void (*emit)(void *user, const char *text, size_t len); // may be NULL (nothing shown)
+    void *user;
+    size_t raw_done; // bytes of the raw answer passed on
+    size_t g_done;   // bytes of the grounded answer passed on
+    int raw_only;
+};
+void sd_cite_stream_init(struct sd_cite_stream *cs, struct sd_store *s, const struct sd_context *const *ctx,
+                         size_t n_ctx, void (*emit)(void *user, const char *text, size_t len), void *user);
+// raw[0..len) is the whole answer so far (it only grows); final: nothing more will come, pass on everything.
+void sd_cite_stream_feed(struct sd_cite_stream *cs, const char *raw, size_t len, int final);
 
 #endif

@@ -433,13 +433,8 @@ static void fmt_int(char *buf, size_t cap, int64_t v) // 126912 -> "126,912"
 static void print_human(const struct sd_qa_result *r, int no_cache)
 {
     printf("\n");
-    // The answer streamed above has the markers as the model wrote them; when grounding moved one,
-    // the answer is shown again as it stands (and as --json and the conversation store have it).
-    int moved = 0;
-    for (size_t i = 0; i < r->n_cites; i++)
-        moved |= r->cites[i].valid && r->cites[i].corrected_from != NULL;
-    if (moved && r->answer)
-        printf("\nwith citations moved to where the quoted values are:\n%s\n", r->answer);
+    // The answer streamed above is already grounded (qa.c grounds each marker as it streams); the citation
+    // list below says which markers were moved and what the model wrote.
     if (r->n_cites) {
         printf("\ncitations:\n");
         for (size_t i = 0; i < r->n_cites; i++) {

@@ -70,8 +70,9 @@ enum sd_status sd_qa_open(const struct sd_qa_opts *opts, struct sd_qa **out, str
         if (strcmp(o->backend, "cuda"))
             return sd_err_set(err, SD_ERR_ARG, "unknown backend '%s' (available: cpu, cuda)", o->backend);
         if (sd_cuda_device_count() <= 0)
-            return sd_err_set(err, SD_ERR_BACKEND, "backend cuda: no CUDA device or driver found on this machine; "
-                                                   "use the cpu backend");
+            return sd_err_set(err, SD_ERR_BACKEND,
+                              "backend cuda: no CUDA device or driver found on this machine; "
+                              "use the cpu backend");
         backend = sd_cuda_backend();
 #else
         return sd_err_set(err, SD_ERR_UNSUPPORTED,
@@ -465,7 +466,7 @@ struct run_out {
     int64_t n_gen, reused, restored, prefilled, prompt, context;
     int dropped, stored;
     double restore_s, prefill_s, ttft_s, gen_s;
-    char store_error[sizeof ((struct sd_err *)0)->msg]; // why the cache write failed ("" when it did not)
+    char store_error[sizeof((struct sd_err *)0)->msg]; // why the cache write failed ("" when it did not)
 };
 
 static enum sd_status text_add(struct run_out *o, const char *s, size_t n, struct sd_err *err)
@@ -666,11 +667,17 @@ static void mk_mask(struct sd_qa *qa, const struct markers *m, const struct mk_s
 }
 
 // Build the prompt for ctx (NULL ctx_tokens: none) + history + question and generate.
+// stream: pass the answer to ev->on_text as it is generated, grounded against gctx[0..n_gctx) (NULL: as written).
 static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_t n_ctx_tokens, const struct turn *hist,
                               size_t n_hist, const char *question, const struct sd_qa_ask_opts *ao,
-                              const struct sd_qa_events *ev, int stream, int use_cache, struct run_out *o,
-                              struct sd_err *err)
+                              const struct sd_qa_events *ev, int stream, const struct sd_context *const *gctx,
+                              size_t n_gctx, int use_cache, struct run_out *o, struct sd_err *err)
 {
+    // The answer passes to ev->on_text grounded as it streams (citations.c), as the final answer will be.
+    struct sd_cite_stream sg;
+    int show = stream && ev && ev->on_text;
+    sd_cite_stream_init(&sg, qa->store, gctx, n_gctx, show ? ev->on_text : NULL, show ? ev->user : NULL);
+    sg.raw_done = o->len;
     struct sd_tokens p = {0};
     struct sd_sampler *smp = NULL;
     struct markers mk = {0};
@@ -828,8 +835,7 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
             if (n_pend + bl > sizeof pend) { // not UTF-8 after all: flush as is
                 if ((r = text_add(o, pend, n_pend, err)))
                     goto out;
-                if (stream && ev && ev->on_text)
-                    ev->on_text(ev->user, pend, n_pend);
+                sd_cite_stream_feed(&sg, o->text, o->len, 0);
                 n_pend = 0;
             }
             size_t take = bl < sizeof pend - n_pend ? bl : sizeof pend - n_pend;
@@ -841,8 +847,7 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
                     t_first = sd_now_s();
                 if ((r = text_add(o, pend, ok, err)))
                     goto out;
-                if (stream && ev && ev->on_text)
-                    ev->on_text(ev->user, pend, ok);
+                sd_cite_stream_feed(&sg, o->text, o->len, 0);
                 memmove(pend, pend + ok, n_pend - ok);
                 n_pend -= ok;
             }
@@ -853,10 +858,11 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
         if ((r = sd_session_eval(qa->sess, &id, 1, qa->logits, 0, err)) || (r = sd_tokens_push(&qa->live, &id, 1, err)))
             goto out;
     }
-    if (n_pend && !(r = text_add(o, pend, n_pend, err)) && stream && ev && ev->on_text)
-        ev->on_text(ev->user, pend, n_pend);
+    if (n_pend)
+        r = text_add(o, pend, n_pend, err);
     if (r)
         goto out;
+    sd_cite_stream_feed(&sg, o->text, o->len, 1);
     o->gen_s += sd_now_s() - t0;
     if (t_first)
         o->ttft_s = t_first; // absolute; the caller converts
@@ -1047,7 +1053,7 @@ enum sd_status sd_qa_ask(struct sd_qa *qa, const struct sd_qa_scope *scope, cons
     if (chosen >= 0) {
         out->n_contexts_used = 1;
         const struct sd_context *one = &c->items[chosen];
-        if ((r = run_one(qa, one->tokens, one->n_tokens, hist.t, hist.n, q, ao, ev, 1, 1, &o, err)))
+        if ((r = run_one(qa, one->tokens, one->n_tokens, hist.t, hist.n, q, ao, ev, 1, &one, 1, 1, &o, err)))
             goto partial;
         add_run(out, &o);
         if ((r = sd_cite_resolve(qa->store, &one, 1, o.text ? o.text : "", &out->cites, &out->n_cites, err)) ||
@@ -1061,7 +1067,8 @@ enum sd_status sd_qa_ask(struct sd_qa *qa, const struct sd_qa_scope *scope, cons
         n_parts = c->n;
         for (size_t i = 0; i < c->n; i++) {
             progress(ev, "map", (int64_t)i, (int64_t)c->n);
-            if ((r = run_one(qa, c->items[i].tokens, c->items[i].n_tokens, NULL, 0, q, ao, ev, 0, 1, &parts[i], err)))
+            if ((r = run_one(qa, c->items[i].tokens, c->items[i].n_tokens, NULL, 0, q, ao, ev, 0, NULL, 0, 1, &parts[i],
+                             err)))
                 goto out;
             add_run(out, &parts[i]);
         }
@@ -1083,8 +1090,9 @@ enum sd_status sd_qa_ask(struct sd_qa *qa, const struct sd_qa_scope *scope, cons
                 free(all);
                 goto out;
             }
-            if (ev && ev->on_text && *txt)
-                ev->on_text(ev->user, txt, strlen(txt));
+            struct sd_cite_stream sg; // shown grounded, as the final answer will be
+            sd_cite_stream_init(&sg, qa->store, all, c->n, ev ? ev->on_text : NULL, ev ? ev->user : NULL);
+            sd_cite_stream_feed(&sg, txt, strlen(txt), 1);
             o.ttft_s = sd_now_s();
             snprintf(desc, sizeof desc, "map-reduce over %zu contexts (answer from context %d, the most confident)",
                      c->n, best + 1);
@@ -1109,7 +1117,7 @@ enum sd_status sd_qa_ask(struct sd_qa *qa, const struct sd_qa_scope *scope, cons
                 char rq[4096];
                 snprintf(rq, sizeof rq,
                          "%s\n(Combine the partial answers above into one answer; keep their citations.)", q);
-                r = run_one(qa, ids, n_ids, NULL, 0, rq, ao, ev, 1, 0, &red, err);
+                r = run_one(qa, ids, n_ids, NULL, 0, rq, ao, ev, 1, all, c->n, 0, &red, err);
             }
             free(ids);
             if (!r) {

@@ -194,6 +194,21 @@ static int streq(const char *a, const char *b)
     return a && b ? !strcmp(a, b) : a == b;
 }
 
+// What a grounded stream showed (sd_cite_stream's emit callback).
+struct shown {
+    char buf[2048];
+    size_t len;
+};
+static void show_text(void *user, const char *text, size_t len)
+{
+    struct shown *sh = user;
+    if (sh->len + len < sizeof sh->buf) {
+        memcpy(sh->buf + sh->len, text, len);
+        sh->len += len;
+        sh->buf[sh->len] = 0;
+    }
+}
+
 #define GROUNDS(answer, want)                                                                                          \
     do {                                                                                                               \
         g = ground(st, ctx, answer, &cs, &n);                                                                          \
@@ -269,9 +284,8 @@ static void test_ground(const char *src)
             "Mara Lindqvist [p. 115]. Nothing else [note].",
             "The code name of project Tembrolin is Saffron [p. 112]. The chief engineer of Dravik Works is "
             "Mara Lindqvist [p. 114]. Nothing else [note].");
-    CHECK(n == 2 && cs[0].grounded == 1 && !cs[0].corrected_from && cs[0].page_no == 1 &&
-          cs[1].grounded == 1 && streq(cs[1].corrected_from, "p. 115") && streq(cs[1].marker, "p. 114") &&
-          cs[1].page_no == 3);
+    CHECK(n == 2 && cs[0].grounded == 1 && !cs[0].corrected_from && cs[0].page_no == 1 && cs[1].grounded == 1 &&
+          streq(cs[1].corrected_from, "p. 115") && streq(cs[1].marker, "p. 114") && cs[1].page_no == 3);
     cites_free(cs, n), free(g);
 
     // A claim on two pages (2 and 3; case and a line break do not matter): the one closer to the cited page.
@@ -310,6 +324,52 @@ static void test_ground(const char *src)
     GROUNDS("[p. 113] says so", "[p. 113] says so");
     CHECK(n == 1 && cs[0].grounded == -1 && !cs[0].corrected_from);
     cites_free(cs, n), free(g);
+
+    // Grounded streaming, fed one byte at a time as a model would: what is shown is always a prefix of the
+    // grounded answer (never the wrong marker, never half a marker) and ends as the grounded answer.
+    const char *answers[][2] = {
+        {"KX-4821 [p. 114], Dravik Works [p. 114] and more", "KX-4821 [p. 113], Dravik Works [p. 114] and more"},
+        {"7341 [src/relay.c:19]", "7341 [src/relay.c:20]"},
+        {"no citation here", "no citation here"},
+    };
+    for (size_t a = 0; a < sizeof answers / sizeof answers[0]; a++) {
+        struct shown sh = {0};
+        struct sd_cite_stream cst;
+        sd_cite_stream_init(&cst, st, &ctx, 1, show_text, &sh);
+        size_t len = strlen(answers[a][0]);
+        int prefix_ok = 1, max_held = 0;
+        for (size_t k = 1; k <= len; k++) {
+            sd_cite_stream_feed(&cst, answers[a][0], k, 0);
+            prefix_ok &= !strncmp(sh.buf, answers[a][1], sh.len);
+            if ((int)(k - cst.raw_done) > max_held)
+                max_held = (int)(k - cst.raw_done);
+        }
+        sd_cite_stream_feed(&cst, answers[a][0], len, 1);
+        CHECK_MSG(prefix_ok && !strcmp(sh.buf, answers[a][1]), "streamed '%s' shows '%s', want '%s'", answers[a][0],
+                  sh.buf, answers[a][1]);
+        CHECK_MSG(strchr(answers[a][0], '[') ? max_held > 0 : max_held == 0, "streamed '%s': held %d bytes",
+                  answers[a][0], max_held);
+    }
+    // A bracket longer than SD_CITE_STREAM_HOLD is not a marker: it passes on as written, as does the rest.
+    {
+        char raw[1024];
+        snprintf(raw, sizeof raw, "KX-4821 [%0*d] then KX-4821 [p. 114]", 400, 7);
+        struct shown sh = {0};
+        struct sd_cite_stream cst;
+        sd_cite_stream_init(&cst, st, &ctx, 1, show_text, &sh);
+        for (size_t k = 1; k <= strlen(raw); k++)
+            sd_cite_stream_feed(&cst, raw, k, 0);
+        sd_cite_stream_feed(&cst, raw, strlen(raw), 1);
+        CHECK_MSG(!strcmp(sh.buf, raw), "long bracket: shown '%.60s...'", sh.buf);
+    }
+    // Without contexts the text passes on at once, as written.
+    {
+        struct shown sh = {0};
+        struct sd_cite_stream cst;
+        sd_cite_stream_init(&cst, st, NULL, 0, show_text, &sh);
+        sd_cite_stream_feed(&cst, "KX-4821 [p. 11", 14, 0);
+        CHECK(sh.len == 14 && !strcmp(sh.buf, "KX-4821 [p. 11"));
+    }
 out:
     sd_contexts_free(c);
     store_remove(st, db);
