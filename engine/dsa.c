@@ -169,6 +169,79 @@ AVX2_FMA static void scores_avx2(const float *q, const float *w, int n_heads, in
     }
 }
 
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+// scores_avx2 with 16 keys per vector (32 per step). Each key's lane does the same chain of fused
+// multiply-adds as in scores_avx2 (over d, then over heads in order; max(a, 0) with the same NaN rule),
+// so the scores are the same bits; only more keys run side by side. The last 8 keys, if any, go to
+// scores_avx2.
+AVX512 static void scores_avx512(const float *q, const float *w, int n_heads, int dim, const float *kt, int ldk, int n,
+                                 float *out)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    int g = 0;
+    for (; g + 32 <= n; g += 32) {
+        __m512 s = zero, t = zero;
+        int j = 0;
+        for (; j + 4 <= n_heads; j += 4) {
+            const float *q0 = q + (size_t)j * dim, *q1 = q0 + dim, *q2 = q1 + dim, *q3 = q2 + dim;
+            __m512 a0 = zero, a1 = zero, a2 = zero, a3 = zero, b0 = zero, b1 = zero, b2 = zero, b3 = zero;
+            for (int d = 0; d < dim; d++) {
+                __m512 kv = _mm512_loadu_ps(kt + (size_t)d * ldk + g),
+                       kw = _mm512_loadu_ps(kt + (size_t)d * ldk + g + 16);
+                __m512 x0 = _mm512_set1_ps(q0[d]), x1 = _mm512_set1_ps(q1[d]);
+                a0 = _mm512_fmadd_ps(x0, kv, a0);
+                b0 = _mm512_fmadd_ps(x0, kw, b0);
+                a1 = _mm512_fmadd_ps(x1, kv, a1);
+                b1 = _mm512_fmadd_ps(x1, kw, b1);
+                __m512 x2 = _mm512_set1_ps(q2[d]), x3 = _mm512_set1_ps(q3[d]);
+                a2 = _mm512_fmadd_ps(x2, kv, a2);
+                b2 = _mm512_fmadd_ps(x2, kw, b2);
+                a3 = _mm512_fmadd_ps(x3, kv, a3);
+                b3 = _mm512_fmadd_ps(x3, kw, b3);
+            }
+            __m512 w0 = _mm512_set1_ps(w[j]), w1 = _mm512_set1_ps(w[j + 1]);
+            __m512 w2 = _mm512_set1_ps(w[j + 2]), w3 = _mm512_set1_ps(w[j + 3]);
+            s = _mm512_fmadd_ps(w0, _mm512_max_ps(a0, zero), s);
+            s = _mm512_fmadd_ps(w1, _mm512_max_ps(a1, zero), s);
+            s = _mm512_fmadd_ps(w2, _mm512_max_ps(a2, zero), s);
+            s = _mm512_fmadd_ps(w3, _mm512_max_ps(a3, zero), s);
+            t = _mm512_fmadd_ps(w0, _mm512_max_ps(b0, zero), t);
+            t = _mm512_fmadd_ps(w1, _mm512_max_ps(b1, zero), t);
+            t = _mm512_fmadd_ps(w2, _mm512_max_ps(b2, zero), t);
+            t = _mm512_fmadd_ps(w3, _mm512_max_ps(b3, zero), t);
+        }
+        for (; j < n_heads; j++) {
+            const float *q0 = q + (size_t)j * dim;
+            __m512 a0 = zero, b0 = zero;
+            for (int d = 0; d < dim; d++) {
+                __m512 x0 = _mm512_set1_ps(q0[d]);
+                a0 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(kt + (size_t)d * ldk + g), a0);
+                b0 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(kt + (size_t)d * ldk + g + 16), b0);
+            }
+            s = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), _mm512_max_ps(a0, zero), s);
+            t = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), _mm512_max_ps(b0, zero), t);
+        }
+        _mm512_storeu_ps(out + g, s);
+        _mm512_storeu_ps(out + g + 16, t);
+    }
+    if (g < n)
+        scores_avx2(q, w, n_heads, dim, kt + g, ldk, n - g, out + g);
+}
+
+static int no_avx512; // sd_dsa_force_avx2
+
+// AVX-512F usable on this CPU and OS (and not switched off for a test).
+static int use_avx512(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f");
+    }
+    return cached && !no_avx512 && sd_cpu_has_avx2_fma();
+}
+
 // The same scores as scores_avx2, for n keys u0.. of the row-major cache k, without a transposed block:
 // the eight keys of a lane group are gathered per dimension (decode: one query cannot pay for a
 // transposition). Same fused multiply-adds in the same order, so the same bits. Keys at or past n_k are
@@ -220,10 +293,19 @@ void sd_dsa_force_scalar(int on)
     sd_cpu_force_baseline(on);
 }
 
+void sd_dsa_force_avx2(int on)
+{
+#ifdef SD_DSA_X86
+    no_avx512 = on;
+#else
+    (void)on;
+#endif
+}
+
 const char *sd_dsa_scores_impl(void)
 {
 #ifdef SD_DSA_X86
-    return sd_cpu_has_avx2_fma() ? "avx2" : "scalar";
+    return use_avx512() ? "avx512" : sd_cpu_has_avx2_fma() ? "avx2" : "scalar";
 #else
     return "scalar";
 #endif
@@ -251,6 +333,9 @@ static void scores_scalar(const float *q, const float *w, int n_heads, int dim, 
 void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_heads, int dim, const float *k, int n_k,
                              const int *n_valid, float *scores, size_t ld_scores, int n_threads)
 {
+#ifdef SD_DSA_X86
+    const int avx512 = use_avx512();
+#endif
     int n_qg = (n_q + IDX_QG - 1) / IDX_QG, n_kb = (n_k + IDX_KB - 1) / IDX_KB;
     int nt = n_threads > 0 ? n_threads : 1;
     (void)nt; // unused without OpenMP
@@ -302,7 +387,10 @@ void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_head
                             scores_avx2_gather(qi, wi, n_heads, dim, k, u0, (uv - u0 + 7) & ~7, uv, buf);
                             memcpy(row + u0, buf, (size_t)(uv - u0) * sizeof(float));
                         } else if (kt) {
-                            scores_avx2(qi, wi, n_heads, dim, kt, IDX_KB, (uv - u0 + 7) & ~7, buf);
+                            if (avx512)
+                                scores_avx512(qi, wi, n_heads, dim, kt, IDX_KB, (uv - u0 + 7) & ~7, buf);
+                            else
+                                scores_avx2(qi, wi, n_heads, dim, kt, IDX_KB, (uv - u0 + 7) & ~7, buf);
                             memcpy(row + u0, buf, (size_t)(uv - u0) * sizeof(float));
                         } else
 #endif

@@ -25,11 +25,13 @@ void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale);
 void sd_dsa_index_scores_f32(const float *q, const float *w, int n_q, int n_heads, int dim, const float *k, int n_k,
                              const int *n_valid, float *scores, size_t ld_scores, int n_threads);
 
-// Which fp32 score kernel runs on this CPU: "avx2" (AVX2 + FMA, chosen at run time) or "scalar".
-// The two round differently (fused multiply-adds, summation order); each alone gives the same
-// scores whatever the thread count. sd_dsa_force_scalar(1) selects the scalar one (for tests).
+// Which fp32 score kernel runs on this CPU: "avx512" (AVX-512F, 16 keys per vector), "avx2" (AVX2 + FMA;
+// both chosen at run time) or "scalar". avx512 and avx2 give the same bits (the same fused multiply-adds
+// per key); scalar rounds differently (summation order). Each gives the same scores whatever the thread
+// count. sd_dsa_force_scalar(1) selects the scalar one, sd_dsa_force_avx2(1) avx2 over avx512 (for tests).
 const char *sd_dsa_scores_impl(void);
 void sd_dsa_force_scalar(int on);
+void sd_dsa_force_avx2(int on);
 
 // FP8 indexer scores (DeepSeek numerics). q8: [n_q][n_heads][dim] e4m3, q_scale: [n_q][n_heads],
 // k8: [n_k][dim] e4m3, k_scale: [n_k]. w as above (without the q scale: it is folded inside).

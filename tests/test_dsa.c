@@ -11,6 +11,7 @@
 
 #include "dsa.h"
 #include "dtype.h"
+#include "ops_cpu.h"
 #include "test_util.h"
 
 static void test_hadamard(void)
@@ -175,10 +176,35 @@ static void test_scores(void)
         printf("index scores fp32 (%s): max error %.2g vs float64\n", sd_dsa_scores_impl(), e);
     }
     sd_dsa_force_scalar(0);
+    // AVX-512 (16 keys per vector) and AVX2 run the same fused multiply-adds per key: the same bits.
+    if (!strcmp(sd_dsa_scores_impl(), "avx512")) {
+        for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+            int nq = shapes[c][0], nh = shapes[c][1], d = shapes[c][2], nk = shapes[c][3], ld = shapes[c][4];
+            float *q = malloc(sizeof(float) * nq * nh * d), *k = malloc(sizeof(float) * nk * d);
+            float *w = malloc(sizeof(float) * nq * nh), *a = malloc(sizeof(float) * nq * ld),
+                  *b = malloc(sizeof(float) * nq * ld);
+            for (int i = 0; i < nq * nh * d; i++)
+                q[i] = sd_test_nrand();
+            for (int i = 0; i < nk * d; i++)
+                k[i] = sd_test_nrand();
+            for (int i = 0; i < nq * nh; i++)
+                w[i] = sd_test_nrand();
+            sd_dsa_index_scores_f32(q, w, nq, nh, d, k, nk, NULL, a, (size_t)ld, 2);
+            sd_dsa_force_avx2(1);
+            sd_dsa_index_scores_f32(q, w, nq, nh, d, k, nk, NULL, b, (size_t)ld, 2);
+            sd_dsa_force_avx2(0);
+            int same = 1;
+            for (int i = 0; i < nq; i++)
+                same &= !memcmp(a + (size_t)i * ld, b + (size_t)i * ld, sizeof(float) * nk);
+            CHECK_MSG(same, "fp32 scores: avx512 and avx2 kernels differ (nq %d nh %d d %d nk %d)", nq, nh, d, nk);
+            free(q), free(k), free(w), free(a), free(b);
+        }
+        printf("index scores fp32: avx512 kernel = avx2 kernel, bit for bit\n");
+    }
     fp8_kernels_agree(3, 5, 64, 333);
     fp8_kernels_agree(37, 4, 128, 1000);
     fp8_kernels_agree(1, 64, 128, 517);
-    printf("index scores fp8: %s kernel = scalar kernel, bit for bit\n", sd_dsa_scores_impl());
+    printf("index scores fp8: %s kernel = scalar kernel, bit for bit\n", sd_cpu_has_avx2_fma() ? "avx2" : "scalar");
     int nq = 5, nh = 4, nk = 77;
     float w[5 * 4];
     for (int i = 0; i < nq * nh; i++)
