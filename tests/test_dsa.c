@@ -65,18 +65,24 @@ static void test_quant(void)
 // fp32 scores of both kernels (AVX2 when the CPU has it, scalar) against float64, on shapes that leave
 // partial query groups, partial key blocks and heads beyond a multiple of four; the same scores on 1
 // and 3 threads.
+// n floats of sd_test_nrand() (malloc'd; caller frees). Exits the test on out of memory.
+static float *nrand_array(size_t n)
+{
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    if (!x) {
+        fprintf(stderr, "test_dsa: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++)
+        x[i] = sd_test_nrand();
+    return x;
+}
+
 static double scores_case(int nq, int nh, int d, int nk, int ld)
 {
-    float *q = malloc(sizeof(float) * nq * nh * d), *k = malloc(sizeof(float) * nk * d),
-          *w = malloc(sizeof(float) * nq * nh);
+    float *q = nrand_array((size_t)nq * nh * d), *k = nrand_array((size_t)nk * d), *w = nrand_array((size_t)nq * nh);
     float *sc = malloc(sizeof(float) * nq * ld), *sc1 = malloc(sizeof(float) * nq * ld);
     int *valid = malloc(sizeof(int) * nq);
-    for (int i = 0; i < nq * nh * d; i++)
-        q[i] = sd_test_nrand();
-    for (int i = 0; i < nk * d; i++)
-        k[i] = sd_test_nrand();
-    for (int i = 0; i < nq * nh; i++)
-        w[i] = sd_test_nrand();
     for (int i = 0; i < nq; i++)
         valid[i] = i == 0 ? 1 : i == 1 ? nk : 1 + (int)(sd_test_urand() * nk);
     sd_dsa_index_scores_f32(q, w, nq, nh, d, k, nk, valid, sc, (size_t)ld, 3);
@@ -180,15 +186,9 @@ static void test_scores(void)
     if (!strcmp(sd_dsa_scores_impl(), "avx512")) {
         for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
             int nq = shapes[c][0], nh = shapes[c][1], d = shapes[c][2], nk = shapes[c][3], ld = shapes[c][4];
-            float *q = malloc(sizeof(float) * nq * nh * d), *k = malloc(sizeof(float) * nk * d);
-            float *w = malloc(sizeof(float) * nq * nh), *a = malloc(sizeof(float) * nq * ld),
+            float *q = nrand_array((size_t)nq * nh * d), *k = nrand_array((size_t)nk * d);
+            float *w = nrand_array((size_t)nq * nh), *a = malloc(sizeof(float) * nq * ld),
                   *b = malloc(sizeof(float) * nq * ld);
-            for (int i = 0; i < nq * nh * d; i++)
-                q[i] = sd_test_nrand();
-            for (int i = 0; i < nk * d; i++)
-                k[i] = sd_test_nrand();
-            for (int i = 0; i < nq * nh; i++)
-                w[i] = sd_test_nrand();
             sd_dsa_index_scores_f32(q, w, nq, nh, d, k, nk, NULL, a, (size_t)ld, 2);
             sd_dsa_force_avx2(1);
             sd_dsa_index_scores_f32(q, w, nq, nh, d, k, nk, NULL, b, (size_t)ld, 2);
