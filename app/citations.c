@@ -849,7 +849,7 @@ void sd_cite_stream_init(struct sd_cite_stream *cs, struct sd_store *s, const st
 {
     memset(cs, 0, sizeof *cs);
     cs->store = s;
-    cs->ctx = ctx;
+    cs->ctx = emit ? ctx : NULL; // nothing is shown: nothing to ground
     cs->n_ctx = n_ctx;
     cs->emit = emit;
     cs->user = user;

@@ -63,7 +63,7 @@ struct sd_cite_stream {
     struct sd_store *store;
     const struct sd_context *const *ctx;
     size_t n_ctx;
-    void (*emit)(void *user, const char *text, size_t len); // may be NULL (nothing shown)
+    void (*emit)(void *user, const char *text, size_t len); // may be NULL: nothing shown, nothing grounded
     void *user;
     size_t raw_done; // bytes of the raw answer passed on
     size_t g_done;   // bytes of the grounded answer passed on
