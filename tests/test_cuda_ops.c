@@ -2,7 +2,8 @@
 // shapes (fresh random inputs each run, seed printed; SD_SEED=N repeats a run). For each case the
 // CUDA output is computed first into NaN-poisoned buffers, then the reference; inf/nan positions must
 // match, errors are relative by dtype, and a second launch must be bit-identical.
-// SD_CUDA_TEST_SMALL=1 keeps the cases small (for compute-sanitizer). Exit 77 without a CUDA device.
+// SD_CUDA_TEST_SMALL=1 keeps the cases small (for compute-sanitizer); SD_CUDA_TEST_ONLY=mla_attn,topk (groups:
+// indexer, topk, mla_decode, mla_attn) runs only those groups. Exit 77 without a CUDA device.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -587,6 +588,25 @@ static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int 
     sd_cuda_free(d_q), sd_cuda_free(d_kv), sd_cuda_free(d_o), sd_cuda_free(d_idx), sd_cuda_free(d_scr);
 }
 
+// SD_CUDA_TEST_ONLY=GROUP[,GROUP...] runs only those groups (indexer, topk, mla_attn, mla_decode): a
+// sanitizer run of one kernel family fits a device call that all of them do not.
+static int run_group(const char *g)
+{
+    const char *only = getenv("SD_CUDA_TEST_ONLY");
+    if (!only || !*only)
+        return 1;
+    size_t n = strlen(g);
+    for (const char *p = only; (p = strstr(p, g)); p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == 0 || p[n] == ','))
+            return 1;
+    return 0;
+}
+
+static void test_indexers(void);
+static void test_topks(void);
+static void test_mla_attns(void);
+static void test_mla_decodes(void);
+
 int main(void)
 {
     int n_dev = sd_cuda_device_count();
@@ -607,7 +627,20 @@ int main(void)
     printf("test_cuda_ops: seed %llu (SD_SEED to repeat), device %s, %d SMs, L2 %zu KB%s\n", (unsigned long long)seed,
            name, n_sm, l2 >> 10, small_mode ? ", small mode" : "");
 
-    // Indexer: awkward key counts, query counts around the 4-query block, masks.
+    if (run_group("indexer"))
+        test_indexers();
+    if (run_group("topk"))
+        test_topks();
+    if (run_group("mla_decode"))
+        test_mla_decodes();
+    if (run_group("mla_attn"))
+        test_mla_attns();
+    return sd_test_finish("cuda_ops");
+}
+
+static void test_indexers(void)
+{
+    // Awkward key counts, query counts around the 4-query block, masks.
     const int nks[] = {1, 7, 63, 65, 2047, 2049, 5000};
     const int nqs[] = {1, 3, 4, 5, 9};
     for (size_t a = 0; a < sizeof nks / sizeof nks[0]; a++) {
@@ -623,8 +656,10 @@ int main(void)
         test_indexer_case((struct ix_case){6, 64, 20000, 1});
     printf("indexer fp8: max error relative to the magnitude sum: simple %.3g, mma %.3g\n", worst_idx_simple,
            worst_idx_mma);
+}
 
-    // Top-k.
+static void test_topks(void)
+{
     const int ncols[] = {1, 7, 63, 65, 2047, 2048, 2049, 5000, 40000};
     for (size_t a = 0; a < sizeof ncols / sizeof ncols[0]; a++) {
         if (small_mode && ncols[a] > 5000)
@@ -640,8 +675,11 @@ int main(void)
     printf("topk: %d/%d rows identical to sd_dsa_topk\n", topk_exact, topk_cases);
     test_indexer_topk(small_mode ? 5 : 37, small_mode ? 2100 : 6000, 2048, small_mode ? 2 : 8);
     test_indexer_topk(5, 300, 64, 3);
+}
 
-    // Sparse MLA decode.
+static void test_mla_decodes(void)
+{
+    // Sparse MLA decode (bf16 cache kernels).
     test_mla_case(1, 1, 32, 7, 50, 0);
     test_mla_case(2, 2, 32, 65, 1000, 1);
     test_mla_case(1, 2, 64, 2048, 700, 0); // fewer tokens than topk: -1 padding
@@ -650,6 +688,13 @@ int main(void)
         test_mla_case(2, 2, 128, 2048, 5000, 1);
         test_mla_case(3, 1, 128, 2049, 4000, 0);
     }
+    printf("mla decode vs fp32 reference on bf16-rounded q and cache: simple rel err %.3g (lse abs %.3g), "
+           "mma rel err %.3g (lse abs %.3g)\n",
+           worst_mla_rel[1], worst_mla_lse[1], worst_mla_rel[2], worst_mla_lse[2]);
+}
+
+static void test_mla_attns(void)
+{
     // fp32 absorbed MLA attention of the forward pass: sparsedoc-mini's and V3.2's dims, awkward ones.
     test_mla_attn_case(3, 4, 64, 32, 5000, 512, 0, 1, 0);
     test_mla_attn_case(5, 4, 64, 32, 2100, 0, 2000, -1, 0); // dense causal, decode-like: split
@@ -668,8 +713,4 @@ int main(void)
         test_mla_attn_case(3, 128, 512, 64, 5000, 0, 4000, -1, 0); // dense, V3.2 width
     }
     printf("mla attn f32 vs float64: %d cases, worst rel err %.3g\n", attn_cases, worst_attn_rel);
-    printf("mla decode vs fp32 reference on bf16-rounded q and cache: simple rel err %.3g (lse abs %.3g), "
-           "mma rel err %.3g (lse abs %.3g)\n",
-           worst_mla_rel[1], worst_mla_lse[1], worst_mla_rel[2], worst_mla_lse[2]);
-    return sd_test_finish("cuda_ops");
 }

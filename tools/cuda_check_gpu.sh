@@ -50,15 +50,19 @@ step bench_v32 150 $B/kernels/bench_cuda_forward --v32 32768 131072
 step bench_v32_bf16 50 $B/kernels/bench_cuda_forward --v32 --bf16 32768
 step bench_mini 90 $B/kernels/bench_cuda_forward data/models/sparsedoc-mini 4096 16384 65536
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-for tool in memcheck racecheck synccheck; do
+for tool in memcheck synccheck; do
     step $tool 150 env SD_CUDA_TEST_SMALL=1 "$SAN" --tool $tool --error-exitcode 3 $B/tests/test_cuda_ops
 done
+# racecheck is slow: the forward pass's attention kernel first, then every group with what time is left.
+step racecheck_mla_attn 150 env SD_CUDA_TEST_SMALL=1 SD_CUDA_TEST_ONLY=mla_attn "$SAN" --tool racecheck \
+    --error-exitcode 3 $B/tests/test_cuda_ops
+step racecheck 150 env SD_CUDA_TEST_SMALL=1 "$SAN" --tool racecheck --error-exitcode 3 $B/tests/test_cuda_ops
 echo "== $(cat "$OUT/gpu.txt" | tr '\n' ' ')"
 echo "== test_cuda_ops"
 grep -E "FAIL|CHECK|passed|failed|worst|vs float64|mla attn" "$OUT/test_cuda_ops.log" | grep -v '^  mla attn' | tail -8
 echo "== test_cuda_forward"
 grep -E "FAIL|CHECK|passed|failed|bf16" "$OUT/test_cuda_forward.log" | tail -12
-for tool in memcheck racecheck synccheck; do
+for tool in memcheck synccheck racecheck_mla_attn racecheck; do
     echo "== $tool"
     tail -2 "$OUT/$tool.log" 2>/dev/null
 done
