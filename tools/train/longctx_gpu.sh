@@ -7,6 +7,8 @@
 # b0.85.safetensors (FP8, config and tokenizer as the shipped model's) and logs.tar.gz.
 # Usage (repository root, GPU machine, carry .deps and .train/gpu):
 #   INIT=.train/gpu/run2 BUDGET=380 sh tools/train/longctx_gpu.sh
+# LONG_FROM=32768 LONG_DOC_FRAC=0.85 EARLY_FRAC=0.3: rows of 32K+ tokens get documents that fill 85-100% of
+# the row and, for 30% of them, facts only in the first half (long question-to-fact distances; not yet used).
 # .train/gpu holds corpus.jsonl.gz, tokenizer.json, mini_eval.jsonl (tools/train/make_eval.py) and INIT.
 set -u
 OUT=${OUT:-$PWD/longctx-out}
@@ -26,7 +28,8 @@ python3 tools/train/train.py --out "$W/run" --budget "${BUDGET:-380}" --seed "${
   --peak1 "${PEAK1:-3e-4}" --warm1 0.05 --lr3 "${LR3:-1.5e-4}" --eval-lens 4096,16384,32768,65536 --init "${INIT:-$G/run2}" \
   --corpus $G/corpus.jsonl.gz --tokenizer $G/tokenizer.json --procs 12 \
   --mix1 "${MIX1:-4096x16:2,8192x8:1,16384x4:1,32768x2:2,65536x1:2}" --mix2 "${MIX2:-32768x2:1,65536x1:1}" \
-  --mix3 "${MIX3:-4096x16:1,16384x4:1,32768x2:2,65536x1:1}" > "$W/train_stdout.txt" 2>&1
+  --mix3 "${MIX3:-4096x16:1,16384x4:1,32768x2:2,65536x1:1}" --long-from "${LONG_FROM:-1073741824}" \
+  --long-doc-frac "${LONG_DOC_FRAC:-0.35}" --early-frac "${EARLY_FRAC:-0}" > "$W/train_stdout.txt" 2>&1
 echo "train rc=$? at $(el) s"; tail -12 "$W/train_stdout.txt"
 wait $BP; tail -2 "$W/build.log"
 R=$W/run

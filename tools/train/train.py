@@ -170,10 +170,14 @@ def make_row(rng, L):
         pool = docgen.Pool(G["prose"], G["code"] if codefile else G["text"])
         n_needles = rng.randint(1, 8)
         n_q = rng.randint(1, min(3, n_needles))
-        budget = int((L - 60 * n_q - 40) * rng.uniform(0.35, 1.0)) - 500
+        lo = G.get("doc_frac_long", 0.35) if L >= G.get("long_from", 1 << 30) else 0.35
+        budget = int((L - 60 * n_q - 40) * rng.uniform(lo, 1.0)) - 500
         budget = max(budget, 64)
+        depths = None
+        if L >= G.get("long_from", 1 << 30) and rng.random() < G.get("early_frac", 0.0):
+            depths = [rng.random() * 0.5 for _ in range(n_needles)]  # facts far from the questions
         d = docgen.build_doc(rng, pool, style, budget, lambda s: enc_cached(s) if isinstance(s, str) else s,
-                             len, n_needles, n_q, quote_p=0.4, code_comments=codefile)
+                             len, n_needles, n_q, quote_p=0.4, depths=depths, code_comments=codefile)
         ids = [0]
         for p in d["pieces"]:
             ids.extend(p)
@@ -588,6 +592,12 @@ def main():
     ap.add_argument("--mix1", default="", help="stage 1 shapes 'LxB:weight,...' (default: 1K->4K->8K schedule)")
     ap.add_argument("--mix2", default="", help="stage 2 shapes (default 4096x8)")
     ap.add_argument("--mix3", default="", help="stage 3 shapes (default 8192x4)")
+    ap.add_argument("--long-from", type=int, default=1 << 30,
+                    help="rows of at least this length use --long-doc-frac and --early-frac (default: none)")
+    ap.add_argument("--long-doc-frac", type=float, default=0.35,
+                    help="long rows: the document fills uniform(this, 1.0) of the row (default 0.35, as short rows)")
+    ap.add_argument("--early-frac", type=float, default=0.0,
+                    help="long rows: share of documents whose facts all sit in the first half (default 0)")
     ap.add_argument("--peak1", type=float, default=2e-3)
     ap.add_argument("--warm1", type=float, default=0.03)
     ap.add_argument("--lr3", type=float, default=3e-4)
@@ -623,7 +633,8 @@ def main():
         assert tok.get_vocab_size() <= CFG["vocab_size"]
         prose, code, text = build_pool(tok, corpus)
         G.update(tok=tok, prose=prose, code=code, text=text, cache={}, lm_frac=0.25,
-                 nl=tok.encode("\n", add_special_tokens=False).ids)
+                 nl=tok.encode("\n", add_special_tokens=False).ids, long_from=a.long_from,
+                 doc_frac_long=a.long_doc_frac, early_frac=a.early_frac)
         ntok = sum(len(s) for d in prose for s in d) + sum(len(l) for _, ls in code + text for _, l in ls)
         log("pool: %d prose docs, %d code files, %d text files, %.1fM tokens" % (len(prose), len(code), len(text), ntok / 1e6))
         # chars/token on held-out-like prose (for the eval generator's length estimate)
