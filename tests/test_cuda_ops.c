@@ -1,5 +1,5 @@
 // test_cuda_ops.c: every CUDA op of kernels/ against the CPU reference in engine/ on small awkward
-// shapes (fresh random inputs each run, seed printed; SD_SEED=N repeats a run). For each case the
+// shapes (fresh random inputs each run, seed printed; SD_TEST_SEED=N repeats a run). For each case the
 // CUDA output is computed first into NaN-poisoned buffers, then the reference; inf/nan positions must
 // match, errors are relative by dtype, and a second launch must be bit-identical.
 // SD_CUDA_TEST_SMALL=1 keeps the cases small (for compute-sanitizer); SD_CUDA_TEST_ONLY=mla_attn,topk (groups:
@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dsa.h"
 #include "dtype.h"
@@ -26,19 +25,6 @@
         }                                                                                                              \
     } while (0)
 
-static uint64_t rng_state;
-static double urand(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static float nrand(void)
-{
-    double u = urand() + 1e-12, v = urand();
-    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
-}
 static void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
@@ -97,20 +83,20 @@ static void test_indexer_case(struct ix_case c)
     float row[128];
     for (size_t r = 0; r < nqh; r++) {
         for (int d = 0; d < D; d++)
-            row[d] = nrand() * (float)(0.5 + urand());
+            row[d] = sd_test_nrand() * (float)(0.5 + sd_test_urand());
         sd_dsa_quant_fp8_row(row, D, q8 + r * D, &qs[r]);
-        w[r] = nrand() / sqrtf((float)H) / sqrtf((float)D);
+        w[r] = sd_test_nrand() / sqrtf((float)H) / sqrtf((float)D);
     }
     for (int u = 0; u < c.n_k; u++) {
         for (int d = 0; d < D; d++)
-            row[d] = nrand() * (float)(0.5 + urand());
+            row[d] = sd_test_nrand() * (float)(0.5 + sd_test_urand());
         sd_dsa_quant_fp8_row(row, D, k8 + (size_t)u * D, &ks[u]);
     }
     int *nv = NULL;
     if (c.mask) {
         nv = xmalloc((size_t)c.n_q * sizeof(int));
         for (int i = 0; i < c.n_q; i++)
-            nv[i] = c.mask == 1 ? c.n_k - c.n_q + 1 + i : (int)(urand() * (c.n_k + 1));
+            nv[i] = c.mask == 1 ? c.n_k - c.n_q + 1 + i : (int)(sd_test_urand() * (c.n_k + 1));
         for (int i = 0; i < c.n_q; i++)
             nv[i] = nv[i] < 0 ? 0 : nv[i];
     }
@@ -215,18 +201,18 @@ static void test_topk_case(int n_rows, int n_cols, int k, int kind, int with_nv)
     float *s = xmalloc((size_t)n_rows * ld * 4);
     for (size_t x = 0; x < (size_t)n_rows * ld; x++) {
         if (kind == 0) {
-            s[x] = nrand();
+            s[x] = sd_test_nrand();
         } else {
-            double r = urand();
-            s[x] = r < 0.05 ? -INFINITY : r < 0.08 ? NAN : (float)floor(urand() * 6);
+            double r = sd_test_urand();
+            s[x] = r < 0.05 ? -INFINITY : r < 0.08 ? NAN : (float)floor(sd_test_urand() * 6);
         }
     }
     int *nv = NULL;
     if (with_nv) {
         nv = xmalloc((size_t)n_rows * sizeof(int));
         for (int r = 0; r < n_rows; r++) {
-            double u = urand();
-            nv[r] = u < 0.15 ? n_cols : u < 0.25 ? (int)(urand() * k) : (int)(urand() * (n_cols + 1));
+            double u = sd_test_urand();
+            nv[r] = u < 0.15 ? n_cols : u < 0.25 ? (int)(sd_test_urand() * k) : (int)(sd_test_urand() * (n_cols + 1));
         }
         for (int r = 0; r < n_rows; r++)
             nv[r] = nv[r] > n_cols ? n_cols : nv[r];
@@ -292,13 +278,13 @@ static void test_indexer_topk(int n_q, int n_k, int k, int chunk)
     float *qs = xmalloc(nqh * 4), *w = xmalloc(nqh * 4), *ks = xmalloc((size_t)n_k * 4), row[128];
     for (size_t r = 0; r < nqh; r++) {
         for (int d = 0; d < D; d++)
-            row[d] = nrand();
+            row[d] = sd_test_nrand();
         sd_dsa_quant_fp8_row(row, D, q8 + r * D, &qs[r]);
-        w[r] = nrand() / 8.0f / sqrtf(128.0f);
+        w[r] = sd_test_nrand() / 8.0f / sqrtf(128.0f);
     }
     for (int u = 0; u < n_k; u++) {
         for (int d = 0; d < D; d++)
-            row[d] = nrand();
+            row[d] = sd_test_nrand();
         sd_dsa_quant_fp8_row(row, D, k8 + (size_t)u * D, &ks[u]);
     }
     int *nv = xmalloc((size_t)n_q * sizeof(int));
@@ -366,10 +352,10 @@ static int32_t *make_idx(int rows, int n_idx, int n_tokens, int kind)
         for (int t = 0; t < n_idx; t++) {
             int32_t u = t < n_tokens ? (int32_t)((t * 7919L + r * 131) % n_tokens) : -1;
             if (kind == 1) {
-                double z = urand();
+                double z = sd_test_urand();
                 u = z < 0.1    ? -1
-                    : z < 0.15 ? n_tokens + (int32_t)(urand() * 100)
-                    : z < 0.2  ? (int32_t)(urand() * n_tokens)
+                    : z < 0.15 ? n_tokens + (int32_t)(sd_test_urand() * 100)
+                    : z < 0.2  ? (int32_t)(sd_test_urand() * n_tokens)
                                : u;
             }
             if (kind == 2)
@@ -387,11 +373,11 @@ static void test_mla_case(int batch, int s_q, int n_heads, int topk, int n_token
     size_t nq = (size_t)batch * s_q * n_heads * D;
     float *q = xmalloc(nq * 4);
     for (size_t x = 0; x < nq; x++) // bf16-representable, so the MMA variant's q rounding is exact
-        q[x] = sd_bf16_to_f32(sd_f32_to_bf16(nrand()));
+        q[x] = sd_bf16_to_f32(sd_f32_to_bf16(sd_test_nrand()));
     uint16_t *kv = xmalloc((size_t)n_tokens * D * 2);
     float *kvf = xmalloc((size_t)n_tokens * D * 4);
     for (size_t x = 0; x < (size_t)n_tokens * D; x++) {
-        kv[x] = sd_f32_to_bf16(nrand());
+        kv[x] = sd_f32_to_bf16(sd_test_nrand());
         kvf[x] = sd_bf16_to_f32(kv[x]);
     }
     size_t ni = (size_t)batch * s_q * topk;
@@ -501,9 +487,9 @@ static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int 
     size_t nq = (size_t)n_q * n_heads * D, nkv = (size_t)n_tokens * D, no = (size_t)n_q * n_heads * d_lat;
     float *q = xmalloc(nq * 4), *kv = xmalloc(nkv * 4);
     for (size_t x = 0; x < nq; x++)
-        q[x] = nrand();
+        q[x] = sd_test_nrand();
     for (size_t x = 0; x < nkv; x++)
-        kv[x] = nrand();
+        kv[x] = sd_test_nrand();
     int32_t *idx = NULL;
     if (idx_kind >= 0)
         idx = make_idx(n_q, n_idx, n_tokens, idx_kind);
@@ -614,18 +600,13 @@ int main(void)
         printf("SKIP: no CUDA device (cudaGetDeviceCount found none); run on a machine with an NVIDIA GPU\n");
         return 77;
     }
-    const char *seed_env = getenv("SD_SEED");
-    uint64_t seed = seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
-    if (!seed)
-        seed = 1;
-    rng_state = seed;
+    sd_test_seed(); // prints the seed (SD_TEST_SEED repeats a run)
     small_mode = getenv("SD_CUDA_TEST_SMALL") != NULL;
     char name[256];
     int n_sm;
     size_t l2;
     CU(sd_cuda_device_info(name, sizeof name, &n_sm, &l2));
-    printf("test_cuda_ops: seed %llu (SD_SEED to repeat), device %s, %d SMs, L2 %zu KB%s\n", (unsigned long long)seed,
-           name, n_sm, l2 >> 10, small_mode ? ", small mode" : "");
+    printf("test_cuda_ops: device %s, %d SMs, L2 %zu KB%s\n", name, n_sm, l2 >> 10, small_mode ? ", small mode" : "");
 
     if (run_group("indexer"))
         test_indexers();
