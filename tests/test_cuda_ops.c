@@ -342,6 +342,35 @@ static void test_indexer_topk(int n_q, int n_k, int k, int chunk)
     sd_cuda_free(d_nv), sd_cuda_free(d_idx);
 }
 
+// ---------------------------------------------------------------- float64 MLA attention reference
+// One query head qh (D floats) over the cache rows keys[0..nk) (rows of D floats; the values are the first d_v
+// of each row), all in double: returns the log-sum-exp of the scaled logits (-inf when nk == 0) and, when out
+// is not NULL, the softmax-weighted values (zeros when nk == 0). sc: nk doubles of scratch.
+static double mla_ref64(const float *qh, const float *kv, int D, const int32_t *keys, int nk, double scale, int d_v,
+                        double *out, double *sc)
+{
+    double mx = -INFINITY, sum = 0;
+    for (int t = 0; t < nk; t++) {
+        double s = 0;
+        for (int d = 0; d < D; d++)
+            s += (double)qh[d] * kv[(size_t)keys[t] * D + d];
+        sc[t] = s * scale;
+        if (sc[t] > mx)
+            mx = sc[t];
+    }
+    if (out)
+        memset(out, 0, (size_t)d_v * sizeof(double));
+    for (int t = 0; t < nk; t++) {
+        double w = exp(sc[t] - mx);
+        sum += w;
+        for (int d = 0; out && d < d_v; d++)
+            out[d] += w * kv[(size_t)keys[t] * D + d];
+    }
+    for (int d = 0; out && nk && d < d_v; d++)
+        out[d] /= sum;
+    return nk ? mx + log(sum) : -INFINITY;
+}
+
 // ---------------------------------------------------------------- sparse MLA decode
 // [rows][n_idx] token slots. kind 0: distinct valid slots (while t < n_tokens, then -1); 1: with -1,
 // out-of-range and duplicate slots; 2: all invalid. Caller frees.
@@ -408,7 +437,7 @@ static void test_mla_case(int batch, int s_q, int n_heads, int topk, int n_token
     float *ql = xmalloc((size_t)n_heads * DL * 4), *qp = xmalloc((size_t)n_heads * DR * 4);
     float *ref = xmalloc(no * 4), *lref = xmalloc(nl * 4), *scr = xmalloc((size_t)topk * 8 + 4);
     double *sc = xmalloc((size_t)topk * sizeof(double) + 8);
-    int32_t *ix = xmalloc((size_t)topk * 4 + 4);
+    int32_t *ix = xmalloc((size_t)topk * 4 + 4), *keys = xmalloc((size_t)topk * 4 + 4);
     for (size_t r = 0; r < (size_t)batch * s_q; r++) {
         for (int h = 0; h < n_heads; h++) {
             memcpy(ql + (size_t)h * DL, q + (r * n_heads + h) * D, DL * 4);
@@ -419,25 +448,12 @@ static void test_mla_case(int batch, int s_q, int n_heads, int topk, int n_token
             ix[t] = (u >= 0 && u < n_tokens) ? u : -1;
         }
         sd_mla_sparse_attn_absorbed(ql, qp, n_heads, DL, DR, kvf, D, ix, topk, tau, ref + r * n_heads * DL, scr);
-        for (int h = 0; h < n_heads; h++) { // lse in double
-            double mx = -INFINITY, sum = 0;
-            const float *qh = q + (r * n_heads + h) * D;
-            for (int t = 0; t < topk; t++) {
-                sc[t] = -INFINITY;
-                if (ix[t] < 0)
-                    continue;
-                double s = 0;
-                for (int d = 0; d < D; d++)
-                    s += (double)qh[d] * kvf[(size_t)ix[t] * D + d];
-                sc[t] = s * tau;
-                if (sc[t] > mx)
-                    mx = sc[t];
-            }
-            for (int t = 0; t < topk; t++)
-                if (ix[t] >= 0)
-                    sum += exp(sc[t] - mx);
-            lref[r * n_heads + h] = mx == -INFINITY ? -INFINITY : (float)(mx + log(sum));
-        }
+        int nk = 0; // the valid slots (duplicates kept), for the lse in double
+        for (int t = 0; t < topk; t++)
+            if (ix[t] >= 0)
+                keys[nk++] = ix[t];
+        for (int h = 0; h < n_heads; h++)
+            lref[r * n_heads + h] = (float)mla_ref64(q + (r * n_heads + h) * D, kvf, D, keys, nk, tau, 0, NULL, sc);
     }
     for (int v = 1; v <= 2; v++) {
         double num = 0, den = 0, worst_lse = 0;
@@ -472,7 +488,7 @@ static void test_mla_case(int batch, int s_q, int n_heads, int topk, int n_token
         free(o[v]), free(l[v]);
     }
     free(q), free(kv), free(kvf), free(idx), free(o2), free(l2), free(ql), free(qp), free(ref), free(lref);
-    free(scr), free(ix), free(sc);
+    free(scr), free(ix), free(keys), free(sc);
     sd_cuda_free(d_q), sd_cuda_free(d_kv), sd_cuda_free(d_idx), sd_cuda_free(d_o), sd_cuda_free(d_l);
 }
 
@@ -529,26 +545,10 @@ static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int 
                 keys[nk++] = u;
         }
         for (int h = 0; h < n_heads; h++) {
-            const float *qh = q + ((size_t)i * n_heads + h) * D;
             const float *oh = o + ((size_t)i * n_heads + h) * d_lat;
-            double mx = -INFINITY, sum = 0;
-            for (int t = 0; t < nk; t++) {
-                double s = 0;
-                for (int d = 0; d < D; d++)
-                    s += (double)qh[d] * kv[(size_t)keys[t] * D + d];
-                sc[t] = s * scale;
-                if (sc[t] > mx)
-                    mx = sc[t];
-            }
-            memset(acc, 0, (size_t)d_lat * 8);
-            for (int t = 0; t < nk; t++) {
-                double w = exp(sc[t] - mx);
-                sum += w;
-                for (int d = 0; d < d_lat; d++)
-                    acc[d] += w * kv[(size_t)keys[t] * D + d];
-            }
+            mla_ref64(q + ((size_t)i * n_heads + h) * D, kv, D, keys, nk, scale, d_lat, acc, sc);
             for (int d = 0; d < d_lat; d++) {
-                double ref = nk ? acc[d] / sum : 0.0;
+                double ref = acc[d];
                 if (!isfinite(oh[d])) {
                     bad++;
                     continue;
