@@ -1164,6 +1164,25 @@ static enum sd_status attn_mla(struct fwd *f, int il, int T, int pos0)
     return matmul(f, f->y, f->o, L->wo, NULL, T, H, nh * dv);
 }
 
+// The routed experts of T <= MOE_DEV_T tokens on the device (k_moe_gateup, k_moe_down, k_moe_combine): the
+// routing result stays on the device. W: the experts' weight type.
+template <typename W> static enum sd_status moe_dev(struct fwd *f, int il, int T)
+{
+    const struct sd_config *c = &f->m->cfg;
+    int H = c->hidden_size, E = c->n_routed_experts, K = c->n_experts_per_tok, Ie = c->moe_intermediate_size;
+    const void *const *tab = f->exp_tab + (size_t)il * 3 * E;
+    dim3 g1((Ie + 7) / 8, T * K), g2((H + 7) / 8, T * K);
+    k_moe_gateup<W>
+        <<<g1, 256, (size_t)H * sizeof(float), f->st>>>(f->x, H, f->rsel, K, E, tab, tab + E, Ie, f->moe_act);
+    SD_CHECK_LAUNCH();
+    k_moe_down<W>
+        <<<g2, 256, (size_t)Ie * sizeof(float), f->st>>>(f->moe_act, Ie, f->rsel, E, tab + 2 * E, H, f->moe_yk);
+    SD_CHECK_LAUNCH();
+    k_moe_combine<<<blocks((size_t)T * H), 256, 0, f->st>>>(f->y, f->moe_yk, f->rsel, f->rw, K, H, T);
+    SD_CHECK_LAUNCH();
+    return SD_OK;
+}
+
 static enum sd_status moe(struct fwd *f, int il, int T)
 {
     const struct sd_config *c = &f->m->cfg;
@@ -1181,28 +1200,9 @@ static enum sd_status moe(struct fwd *f, int il, int T)
         TRY(mlp(f, f->x, T, L->sh_gate, L->sh_up, L->sh_down, c->n_shared_experts * c->moe_intermediate_size, f->y));
     else
         SD_CHECK_CUDA(cudaMemsetAsync(f->y, 0, (size_t)T * H * sizeof(float), f->st));
+    if (T <= MOE_DEV_T && f->exp_tab)
+        return f->exp_bf16 ? moe_dev<__nv_bfloat16>(f, il, T) : moe_dev<float>(f, il, T);
     int Ie = c->moe_intermediate_size;
-    if (T <= MOE_DEV_T && f->exp_tab) {
-        const void *const *tab = f->exp_tab + (size_t)il * 3 * E;
-        dim3 g1((Ie + 7) / 8, T * K), g2((H + 7) / 8, T * K);
-        if (f->exp_bf16) {
-            k_moe_gateup<__nv_bfloat16>
-                <<<g1, 256, (size_t)H * sizeof(float), f->st>>>(f->x, H, f->rsel, K, E, tab, tab + E, Ie, f->moe_act);
-            SD_CHECK_LAUNCH();
-            k_moe_down<__nv_bfloat16>
-                <<<g2, 256, (size_t)Ie * sizeof(float), f->st>>>(f->moe_act, Ie, f->rsel, E, tab + 2 * E, H, f->moe_yk);
-        } else {
-            k_moe_gateup<float>
-                <<<g1, 256, (size_t)H * sizeof(float), f->st>>>(f->x, H, f->rsel, K, E, tab, tab + E, Ie, f->moe_act);
-            SD_CHECK_LAUNCH();
-            k_moe_down<float>
-                <<<g2, 256, (size_t)Ie * sizeof(float), f->st>>>(f->moe_act, Ie, f->rsel, E, tab + 2 * E, H, f->moe_yk);
-        }
-        SD_CHECK_LAUNCH();
-        k_moe_combine<<<blocks((size_t)T * H), 256, 0, f->st>>>(f->y, f->moe_yk, f->rsel, f->rw, K, H, T);
-        SD_CHECK_LAUNCH();
-        return SD_OK;
-    }
     SD_CHECK_CUDA(cudaMemcpyAsync(f->h_rsel, f->rsel, (size_t)T * K * sizeof(int32_t), cudaMemcpyDeviceToHost, f->st));
     SD_CHECK_CUDA(cudaMemcpyAsync(f->h_rw, f->rw, (size_t)T * K * sizeof(float), cudaMemcpyDeviceToHost, f->st));
     SD_CHECK_CUDA(cudaStreamSynchronize(f->st));
