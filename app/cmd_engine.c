@@ -71,15 +71,28 @@ static int parse_backend(const char *s, const struct sd_backend **be)
     return SD_EXIT_USAGE;
 }
 
-// --gpu-weights bf16|f32: *bf16 set; -1 (message printed) for another value.
-static int parse_gpu_weights(const char *s, int *bf16)
+// --gpu-weights f32|bf16|fp8|fp8-f32: the session's gpu_weights_bf16 / gpu_weights_fp8; -1 (message printed) for
+// another value. fp8: matrices released as FP8 stay FP8, the rest bf16 (the leanest); fp8-f32: the rest f32.
+static int parse_gpu_weights(const char *s, struct sd_session_params *sp)
 {
-    if (!strcmp(s, "bf16") || !strcmp(s, "f32")) {
-        *bf16 = !strcmp(s, "bf16");
-        return 0;
-    }
-    fprintf(stderr, "sparsedoc: --gpu-weights must be 'bf16' or 'f32', got '%s'\n", s);
+    static const struct {
+        const char *name;
+        int bf16, fp8;
+    } modes[] = {{"f32", 0, 0}, {"bf16", 1, 0}, {"fp8", 1, 1}, {"fp8-f32", 0, 1}};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (!strcmp(s, modes[i].name)) {
+            sp->gpu_weights_bf16 = modes[i].bf16;
+            sp->gpu_weights_fp8 = modes[i].fp8;
+            return 0;
+        }
+    fprintf(stderr, "sparsedoc: --gpu-weights must be f32, bf16, fp8 or fp8-f32, got '%s'\n", s);
     return -1;
+}
+
+// The --gpu-weights name of a session's parameters.
+static const char *gpu_weights_name(const struct sd_session_params *sp)
+{
+    return sp->gpu_weights_fp8 ? (sp->gpu_weights_bf16 ? "fp8" : "fp8-f32") : sp->gpu_weights_bf16 ? "bf16" : "f32";
 }
 
 // --gpu-weights only means something for a GPU backend: 0 when fine, else a message and -1.
@@ -118,7 +131,9 @@ static void logits_usage(FILE *f)
                "  --attention MODE   sparse (default, the model's DSA) or dense (same weights, full attention)\n"
                "  --index-topk K     override the model's index_topk\n"
                "  --indexer-fp8      DeepSeek's FP8 indexer numerics instead of fp32\n"
-               "  --gpu-weights T    cuda only: f32 (default) or bf16 (large matrices in bf16, fp32 accumulation)\n"
+               "  --gpu-weights T    cuda only: f32 (default); bf16 (large matrices in bf16, fp32 accumulation);\n"
+               "                     fp8 (matrices released as FP8 kept FP8 with their block scales, the rest bf16);\n"
+               "                     fp8-f32 (FP8 as fp8, the rest f32)\n"
                "  --batch N          prefill chunk size (default 256); 1 = token-by-token decode\n");
 }
 
@@ -213,7 +228,7 @@ int sd_cmd_logits(int argc, char **argv)
             sp.max_batch = (int)v;
             break;
         case 'W':
-            if (parse_gpu_weights(optarg, &sp.gpu_weights_bf16))
+            if (parse_gpu_weights(optarg, &sp))
                 return SD_EXIT_USAGE;
             gw = 1;
             break;
@@ -290,7 +305,9 @@ static void generate_usage(FILE *f)
                "  --threads N        CPU threads (default: all cores)\n"
                "  --backend NAME     compute backend: cpu (default) or cuda (fp32 forward pass on the GPU)\n"
                "  --attention MODE   sparse (default) or dense\n"
-               "  --gpu-weights T    cuda only: f32 (default) or bf16 (large matrices in bf16, fp32 accumulation)\n"
+               "  --gpu-weights T    cuda only: f32 (default); bf16 (large matrices in bf16, fp32 accumulation);\n"
+               "                     fp8 (matrices released as FP8 kept FP8 with their block scales, the rest bf16);\n"
+               "                     fp8-f32 (FP8 as fp8, the rest f32)\n"
                "  --stats            print timing to stderr\n");
 }
 
@@ -368,7 +385,7 @@ int sd_cmd_generate(int argc, char **argv)
             break;
         case 'S': stats = 1; break;
         case 'W':
-            if (parse_gpu_weights(optarg, &sp.gpu_weights_bf16))
+            if (parse_gpu_weights(optarg, &sp))
                 return SD_EXIT_USAGE;
             gw = 1;
             break;
@@ -466,7 +483,7 @@ int sd_cmd_generate(int argc, char **argv)
                 produced / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
         if (sp.backend)
             fprintf(stderr, "device weights: %.1f MiB (%s)\n",
-                    (double)sd_session_backend_weight_bytes(s) / (1 << 20), sp.gpu_weights_bf16 ? "bf16" : "f32");
+                    (double)sd_session_backend_weight_bytes(s) / (1 << 20), gpu_weights_name(&sp));
     }
     rc = SD_EXIT_OK;
 out:

@@ -132,7 +132,32 @@ static enum sd_status load_w(struct sd_model *m, const char *name, int64_t rows,
     const float *p;
     enum sd_status st = load_t(m, name, 2, s, optional, &p, err);
     *out = f32_view(p, rows, cols);
-    return st;
+    if (st != SD_OK || !p)
+        return st;
+    // A released FP8 block-scaled matrix also keeps its source for GPU backends (struct sd_wmat.fp8); load_t
+    // has checked the tensor, its scale and their shapes.
+    const struct sd_tensor_info *t = sd_tensor_set_find(m->tensors, name);
+    if (!t || t->dtype != SD_DTYPE_F8_E4M3)
+        return SD_OK;
+    char sname[512];
+    snprintf(sname, sizeof sname, "%s_scale_inv", name);
+    const struct sd_tensor_info *sc = sd_tensor_set_find(m->tensors, sname);
+    if (!sc)
+        return SD_OK;
+    size_t ns = (size_t)sc->n_elems;
+    float *scale = malloc(ns ? ns * sizeof(float) : sizeof(float));
+    if (!scale)
+        return sd_err_set(err, SD_ERR_NOMEM, "out of memory keeping the FP8 scales of \"%s\"", name);
+    if ((st = sd_convert_to_f32(sc->dtype, sc->data, scale, ns)) != SD_OK) {
+        free(scale);
+        return sd_err_set(err, st, "%s: cannot convert scale tensor \"%s\"", sc->file, sname);
+    }
+    if ((st = own(m, scale, err)) != SD_OK)
+        return st;
+    out->fp8 = t->data;
+    out->fp8_scale = scale;
+    out->fp8_block = m->cfg.fp8_block ? m->cfg.fp8_block : 128;
+    return SD_OK;
 }
 
 #define W2(name, a, b, opt, dst)                                                                                       \

@@ -587,9 +587,12 @@ static enum sd_status load_layer(struct sd_model *m, int il, struct sd_err *err)
             size_t bg = sd_qtype_row_bytes(tg, H) * (size_t)Ie, bu = sd_qtype_row_bytes(tu, H) * (size_t)Ie;
             size_t bd = sd_qtype_row_bytes(td, Ie) * (size_t)H;
             for (int64_t e = 0; e < E; e++) { // one expert = Ie (or H) whole rows of the 3-D tensor
-                L->exp_gate[e] = (struct sd_wmat){(const uint8_t *)g3 + (size_t)e * bg, tg, (int)Ie, (int)H};
-                L->exp_up[e] = (struct sd_wmat){(const uint8_t *)u3 + (size_t)e * bu, tu, (int)Ie, (int)H};
-                L->exp_down[e] = (struct sd_wmat){(const uint8_t *)d3 + (size_t)e * bd, td, (int)H, (int)Ie};
+                L->exp_gate[e] = (struct sd_wmat){
+                    .data = (const uint8_t *)g3 + (size_t)e * bg, .type = tg, .rows = (int)Ie, .cols = (int)H};
+                L->exp_up[e] = (struct sd_wmat){
+                    .data = (const uint8_t *)u3 + (size_t)e * bu, .type = tu, .rows = (int)Ie, .cols = (int)H};
+                L->exp_down[e] = (struct sd_wmat){
+                    .data = (const uint8_t *)d3 + (size_t)e * bd, .type = td, .rows = (int)H, .cols = (int)Ie};
             }
             if (c->n_shared_experts > 0) {
                 int64_t Is = (int64_t)c->n_shared_experts * Ie;

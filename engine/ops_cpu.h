@@ -40,6 +40,13 @@ struct sd_wmat {
     const void *data;
     enum sd_qtype type;
     int rows, cols;
+    // An F32 view dequantized at load from a released FP8 block-scaled tensor (safetensors) also keeps its
+    // source, which a GPU backend may keep as FP8 (kernels/forward.cu): the e4m3 values [rows][cols] (the
+    // model's mapping) and f32 block scales [ceil(rows / fp8_block)][ceil(cols / fp8_block)] (the file's
+    // scale_inv converted once, owned by the model). NULL / 0 for every other matrix; the CPU ignores them.
+    const uint8_t *fp8;
+    const float *fp8_scale;
+    int fp8_block;
 };
 
 // The f32 pointer of an F32 view (NULL for other types or an absent matrix).

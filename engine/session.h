@@ -29,6 +29,12 @@ struct sd_session_params {
     // (kernels/forward.cu; norms, router, W_UK/W_UV, attention and caches stay fp32). Backend only: a CPU
     // session refuses it (SD_ERR_ARG), since its forward pass has no bf16 weights.
     int gpu_weights_bf16;
+    // 1: a GPU backend keeps the matrices released as FP8 with 128x128 block scales (struct sd_wmat.fp8) in
+    // FP8 on the device (1 byte per weight + the scales). GEMMs of up to a few tokens (decode) dequantize
+    // in-register with fp32 arithmetic (the CPU's f32 weights exactly); longer chunks dequantize each matrix
+    // into a scratch buffer first, f32 (sgemm) or, with gpu_weights_bf16, bf16 (its GEMM). Other matrices
+    // follow gpu_weights_bf16. Backend only, refused by a CPU session like gpu_weights_bf16.
+    int gpu_weights_fp8;
     const struct sd_backend *backend; // NULL: the CPU forward pass (borrowed; must outlive the session)
 };
 

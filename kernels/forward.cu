@@ -5,7 +5,11 @@
 // gpu_weights_bf16): the large matrices (attention, indexer and MLP/expert projections, embeddings/LM head)
 // are rounded to bf16 once at upload and kept only in bf16; their GEMMs (mm()) round the activations to bf16
 // into one scratch buffer and run cublasGemmEx bf16 x bf16 -> fp32 with fp32 accumulation. Norms, biases,
-// the router, W_UK/W_UV (wkv_b) and everything outside the GEMMs stay fp32. Our kernels for embeddings, RMSNorm,
+// the router, W_UK/W_UV (wkv_b) and everything outside the GEMMs stay fp32. Opt-in FP8 weights (session param
+// gpu_weights_fp8): matrices released as FP8 with block scales (sd_wmat.fp8) stay e4m3 + f32 scales on the
+// device; GEMMs of up to FP8_GEMV_T tokens run as GEMVs that dequantize in registers (fp32, the CPU's f32
+// weights exactly), longer ones dequantize the matrix into a scratch buffer (f32, or bf16 with
+// gpu_weights_bf16) and run the F32/BF16 GEMM on it. Our kernels for embeddings, RMSNorm,
 // LayerNorm, RoPE (both pairings, the config's llama3/YaRN tables), SwiGLU, dense causal GQA attention,
 // absorbed MLA attention over all or the indexer's top-k tokens (mla_attn.cu: all heads of a query share each
 // gathered latent row; split over blocks for decode), the lightning indexer in fp32 or with
@@ -53,6 +57,10 @@ extern "C" { // engine headers are C; sd_status.h must get C linkage before sd_c
 #define ATT_ACC 4 // output dims per attention thread: d_v <= NT * ATT_ACC
 #define MAX_EXPERTS 1024
 #define STAGE_N ((size_t)16 << 20) // floats of the staging buffer that bf16 weight uploads go through
+#define FP8_GEMV_T 4               // FP8 weights: GEMMs of up to this many tokens run as GEMVs (k_gemv_fp8)
+// Device-only weight type of mm(): e4m3 values [rows][cols] in data, f32 block scales in fp8_scale (a device
+// pointer), block fp8_block. Not a GGUF type: the value is past every type quant.h names.
+#define WT_FP8 ((enum sd_qtype)(SD_Q_TYPE_LIMIT - 1))
 
 struct fwd {
     const struct sd_model *m;
@@ -60,7 +68,10 @@ struct fwd {
     int topk, deepseek, use_indexer, score_rows;
     int fp8;             // FP8 indexer: caches ik8/iks instead of ikc
     int bf16;            // gpu_weights_bf16: the matrices of mm() are SD_Q_BF16 views of device memory
-    size_t weight_bytes; // device bytes of the uploaded weights (f32 and bf16)
+    int fp8w;            // gpu_weights_fp8: matrices with an FP8 source are WT_FP8 views (e4m3 + scales)
+    size_t fp8_max;      // the most elements of one WT_FP8 matrix (sizes wdq)
+    void *wdq;           // FP8 weights: one matrix dequantized for a long chunk's GEMM (f32, or bf16 in bf16 mode)
+    size_t weight_bytes; // device bytes of the uploaded weights (f32, bf16, e4m3 + scales)
     float *stage;        // setup only: f32 staging for the bf16 conversion (STAGE_N floats), freed after it
     __nv_bfloat16 *xb;   // bf16 mode: GEMM input rounded to bf16, xb_n elements (the largest T x K)
     size_t xb_n;
@@ -81,7 +92,8 @@ struct fwd {
     // MoE device path (T <= MOE_DEV_T): [L][3][E] expert matrix pointers (gate, up, down; NULL for dense
     // layers), all of one type (exp_bf16); activations [MOE_DEV_T * K][Ie] and per-slot outputs [.. * K][H]
     const void **exp_tab;
-    int exp_bf16;
+    const float **exp_stab; // their block scales where the experts are WT_FP8 ([L][3][E], else NULL)
+    int exp_bf16, exp_fp8, exp_block;
     float *moe_act, *moe_yk;
     size_t mla_part_n;
     float *iq, *ik, *iw, *scores;
@@ -188,11 +200,37 @@ static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n
     return st;
 }
 
-// A matrix multiplied by mm(): F32 on the device, or BF16 in bf16 mode unless f32_only (the router).
-static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n, struct sd_wmat *dev,
-                             bool f32_only = false)
+// A released FP8 matrix kept as FP8 (gpu_weights_fp8): e4m3 values and f32 block scales, a WT_FP8 view.
+static enum sd_status upload_fp8(struct fwd *f, const struct sd_wmat &host, size_t n, struct sd_wmat *dev)
 {
-    *dev = sd_wmat{NULL, SD_Q_F32, host.rows, host.cols};
+    const int B = host.fp8_block;
+    const size_t ns = (size_t)((host.rows + B - 1) / B) * (size_t)((host.cols + B - 1) / B);
+    uint8_t *q;
+    float *sc;
+    DALLOC(f, q, n, uint8_t);
+    DALLOC(f, sc, ns, float);
+    SD_CHECK_CUDA(cudaMemcpy(q, host.fp8, n, cudaMemcpyHostToDevice));
+    SD_CHECK_CUDA(cudaMemcpy(sc, host.fp8_scale, ns * sizeof(float), cudaMemcpyHostToDevice));
+    f->weight_bytes += n + ns * sizeof(float);
+    if (n > f->fp8_max)
+        f->fp8_max = n;
+    *dev = sd_wmat{};
+    dev->data = q, dev->type = WT_FP8, dev->rows = host.rows, dev->cols = host.cols;
+    dev->fp8_scale = sc, dev->fp8_block = B;
+    return SD_OK;
+}
+
+// A matrix multiplied by mm(): F32 on the device, BF16 in bf16 mode, or WT_FP8 in fp8 mode where the model
+// keeps its FP8 source; f32_only (the router, the embedding table that k_embed reads): F32 or BF16 only, and
+// F32 only for the router (no bf16: routing decisions).
+static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n, struct sd_wmat *dev,
+                             bool f32_only = false, bool no_fp8 = false)
+{
+    *dev = sd_wmat{};
+    dev->type = SD_Q_F32, dev->rows = host.rows, dev->cols = host.cols;
+    if (f->fp8w && !f32_only && !no_fp8 && host.data && host.fp8 && host.fp8_scale && host.fp8_block > 0 &&
+        (size_t)host.rows * (size_t)host.cols == n)
+        return upload_fp8(f, host, n, dev);
     if (!f->bf16 || f32_only || !host.data) {
         const float *d;
         TRY(upload(f, host, n, &d));
@@ -219,7 +257,7 @@ static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n
         free(tmp);
     }
     if (st == SD_OK)
-        *dev = sd_wmat{d, SD_Q_BF16, host.rows, host.cols};
+        dev->data = d, dev->type = SD_Q_BF16;
     return st;
 }
 
@@ -761,6 +799,116 @@ template <typename W> static __device__ __forceinline__ float x_round(float v)
     return sizeof(W) == 2 ? __bfloat162float(__float2bfloat16(v)) : v;
 }
 
+// e4m3 byte -> f32 (exact).
+static __device__ __forceinline__ float e4m3_f(uint8_t v)
+{
+    return sd_e4m3x2_to_f2((uint16_t)v).x;
+}
+
+// One warp: dot over k of (e4m3(row[k]) * srow[k / B]) * xs[k], each weight dequantized exactly as
+// sd_dequant_fp8_block does (one f32 product), 16 weights per lane and step where the row allows.
+static __device__ __forceinline__ float warp_dot_row_fp8(const uint8_t *row, const float *srow, int B, const float *xs,
+                                                         int K)
+{
+    const int lane = threadIdx.x & 31;
+    float s = 0.0f;
+    int k0 = 0;
+    if (K % 16 == 0 && B % 16 == 0 && ((uintptr_t)row & 15) == 0) {
+        for (int c = lane; c < K / 16; c += 32) {
+            uint4 raw = __ldg((const uint4 *)row + c);
+            const float sv = srow[c * 16 / B];
+            const uint32_t wd[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float2 lo = sd_e4m3x2_to_f2((uint16_t)(wd[j] & 0xffffu)), hi = sd_e4m3x2_to_f2((uint16_t)(wd[j] >> 16));
+                const float *xv = xs + c * 16 + 4 * j;
+                s += __fmul_rn(lo.x, sv) * xv[0] + __fmul_rn(lo.y, sv) * xv[1] + __fmul_rn(hi.x, sv) * xv[2] +
+                     __fmul_rn(hi.y, sv) * xv[3];
+            }
+        }
+        k0 = K;
+    }
+    for (int k = k0 + lane; k < K; k += 32)
+        s += __fmul_rn(e4m3_f(row[k]), srow[k / B]) * xs[k];
+    return sd_warp_sum(s);
+}
+
+// y[t][n] = sum_k W[n][k] x[t][k] (+ beta y[t][n]) for t < T <= FP8_GEMV_T with W a WT_FP8 matrix [N][K]
+// (scales [ceil(N / B)][ceil(K / B)]): one warp per output row, 8 rows per block, every weight read once
+// for all T tokens and dequantized in registers; fp32 arithmetic, x as given (no rounding).
+__global__ void __launch_bounds__(256) k_gemv_fp8(float *y, int ldy, const float *x, int ldx, const uint8_t *w,
+                                                  const float *sc, int B, int T, int N, int K, float beta)
+{
+    const int lane = threadIdx.x & 31, n = blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (n >= N)
+        return;
+    const uint8_t *row = w + (size_t)n * K;
+    const float *srow = sc + (size_t)(n / B) * ((K + B - 1) / B);
+    float acc[FP8_GEMV_T];
+#pragma unroll
+    for (int t = 0; t < FP8_GEMV_T; t++)
+        acc[t] = 0.0f;
+    int k0 = 0;
+    if (K % 16 == 0 && B % 16 == 0 && ldx % 4 == 0 && ((uintptr_t)row & 15) == 0 && ((uintptr_t)x & 15) == 0) {
+        for (int c = lane; c < K / 16; c += 32) {
+            uint4 raw = __ldg((const uint4 *)row + c);
+            const float sv = srow[c * 16 / B];
+            const uint32_t wd[4] = {raw.x, raw.y, raw.z, raw.w};
+            float wv[16];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float2 lo = sd_e4m3x2_to_f2((uint16_t)(wd[j] & 0xffffu)), hi = sd_e4m3x2_to_f2((uint16_t)(wd[j] >> 16));
+                wv[4 * j] = __fmul_rn(lo.x, sv), wv[4 * j + 1] = __fmul_rn(lo.y, sv);
+                wv[4 * j + 2] = __fmul_rn(hi.x, sv), wv[4 * j + 3] = __fmul_rn(hi.y, sv);
+            }
+#pragma unroll
+            for (int t = 0; t < FP8_GEMV_T; t++) {
+                if (t >= T)
+                    break;
+                const float4 *xp = (const float4 *)(x + (size_t)t * ldx) + c * 4;
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    float4 xv = __ldg(xp + q);
+                    acc[t] += wv[4 * q] * xv.x + wv[4 * q + 1] * xv.y + wv[4 * q + 2] * xv.z + wv[4 * q + 3] * xv.w;
+                }
+            }
+        }
+        k0 = K;
+    }
+    for (int k = k0 + lane; k < K; k += 32) {
+        const float wk = __fmul_rn(e4m3_f(row[k]), srow[k / B]);
+#pragma unroll
+        for (int t = 0; t < FP8_GEMV_T; t++)
+            if (t < T)
+                acc[t] += wk * x[(size_t)t * ldx + k];
+    }
+#pragma unroll
+    for (int t = 0; t < FP8_GEMV_T; t++) {
+        if (t >= T)
+            break;
+        float v = sd_warp_sum(acc[t]);
+        if (lane == 0) {
+            float *yo = y + (size_t)t * ldy + n;
+            *yo = beta == 0.0f ? v : v + beta * *yo;
+        }
+    }
+}
+
+// out[n][k] = O(e4m3(w[n][k]) * sc[n / B][k / B]): a WT_FP8 matrix dequantized for a GEMM (O = float gives
+// the CPU's f32 weights exactly; O = bf16 rounds them as bf16 mode's upload does).
+template <typename O> __global__ void k_dequant_fp8(O *out, const uint8_t *w, const float *sc, int B, int N, int K)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)N * K)
+        return;
+    const size_t n = i / (size_t)K, k = i % (size_t)K;
+    const float v = __fmul_rn(e4m3_f(w[i]), sc[(n / B) * (size_t)((K + B - 1) / B) + k / B]);
+    if constexpr (sizeof(O) == 2)
+        out[i] = __float2bfloat16_rn(v);
+    else
+        out[i] = v;
+}
+
 // One warp: dot(row[0..K), xs[0..K)) with the row read in 16-byte pieces where it is aligned.
 template <typename W> static __device__ __forceinline__ float warp_dot_row(const W *row, const float *xs, int K)
 {
@@ -783,10 +931,22 @@ template <typename W> static __device__ __forceinline__ float warp_dot_row(const
     return sd_warp_sum(s);
 }
 
-// act[slot][r] = silu(gate_e[r] . x_t) * (up_e[r] . x_t), e = rsel[slot], t = slot / K; 8 rows per block.
+// One warp: row r of expert matrix m (W, or e4m3 with block scales ms / B where W is uint8_t) dot xs.
 template <typename W>
-__global__ void __launch_bounds__(256) k_moe_gateup(const float *x, int H, const int32_t *rsel, int K, int E,
-                                                    const void *const *gate, const void *const *up, int Ie, float *act)
+static __device__ __forceinline__ float expert_dot(const void *m, const float *ms, int B, int r, const float *xs, int K)
+{
+    if constexpr (sizeof(W) == 1)
+        return warp_dot_row_fp8((const uint8_t *)m + (size_t)r * K, ms + (size_t)(r / B) * ((K + B - 1) / B), B, xs, K);
+    else
+        return warp_dot_row((const W *)m + (size_t)r * K, xs, K);
+}
+
+// act[slot][r] = silu(gate_e[r] . x_t) * (up_e[r] . x_t), e = rsel[slot], t = slot / K; 8 rows per block.
+// W: the experts' type (float, bf16, or uint8_t for e4m3 with the scale tables gs / us, block B).
+template <typename W>
+__global__ void __launch_bounds__(256)
+    k_moe_gateup(const float *x, int H, const int32_t *rsel, int K, int E, const void *const *gate,
+                 const void *const *up, int Ie, float *act, const float *const *gs, const float *const *us, int B)
 {
     extern __shared__ float xs[];
     const int slot = blockIdx.y, t = slot / K, e = rsel[slot];
@@ -798,8 +958,8 @@ __global__ void __launch_bounds__(256) k_moe_gateup(const float *x, int H, const
         return;
     float out = 0.0f; // an invalid expert index (routing never makes one) contributes nothing
     if (e >= 0 && e < E) {
-        float g = warp_dot_row((const W *)gate[e] + (size_t)r * H, xs, H);
-        float u = warp_dot_row((const W *)up[e] + (size_t)r * H, xs, H);
+        float g = expert_dot<W>(gate[e], gs ? gs[e] : NULL, B, r, xs, H);
+        float u = expert_dot<W>(up[e], us ? us[e] : NULL, B, r, xs, H);
         out = g / (1.0f + expf(-g)) * u;
     }
     if ((threadIdx.x & 31) == 0)
@@ -809,7 +969,8 @@ __global__ void __launch_bounds__(256) k_moe_gateup(const float *x, int H, const
 // yk[slot][r] = down_e[r] . act[slot]; 8 rows per block.
 template <typename W>
 __global__ void __launch_bounds__(256)
-    k_moe_down(const float *act, int Ie, const int32_t *rsel, int E, const void *const *down, int H, float *yk)
+    k_moe_down(const float *act, int Ie, const int32_t *rsel, int E, const void *const *down, int H, float *yk,
+               const float *const *ds, int B)
 {
     extern __shared__ float as[];
     const int slot = blockIdx.y, e = rsel[slot];
@@ -819,7 +980,7 @@ __global__ void __launch_bounds__(256)
     const int r = blockIdx.x * 8 + (threadIdx.x >> 5);
     if (r >= H)
         return;
-    float out = e >= 0 && e < E ? warp_dot_row((const W *)down[e] + (size_t)r * Ie, as, Ie) : 0.0f;
+    float out = e >= 0 && e < E ? expert_dot<W>(down[e], ds ? ds[e] : NULL, B, r, as, Ie) : 0.0f;
     if ((threadIdx.x & 31) == 0)
         yk[(size_t)slot * H + r] = out;
 }
@@ -854,12 +1015,40 @@ __global__ void k_moe_combine(float *y, const float *yk, const int32_t *rsel, co
 // y[T][N] = x[T][K] w[N][K]^T (+ beta y), leading dims in elements (as sd_matmul_ld). w is an F32 or BF16
 // view of device memory: F32 runs sgemm; BF16 rounds x to bf16 into f->xb (packed, ld K), then
 // bf16 x bf16 -> fp32 through cublasGemmEx with fp32 accumulation (same operands and transposes).
+// WT_FP8 (packed, ldw = K): up to FP8_GEMV_T tokens run k_gemv_fp8; more dequantize w into f->wdq (f32, or bf16
+// in bf16 mode) and continue as an F32 / BF16 matrix.
 static enum sd_status mm(struct fwd *f, float *y, int ldy, const float *x, int ldx, const struct sd_wmat &w, int ldw,
                          int T, int N, int K, float beta)
 {
     if (T <= 0 || N <= 0)
         return SD_OK;
     const float one = 1.0f;
+    if (w.type == WT_FP8) {
+        if (ldw != K || (size_t)N * (size_t)K > f->fp8_max || !f->wdq) {
+            sd_cuda_set_error("mm", __FILE__, __LINE__, "FP8 matrix not packed or larger than the dequant scratch");
+            return SD_ERR_BACKEND;
+        }
+        if (T <= FP8_GEMV_T) {
+            k_gemv_fp8<<<(N + 7) / 8, 256, 0, f->st>>>(y, ldy, x, ldx, (const uint8_t *)w.data, w.fp8_scale,
+                                                       w.fp8_block, T, N, K, beta);
+            SD_CHECK_LAUNCH();
+            return SD_OK;
+        }
+        size_t n = (size_t)N * (size_t)K;
+        struct sd_wmat d = w;
+        d.data = f->wdq;
+        if (f->bf16) {
+            k_dequant_fp8<__nv_bfloat16><<<blocks(n), 256, 0, f->st>>>((__nv_bfloat16 *)f->wdq, (const uint8_t *)w.data,
+                                                                       w.fp8_scale, w.fp8_block, N, K);
+            d.type = SD_Q_BF16;
+        } else {
+            k_dequant_fp8<float><<<blocks(n), 256, 0, f->st>>>((float *)f->wdq, (const uint8_t *)w.data, w.fp8_scale,
+                                                               w.fp8_block, N, K);
+            d.type = SD_Q_F32;
+        }
+        SD_CHECK_LAUNCH();
+        return mm(f, y, ldy, x, ldx, d, K, T, N, K, beta);
+    }
     if (w.type == SD_Q_F32) {
         SD_CHECK_CUBLAS(cublasSgemm(f->cb, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, (const float *)w.data, ldw, x, ldx,
                                     &beta, y, ldy));
@@ -1171,12 +1360,14 @@ template <typename W> static enum sd_status moe_dev(struct fwd *f, int il, int T
     const struct sd_config *c = &f->m->cfg;
     int H = c->hidden_size, E = c->n_routed_experts, K = c->n_experts_per_tok, Ie = c->moe_intermediate_size;
     const void *const *tab = f->exp_tab + (size_t)il * 3 * E;
+    const float *const *stab = f->exp_stab ? f->exp_stab + (size_t)il * 3 * E : NULL;
+    const int B = f->exp_block;
     dim3 g1((Ie + 7) / 8, T * K), g2((H + 7) / 8, T * K);
-    k_moe_gateup<W>
-        <<<g1, 256, (size_t)H * sizeof(float), f->st>>>(f->x, H, f->rsel, K, E, tab, tab + E, Ie, f->moe_act);
+    k_moe_gateup<W><<<g1, 256, (size_t)H * sizeof(float), f->st>>>(f->x, H, f->rsel, K, E, tab, tab + E, Ie, f->moe_act,
+                                                                   stab, stab ? stab + E : NULL, B);
     SD_CHECK_LAUNCH();
-    k_moe_down<W>
-        <<<g2, 256, (size_t)Ie * sizeof(float), f->st>>>(f->moe_act, Ie, f->rsel, E, tab + 2 * E, H, f->moe_yk);
+    k_moe_down<W><<<g2, 256, (size_t)Ie * sizeof(float), f->st>>>(f->moe_act, Ie, f->rsel, E, tab + 2 * E, H, f->moe_yk,
+                                                                  stab ? stab + 2 * E : NULL, B);
     SD_CHECK_LAUNCH();
     k_moe_combine<<<blocks((size_t)T * H), 256, 0, f->st>>>(f->y, f->moe_yk, f->rsel, f->rw, K, H, T);
     SD_CHECK_LAUNCH();
@@ -1201,7 +1392,9 @@ static enum sd_status moe(struct fwd *f, int il, int T)
     else
         SD_CHECK_CUDA(cudaMemsetAsync(f->y, 0, (size_t)T * H * sizeof(float), f->st));
     if (T <= MOE_DEV_T && f->exp_tab)
-        return f->exp_bf16 ? moe_dev<__nv_bfloat16>(f, il, T) : moe_dev<float>(f, il, T);
+        return f->exp_fp8    ? moe_dev<uint8_t>(f, il, T)
+               : f->exp_bf16 ? moe_dev<__nv_bfloat16>(f, il, T)
+                             : moe_dev<float>(f, il, T);
     int Ie = c->moe_intermediate_size;
     SD_CHECK_CUDA(cudaMemcpyAsync(f->h_rsel, f->rsel, (size_t)T * K * sizeof(int32_t), cudaMemcpyDeviceToHost, f->st));
     SD_CHECK_CUDA(cudaMemcpyAsync(f->h_rw, f->rw, (size_t)T * K * sizeof(float), cudaMemcpyDeviceToHost, f->st));
@@ -1314,16 +1507,21 @@ static void fwd_free(void *ctx)
     free(f);
 }
 
-// The device table of expert matrix pointers for the MoE device path (f->exp_tab); left NULL (the grouped
-// path runs) if the experts are not all F32 or all BF16.
+// The device table of expert matrix pointers for the MoE device path (f->exp_tab, and f->exp_stab with their
+// block scales for WT_FP8 experts); left NULL (the grouped path runs) if the experts are not all F32, all BF16
+// or all WT_FP8 of one block size.
 static enum sd_status moe_table(struct fwd *f)
 {
     const struct sd_config *c = &f->m->cfg;
     size_t L = (size_t)c->n_layers, E = (size_t)c->n_routed_experts;
     const void **h = (const void **)calloc(L * 3 * E, sizeof *h);
-    if (!h)
+    const float **hs = (const float **)calloc(L * 3 * E, sizeof *hs);
+    if (!h || !hs) {
+        free(h);
+        free(hs);
         return SD_ERR_NOMEM;
-    int type = -1, mixed = 0;
+    }
+    int type = -1, mixed = 0, block = -1;
     for (size_t il = 0; il < L; il++) {
         const struct sd_layer_weights *D = &f->L[il];
         if (!D->is_moe)
@@ -1332,26 +1530,36 @@ static enum sd_status moe_table(struct fwd *f)
             const struct sd_wmat *w[3] = {&D->exp_gate[e], &D->exp_up[e], &D->exp_down[e]};
             for (int j = 0; j < 3; j++) {
                 if (type < 0)
-                    type = w[j]->type;
-                mixed |= (int)w[j]->type != type || !w[j]->data;
+                    type = w[j]->type, block = w[j]->fp8_block;
+                mixed |= (int)w[j]->type != type || !w[j]->data || w[j]->fp8_block != block;
                 h[(il * 3 + j) * E + e] = w[j]->data;
+                hs[(il * 3 + j) * E + e] = w[j]->fp8_scale;
             }
         }
     }
     enum sd_status st = SD_OK;
-    if (!mixed && (type == SD_Q_F32 || type == SD_Q_BF16)) {
-        void *d = NULL;
+    const int fp8 = type == (int)WT_FP8;
+    if (!mixed && (type == SD_Q_F32 || type == SD_Q_BF16 || (fp8 && block > 0))) {
+        void *d = NULL, *ds = NULL;
         st = dalloc(f, &d, L * 3 * E * sizeof *h);
-        if (st == SD_OK && cudaMemcpy(d, h, L * 3 * E * sizeof *h, cudaMemcpyHostToDevice) != cudaSuccess) {
+        if (st == SD_OK && fp8)
+            st = dalloc(f, &ds, L * 3 * E * sizeof *hs);
+        if (st == SD_OK &&
+            (cudaMemcpy(d, h, L * 3 * E * sizeof *h, cudaMemcpyHostToDevice) != cudaSuccess ||
+             (fp8 && cudaMemcpy(ds, hs, L * 3 * E * sizeof *hs, cudaMemcpyHostToDevice) != cudaSuccess))) {
             sd_cuda_set_error("cudaMemcpy(exp_tab)", __FILE__, __LINE__, "copy failed");
             st = SD_ERR_BACKEND;
         }
         if (st == SD_OK) {
             f->exp_tab = (const void **)d;
+            f->exp_stab = (const float **)ds;
             f->exp_bf16 = type == SD_Q_BF16;
+            f->exp_fp8 = fp8;
+            f->exp_block = fp8 ? block : 0;
         }
     }
     free(h);
+    free(hs);
     return st;
 }
 
@@ -1433,7 +1641,7 @@ static enum sd_status fwd_setup(struct fwd *f)
     SD_CHECK_CUBLAS(cublasCreate(&f->cb));
     SD_CHECK_CUBLAS(cublasSetStream(f->cb, f->st));
     SD_CHECK_CUBLAS(cublasSetMathMode(f->cb, CUBLAS_DEFAULT_MATH)); // fp32: no TF32 down-conversion
-    TRY(upload(f, m->embed, V * H, &f->embed));
+    TRY(upload(f, m->embed, V * H, &f->embed, false, true));        // k_embed reads F32 or BF16 rows
     TRY(upload(f, m->norm, H, &f->norm));
     if (m->lm_head.data == m->embed.data)
         f->lm_head = f->embed;
@@ -1446,6 +1654,8 @@ static enum sd_status fwd_setup(struct fwd *f)
         TRY(upload_layer(f, (int)il));
     SD_CHECK_CUDA(cudaFree(f->stage));
     f->stage = NULL;
+    if (f->fp8_max) // one FP8 matrix at a time, dequantized for a long chunk's GEMM
+        TRY(dalloc(f, &f->wdq, f->fp8_max * (f->bf16 ? sizeof(__nv_bfloat16) : sizeof(float))));
     DALLOC(f, f->ids, T, int32_t);
     DALLOC(f, f->h, T * H, float);
     DALLOC(f, f->x, T * H, float);
@@ -1578,6 +1788,7 @@ static enum sd_status fwd_init(const struct sd_model *m, const struct sd_session
     f->use_indexer = use_indexer;
     f->fp8 = fp8;
     f->bf16 = p->gpu_weights_bf16 != 0;
+    f->fp8w = p->gpu_weights_fp8 != 0;
     enum sd_status st = fwd_setup(f);
     if (st != SD_OK) {
         fwd_free(f);

@@ -19,6 +19,12 @@
 // is relative to the CPU's own sensitivity, computed in the test: <= 2 x (CPU with bf16-rounded weights vs CPU)
 // + 3e-2, which a wrong GEMM (rel L2 ~1) still fails. Also: two bf16 runs give bit-identical logits, and the
 // device weight bytes in bf16 mode are < 0.6 x those of f32 mode.
+// FP8 weights (gpu_weights_fp8: matrices released as FP8 stay e4m3 + block scales on the device). Without bf16
+// (--gpu-weights fp8-f32) every dequantized weight equals the CPU's f32 weight exactly and only the summation
+// order differs, so the fp32 bounds hold: CUDA fp8 vs CPU <= 1e-5 with full top-1 agreement, token-by-token
+// (the GEMV path) vs one prefill (the dequantize-then-GEMM path) <= 1e-5, greedy decodes of sparsedoc-mini
+// identical to the CPU's; on the FP8 fixture the weight bytes must shrink, elsewhere stay equal. With bf16
+// (--gpu-weights fp8) the bf16 bound above applies and the bytes are at most those of bf16 mode.
 // Exits 77 (skip) on machines without a CUDA device.
 #include <math.h>
 #include <stdio.h>
@@ -32,12 +38,19 @@
 #include "test_util.h"
 
 // Logits of all n positions, fed `batch` tokens per eval. NULL on failure (message printed).
-// bf16: gpu_weights_bf16; wbytes (may be NULL): the backend's device weight bytes.
+// wmode: W_BF16 (gpu_weights_bf16) | W_FP8 (gpu_weights_fp8); wbytes (may be NULL): the backend's device weight
+// bytes.
+enum { W_BF16 = 1, W_FP8 = 2 };
 static float *run_w(const struct sd_model *m, const int32_t *ids, int n, int batch, enum sd_dsa_mode mode,
-                    const struct sd_backend *be, int fp8, int bf16, size_t *wbytes)
+                    const struct sd_backend *be, int fp8, int wmode, size_t *wbytes)
 {
-    struct sd_session_params sp = {
-        .n_ctx = n, .max_batch = batch, .dsa_mode = mode, .backend = be, .indexer_fp8 = fp8, .gpu_weights_bf16 = bf16};
+    struct sd_session_params sp = {.n_ctx = n,
+                                   .max_batch = batch,
+                                   .dsa_mode = mode,
+                                   .backend = be,
+                                   .indexer_fp8 = fp8,
+                                   .gpu_weights_bf16 = (wmode & W_BF16) != 0,
+                                   .gpu_weights_fp8 = (wmode & W_FP8) != 0};
     struct sd_session *s = NULL;
     struct sd_err err = {0};
     if (sd_session_new(m, &sp, &s, &err) != SD_OK) {
@@ -191,13 +204,14 @@ static void check_bf16(const char *name, struct sd_model *m, const int32_t *ids,
 {
     const struct sd_backend *be = sd_cuda_backend();
     int V = m->cfg.vocab_size;
-    size_t nv = (size_t)n * V, w32 = 0, w16 = 0, w16b = 0;
-    float *a = run_w(m, ids, n, 256, SD_DSA_SPARSE, be, 0, 1, &w16),
-          *b = run_w(m, ids, n, 256, SD_DSA_SPARSE, be, 0, 1, &w16b);
+    size_t nv = (size_t)n * V, w32 = 0, w16 = 0, w16b = 0, w8 = 0;
+    float *a = run_w(m, ids, n, 256, SD_DSA_SPARSE, be, 0, W_BF16, &w16),
+          *b = run_w(m, ids, n, 256, SD_DSA_SPARSE, be, 0, W_BF16, &w16b);
     float *f32 = run_w(m, ids, n, 256, SD_DSA_SPARSE, be, 0, 0, &w32);
+    float *c8 = run_w(m, ids, n, 256, SD_DSA_SPARSE, be, 0, W_BF16 | W_FP8, &w8);
     float *cb = is_dsa ? cpu_bf16_weights(m, ids, n) : NULL;
-    CHECK(a && b && f32 && (!is_dsa || cb));
-    if (a && b && f32 && (!is_dsa || cb)) {
+    CHECK(a && b && f32 && c8 && (!is_dsa || cb));
+    if (a && b && f32 && c8 && (!is_dsa || cb)) {
         double e = sd_test_rel_l2(a, cpu, nv), sens = cb ? sd_test_rel_l2(cb, cpu, nv) : 0.0;
         double bound = is_dsa ? 2.0 * sens + 3e-2 : 3e-2;
         int agree = 0;
@@ -214,11 +228,66 @@ static void check_bf16(const char *name, struct sd_model *m, const int32_t *ids,
         CHECK_MSG(!memcmp(a, b, nv * sizeof(float)), "fixture %s: two bf16-weight runs differ", name);
         CHECK_MSG(w32 > 0 && w16 == w16b && (double)w16 < 0.6 * (double)w32,
                   "fixture %s: bf16 weight bytes %zu vs f32 %zu (want < 0.6x)", name, w16, w32);
+        double e8 = sd_test_rel_l2(c8, cpu, nv);
+        printf("%-10s fp8 + bf16 weights: cuda vs cpu fp32 rel_l2 %.3g (bound %.3g); weights %.1f KiB\n", name, e8,
+               bound, w8 / 1024.0);
+        CHECK_MSG(e8 <= bound, "fixture %s: fp8+bf16-weight CUDA differs from CPU fp32 by %.3g > %.3g", name, e8,
+                  bound);
+        CHECK_MSG(w8 > 0 && w8 <= w16, "fixture %s: fp8+bf16 weight bytes %zu > bf16 %zu", name, w8, w16);
     }
     free(a);
     free(b);
     free(f32);
+    free(c8);
     free(cb);
+}
+
+// Matrices of m with an FP8 source (sd_wmat.fp8): the ones gpu_weights_fp8 keeps in FP8.
+static int n_fp8_sources(const struct sd_model *m)
+{
+    int n = 0;
+    for (int il = 0; il < m->cfg.n_layers; il++) {
+        const struct sd_layer_weights *L = &m->layers[il];
+        const struct sd_wmat *w[] = {&L->wq,      &L->wk,     &L->wv,       &L->wo,     &L->wq_a,      &L->wq_b,
+                                     &L->wq_full, &L->wkv_a,  &L->idx_wq_b, &L->idx_wk, &L->idx_wproj, &L->w_gate,
+                                     &L->w_up,    &L->w_down, &L->sh_gate,  &L->sh_up,  &L->sh_down};
+        for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+            n += w[i]->fp8 != NULL;
+        for (int e = 0; L->is_moe && L->exp_gate && e < m->cfg.n_routed_experts; e++)
+            n += (L->exp_gate[e].fp8 != NULL) + (L->exp_up[e].fp8 != NULL) + (L->exp_down[e].fp8 != NULL);
+    }
+    return n;
+}
+
+// FP8 weights with f32 arithmetic (--gpu-weights fp8-f32) against the CPU (see the header comment).
+static void check_fp8_weights(const char *name, const struct sd_model *m, const int32_t *ids, int n, const float *cpu)
+{
+    const struct sd_backend *be = sd_cuda_backend();
+    int V = m->cfg.vocab_size, src = n_fp8_sources(m);
+    size_t nv = (size_t)n * V, w8 = 0, w32 = 0;
+    float *a = run_w(m, ids, n, 256, SD_DSA_SPARSE, be, 0, W_FP8, &w8);
+    float *a1 = run_w(m, ids, n, 1, SD_DSA_SPARSE, be, 0, W_FP8, NULL);
+    float *f32 = run_w(m, ids, n, 256, SD_DSA_SPARSE, be, 0, 0, &w32);
+    CHECK(a && a1 && f32);
+    if (a && a1 && f32) {
+        double e = sd_test_rel_l2(a, cpu, nv), e1 = sd_test_rel_l2(a1, a, nv);
+        int agree = 0;
+        for (int t = 0; t < n; t++)
+            agree += sd_test_argmax(a + (size_t)t * V, V) == sd_test_argmax(cpu + (size_t)t * V, V);
+        printf("%-10s fp8 weights (f32 math), %d FP8 matrices: cuda vs cpu rel_l2 %.3g, top1 %d/%d; token-by-token "
+               "vs prefill %.3g; weights %.1f KiB vs f32 %.1f KiB\n",
+               name, src, e, agree, n, e1, w8 / 1024.0, w32 / 1024.0);
+        CHECK_MSG(e <= 1e-5, "fixture %s: fp8-weight CUDA differs from CPU by %.3g", name, e);
+        CHECK_MSG(agree == n, "fixture %s: fp8-weight top-1 agreement %d/%d", name, agree, n);
+        CHECK_MSG(e1 <= 1e-5, "fixture %s: fp8-weight token-by-token differs from prefill by %.3g", name, e1);
+        if (src > 0)
+            CHECK_MSG(w8 > 0 && w8 < w32, "fixture %s: fp8 weight bytes %zu not below f32 %zu", name, w8, w32);
+        else
+            CHECK_MSG(w8 == w32, "fixture %s: no FP8 matrices, yet fp8 weight bytes %zu != f32 %zu", name, w8, w32);
+    }
+    free(a);
+    free(a1);
+    free(f32);
 }
 
 static void check_fixture(const char *name, int is_dsa)
@@ -261,6 +330,7 @@ static void check_fixture(const char *name, int is_dsa)
     CHECK_MSG(ec <= 1e-5, "fixture %s: CUDA differs from CPU by %.3g", name, ec);
     CHECK_MSG(agree == n, "fixture %s: top-1 agreement %d/%d", name, agree, n);
     check_bf16(name, m, ids, n, cpu, is_dsa);
+    check_fp8_weights(name, m, ids, n, cpu);
     int steps[2] = {7, 1};
     for (int i = 0; i < 2; i++) {
         float *lg = run(m, ids, n, steps[i], SD_DSA_SPARSE, be);
@@ -316,9 +386,13 @@ out:
 
 // Greedy decode of n_gen tokens after the prompt; returns malloc'd ids or NULL.
 static int32_t *greedy(const struct sd_model *m, const int32_t *prompt, int np, int n_gen, const struct sd_backend *be,
-                       int fp8)
+                       int fp8, int wmode)
 {
-    struct sd_session_params sp = {.n_ctx = np + n_gen, .backend = be, .indexer_fp8 = fp8};
+    struct sd_session_params sp = {.n_ctx = np + n_gen,
+                                   .backend = be,
+                                   .indexer_fp8 = fp8,
+                                   .gpu_weights_bf16 = (wmode & W_BF16) != 0,
+                                   .gpu_weights_fp8 = (wmode & W_FP8) != 0};
     struct sd_session *s = NULL;
     struct sd_err err = {0};
     int V = m->cfg.vocab_size;
@@ -343,7 +417,8 @@ fail:
     return NULL;
 }
 
-static void check_greedy(const char *label, const char *dir, int np, int fp8)
+// wmode (CUDA only): W_FP8 for FP8 weights with f32 arithmetic; the CPU run is always f32.
+static void check_greedy(const char *label, const char *dir, int np, int fp8, int wmode)
 {
     struct sd_model *m = NULL;
     struct sd_err err = {0};
@@ -359,15 +434,16 @@ static void check_greedy(const char *label, const char *dir, int np, int fp8)
         prompt[i] = (int32_t)((st >> 33) % (uint64_t)(m->cfg.vocab_size - 3)) + 3;
     }
     const int n_gen = 64;
-    int32_t *a = greedy(m, prompt, np, n_gen, NULL, fp8), *b = greedy(m, prompt, np, n_gen, sd_cuda_backend(), fp8);
+    int32_t *a = greedy(m, prompt, np, n_gen, NULL, fp8, 0);
+    int32_t *b = greedy(m, prompt, np, n_gen, sd_cuda_backend(), fp8, wmode);
     CHECK(a && b);
     if (a && b) {
         int first = -1;
         for (int i = 0; i < n_gen && first < 0; i++)
             if (a[i] != b[i])
                 first = i;
-        printf("%-14s%s prompt %d tokens, greedy %d tokens: CPU and CUDA %s", label, fp8 ? " fp8-indexer" : "", np,
-               n_gen, first < 0 ? "identical" : "DIFFER");
+        printf("%-14s%s%s prompt %d tokens, greedy %d tokens: CPU and CUDA %s", label, fp8 ? " fp8-indexer" : "",
+               wmode & W_FP8 ? " fp8-weights" : "", np, n_gen, first < 0 ? "identical" : "DIFFER");
         if (first >= 0)
             printf(" at %d (cpu %d, cuda %d)", first, a[first], b[first]);
         printf("; first tokens %d %d %d %d\n", b[0], b[1], b[2], b[3]);
@@ -390,9 +466,9 @@ int main(void)
         check_fixture(fx[i], !strncmp(fx[i], "dsv32", 5));
     char dir[1100];
     snprintf(dir, sizeof dir, "%s/stories260K", sd_test_fixtures());
-    check_greedy("stories260K", dir, 1, 0);
+    check_greedy("stories260K", dir, 1, 0, 0);
     snprintf(dir, sizeof dir, "%s/dsv32", sd_test_fixtures());
-    check_greedy("dsv32", dir, 40, 1); // index_topk 16: selection live from the prompt on
+    check_greedy("dsv32", dir, 40, 1, 0); // index_topk 16: selection live from the prompt on
     const char *src = getenv("SD_SOURCE");
     snprintf(dir, sizeof dir, "%s/data/models/sparsedoc-mini", src ? src : ".");
     FILE *f;
@@ -400,9 +476,10 @@ int main(void)
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     if ((f = fopen(cfg, "r")) != NULL) {
         fclose(f);
-        check_greedy("sparsedoc-mini", dir, 16, 0);
-        check_greedy("sparsedoc-mini", dir, 600, 0); // > index_topk 512: sparse selection during decode
-        check_greedy("sparsedoc-mini", dir, 600, 1); // the same with the FP8 indexer
+        check_greedy("sparsedoc-mini", dir, 16, 0, 0);
+        check_greedy("sparsedoc-mini", dir, 600, 0, 0);     // > index_topk 512: sparse selection during decode
+        check_greedy("sparsedoc-mini", dir, 600, 1, 0);     // the same with the FP8 indexer
+        check_greedy("sparsedoc-mini", dir, 600, 0, W_FP8); // its FP8 matrices kept FP8 on the device
     } else {
         CHECK_MSG(0, "%s missing (SD_SOURCE=%s)", cfg, src ? src : "(unset)");
     }

@@ -2,12 +2,15 @@
 // tests/fixtures/<name>/ (made by tools/make_fixtures.py on the GPU machine): relative L2 error
 // <= 1e-4 and 100% top-1 agreement per fixture; chunked prefill and token-by-token decode equal a
 // single prefill; for DSA fixtures, a forced-dense run must FAIL the comparison (sparse path is live).
-// A CPU session asked for GPU bf16 weights (gpu_weights_bf16) is refused with SD_ERR_ARG.
+// A CPU session asked for GPU bf16 or FP8 weights (gpu_weights_bf16/_fp8) is refused with SD_ERR_ARG.
+// Every matrix loaded from a released FP8 tensor keeps its e4m3 source and f32 block scales (sd_wmat.fp8,
+// what a GPU backend keeps in FP8), and dequantizing that source reproduces the F32 view bit for bit.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h"
 #include "model.h"
 #include "session.h"
 #include "test_util.h"
@@ -85,8 +88,8 @@ static void check_fixture(const char *name, int is_dsa)
             double d8 = sd_test_rel_l2(f8, ref, (size_t)n * V), dd = sd_test_rel_l2(dense, ref, (size_t)n * V);
             printf("%-10s fp8-indexer run: rel_l2=%.3g (dense run %.3g)\n", name, d8, dd);
             CHECK_MSG(finite, "fixture %s: fp8 indexer run produced non-finite logits", name);
-            CHECK_MSG(d8 < dd, "fixture %s: fp8 indexer run (%.3g) no nearer the reference than dense (%.3g)", name,
-                      d8, dd);
+            CHECK_MSG(d8 < dd, "fixture %s: fp8 indexer run (%.3g) no nearer the reference than dense (%.3g)", name, d8,
+                      dd);
         }
         free(dense);
         free(f8);
@@ -98,8 +101,8 @@ out:
     sd_model_free(m);
 }
 
-// gpu_weights_bf16 is a backend option: the CPU forward pass refuses it with a message, creating nothing.
-static void check_bf16_refused(void)
+// gpu_weights_bf16 / _fp8 are backend options: the CPU forward pass refuses them with a message, creating nothing.
+static void check_gpu_weights_refused(void)
 {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/llama", sd_test_fixtures());
@@ -110,17 +113,86 @@ static void check_bf16_refused(void)
         CHECK_MSG(0, "llama: %s", err.msg);
         return;
     }
-    struct sd_session_params sp = {.n_ctx = 16, .gpu_weights_bf16 = 1};
-    enum sd_status st = sd_session_new(m, &sp, &s, &err);
-    CHECK_MSG(st == SD_ERR_ARG && s == NULL && strstr(err.msg, "GPU backend"),
-              "CPU session with gpu_weights_bf16: status %d, message '%s'", (int)st, err.msg);
-    sd_session_free(s);
+    for (int fp8 = 0; fp8 < 2; fp8++) {
+        struct sd_session_params sp = {.n_ctx = 16, .gpu_weights_bf16 = !fp8, .gpu_weights_fp8 = fp8};
+        enum sd_status st = sd_session_new(m, &sp, &s, &err);
+        CHECK_MSG(st == SD_ERR_ARG && s == NULL && strstr(err.msg, "GPU backend"),
+                  "CPU session with gpu_weights_%s: status %d, message '%s'", fp8 ? "fp8" : "bf16", (int)st, err.msg);
+        sd_session_free(s);
+        s = NULL;
+    }
     sd_model_free(m);
+}
+
+// Matrices of one model with an FP8 source: returns how many, -1 after a mismatch (reported).
+static int fp8_sources(const char *name, const struct sd_wmat *w, int n_mats)
+{
+    int n = 0;
+    for (int i = 0; i < n_mats; i++) {
+        if (!w[i].data || !w[i].fp8)
+            continue;
+        const float *f = sd_wmat_f32(&w[i]);
+        int B = w[i].fp8_block, sc = (w[i].cols + B - 1) / B, bad = -1;
+        CHECK_MSG(f && B > 0 && w[i].fp8_scale, "%s: matrix %d has an FP8 source but no F32 view or scales", name, i);
+        if (!f || B <= 0 || !w[i].fp8_scale)
+            return -1;
+        for (size_t r = 0; r < (size_t)w[i].rows && bad < 0; r++)
+            for (size_t c = 0; c < (size_t)w[i].cols; c++) {
+                size_t o = r * (size_t)w[i].cols + c;
+                float v = sd_e4m3_to_f32(w[i].fp8[o]) * w[i].fp8_scale[(r / B) * sc + c / B];
+                if (v != f[o]) {
+                    bad = (int)o;
+                    break;
+                }
+            }
+        CHECK_MSG(bad < 0, "%s: matrix %d: FP8 source x scale differs from the F32 view at element %d", name, i, bad);
+        if (bad >= 0)
+            return -1;
+        n++;
+    }
+    return n;
+}
+
+// dsv32_fp8 (FP8 safetensors): its projections carry their FP8 source; llama (F32) has none.
+static void check_fp8_sources(void)
+{
+    static const char *names[] = {"dsv32_fp8", "llama"};
+    for (int k = 0; k < 2; k++) {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/%s", sd_test_fixtures(), names[k]);
+        struct sd_model *m = NULL;
+        struct sd_err err = {0};
+        if (sd_model_load(dir, &m, &err) != SD_OK) {
+            CHECK_MSG(0, "%s: %s", names[k], err.msg);
+            continue;
+        }
+        int total = 0, bad = 0;
+        for (int il = 0; il < m->cfg.n_layers; il++) {
+            const struct sd_layer_weights *L = &m->layers[il];
+            struct sd_wmat w[] = {L->wq,      L->wk,     L->wv,       L->wo,      L->wq_a,      L->wq_b,
+                                  L->wq_full, L->wkv_a,  L->idx_wq_b, L->idx_wk,  L->idx_wproj, L->w_gate,
+                                  L->w_up,    L->w_down, L->router,   L->sh_gate, L->sh_up,     L->sh_down};
+            int r = fp8_sources(names[k], w, (int)(sizeof w / sizeof w[0]));
+            bad |= r<0, total += r> 0 ? r : 0;
+            for (int e = 0; L->is_moe && L->exp_gate && e < m->cfg.n_routed_experts; e++) {
+                struct sd_wmat x[] = {L->exp_gate[e], L->exp_up[e], L->exp_down[e]};
+                r = fp8_sources(names[k], x, 3);
+                bad |= r<0, total += r> 0 ? r : 0;
+            }
+        }
+        printf("%-10s matrices with an FP8 source: %d\n", names[k], total);
+        if (k == 0)
+            CHECK_MSG(!bad && total >= 4 * m->cfg.n_layers, "dsv32_fp8: only %d matrices keep an FP8 source", total);
+        else
+            CHECK_MSG(total == 0, "llama (F32): %d matrices claim an FP8 source", total);
+        sd_model_free(m);
+    }
 }
 
 int main(int argc, char **argv)
 {
-    check_bf16_refused();
+    check_gpu_weights_refused();
+    check_fp8_sources();
     if (argc > 1) {
         for (int i = 1; i < argc; i++)
             check_fixture(argv[i], strncmp(argv[i], "dsv32", 5) == 0);

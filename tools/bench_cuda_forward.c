@@ -8,17 +8,20 @@
 //        random weights written to $TMPDIR), CUDA decode and 16-token prefill, DSA vs dense attention,
 //        default contexts 8192 32768 65536 131072.
 //        bench_cuda_forward --v32 [CTX ...]          a reduced-depth DeepSeek-V3.2 at real width (4 layers with
-//        the dense 18432 MLP of V3.2's first layers; weights random, generated in memory, fp32), CUDA only: a
+//        the dense 18432 MLP of V3.2's first layers; weights random, generated in memory and block-quantized to
+//        FP8 as released (128x128 scales; the f32 view is their dequantized values), CUDA only: a
 //        256-token prefill chunk and 16 decode steps at depth CTX - 273, DSA with the FP8 indexer, DSA with the
 //        fp32 indexer and dense attention, plus the KV + indexer cache bytes per token. Default 32768 131072.
-//        bench_cuda_forward --v32 --bf16 [CTX ...]   the same model, DSA with the FP8 indexer only, f32 vs bf16
-//        weights (session param gpu_weights_bf16) side by side: prefill/decode tok/s and device weight bytes.
+//        bench_cuda_forward --v32 --bf16 [CTX ...]   the same model, DSA with the FP8 indexer only, the device
+//        weight modes side by side (f32, bf16, fp8 = FP8 matrices + bf16 rest, fp8-f32; session params
+//        gpu_weights_bf16 / gpu_weights_fp8): prefill/decode tok/s and device weight bytes.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "dtype.h"
 #include "model.h"
 #include "sd_cuda.h"
 #include "session.h"
@@ -205,7 +208,7 @@ static const char v32_json[] =
 
 struct v32_model {
     struct sd_model m;
-    float *bufs[24];
+    void *bufs[48];
     int n_bufs;
 };
 
@@ -246,6 +249,51 @@ static struct sd_wmat v32_mat(struct v32_model *v, int rows, int cols, uint64_t 
     return (struct sd_wmat){.data = p, .type = SD_Q_F32, .rows = rows, .cols = cols};
 }
 
+#define V32_BLOCK 128
+
+// A random matrix block-quantized as DeepSeek releases its weights: per 128x128 block scale = amax / 448,
+// e4m3 of x / scale; the F32 view holds the dequantized values e4m3 * scale (what the model loader makes of
+// an FP8 tensor), with the e4m3 values and scales as its FP8 source (sd_wmat.fp8).
+static struct sd_wmat v32_fp8_mat(struct v32_model *v, int rows, int cols, uint64_t seed, int *fail)
+{
+    struct sd_wmat w = v32_mat(v, rows, cols, seed, fail);
+    const int sr = (rows + V32_BLOCK - 1) / V32_BLOCK, sc = (cols + V32_BLOCK - 1) / V32_BLOCK;
+    uint8_t *q = malloc((size_t)rows * cols);
+    float *scale = malloc((size_t)sr * sc * sizeof *scale);
+    if (!w.data || !q || !scale || v->n_bufs + 2 > (int)(sizeof v->bufs / sizeof v->bufs[0])) {
+        free(q);
+        free(scale);
+        *fail = 1;
+        return w;
+    }
+    v->bufs[v->n_bufs++] = q;
+    v->bufs[v->n_bufs++] = scale;
+    float *x = (float *)w.data;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic)
+#endif
+    for (int b = 0; b < sr * sc; b++) {
+        const int r0 = b / sc * V32_BLOCK, c0 = b % sc * V32_BLOCK;
+        const int r1 = r0 + V32_BLOCK < rows ? r0 + V32_BLOCK : rows, c1 = c0 + V32_BLOCK < cols ? c0 + V32_BLOCK : cols;
+        float amax = 0.0f;
+        for (int r = r0; r < r1; r++)
+            for (int c = c0; c < c1; c++)
+                amax = fmaxf(amax, fabsf(x[(size_t)r * cols + c]));
+        const float s = amax > 0.0f ? amax / 448.0f : 1.0f;
+        scale[b] = s;
+        for (int r = r0; r < r1; r++)
+            for (int c = c0; c < c1; c++) {
+                size_t o = (size_t)r * cols + c;
+                q[o] = sd_f32_to_e4m3(x[o] / s);
+                x[o] = sd_e4m3_to_f32(q[o]) * s;
+            }
+    }
+    w.fp8 = q;
+    w.fp8_scale = scale;
+    w.fp8_block = V32_BLOCK;
+    return w;
+}
+
 static void v32_free(struct v32_model *v)
 {
     for (int i = 0; i < v->n_bufs; i++)
@@ -272,21 +320,21 @@ static struct v32_model *v32_new(void)
     struct sd_layer_weights w = {0};
     w.attn_norm = v32_buf(v, (size_t)H, 0, 0);
     w.ffn_norm = v32_buf(v, (size_t)H, 0, 0);
-    w.wq_a = v32_mat(v, ql, H, 1, &fail);
+    w.wq_a = v32_fp8_mat(v, ql, H, 1, &fail);
     w.q_a_norm = v32_buf(v, (size_t)ql, 0, 0);
-    w.wq_b = v32_mat(v, nh * dq, ql, 2, &fail);
-    w.wkv_a = v32_mat(v, kvr + dr, H, 3, &fail);
+    w.wq_b = v32_fp8_mat(v, nh * dq, ql, 2, &fail);
+    w.wkv_a = v32_fp8_mat(v, kvr + dr, H, 3, &fail);
     w.kv_a_norm = v32_buf(v, (size_t)kvr, 0, 0);
     w.wkv_b = v32_buf(v, (size_t)nh * (c->qk_nope_head_dim + dv) * kvr, kvr, 4);
-    w.wo = v32_mat(v, H, nh * dv, 5, &fail);
-    w.idx_wq_b = v32_mat(v, ni * di, ql, 6, &fail);
-    w.idx_wk = v32_mat(v, di, H, 7, &fail);
+    w.wo = v32_fp8_mat(v, H, nh * dv, 5, &fail);
+    w.idx_wq_b = v32_fp8_mat(v, ni * di, ql, 6, &fail);
+    w.idx_wk = v32_fp8_mat(v, di, H, 7, &fail);
     w.idx_wproj = v32_mat(v, ni, H, 8, &fail);
     w.idx_k_norm_w = v32_buf(v, (size_t)di, 0, 0);
     w.idx_k_norm_b = v32_buf(v, (size_t)di, -1, 0);
-    w.w_gate = v32_mat(v, I, H, 9, &fail);
-    w.w_up = v32_mat(v, I, H, 10, &fail);
-    w.w_down = v32_mat(v, H, I, 11, &fail);
+    w.w_gate = v32_fp8_mat(v, I, H, 9, &fail);
+    w.w_up = v32_fp8_mat(v, I, H, 10, &fail);
+    w.w_down = v32_fp8_mat(v, H, I, 11, &fail);
     v->m.embed = v32_mat(v, c->vocab_size, H, 12, &fail);
     v->m.lm_head = v->m.embed;
     v->m.norm = v32_buf(v, (size_t)H, 0, 0);
@@ -311,14 +359,16 @@ struct v32_res {
 
 // Warm-up past the top-k (so the selection kernels are loaded), then fill to the depth, prefill a chunk,
 // decode V32_DECODE tokens.
-static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int fp8, int bf16, struct v32_res *r)
+// wmode: bit 0 gpu_weights_bf16, bit 1 gpu_weights_fp8.
+static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int fp8, int wmode, struct v32_res *r)
 {
     struct sd_session_params sp = {.n_ctx = ctx,
                                    .max_batch = V32_CHUNK,
                                    .dsa_mode = mode,
                                    .backend = sd_cuda_backend(),
                                    .indexer_fp8 = fp8,
-                                   .gpu_weights_bf16 = bf16};
+                                   .gpu_weights_bf16 = wmode & 1,
+                                   .gpu_weights_fp8 = (wmode & 2) != 0};
     struct sd_session *s = NULL;
     struct sd_err err = {0};
     int32_t ids[V32_CHUNK];
@@ -346,7 +396,7 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
                 break;
             }
     if (!ok)
-        fprintf(stderr, "v32 bench (ctx %d, mode %d, fp8 %d, bf16 %d): %s\n", ctx, (int)mode, fp8, bf16, err.msg);
+        fprintf(stderr, "v32 bench (ctx %d, mode %d, fp8 %d, weights %d): %s\n", ctx, (int)mode, fp8, wmode, err.msg);
     r->weight_bytes = s ? (double)sd_session_backend_weight_bytes(s) : 0.0;
     r->prefill_tps = V32_CHUNK / (t1 - t0);
     r->decode_ms = (t2 - t1) * 1e3 / V32_DECODE;
@@ -356,30 +406,33 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
     return ok ? 0 : -1;
 }
 
-// --v32 --bf16: f32 vs bf16 weights, DSA with the FP8 indexer, at each context.
+// --v32 --bf16: the device weight modes, DSA with the FP8 indexer, at each context, with ratios to f32.
 static int v32_bf16(struct v32_model *v, const int *ctxs, int n_ctx)
 {
-    printf(
-        "f32 vs bf16 weights (gpu_weights_bf16: attention, indexer, MLP and LM-head matrices in bf16, GEMMs "
-        "bf16 x bf16 with fp32 accumulation), DSA with the FP8 indexer, same %d-token chunk and %d decode steps.\n\n",
-        V32_CHUNK, V32_DECODE);
-    printf("| ctx | weights | device weight GiB | session GiB | prefill tok/s | decode tok/s | decode ms/token |\n"
-           "|---|---|---|---|---|---|---|\n");
+    printf("Device weight modes, DSA with the FP8 indexer, same %d-token chunk and %d decode steps: f32; bf16 "
+           "(gpu_weights_bf16: attention, indexer, MLP and LM-head matrices in bf16, GEMMs bf16 x bf16 with fp32 "
+           "accumulation); fp8 (gpu_weights_fp8 + bf16: the matrices released as FP8 stay e4m3 + 128x128 scales, "
+           "decode GEMVs dequantize in registers, prefill dequantizes to bf16 per GEMM; the rest bf16); fp8-f32 "
+           "(FP8 as fp8, the rest and the prefill GEMMs f32).\n\n",
+           V32_CHUNK, V32_DECODE);
+    printf("| ctx | weights | device weight GiB | session GiB | prefill tok/s | decode tok/s | decode ms/token | "
+           "weights / f32 | prefill / f32 | decode / f32 |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    static const struct {
+        const char *name;
+        int wmode;
+    } wm[] = {{"f32", 0}, {"bf16", 1}, {"fp8", 3}, {"fp8-f32", 2}};
     int bad = 0;
     for (int i = 0; i < n_ctx; i++) {
-        struct v32_res r[2] = {{0}};
-        for (int k = 0; k < 2; k++) {
-            int rc = v32_at(&v->m, ctxs[i], SD_DSA_SPARSE, 1, k, &r[k]);
+        struct v32_res r[4] = {{0}};
+        for (int k = 0; k < 4; k++) {
+            int rc = v32_at(&v->m, ctxs[i], SD_DSA_SPARSE, 1, wm[k].wmode, &r[k]);
             bad |= rc;
-            printf("| %6d | %s | %.2f | %.2f | %8.1f | %7.2f | %8.2f |%s\n", ctxs[i], k ? "bf16" : "f32",
+            printf("| %6d | %s | %.2f | %.2f | %8.1f | %7.2f | %8.2f | %.3f | %.2fx | %.2fx |%s\n", ctxs[i], wm[k].name,
                    r[k].weight_bytes / (1 << 30), r[k].dev_bytes / (1 << 30), r[k].prefill_tps, 1e3 / r[k].decode_ms,
-                   r[k].decode_ms, rc ? " ERROR" : "");
+                   r[k].decode_ms, r[0].weight_bytes > 0 ? r[k].weight_bytes / r[0].weight_bytes : 0.0,
+                   r[k].prefill_tps / r[0].prefill_tps, r[0].decode_ms / r[k].decode_ms, rc ? " ERROR" : "");
             fflush(stdout);
         }
-        printf("| %6d | bf16 / f32 | %.3f | %.3f | %.2fx | %.2fx | |\n", ctxs[i],
-               r[0].weight_bytes > 0 ? r[1].weight_bytes / r[0].weight_bytes : 0.0,
-               r[0].dev_bytes > 0 ? r[1].dev_bytes / r[0].dev_bytes : 0.0, r[1].prefill_tps / r[0].prefill_tps,
-               r[0].decode_ms / r[1].decode_ms);
     }
     return bad ? 1 : 0;
 }
@@ -405,8 +458,9 @@ static int v32_bench(int argc, char **argv)
            ix8 = (size_t)c->index_head_dim + 4;
     printf("DeepSeek-V3.2 at real width, %d layers (dense MLP %d; V3.2 has 61, MoE from layer 3), vocab %d, hidden %d, "
            "128 heads, MLA %d+%d, indexer %dx%d, top-k %d; random weights generated in memory in %.1f s; GPU %s.\n"
-           "Weights and activations fp32 on the CUDA backend unless the rows say bf16 weights (FP8 weights are not "
-           "implemented); the MLA latent cache is fp32.\n",
+           "The projections are FP8 block-quantized on the host (the F32 view holds their dequantized values); "
+           "weights and activations fp32 on the CUDA backend unless the rows say otherwise; the MLA latent cache is "
+           "fp32.\n",
            c->n_layers, c->intermediate_size, c->vocab_size, c->hidden_size, c->kv_lora_rank, c->qk_rope_head_dim,
            c->index_n_heads, c->index_head_dim, c->index_topk, sd_now_s() - t0, name);
     printf("Cache bytes per token and layer: MLA latent %zu + indexer keys %zu (FP8: e4m3 + scale) or %zu (fp32); "

@@ -3,9 +3,10 @@
 # build engine + kernels (-Ddata=false; json-c/PCRE2/OpenBLAS from .deps, see tools/cuda_deps.sh), then, in
 # order of priority and each step cut to what is left of SD_CALL_SECONDS (default 570):
 #   test_cuda_ops (every op vs the CPU / float64 references), test_cuda_forward (logits vs HF fixtures and
-#   the CPU, greedy decodes, bf16-weight mode), bench_dsa_cuda (kernels; TFLOP/s vs the published anchors),
-#   PyTorch SDPA + torch.topk baselines (same GPU, same call), bench_cuda_forward --v32 (DeepSeek-V3.2 width,
-#   DSA vs dense), --v32 --bf16, the sparsedoc-mini CPU-vs-CUDA forward, compute-sanitizer memcheck, racecheck, synccheck.
+#   the CPU, greedy decodes, bf16 and FP8 weight modes), bench_cuda_forward --v32 --bf16 (the weight modes at
+#   DeepSeek-V3.2 width), the sparsedoc-mini CPU-vs-CUDA forward, compute-sanitizer memcheck, synccheck and
+#   racecheck, then bench_dsa_cuda (kernels; TFLOP/s vs the published anchors), PyTorch SDPA + torch.topk
+#   baselines (same GPU, same call) and bench_cuda_forward --v32 (DSA vs dense).
 # Logs go to $OUT (or ./cuda-logs); a summary is printed last.
 # Usage (repository root, NVIDIA GPU machine, .deps carried): sh tools/cuda_check_gpu.sh
 set -u
@@ -43,11 +44,8 @@ ninja -C $B tests/test_cuda_forward tests/test_cuda_ops kernels/bench_cuda_forwa
     >> "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build: ok ($(($(date +%s) - t0)) s)" | tee -a "$SUM"
 step test_cuda_ops 90 $B/tests/test_cuda_ops
-step test_cuda_forward 90 $B/tests/test_cuda_forward
-step bench_dsa_cuda 100 $B/kernels/bench_dsa_cuda
-step torch_baselines 90 python3 tools/cuda_torch_baselines.py
-step bench_v32 150 $B/kernels/bench_cuda_forward --v32 32768 131072
-step bench_v32_bf16 50 $B/kernels/bench_cuda_forward --v32 --bf16 32768
+step test_cuda_forward 180 $B/tests/test_cuda_forward
+step bench_v32_bf16 150 $B/kernels/bench_cuda_forward --v32 --bf16 ${SD_V32_WEIGHT_CTX:-32768}
 step bench_mini 90 $B/kernels/bench_cuda_forward data/models/sparsedoc-mini 4096 16384 65536
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 for tool in memcheck synccheck; do
@@ -56,12 +54,15 @@ done
 # racecheck is slow: the forward pass's attention kernel first, then every group with what time is left.
 step racecheck_mla_attn 150 env SD_CUDA_TEST_SMALL=1 SD_CUDA_TEST_ONLY=mla_attn "$SAN" --tool racecheck \
     --error-exitcode 3 $B/tests/test_cuda_ops
+step bench_dsa_cuda 100 $B/kernels/bench_dsa_cuda
+step torch_baselines 90 python3 tools/cuda_torch_baselines.py
+step bench_v32 150 $B/kernels/bench_cuda_forward --v32 32768 131072
 step racecheck 150 env SD_CUDA_TEST_SMALL=1 "$SAN" --tool racecheck --error-exitcode 3 $B/tests/test_cuda_ops
 echo "== $(cat "$OUT/gpu.txt" | tr '\n' ' ')"
 echo "== test_cuda_ops"
 grep -E "FAIL|CHECK|passed|failed|worst|vs float64|mla attn" "$OUT/test_cuda_ops.log" | grep -v '^  mla attn' | tail -8
 echo "== test_cuda_forward"
-grep -E "FAIL|CHECK|passed|failed|bf16" "$OUT/test_cuda_forward.log" | tail -12
+grep -E "FAIL|CHECK|passed|failed|bf16|fp8" "$OUT/test_cuda_forward.log" | tail -24
 for tool in memcheck synccheck racecheck_mla_attn racecheck; do
     echo "== $tool"
     tail -2 "$OUT/$tool.log" 2>/dev/null
@@ -74,7 +75,7 @@ cat "$OUT/torch_baselines.log"
 echo "== bench_v32"
 grep -v '^#' "$OUT/bench_v32.log" | tail -14
 echo "== bench_v32_bf16"
-tail -8 "$OUT/bench_v32_bf16.log"
+tail -10 "$OUT/bench_v32_bf16.log"
 echo "== bench_mini"
 tail -12 "$OUT/bench_mini.log"
 echo "== summary"
