@@ -10,7 +10,8 @@
 #     with a message that says what to do, and --no-cache still answers;
 #   - a full disk under the store: ingest fails with "disk full", the documents already stored stay; a full
 #     disk under the KV cache: the answer stands and the failed cache write is reported;
-#   - numeric option values that are not whole numbers in range are usage errors (exit 2).
+#   - numeric option values that are not whole numbers in range are usage errors (exit 2), as are an unknown
+#     --gpu-weights mode and --gpu-weights without --backend cuda.
 # The read-only and disk-full parts mount small file systems in a private mount namespace (unshare -m, as
 # root) or use chmod (as another user); they are skipped, with a message, where neither is possible.
 # Usage: test_bad_inputs.sh SPARSEDOC_BINARY
@@ -77,6 +78,10 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
     expect "cuda backend without a GPU (ask)" 1 'backend (cuda: no CUDA device|.cuda. is not available in this build)' \
         "$bin" ask --db "$tmp/b.db" --backend cuda --doc "$pdf" "$Q"
 fi
+expect "unknown --gpu-weights" 2 'gpu-weights must be f32, bf16, fp8 or fp8-f32' \
+    "$bin" generate --model "$mini" --gpu-weights fp4 --backend cuda --prompt hi -n 2
+expect "--gpu-weights fp8 on the CPU" 2 'gpu-weights applies to --backend cuda only' \
+    "$bin" generate --model "$mini" --gpu-weights fp8 --prompt hi -n 2
 mkdir -p "$tmp/empty_model"
 expect "empty model dir (generate)" 1 'empty_model/config\.json: .*check the path' "$bin" generate --model "$tmp/empty_model" --prompt hi
 expect "empty model dir (ask)" 1 'empty_model.*config\.json' \
