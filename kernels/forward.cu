@@ -56,8 +56,8 @@ extern "C" { // engine headers are C; sd_status.h must get C linkage before sd_c
 #define NT 128    // threads of the row kernels and the attention kernel
 #define ATT_ACC 4 // output dims per attention thread: d_v <= NT * ATT_ACC
 #define MAX_EXPERTS 1024
-#define STAGE_N ((size_t)16 << 20) // floats of the staging buffer that bf16 weight uploads go through
-#define FP8_GEMV_T 4               // FP8 weights: GEMMs of up to this many tokens run as GEMVs (k_gemv_fp8)
+#define STAGE_N ((size_t)16 << 20)    // floats of the staging buffer that bf16 weight uploads go through
+#define FP8_GEMV_T SD_CUDA_GEMV_FP8_T // FP8 weights: GEMMs of up to this many tokens run as GEMVs (gemv_fp8.cu)
 // Device-only weight type of mm(): e4m3 values [rows][cols] in data, f32 block scales in fp8_scale (a device
 // pointer), block fp8_block. Not a GGUF type: the value is past every type quant.h names.
 #define WT_FP8 ((enum sd_qtype)(SD_Q_TYPE_LIMIT - 1))
@@ -799,166 +799,28 @@ template <typename W> static __device__ __forceinline__ float x_round(float v)
     return sizeof(W) == 2 ? __bfloat162float(__float2bfloat16(v)) : v;
 }
 
-// e4m3 byte -> f32 (exact).
-static __device__ __forceinline__ float e4m3_f(uint8_t v)
-{
-    return sd_e4m3x2_to_f2((uint16_t)v).x;
-}
-
-// One warp: dot over k of (e4m3(row[k]) * srow[k / B]) * xs[k], each weight dequantized exactly as
-// sd_dequant_fp8_block does (one f32 product), 16 weights per lane and step where the row allows.
+// One warp: dot over k of (e4m3(row[k]) * srow[k / B]) * xs[k], each weight dequantized as
+// sd_dequant_fp8_block does (sd_dequant16_e4m3), 16 weights per lane and step where the row allows.
 static __device__ __forceinline__ float warp_dot_row_fp8(const uint8_t *row, const float *srow, int B, const float *xs,
                                                          int K)
 {
     const int lane = threadIdx.x & 31;
-    float s = 0.0f;
+    float s = 0.0f, w[16];
     int k0 = 0;
     if (K % 16 == 0 && B % 16 == 0 && ((uintptr_t)row & 15) == 0) {
         for (int c = lane; c < K / 16; c += 32) {
-            uint4 raw = __ldg((const uint4 *)row + c);
-            const float sv = srow[c * 16 / B];
-            const uint32_t wd[4] = {raw.x, raw.y, raw.z, raw.w};
+            sd_dequant16_e4m3(__ldg((const uint4 *)row + c), srow[c * 16 / B], w);
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                float2 lo = sd_e4m3x2_to_f2((uint16_t)(wd[j] & 0xffffu)), hi = sd_e4m3x2_to_f2((uint16_t)(wd[j] >> 16));
-                const float *xv = xs + c * 16 + 4 * j;
-                s += __fmul_rn(lo.x, sv) * xv[0] + __fmul_rn(lo.y, sv) * xv[1] + __fmul_rn(hi.x, sv) * xv[2] +
-                     __fmul_rn(hi.y, sv) * xv[3];
-            }
+            for (int j = 0; j < 16; j++)
+                s += w[j] * xs[c * 16 + j];
         }
         k0 = K;
     }
-    for (int k = k0 + lane; k < K; k += 32)
-        s += __fmul_rn(e4m3_f(row[k]), srow[k / B]) * xs[k];
+    for (int k = k0 + lane; k < K; k += 32) {
+        sd_dequant16_e4m3(make_uint4(row[k], 0, 0, 0), srow[k / B], w);
+        s += w[0] * xs[k];
+    }
     return sd_warp_sum(s);
-}
-
-// acc[t] += (16 weights of raw, each e4m3 * sv rounded once as sd_dequant_fp8_block) . x[t][16 c ..] for t < T.
-static __device__ __forceinline__ void fma16_fp8(float *acc, uint4 raw, float sv, const float *x, int ldx, int c, int T)
-{
-    const uint32_t wd[4] = {raw.x, raw.y, raw.z, raw.w};
-    float wv[16];
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        float2 lo = sd_e4m3x2_to_f2((uint16_t)(wd[j] & 0xffffu)), hi = sd_e4m3x2_to_f2((uint16_t)(wd[j] >> 16));
-        wv[4 * j] = __fmul_rn(lo.x, sv), wv[4 * j + 1] = __fmul_rn(lo.y, sv);
-        wv[4 * j + 2] = __fmul_rn(hi.x, sv), wv[4 * j + 3] = __fmul_rn(hi.y, sv);
-    }
-#pragma unroll
-    for (int t = 0; t < FP8_GEMV_T; t++) {
-        if (t >= T)
-            break;
-        const float4 *xp = (const float4 *)(x + (size_t)t * ldx) + c * 4;
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            float4 xv = __ldg(xp + q);
-            acc[t] += wv[4 * q] * xv.x + wv[4 * q + 1] * xv.y + wv[4 * q + 2] * xv.z + wv[4 * q + 3] * xv.w;
-        }
-    }
-}
-
-// y[t][n] = sum_k W[n][k] x[t][k] (+ beta y[t][n]) for t < T <= FP8_GEMV_T with W a WT_FP8 matrix [N][K]
-// (scales [ceil(N / B)][ceil(K / B)]): KS warps per output row (8 / KS rows per 256-thread block; KS > 1 for
-// matrices of few rows, so that enough warps stream the weights), each weight read once for all T tokens and
-// dequantized in registers, two 16-byte loads in flight per lane; fp32 arithmetic, x as given (no rounding).
-template <int KS>
-__global__ void __launch_bounds__(256) k_gemv_fp8(float *y, int ldy, const float *x, int ldx, const uint8_t *w,
-                                                  const float *sc, int B, int T, int N, int K, float beta)
-{
-    __shared__ float part[8][FP8_GEMV_T];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ks = warp % KS;
-    const int n = blockIdx.x * (8 / KS) + warp / KS;
-    float acc[FP8_GEMV_T];
-#pragma unroll
-    for (int t = 0; t < FP8_GEMV_T; t++)
-        acc[t] = 0.0f;
-    if (n < N) {
-        const uint8_t *row = w + (size_t)n * K;
-        const float *srow = sc + (size_t)(n / B) * ((K + B - 1) / B);
-        int k0 = 0;
-        if (K % 16 == 0 && B % 16 == 0 && ldx % 4 == 0 && ((uintptr_t)row & 15) == 0 && ((uintptr_t)x & 15) == 0) {
-            const int nc = K / 16, step = 32 * KS;
-            int c = ks * 32 + lane;
-            for (; c + step < nc; c += 2 * step) {
-                uint4 r0 = __ldg((const uint4 *)row + c), r1 = __ldg((const uint4 *)row + c + step);
-                fma16_fp8(acc, r0, srow[c * 16 / B], x, ldx, c, T);
-                fma16_fp8(acc, r1, srow[(c + step) * 16 / B], x, ldx, c + step, T);
-            }
-            if (c < nc)
-                fma16_fp8(acc, __ldg((const uint4 *)row + c), srow[c * 16 / B], x, ldx, c, T);
-            k0 = K;
-        }
-        for (int k = k0 + ks * 32 + lane; k < K; k += 32 * KS) {
-            const float wk = __fmul_rn(e4m3_f(row[k]), srow[k / B]);
-#pragma unroll
-            for (int t = 0; t < FP8_GEMV_T; t++)
-                if (t < T)
-                    acc[t] += wk * x[(size_t)t * ldx + k];
-        }
-    }
-#pragma unroll
-    for (int t = 0; t < FP8_GEMV_T; t++) {
-        float v = sd_warp_sum(acc[t]);
-        if (lane == 0)
-            part[warp][t] = v;
-    }
-    if (KS > 1)
-        __syncthreads();
-    if (ks != 0 || lane != 0 || n >= N)
-        return;
-    for (int t = 0; t < T; t++) {
-        float v = part[warp][t];
-        for (int j = 1; j < KS; j++) // the K slices in order: a fixed sum, the same every run
-            v += part[warp + j][t];
-        float *yo = y + (size_t)t * ldy + n;
-        *yo = beta == 0.0f ? v : v + beta * *yo;
-    }
-}
-
-// out[n][k] = O(e4m3(w[n][k]) * sc[n / B][k / B]): a WT_FP8 matrix dequantized for a GEMM (O = float gives
-// the CPU's f32 weights exactly; O = bf16 rounds them as bf16 mode's upload does). One thread per 16
-// elements (one 16-byte load) where K and B allow (vec), else one per element.
-template <typename O>
-__global__ void k_dequant_fp8(O *out, const uint8_t *w, const float *sc, int B, int N, int K, int vec)
-{
-    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, sc_cols = (size_t)((K + B - 1) / B);
-    if (!vec) {
-        if (i >= (size_t)N * K)
-            return;
-        const size_t n = i / (size_t)K, k = i % (size_t)K;
-        const float v = __fmul_rn(e4m3_f(w[i]), sc[(n / B) * sc_cols + k / B]);
-        if constexpr (sizeof(O) == 2)
-            out[i] = __float2bfloat16_rn(v);
-        else
-            out[i] = v;
-        return;
-    }
-    if (i >= (size_t)N * K / 16)
-        return;
-    const size_t e0 = i * 16, n = e0 / (size_t)K, k = e0 % (size_t)K;
-    const float sv = sc[(n / B) * sc_cols + k / B];
-    const uint4 raw = __ldg((const uint4 *)w + i);
-    const uint32_t wd[4] = {raw.x, raw.y, raw.z, raw.w};
-    float v[16];
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        float2 lo = sd_e4m3x2_to_f2((uint16_t)(wd[j] & 0xffffu)), hi = sd_e4m3x2_to_f2((uint16_t)(wd[j] >> 16));
-        v[4 * j] = __fmul_rn(lo.x, sv), v[4 * j + 1] = __fmul_rn(lo.y, sv);
-        v[4 * j + 2] = __fmul_rn(hi.x, sv), v[4 * j + 3] = __fmul_rn(hi.y, sv);
-    }
-    if constexpr (sizeof(O) == 2) {
-        uint4 o[2];
-        __nv_bfloat162 *h = (__nv_bfloat162 *)o;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-            h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
-        ((uint4 *)out)[2 * i] = o[0];
-        ((uint4 *)out)[2 * i + 1] = o[1];
-    } else {
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-            ((float4 *)out)[4 * i + j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
-    }
 }
 
 // One warp: dot(row[0..K), xs[0..K)) with the row read in 16-byte pieces where it is aligned.
@@ -1067,7 +929,7 @@ __global__ void k_moe_combine(float *y, const float *yk, const int32_t *rsel, co
 // y[T][N] = x[T][K] w[N][K]^T (+ beta y), leading dims in elements (as sd_matmul_ld). w is an F32 or BF16
 // view of device memory: F32 runs sgemm; BF16 rounds x to bf16 into f->xb (packed, ld K), then
 // bf16 x bf16 -> fp32 through cublasGemmEx with fp32 accumulation (same operands and transposes).
-// WT_FP8 (packed, ldw = K): up to FP8_GEMV_T tokens run k_gemv_fp8; more dequantize w into f->wdq (f32, or bf16
+// WT_FP8 (packed, ldw = K): up to FP8_GEMV_T tokens run sd_cuda_gemv_fp8; more dequantize w into f->wdq (f32, or bf16
 // in bf16 mode) and continue as an F32 / BF16 matrix.
 static enum sd_status mm(struct fwd *f, float *y, int ldy, const float *x, int ldx, const struct sd_wmat &w, int ldw,
                          int T, int N, int K, float beta)
@@ -1080,34 +942,15 @@ static enum sd_status mm(struct fwd *f, float *y, int ldy, const float *x, int l
             sd_cuda_set_error("mm", __FILE__, __LINE__, "FP8 matrix not packed or larger than the dequant scratch");
             return SD_ERR_BACKEND;
         }
-        if (T <= FP8_GEMV_T) { // warps per row: enough warps for the H200's 132 SMs (~32 each) on few-row matrices
-            const uint8_t *q = (const uint8_t *)w.data;
-            const int B = w.fp8_block;
-            if (N >= 4096)
-                k_gemv_fp8<1><<<(N + 7) / 8, 256, 0, f->st>>>(y, ldy, x, ldx, q, w.fp8_scale, B, T, N, K, beta);
-            else if (N >= 2048)
-                k_gemv_fp8<2><<<(N + 3) / 4, 256, 0, f->st>>>(y, ldy, x, ldx, q, w.fp8_scale, B, T, N, K, beta);
-            else if (N >= 1024)
-                k_gemv_fp8<4><<<(N + 1) / 2, 256, 0, f->st>>>(y, ldy, x, ldx, q, w.fp8_scale, B, T, N, K, beta);
-            else
-                k_gemv_fp8<8><<<N, 256, 0, f->st>>>(y, ldy, x, ldx, q, w.fp8_scale, B, T, N, K, beta);
-            SD_CHECK_LAUNCH();
-            return SD_OK;
+        const struct sd_cuda_fp8_mat m8 = {(const uint8_t *)w.data, w.fp8_scale, N, K, w.fp8_block};
+        if (T <= FP8_GEMV_T) {
+            struct sd_cuda_gemv_fp8_params g = {m8, x, ldx, y, ldy, T, beta, f->st};
+            return sd_cuda_gemv_fp8(&g);
         }
-        const int vec = K % 16 == 0 && w.fp8_block % 16 == 0; // 16 elements per thread (aligned: K % 16 == 0)
-        const size_t n = (size_t)N * (size_t)K / (vec ? 16 : 1);
+        TRY(sd_cuda_dequant_fp8(&m8, f->wdq, f->bf16, f->st));
         struct sd_wmat d = w;
         d.data = f->wdq;
-        if (f->bf16) {
-            k_dequant_fp8<__nv_bfloat16><<<blocks(n), 256, 0, f->st>>>((__nv_bfloat16 *)f->wdq, (const uint8_t *)w.data,
-                                                                       w.fp8_scale, w.fp8_block, N, K, vec);
-            d.type = SD_Q_BF16;
-        } else {
-            k_dequant_fp8<float><<<blocks(n), 256, 0, f->st>>>((float *)f->wdq, (const uint8_t *)w.data, w.fp8_scale,
-                                                               w.fp8_block, N, K, vec);
-            d.type = SD_Q_F32;
-        }
-        SD_CHECK_LAUNCH();
+        d.type = f->bf16 ? SD_Q_BF16 : SD_Q_F32;
         return mm(f, y, ldy, x, ldx, d, K, T, N, K, beta);
     }
     if (w.type == SD_Q_F32) {

@@ -4,7 +4,8 @@
 // enum sd_status (SD_ERR_UNSUPPORTED for shapes a kernel does not handle, SD_ERR_BACKEND for CUDA
 // failures, with the failing expression, file and line in sd_cuda_last_error()).
 // DSA ops: lightning indexer FP8 scores over the paged 132 B/token key cache, per-row radix top-k,
-// sparse absorbed MLA decode over gathered bf16 cache rows, fp32 absorbed MLA attention for the forward pass. Also
+// sparse absorbed MLA decode over gathered bf16 cache rows, fp32 absorbed MLA attention for the forward pass, GEMV
+// and dequantization of FP8 block-scaled weight matrices. Also
 // small device helpers for tests/bench, and the whole forward pass as an engine backend (forward.cu, engine/backend.h).
 #ifndef SD_CUDA_H
 #define SD_CUDA_H
@@ -140,6 +141,32 @@ struct sd_cuda_mla_attn_params {
 enum sd_status sd_cuda_mla_attn(const struct sd_cuda_mla_attn_params *p);
 // Scratch floats that let the automatic split reach its full width for this head count and d_lat.
 size_t sd_cuda_mla_attn_scratch_floats(int n_heads, int d_lat);
+
+// ---- FP8 block-scaled weight matrices (gemv_fp8.cu; the forward pass's gpu_weights_fp8) ----
+// W [rows][cols] e4m3 (row-major, packed), its f32 block scales [ceil(rows / block)][ceil(cols / block)]
+// (DeepSeek's scale_inv); the dequantized weight is e4m3(W[n][k]) * scale[n / block][k / block], one f32
+// product, as sd_dequant_fp8_block computes it. Device pointers.
+struct sd_cuda_fp8_mat {
+    const uint8_t *q;
+    const float *scale;
+    int rows, cols, block;
+};
+#define SD_CUDA_GEMV_FP8_T 4 // most tokens per sd_cuda_gemv_fp8 call
+struct sd_cuda_gemv_fp8_params {
+    struct sd_cuda_fp8_mat w;
+    const float *x; // [n_tok][ldx], the first cols used
+    int ldx;
+    float *y; // [n_tok][ldy]: y[t][n] = sum_k W[n][k] x[t][k] + beta * y[t][n] (y not read when beta == 0)
+    int ldy;
+    int n_tok; // 1 .. SD_CUDA_GEMV_FP8_T
+    float beta;
+    void *stream;
+};
+// Every weight read once for all tokens and dequantized in registers; fp32 products and sums (one fixed
+// order: the same result every run).
+enum sd_status sd_cuda_gemv_fp8(const struct sd_cuda_gemv_fp8_params *p);
+// out [rows][cols] = the dequantized matrix, f32 (bf16 = 0) or rounded to bf16 (bf16 = 1, nearest even).
+enum sd_status sd_cuda_dequant_fp8(const struct sd_cuda_fp8_mat *w, void *out, int bf16, void *stream);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,11 @@
 // CUDA output is computed first into NaN-poisoned buffers, then the reference; inf/nan positions must
 // match, errors are relative by dtype, and a second launch must be bit-identical.
 // SD_CUDA_TEST_SMALL=1 keeps the cases small (for compute-sanitizer); SD_CUDA_TEST_ONLY=mla_attn,topk (groups:
-// indexer, topk, mla_decode, mla_attn) runs only those groups. Exit 77 without a CUDA device.
+// indexer, topk, mla_decode, mla_attn, fp8w) runs only those groups. Exit 77 without a CUDA device.
+// fp8w: FP8 block-scaled weights (gemv_fp8.cu): every e4m3 code, NaN codes included, dequantized to f32 must
+// equal sd_e4m3_to_f32(q) * scale bit for bit (and bf16 its nearest-even rounding) on both the 16-wide and the
+// per-element path; the GEMV of 1-4 tokens against float64 on those weights, with beta = 0 and 1, on row
+// counts that take each warps-per-row variant.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,6 +52,8 @@ static void *dupload(const void *h, size_t n)
 }
 
 static int small_mode;
+static double worst_gemv_rel;
+static int dequant_cases, dequant_exact;
 static double worst_idx_simple, worst_idx_mma, worst_mla_rel[3], worst_mla_lse[3], worst_attn_rel;
 static int attn_cases;
 static int topk_cases, topk_exact;
@@ -574,7 +580,140 @@ static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int 
     sd_cuda_free(d_q), sd_cuda_free(d_kv), sd_cuda_free(d_o), sd_cuda_free(d_idx), sd_cuda_free(d_scr);
 }
 
-// SD_CUDA_TEST_ONLY=GROUP[,GROUP...] runs only those groups (indexer, topk, mla_attn, mla_decode): a
+// ---------------------------------------------------------------- FP8 block-scaled weights
+
+// A random FP8 matrix: codes cycle through all 256 (NaN codes 0x7f / 0xff where nan_codes, else skipped) in a
+// shuffled order; scales random over 2^-20 .. 2^2 (subnormal products included).
+static void make_fp8_mat(int N, int K, int B, int nan_codes, uint8_t **q, float **sc)
+{
+    size_t n = (size_t)N * K, ns = (size_t)((N + B - 1) / B) * ((K + B - 1) / B);
+    *q = xmalloc(n);
+    *sc = xmalloc(ns * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        uint8_t v = (uint8_t)(sd_test_urand() * 256.0);
+        if (!nan_codes && (v & 0x7f) == 0x7f)
+            v ^= 1;
+        (*q)[i] = v;
+    }
+    for (size_t i = 0; i < ns; i++)
+        (*sc)[i] = ldexpf((float)(0.5 + sd_test_urand()), (int)(sd_test_urand() * 22.0) - 20);
+}
+
+// Dequantize on the device (f32 and bf16) and compare with the CPU's value bit for bit (NaN positions equal).
+static void test_dequant_case(int N, int K, int B)
+{
+    uint8_t *q;
+    float *sc;
+    make_fp8_mat(N, K, B, 1, &q, &sc);
+    size_t n = (size_t)N * K, ns = (size_t)((N + B - 1) / B) * ((K + B - 1) / B), bad = 0, bad16 = 0;
+    float *out = xmalloc(n * sizeof(float));
+    uint16_t *out16 = xmalloc(n * sizeof(uint16_t));
+    void *d_q = dupload(q, n), *d_sc = dupload(sc, ns * sizeof(float)), *d_o = dalloc(n * sizeof(float));
+    void *d_o16 = dalloc(n * sizeof(uint16_t));
+    CU(sd_cuda_memset(d_o, 0xff, n * sizeof(float)));
+    struct sd_cuda_fp8_mat m = {d_q, d_sc, N, K, B};
+    CU(sd_cuda_dequant_fp8(&m, d_o, 0, NULL));
+    CU(sd_cuda_dequant_fp8(&m, d_o16, 1, NULL));
+    CU(sd_cuda_sync());
+    CU(sd_cuda_memcpy_d2h(out, d_o, n * sizeof(float)));
+    CU(sd_cuda_memcpy_d2h(out16, d_o16, n * sizeof(uint16_t)));
+    int sc_cols = (K + B - 1) / B;
+    for (size_t i = 0; i < n; i++) {
+        size_t r = i / K, c = i % K;
+        float want = sd_e4m3_to_f32(q[i]) * sc[(r / B) * sc_cols + c / B];
+        int same = isnan(want) ? isnan(out[i]) : memcmp(&want, &out[i], sizeof want) == 0;
+        if (!same && bad++ < 3)
+            fprintf(stderr, "dequant %dx%d B%d: element %zu (code 0x%02x) %.9g, want %.9g\n", N, K, B, i, q[i],
+                    (double)out[i], (double)want);
+        uint16_t want16 = sd_f32_to_bf16(want);
+        same = isnan(want) ? isnan(sd_bf16_to_f32(out16[i])) : out16[i] == want16;
+        bad16 += !same;
+    }
+    CHECK_MSG(bad == 0 && bad16 == 0, "dequant fp8 %dx%d block %d: %zu f32 and %zu bf16 values differ from the CPU's",
+              N, K, B, bad, bad16);
+    dequant_cases++;
+    dequant_exact += bad == 0 && bad16 == 0;
+    free(q), free(sc), free(out), free(out16);
+    sd_cuda_free(d_q), sd_cuda_free(d_sc), sd_cuda_free(d_o), sd_cuda_free(d_o16);
+}
+
+// GEMV of T tokens (ld = K + pad) against float64 on the dequantized weights; beta 1 adds to y.
+static void test_gemv_case(int N, int K, int B, int T, int pad, float beta)
+{
+    uint8_t *q;
+    float *sc;
+    make_fp8_mat(N, K, B, 0, &q, &sc);
+    int ldx = K + pad, ldy = N + pad, sc_cols = (K + B - 1) / B;
+    size_t n = (size_t)N * K, ns = (size_t)((N + B - 1) / B) * sc_cols;
+    float *x = xmalloc(sizeof(float) * (size_t)T * ldx), *y0 = xmalloc(sizeof(float) * (size_t)T * ldy);
+    float *y = xmalloc(sizeof(float) * (size_t)T * ldy), *y2 = xmalloc(sizeof(float) * (size_t)T * ldy);
+    for (size_t i = 0; i < (size_t)T * ldx; i++)
+        x[i] = sd_test_nrand();
+    for (size_t i = 0; i < (size_t)T * ldy; i++)
+        y0[i] = sd_test_nrand();
+    void *d_q = dupload(q, n), *d_sc = dupload(sc, ns * sizeof(float));
+    void *d_x = dupload(x, sizeof(float) * (size_t)T * ldx), *d_y = dupload(y0, sizeof(float) * (size_t)T * ldy);
+    struct sd_cuda_gemv_fp8_params p = {{d_q, d_sc, N, K, B}, d_x, ldx, d_y, ldy, T, beta, NULL};
+    CU(sd_cuda_gemv_fp8(&p));
+    CU(sd_cuda_sync());
+    CU(sd_cuda_memcpy_d2h(y, d_y, sizeof(float) * (size_t)T * ldy));
+    CU(sd_cuda_memcpy_h2d(d_y, y0, sizeof(float) * (size_t)T * ldy));
+    CU(sd_cuda_gemv_fp8(&p));
+    CU(sd_cuda_sync());
+    CU(sd_cuda_memcpy_d2h(y2, d_y, sizeof(float) * (size_t)T * ldy));
+    double err = 0.0, norm = 0.0;
+    int pad_ok = 1;
+    for (int t = 0; t < T; t++) {
+        for (int r = 0; r < N; r++) {
+            double acc = beta != 0.0f ? (double)beta * y0[(size_t)t * ldy + r] : 0.0, mag = fabs(acc);
+            for (int k = 0; k < K; k++) {
+                double w = (double)(sd_e4m3_to_f32(q[(size_t)r * K + k]) * sc[(r / B) * sc_cols + k / B]);
+                acc += w * x[(size_t)t * ldx + k];
+                mag += fabs(w * x[(size_t)t * ldx + k]);
+            }
+            double d = fabs((double)y[(size_t)t * ldy + r] - acc);
+            err = fmax(err, d / (mag > 0 ? mag : 1.0)); // error relative to the sum of |terms|
+            norm = fmax(norm, mag);
+        }
+        for (int r = N; r < ldy; r++) // padding columns of y stay untouched
+            pad_ok &= memcmp(&y[(size_t)t * ldy + r], &y0[(size_t)t * ldy + r], sizeof(float)) == 0;
+    }
+    worst_gemv_rel = fmax(worst_gemv_rel, err);
+    CHECK_MSG(err <= 1e-6, "gemv fp8 N %d K %d B %d T %d beta %g: error %.3g of the magnitude sum", N, K, B, T,
+              (double)beta, err);
+    CHECK_MSG(pad_ok, "gemv fp8 N %d K %d: wrote past its rows", N, K);
+    CHECK_MSG(!memcmp(y, y2, sizeof(float) * (size_t)T * ldy), "gemv fp8 N %d K %d T %d: two runs differ", N, K, T);
+    free(q), free(sc), free(x), free(y0), free(y), free(y2);
+    sd_cuda_free(d_q), sd_cuda_free(d_sc), sd_cuda_free(d_x), sd_cuda_free(d_y);
+}
+
+static void test_fp8ws(void)
+{
+    test_dequant_case(1, 16, 128);    // one 16-wide chunk
+    test_dequant_case(7, 33, 128);    // K % 16 != 0: per element
+    test_dequant_case(130, 272, 128); // partial blocks both ways
+    test_dequant_case(65, 96, 32);    // another block size
+    test_dequant_case(3, 40, 20);     // block % 16 != 0: per element
+    if (!small_mode)
+        test_dequant_case(300, 4096, 128);
+    const int Ns[] = {1, 7, 65, 1100, 2049, 4100}; // warps per row 8, 8, 8, 4, 2, 1
+    for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++) {
+        if (small_mode && Ns[i] > 1100)
+            continue;
+        test_gemv_case(Ns[i], 256, 128, 1 + (int)(i % 4), 0, 0.0f);
+        test_gemv_case(Ns[i], 130, 128, 4, 3, 1.0f); // K % 16 != 0 and padded rows: per-element path
+    }
+    test_gemv_case(65, 2048, 128, 3, 4, 1.0f);
+    test_gemv_case(33, 1536, 64, 2, 0, 0.0f);
+    if (!small_mode) {
+        test_gemv_case(1536, 7168, 128, 1, 0, 0.0f); // V3.2's q_a projection, decode
+        test_gemv_case(4096, 7168, 128, 4, 0, 0.0f);
+    }
+    printf("fp8 weights: dequant %d/%d cases bit-exact; gemv worst error %.3g of the magnitude sum\n", dequant_exact,
+           dequant_cases, worst_gemv_rel);
+}
+
+// SD_CUDA_TEST_ONLY=GROUP[,GROUP...] runs only those groups (indexer, topk, mla_attn, mla_decode, fp8w): a
 // sanitizer run of one kernel family fits a device call that all of them do not.
 static int run_group(const char *g)
 {
@@ -592,6 +731,7 @@ static void test_indexers(void);
 static void test_topks(void);
 static void test_mla_attns(void);
 static void test_mla_decodes(void);
+static void test_fp8ws(void);
 
 int main(void)
 {
@@ -616,6 +756,8 @@ int main(void)
         test_mla_decodes();
     if (run_group("mla_attn"))
         test_mla_attns();
+    if (run_group("fp8w"))
+        test_fp8ws();
     return sd_test_finish("cuda_ops");
 }
 

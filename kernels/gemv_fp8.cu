@@ -1,0 +1,180 @@
+// gemv_fp8.cu: FP8 block-scaled weight matrices on the GPU (sd_cuda.h, struct sd_cuda_fp8_mat): the GEMV of
+// up to SD_CUDA_GEMV_FP8_T tokens that the forward pass runs for decode with gpu_weights_fp8, and the
+// dequantization to f32 or bf16 that its longer chunks run before a cuBLAS GEMM. Both dequantize each weight
+// exactly as sd_dequant_fp8_block does (sd_dequant16_e4m3 in sd_cuda_common.cuh).
+#include <cuda_bf16.h>
+
+#include "sd_cuda_common.cuh"
+
+// acc[t] += (16 dequantized weights of raw, scale sv) . x[t][16 c .. 16 c + 16) for t < T.
+static __device__ __forceinline__ void gv_fma16(float *acc, uint4 raw, float sv, const float *x, int ldx, int c, int T)
+{
+    float w[16];
+    sd_dequant16_e4m3(raw, sv, w);
+#pragma unroll
+    for (int t = 0; t < SD_CUDA_GEMV_FP8_T; t++) {
+        if (t >= T)
+            break;
+        const float4 *xp = (const float4 *)(x + (size_t)t * ldx) + c * 4;
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            float4 xv = __ldg(xp + q);
+            acc[t] += w[4 * q] * xv.x + w[4 * q + 1] * xv.y + w[4 * q + 2] * xv.z + w[4 * q + 3] * xv.w;
+        }
+    }
+}
+
+// One weight (any alignment): the same value as sd_dequant16_e4m3 gives it.
+static __device__ __forceinline__ float gv_dequant1(uint8_t b, float sv)
+{
+    float w[16];
+    sd_dequant16_e4m3(make_uint4(b, 0, 0, 0), sv, w);
+    return w[0];
+}
+
+// KS warps per output row (8 / KS rows per 256-thread block): enough warps stream the weights of few-row
+// matrices. Lanes take 16 weights per 16-byte load, two loads in flight; partial sums meet in shared memory in
+// K-slice order.
+template <int KS>
+__global__ void __launch_bounds__(256) k_gemv_fp8(float *y, int ldy, const float *x, int ldx, const uint8_t *w,
+                                                  const float *sc, int B, int T, int N, int K, float beta)
+{
+    __shared__ float part[8][SD_CUDA_GEMV_FP8_T];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ks = warp % KS;
+    const int n = blockIdx.x * (8 / KS) + warp / KS;
+    float acc[SD_CUDA_GEMV_FP8_T];
+#pragma unroll
+    for (int t = 0; t < SD_CUDA_GEMV_FP8_T; t++)
+        acc[t] = 0.0f;
+    if (n < N) {
+        const uint8_t *row = w + (size_t)n * K;
+        const float *srow = sc + (size_t)(n / B) * ((K + B - 1) / B);
+        int k0 = 0;
+        if (K % 16 == 0 && B % 16 == 0 && ldx % 4 == 0 && ((uintptr_t)row & 15) == 0 && ((uintptr_t)x & 15) == 0) {
+            const int nc = K / 16, step = 32 * KS;
+            int c = ks * 32 + lane;
+            for (; c + step < nc; c += 2 * step) {
+                uint4 r0 = __ldg((const uint4 *)row + c), r1 = __ldg((const uint4 *)row + c + step);
+                gv_fma16(acc, r0, srow[c * 16 / B], x, ldx, c, T);
+                gv_fma16(acc, r1, srow[(c + step) * 16 / B], x, ldx, c + step, T);
+            }
+            if (c < nc)
+                gv_fma16(acc, __ldg((const uint4 *)row + c), srow[c * 16 / B], x, ldx, c, T);
+            k0 = K;
+        }
+        for (int k = k0 + ks * 32 + lane; k < K; k += 32 * KS) {
+            const float wk = gv_dequant1(row[k], srow[k / B]);
+#pragma unroll
+            for (int t = 0; t < SD_CUDA_GEMV_FP8_T; t++)
+                if (t < T)
+                    acc[t] += wk * x[(size_t)t * ldx + k];
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < SD_CUDA_GEMV_FP8_T; t++) {
+        float v = sd_warp_sum(acc[t]);
+        if (lane == 0)
+            part[warp][t] = v;
+    }
+    if (KS > 1)
+        __syncthreads();
+    if (ks != 0 || lane != 0 || n >= N)
+        return;
+    for (int t = 0; t < T; t++) {
+        float v = part[warp][t];
+        for (int j = 1; j < KS; j++)
+            v += part[warp + j][t];
+        float *yo = y + (size_t)t * ldy + n;
+        *yo = beta == 0.0f ? v : v + beta * *yo;
+    }
+}
+
+// out = dequantized W: one thread per 16 elements (one 16-byte load) where K and B allow (vec), else per element.
+template <typename O>
+__global__ void k_dequant_fp8(O *out, const uint8_t *w, const float *sc, int B, int N, int K, int vec)
+{
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, sc_cols = (size_t)((K + B - 1) / B);
+    float v[16];
+    int n_out = 16;
+    if (vec) {
+        if (i >= (size_t)N * K / 16)
+            return;
+        const size_t e0 = i * 16, n = e0 / (size_t)K, k = e0 % (size_t)K;
+        sd_dequant16_e4m3(__ldg((const uint4 *)w + i), sc[(n / B) * sc_cols + k / B], v);
+    } else {
+        if (i >= (size_t)N * K)
+            return;
+        const size_t n = i / (size_t)K, k = i % (size_t)K;
+        v[0] = gv_dequant1(w[i], sc[(n / B) * sc_cols + k / B]);
+        n_out = 1;
+    }
+    if constexpr (sizeof(O) == 2) {
+        if (n_out == 1) {
+            out[i] = __float2bfloat16_rn(v[0]);
+            return;
+        }
+        uint4 o[2];
+        __nv_bfloat162 *h = (__nv_bfloat162 *)o;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+        ((uint4 *)out)[2 * i] = o[0];
+        ((uint4 *)out)[2 * i + 1] = o[1];
+    } else {
+        if (n_out == 1) {
+            out[i] = v[0];
+            return;
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            ((float4 *)out)[4 * i + j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+    }
+}
+
+static bool fp8_mat_ok(const struct sd_cuda_fp8_mat *w)
+{
+    return w && w->q && w->scale && w->rows >= 0 && w->cols >= 0 && w->block > 0;
+}
+
+extern "C" enum sd_status sd_cuda_gemv_fp8(const struct sd_cuda_gemv_fp8_params *p)
+{
+    SD_CHECK_ARG(p && fp8_mat_ok(&p->w) && p->x && p->y);
+    SD_CHECK_ARG(p->n_tok >= 1 && p->n_tok <= SD_CUDA_GEMV_FP8_T && p->ldx >= p->w.cols && p->ldy >= p->w.rows);
+    const int N = p->w.rows, K = p->w.cols, B = p->w.block;
+    if (N == 0)
+        return SD_OK;
+    cudaStream_t st = (cudaStream_t)p->stream;
+    // warps per row: about 32 warps per SM of the H200's 132 for matrices of few rows
+    if (N >= 4096)
+        k_gemv_fp8<1>
+            <<<(N + 7) / 8, 256, 0, st>>>(p->y, p->ldy, p->x, p->ldx, p->w.q, p->w.scale, B, p->n_tok, N, K, p->beta);
+    else if (N >= 2048)
+        k_gemv_fp8<2>
+            <<<(N + 3) / 4, 256, 0, st>>>(p->y, p->ldy, p->x, p->ldx, p->w.q, p->w.scale, B, p->n_tok, N, K, p->beta);
+    else if (N >= 1024)
+        k_gemv_fp8<4>
+            <<<(N + 1) / 2, 256, 0, st>>>(p->y, p->ldy, p->x, p->ldx, p->w.q, p->w.scale, B, p->n_tok, N, K, p->beta);
+    else
+        k_gemv_fp8<8><<<N, 256, 0, st>>>(p->y, p->ldy, p->x, p->ldx, p->w.q, p->w.scale, B, p->n_tok, N, K, p->beta);
+    SD_CHECK_LAUNCH();
+    return SD_OK;
+}
+
+extern "C" enum sd_status sd_cuda_dequant_fp8(const struct sd_cuda_fp8_mat *w, void *out, int bf16, void *stream)
+{
+    SD_CHECK_ARG(fp8_mat_ok(w) && out);
+    const int N = w->rows, K = w->cols, B = w->block;
+    const int vec = K % 16 == 0 && B % 16 == 0 && ((uintptr_t)w->q & 15) == 0 && ((uintptr_t)out & 15) == 0;
+    const size_t n = (size_t)N * (size_t)K / (vec ? 16 : 1);
+    if (n == 0)
+        return SD_OK;
+    SD_CHECK_SUPPORTED((n + 255) / 256 <= 0x7fffffffu);
+    const unsigned nb = (unsigned)((n + 255) / 256);
+    cudaStream_t st = (cudaStream_t)stream;
+    if (bf16)
+        k_dequant_fp8<__nv_bfloat16><<<nb, 256, 0, st>>>((__nv_bfloat16 *)out, w->q, w->scale, B, N, K, vec);
+    else
+        k_dequant_fp8<float><<<nb, 256, 0, st>>>((float *)out, w->q, w->scale, B, N, K, vec);
+    SD_CHECK_LAUNCH();
+    return SD_OK;
+}
