@@ -6,6 +6,7 @@
 # the CPU with eval_mini --recall, MODEL.md).
 # Logs go to $OUT; the summary is printed last.
 # Usage (repository root, GPU machine, carry .deps and .train/gpu): sh tools/train/mini_gpu_check.sh
+# (DENSE_BUCKETS= : no dense eval, and then .train/gpu need not be carried).
 set -u
 OUT=${OUT:-$PWD/mini-check}
 mkdir -p "$OUT"
@@ -22,6 +23,7 @@ ninja -C $B tests/test_cuda_forward tests/test_cuda_ops app/sparsedoc tools/eval
 echo "== build ok at $(el) s"
 timeout 120 $B/tests/test_cuda_forward > "$OUT/test_cuda_forward.log" 2>&1
 echo "test_cuda_forward rc=$?"; grep -ciE "fail" "$OUT/test_cuda_forward.log"
+grep -E "CHECK|fp8 weights|fp8 \+ bf16|fp8-weights|sparsedoc-mini|passed" "$OUT/test_cuda_forward.log" | tail -14
 SD_CUDA_TEST_SMALL=1 timeout 90 $B/tests/test_cuda_ops > "$OUT/test_cuda_ops.log" 2>&1
 echo "test_cuda_ops rc=$?"
 # Engine vs PyTorch on the shipped weights, 4096 ids of real text, last 300 rows.
@@ -38,7 +40,7 @@ for mode in dense sparse; do
 done
 rm -f "$OUT"/*.f32
 echo "== logits at $(el) s"
-for b in 4096 16384 32768 65536; do
+for b in ${DENSE_BUCKETS-4096 16384 32768 65536}; do # DENSE_BUCKETS= skips the dense eval
   timeout 150 $B/tools/eval_mini --model $M --eval $EV --modes dense --buckets $b --backend cuda --threads 8 \
     --out "$OUT/dense_$b.json" > "$OUT/dense_$b.txt" 2>&1
   echo "dense $b rc=$? at $(el) s: $(grep '^| [0-9]' "$OUT/dense_$b.txt")"
