@@ -33,8 +33,8 @@ static __device__ __forceinline__ float gv_dequant1(uint8_t b, float sv)
 }
 
 // KS warps per output row (8 / KS rows per 256-thread block): enough warps stream the weights of few-row
-// matrices. Lanes take 16 weights per 16-byte load, two loads in flight; partial sums meet in shared memory in
-// K-slice order.
+// matrices. Lanes take 16 weights per 16-byte load, up to four loads in flight; partial sums meet in shared
+// memory in K-slice order.
 template <int KS>
 __global__ void __launch_bounds__(256) k_gemv_fp8(float *y, int ldy, const float *x, int ldx, const uint8_t *w,
                                                   const float *sc, int B, int T, int N, int K, float beta)
@@ -51,15 +51,20 @@ __global__ void __launch_bounds__(256) k_gemv_fp8(float *y, int ldy, const float
         const float *srow = sc + (size_t)(n / B) * ((K + B - 1) / B);
         int k0 = 0;
         if (K % 16 == 0 && B % 16 == 0 && ldx % 4 == 0 && ((uintptr_t)row & 15) == 0 && ((uintptr_t)x & 15) == 0) {
+            // Two chunks per step, the next step's two loaded before this step's are used: up to four
+            // 16-byte loads in flight per lane (the loop is otherwise bound by DRAM latency).
             const int nc = K / 16, step = 32 * KS;
+            const uint4 *rw = (const uint4 *)row, zero = make_uint4(0, 0, 0, 0);
             int c = ks * 32 + lane;
-            for (; c + step < nc; c += 2 * step) {
-                uint4 r0 = __ldg((const uint4 *)row + c), r1 = __ldg((const uint4 *)row + c + step);
+            uint4 r0 = c < nc ? __ldg(rw + c) : zero, r1 = c + step < nc ? __ldg(rw + c + step) : zero;
+            while (c < nc) {
+                const int cn = c + 2 * step;
+                const uint4 n0 = cn < nc ? __ldg(rw + cn) : zero, n1 = cn + step < nc ? __ldg(rw + cn + step) : zero;
                 gv_fma16(acc, r0, srow[c * 16 / B], x, ldx, c, T);
-                gv_fma16(acc, r1, srow[(c + step) * 16 / B], x, ldx, c + step, T);
+                if (c + step < nc)
+                    gv_fma16(acc, r1, srow[(c + step) * 16 / B], x, ldx, c + step, T);
+                r0 = n0, r1 = n1, c = cn;
             }
-            if (c < nc)
-                gv_fma16(acc, __ldg((const uint4 *)row + c), srow[c * 16 / B], x, ldx, c, T);
             k0 = K;
         }
         for (int k = k0 + ks * 32 + lane; k < K; k += 32 * KS) {
