@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int sd_cli_long(const char *cmd, const char *flag, const char *v, long lo, long hi, long *out)
 {
@@ -31,4 +32,25 @@ int sd_cli_double(const char *cmd, const char *flag, const char *v, double lo, d
     }
     *out = x;
     return 0;
+}
+
+int sd_cli_gpu_weights(const char *cmd, const char *v, int *bf16, int *fp8)
+{
+    static const struct {
+        const char *name;
+        int bf16, fp8;
+    } modes[] = {{"f32", 0, 0}, {"bf16", 1, 0}, {"fp8", 1, 1}, {"fp8-f32", 0, 1}};
+    for (size_t i = 0; v && i < sizeof modes / sizeof modes[0]; i++)
+        if (!strcmp(v, modes[i].name)) {
+            *bf16 = modes[i].bf16;
+            *fp8 = modes[i].fp8;
+            return 0;
+        }
+    fprintf(stderr, "sparsedoc %s: --gpu-weights must be f32, bf16, fp8 or fp8-f32, got '%s'\n", cmd, v ? v : "");
+    return -1;
+}
+
+const char *sd_cli_gpu_weights_name(int bf16, int fp8)
+{
+    return fp8 ? (bf16 ? "fp8" : "fp8-f32") : bf16 ? "bf16" : "f32";
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli_args.h"
 #include "commands.h"
 #include "model.h"
 #include "sampler.h"
@@ -71,29 +72,6 @@ static int parse_backend(const char *s, const struct sd_backend **be)
     return SD_EXIT_USAGE;
 }
 
-// --gpu-weights f32|bf16|fp8|fp8-f32: the session's gpu_weights_bf16 / gpu_weights_fp8; -1 (message printed) for
-// another value. fp8: matrices released as FP8 stay FP8, the rest bf16 (the leanest); fp8-f32: the rest f32.
-static int parse_gpu_weights(const char *s, struct sd_session_params *sp)
-{
-    static const struct {
-        const char *name;
-        int bf16, fp8;
-    } modes[] = {{"f32", 0, 0}, {"bf16", 1, 0}, {"fp8", 1, 1}, {"fp8-f32", 0, 1}};
-    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
-        if (!strcmp(s, modes[i].name)) {
-            sp->gpu_weights_bf16 = modes[i].bf16;
-            sp->gpu_weights_fp8 = modes[i].fp8;
-            return 0;
-        }
-    fprintf(stderr, "sparsedoc: --gpu-weights must be f32, bf16, fp8 or fp8-f32, got '%s'\n", s);
-    return -1;
-}
-
-// The --gpu-weights name of a session's parameters.
-static const char *gpu_weights_name(const struct sd_session_params *sp)
-{
-    return sp->gpu_weights_fp8 ? (sp->gpu_weights_bf16 ? "fp8" : "fp8-f32") : sp->gpu_weights_bf16 ? "bf16" : "f32";
-}
 
 // --gpu-weights only means something for a GPU backend: 0 when fine, else a message and -1.
 static int check_gpu_weights(int given, const struct sd_session_params *sp)
@@ -228,7 +206,7 @@ int sd_cmd_logits(int argc, char **argv)
             sp.max_batch = (int)v;
             break;
         case 'W':
-            if (parse_gpu_weights(optarg, &sp))
+            if (sd_cli_gpu_weights(argv[0], optarg, &sp.gpu_weights_bf16, &sp.gpu_weights_fp8))
                 return SD_EXIT_USAGE;
             gw = 1;
             break;
@@ -385,7 +363,7 @@ int sd_cmd_generate(int argc, char **argv)
             break;
         case 'S': stats = 1; break;
         case 'W':
-            if (parse_gpu_weights(optarg, &sp))
+            if (sd_cli_gpu_weights(argv[0], optarg, &sp.gpu_weights_bf16, &sp.gpu_weights_fp8))
                 return SD_EXIT_USAGE;
             gw = 1;
             break;
@@ -483,7 +461,7 @@ int sd_cmd_generate(int argc, char **argv)
                 produced / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
         if (sp.backend)
             fprintf(stderr, "device weights: %.1f MiB (%s)\n",
-                    (double)sd_session_backend_weight_bytes(s) / (1 << 20), gpu_weights_name(&sp));
+                    (double)sd_session_backend_weight_bytes(s) / (1 << 20), sd_cli_gpu_weights_name(sp.gpu_weights_bf16, sp.gpu_weights_fp8));
     }
     rc = SD_EXIT_OK;
 out:

@@ -27,6 +27,7 @@ struct qa_cli {
     const char *repo, *model_arg;
     char *model_buf;
     int json, list, verbose;
+    int gpu_weights; // --gpu-weights given
     int64_t resume;
     char **words;
     int n_words;
@@ -60,6 +61,8 @@ static const char ask_help[] =
     "  --ctx N            tokens of one prompt (default: what the model supports, at most 64K)\n"
     "  --threads N        CPU threads (default: all cores)\n"
     "  --backend NAME     cpu (default) or cuda (fp32 forward pass on the GPU, builds with nvcc)\n"
+    "  --gpu-weights T    cuda only: f32 (default), bf16, fp8 (FP8-released matrices kept FP8, the rest bf16)\n"
+    "                     or fp8-f32\n"
     "  --strategy S       auto (default), select (FTS5 picks a context) or map-reduce\n"
     "  --attention MODE   sparse (default, DSA) or dense\n"
     "  --no-cache         neither read nor write the KV prefix cache\n"
@@ -75,7 +78,8 @@ static const char chat_help[] =
     "  --repo DIR         ingest a code tree and chat about it\n"
     "  --resume ID        continue a saved conversation (its documents and earlier turns)\n"
     "  --list             list saved conversations\n"
-    "  --model M, --max-tokens N, --ctx N, --threads N, --no-cache, --db PATH, --cache-dir DIR, --json\n"
+    "  --model M, --max-tokens N, --ctx N, --threads N, --backend NAME, --gpu-weights T, --no-cache,\n"
+    "  --db PATH, --cache-dir DIR, --json\n"
     "                     as for 'sparsedoc ask' (--json prints one object per answer)\n";
 
 // Returns -1 after --help, SD_EXIT_USAGE on errors, 0 otherwise.
@@ -123,6 +127,11 @@ static int parse(int argc, char **argv, struct qa_cli *c, const char *help)
             if (strcmp(v, "cpu") && strcmp(v, "cuda"))
                 return usage_err(cmd, "--backend must be cpu or cuda");
             c->qo.backend = v;
+        } else if (!strcmp(a, "--gpu-weights")) {
+            VALUE;
+            if (sd_cli_gpu_weights(cmd, v, &c->qo.gpu_weights_bf16, &c->qo.gpu_weights_fp8))
+                return SD_EXIT_USAGE;
+            c->gpu_weights = 1;
         } else if (!strcmp(a, "--db")) {
             VALUE;
             c->qo.db_path = v;
@@ -177,6 +186,8 @@ static int parse(int argc, char **argv, struct qa_cli *c, const char *help)
             c->words[c->n_words++] = argv[i];
 #undef VALUE
     }
+    if (c->gpu_weights && (!c->qo.backend || strcmp(c->qo.backend, "cuda")))
+        return usage_err(cmd, "--gpu-weights applies to --backend cuda only (the CPU backend keeps f32 weights)");
     // --model NAME: an installed model (XDG data dir) when NAME is not a directory.
     if (c->model_arg) {
         struct stat st;

@@ -12,13 +12,14 @@
 #include "commands.h"
 #include "qa.h"
 #include "sd_clock.h"
+#include "cli_args.h"
 #include "settings.h"
 #include "summarize.h"
 
 static const char summarize_help[] =
     "usage: sparsedoc summarize PATH... [--out DIR] [--json] [--style brief|detailed|bullets] [--max-words N]\n"
     "                           [--model DIR] [--force] [--db FILE] [--cache-dir DIR] [--no-cache] [--ctx N]\n"
-    "                           [--threads N] [--password PW] [--fan-in N]\n\n"
+    "                           [--threads N] [--password PW] [--fan-in N] [--backend cpu|cuda] [--gpu-weights T]\n\n"
     "Summarize each document (PDF, text file, or every file of a code tree) into DIR: one Markdown file per\n"
     "document and index.md. Paths not yet in the store are ingested first. A document larger than one\n"
     "context is summarized per context (with its page or line range), then the summaries are combined,\n"
@@ -37,6 +38,9 @@ static const char summarize_help[] =
     "  --ctx N          tokens of one prompt (default: settings, else the model's, at most 65536); use the\n"
     "                   same value for `ask` to share cached prefills\n"
     "  --threads N      CPU threads (default: all cores)\n"
+    "  --backend NAME   cpu (default) or cuda (the forward pass on the GPU, builds with nvcc)\n"
+    "  --gpu-weights T  cuda only: f32 (default), bf16, fp8 (FP8-released matrices kept FP8, the rest bf16) or\n"
+    "                   fp8-f32\n"
     "  --password PW    password for encrypted PDFs\n"
     "  --fan-in N       combine at most N part summaries per step (default: as many as fit one context);\n"
     "                   smaller values make more levels, each over less text\n"
@@ -252,15 +256,16 @@ int sd_cmd_summarize(int argc, char **argv)
     int json = 0, rc = SD_EXIT_OK;
     char **paths = calloc((size_t)argc + 1, sizeof *paths);
     size_t n_paths = 0;
-    const char *model = NULL, *db = NULL, *cache_dir = NULL;
-    int no_cache = 0, n_ctx = 0, threads = 0, have_threads = 0;
+    const char *model = NULL, *db = NULL, *cache_dir = NULL, *backend = NULL;
+    int no_cache = 0, n_ctx = 0, threads = 0, have_threads = 0, gw = 0, gw_bf16 = 0, gw_fp8 = 0;
     if (!paths)
         return SD_EXIT_FAIL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = !strcmp(a, "--out") || !strcmp(a, "--style") || !strcmp(a, "--max-words") ||
                     !strcmp(a, "--model") || !strcmp(a, "--db") || !strcmp(a, "--cache-dir") || !strcmp(a, "--ctx") ||
-                    !strcmp(a, "--threads") || !strcmp(a, "--password") || !strcmp(a, "--fan-in");
+                    !strcmp(a, "--threads") || !strcmp(a, "--password") || !strcmp(a, "--fan-in") ||
+                    !strcmp(a, "--backend") || !strcmp(a, "--gpu-weights");
         if (takes && !v) {
             fprintf(stderr, "sparsedoc summarize: %s needs a value\n", a);
             rc = SD_EXIT_USAGE;
@@ -313,6 +318,19 @@ int sd_cmd_summarize(int argc, char **argv)
             }
         } else if (!strcmp(a, "--password"))
             bo.password = v;
+        else if (!strcmp(a, "--backend")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                rc = usage_err("--backend must be cpu or cuda");
+                goto out;
+            }
+            backend = v;
+        } else if (!strcmp(a, "--gpu-weights")) {
+            if (sd_cli_gpu_weights("summarize", v, &gw_bf16, &gw_fp8)) {
+                rc = SD_EXIT_USAGE;
+                goto out;
+            }
+            gw = 1;
+        }
         else if (!strcmp(a, "--")) {
             for (i++; i < argc; i++)
                 paths[n_paths++] = argv[i];
@@ -346,6 +364,14 @@ int sd_cmd_summarize(int argc, char **argv)
         qo.n_ctx = n_ctx;
     if (have_threads)
         qo.n_threads = threads;
+    if (backend)
+        qo.backend = backend;
+    if (gw && (!qo.backend || strcmp(qo.backend, "cuda"))) { // the backend may come from the settings
+        rc = usage_err("--gpu-weights applies to --backend cuda only (the CPU backend keeps f32 weights)");
+        goto out;
+    }
+    qo.gpu_weights_bf16 = gw_bf16;
+    qo.gpu_weights_fp8 = gw_fp8;
 
     struct ui u = {.json = json, .tty = isatty(2), .t0 = sd_now_s()};
     const char *nc = getenv("NO_COLOR");

@@ -143,7 +143,9 @@ enum sd_status sd_qa_open(const struct sd_qa_opts *opts, struct sd_qa **out, str
                                         .backend = backend,
                                         .max_batch = QA_PREFILL_CHUNK,
                                         .dsa_mode = o->dsa_mode,
-                                        .index_topk = o->index_topk};
+                                        .index_topk = o->index_topk,
+                                        .gpu_weights_bf16 = o->gpu_weights_bf16,
+                                        .gpu_weights_fp8 = o->gpu_weights_fp8};
     qa->logits = malloc(sizeof(float) * (size_t)qa->model->cfg.vocab_size);
     qa->logits2 = malloc(sizeof(float) * (size_t)qa->model->cfg.vocab_size);
     if (!qa->logits || !qa->logits2) {
@@ -219,6 +221,11 @@ const char *sd_qa_template_name(const struct sd_qa *qa)
 int sd_qa_n_ctx(const struct sd_qa *qa)
 {
     return qa->n_ctx;
+}
+
+const struct sd_session_params *sd_qa_session_params(const struct sd_qa *qa)
+{
+    return &qa->sp;
 }
 const struct sd_model *sd_qa_model(const struct sd_qa *qa)
 {

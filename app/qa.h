@@ -33,6 +33,8 @@ struct sd_qa_opts {
     int index_topk;         // 0: the model's
     enum sd_dsa_mode dsa_mode;
     const char *backend;    // NULL or "cpu"
+    int gpu_weights_bf16;   // with a GPU backend: sd_session_params.gpu_weights_bf16 / gpu_weights_fp8
+    int gpu_weights_fp8;
 };
 
 // Open the service: load the model and tokenizer, open the store and the cache. Errors name what is
@@ -154,6 +156,8 @@ enum sd_status sd_qa_resolve_model(const char *explicit_dir, char **out, struct 
 enum sd_status sd_qa_check_memory(const char *model_dir, uint64_t kv_bytes, uint64_t *need, struct sd_err *err);
 const char *sd_qa_template_name(const struct sd_qa *qa); // borrowed: e.g. "sparsedoc-mini/1"
 int sd_qa_n_ctx(const struct sd_qa *qa);                   // tokens of one prompt in use
+// The session parameters the service's engine sessions use (backend, DSA and weight settings); borrowed.
+const struct sd_session_params *sd_qa_session_params(const struct sd_qa *qa);
 // Tokenizer of the loaded model (borrowed), e.g. for counting tokens.
 struct sd_tokenizer;
 const struct sd_tokenizer *sd_qa_tokenizer(const struct sd_qa *qa);

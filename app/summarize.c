@@ -119,13 +119,10 @@ static enum sd_status gen_open(struct sd_qa *qa, const struct sd_qa_opts *qo, st
     g->n_ctx = sd_qa_n_ctx(qa);
     g->model = sd_qa_model(qa); // borrowed: one copy of the weights per process
     snprintf(path, sizeof path, "%s/tokenizer.json", sd_qa_model_dir(qa));
-    struct sd_session_params sp = {
-        .n_ctx = g->n_ctx,
-        .n_threads = qo ? qo->n_threads : 0,
-        .max_batch = PREFILL_CHUNK,
-        .dsa_mode = qo ? qo->dsa_mode : SD_DSA_SPARSE,
-        .index_topk = qo ? qo->index_topk : 0,
-    };
+    // The service's parameters (backend, DSA and weight settings, threads), with this generator's chunk.
+    struct sd_session_params sp = *sd_qa_session_params(qa);
+    sp.n_ctx = g->n_ctx;
+    sp.max_batch = PREFILL_CHUNK;
     if ((r = sd_session_new(g->model, &sp, &g->sess, err)))
         goto fail;
     if ((r = sd_model_fingerprint(g->model, path, &sp, sd_qa_template_name(qa), g->fp, err)))

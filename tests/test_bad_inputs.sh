@@ -11,7 +11,8 @@
 #   - a full disk under the store: ingest fails with "disk full", the documents already stored stay; a full
 #     disk under the KV cache: the answer stands and the failed cache write is reported;
 #   - numeric option values that are not whole numbers in range are usage errors (exit 2), as are an unknown
-#     --gpu-weights mode and --gpu-weights without --backend cuda.
+#     --gpu-weights mode and --gpu-weights without --backend cuda (generate, ask, summarize); --backend cuda
+#     without a GPU fails with a message (ask, summarize).
 # The read-only and disk-full parts mount small file systems in a private mount namespace (unshare -m, as
 # root) or use chmod (as another user); they are skipped, with a message, where neither is possible.
 # Usage: test_bad_inputs.sh SPARSEDOC_BINARY
@@ -77,11 +78,23 @@ expect "unknown backend (ask)" 2 'backend must be cpu or cuda' "$bin" ask --db "
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
     expect "cuda backend without a GPU (ask)" 1 'backend (cuda: no CUDA device|.cuda. is not available in this build)' \
         "$bin" ask --db "$tmp/b.db" --backend cuda --doc "$pdf" "$Q"
+    expect "cuda backend without a GPU (summarize)" 1 \
+        'backend (cuda: no CUDA device|.cuda. is not available in this build)' \
+        "$bin" summarize --db "$tmp/b.db" --out "$tmp/sum" --backend cuda --gpu-weights fp8 "$pdf"
+    [ ! -e "$tmp/sum/index.md" ] || fail "summarize --backend cuda without a GPU wrote $tmp/sum/index.md"
 fi
 expect "unknown --gpu-weights" 2 'gpu-weights must be f32, bf16, fp8 or fp8-f32' \
     "$bin" generate --model "$mini" --gpu-weights fp4 --backend cuda --prompt hi -n 2
 expect "--gpu-weights fp8 on the CPU" 2 'gpu-weights applies to --backend cuda only' \
     "$bin" generate --model "$mini" --gpu-weights fp8 --prompt hi -n 2
+expect "--gpu-weights fp8 on the CPU (ask)" 2 'gpu-weights applies to --backend cuda only' \
+    "$bin" ask --db "$tmp/b.db" --gpu-weights fp8 --doc "$pdf" "$Q"
+expect "unknown --gpu-weights (ask)" 2 'gpu-weights must be f32, bf16, fp8 or fp8-f32' \
+    "$bin" ask --db "$tmp/b.db" --backend cuda --gpu-weights fp4 --doc "$pdf" "$Q"
+expect "unknown backend (summarize)" 2 'backend must be cpu or cuda' \
+    "$bin" summarize --db "$tmp/b.db" --out "$tmp/sum" --backend tpu "$pdf"
+expect "--gpu-weights on the CPU (summarize)" 2 'gpu-weights applies to --backend cuda only' \
+    "$bin" summarize --db "$tmp/b.db" --out "$tmp/sum" --gpu-weights bf16 "$pdf"
 mkdir -p "$tmp/empty_model"
 expect "empty model dir (generate)" 1 'empty_model/config\.json: .*check the path' "$bin" generate --model "$tmp/empty_model" --prompt hi
 expect "empty model dir (ask)" 1 'empty_model.*config\.json' \
