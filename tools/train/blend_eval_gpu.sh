@@ -9,15 +9,7 @@
 set -u
 OUT=${OUT:-$PWD/blend-out}
 W=${W:-/tmp/blendeval}
-mkdir -p "$OUT" "$W"
-export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
-[ -f .deps/setup.sh ] && . ./.deps/setup.sh
-T0=$(date +%s)
-el() { echo $(($(date +%s) - T0)); }
-B=build-gpu
-( (meson setup $B -Ddata=false -Dcuda=enabled -Dwerror=false && nice ninja -C $B tools/eval_mini) > "$W/build.log" 2>&1
-  echo "build rc=$?" >> "$W/build.log" ) &
-BP=$!
+. tools/train/gpu_start.sh
 A=${A:-data/models/sparsedoc-mini}
 list=""
 for a in ${ALPHAS:-0.5}; do

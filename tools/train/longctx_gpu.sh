@@ -14,15 +14,7 @@ set -u
 OUT=${OUT:-$PWD/longctx-out}
 W=${W:-/tmp/longctx}
 G=.train/gpu
-mkdir -p "$OUT" "$W"
-export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
-[ -f .deps/setup.sh ] && . ./.deps/setup.sh
-T0=$(date +%s)
-el() { echo $(($(date +%s) - T0)); }
-B=build-gpu
-( (meson setup $B -Ddata=false -Dcuda=enabled -Dwerror=false && nice ninja -C $B tools/eval_mini) > "$W/build.log" 2>&1
-  echo "build rc=$?" >> "$W/build.log" ) &
-BP=$!
+. tools/train/gpu_start.sh
 # Defaults: run B of MODEL.md (v2); run C overrides them through the environment.
 python3 tools/train/train.py --out "$W/run" --budget "${BUDGET:-380}" --seed "${SEED:-2345}" --split "${SPLIT:-0.55,0.05,0.40}" \
   --peak1 "${PEAK1:-3e-4}" --warm1 0.05 --lr3 "${LR3:-1.5e-4}" --eval-lens 4096,16384,32768,65536 --init "${INIT:-$G/run2}" \
