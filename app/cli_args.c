@@ -1,5 +1,7 @@
-// cli_args.c: strict numeric option values for the CLI (see cli_args.h).
+// cli_args.c: strict numeric option values and the --gpu-weights names for the CLI (see cli_args.h).
 #include "cli_args.h"
+
+#include "session.h"
 
 #include <errno.h>
 #include <math.h>
@@ -36,21 +38,8 @@ int sd_cli_double(const char *cmd, const char *flag, const char *v, double lo, d
 
 int sd_cli_gpu_weights(const char *cmd, const char *v, int *bf16, int *fp8)
 {
-    static const struct {
-        const char *name;
-        int bf16, fp8;
-    } modes[] = {{"f32", 0, 0}, {"bf16", 1, 0}, {"fp8", 1, 1}, {"fp8-f32", 0, 1}};
-    for (size_t i = 0; v && i < sizeof modes / sizeof modes[0]; i++)
-        if (!strcmp(v, modes[i].name)) {
-            *bf16 = modes[i].bf16;
-            *fp8 = modes[i].fp8;
-            return 0;
-        }
+    if (sd_gpu_weights_parse(v, bf16, fp8) == 0)
+        return 0;
     fprintf(stderr, "sparsedoc %s: --gpu-weights must be f32, bf16, fp8 or fp8-f32, got '%s'\n", cmd, v ? v : "");
     return -1;
-}
-
-const char *sd_cli_gpu_weights_name(int bf16, int fp8)
-{
-    return fp8 ? (bf16 ? "fp8" : "fp8-f32") : bf16 ? "bf16" : "f32";
 }

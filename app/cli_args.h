@@ -11,11 +11,9 @@ int sd_cli_long(const char *cmd, const char *flag, const char *v, long lo, long 
 // Parses v as a finite decimal number in [lo, hi] into *out; same reporting as sd_cli_long.
 int sd_cli_double(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out);
 
-// --gpu-weights f32|bf16|fp8|fp8-f32 into the session parameters gpu_weights_bf16 / gpu_weights_fp8 (fp8: the
-// matrices released as FP8 stay FP8, the rest bf16; fp8-f32: the rest f32). -1 with
-// "sparsedoc CMD: --gpu-weights must be f32, bf16, fp8 or fp8-f32, got 'V'" on stderr for another value.
+// --gpu-weights f32|bf16|fp8|fp8-f32 into the session parameters gpu_weights_bf16 / gpu_weights_fp8
+// (sd_gpu_weights_parse: fp8 keeps the matrices released as FP8 in FP8, the rest bf16; fp8-f32 the rest f32).
+// -1 with "sparsedoc CMD: --gpu-weights must be f32, bf16, fp8 or fp8-f32, got 'V'" on stderr for another value.
 int sd_cli_gpu_weights(const char *cmd, const char *v, int *bf16, int *fp8);
-// The --gpu-weights name of those two parameters.
-const char *sd_cli_gpu_weights_name(int bf16, int fp8);
 
 #endif

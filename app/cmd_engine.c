@@ -461,7 +461,7 @@ int sd_cmd_generate(int argc, char **argv)
                 produced / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
         if (sp.backend)
             fprintf(stderr, "device weights: %.1f MiB (%s)\n",
-                    (double)sd_session_backend_weight_bytes(s) / (1 << 20), sd_cli_gpu_weights_name(sp.gpu_weights_bf16, sp.gpu_weights_fp8));
+                    (double)sd_session_backend_weight_bytes(s) / (1 << 20), sd_gpu_weights_name(sp.gpu_weights_bf16, sp.gpu_weights_fp8));
     }
     rc = SD_EXIT_OK;
 out:

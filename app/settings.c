@@ -1,6 +1,8 @@
 // settings.c: load and save struct sd_settings as a GKeyFile (see settings.h).
 #include "settings.h"
 
+#include "session.h"
+
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +90,9 @@ enum sd_status sd_settings_load(const char *path, struct sd_settings *s, struct 
     } else {
         free(b);
     }
+    char *gw = get_str(kf, "model", "gpu_weights"); // an unknown name keeps f32
+    sd_gpu_weights_parse(gw, &s->gpu_weights_bf16, &s->gpu_weights_fp8);
+    free(gw);
     s->n_ctx = get_int(kf, "engine", "context", 0, 131072, 0);
     if (s->n_ctx && s->n_ctx < 65536)
         s->n_ctx = 65536;
@@ -129,6 +134,7 @@ enum sd_status sd_settings_save(const char *path, const struct sd_settings *s, s
     }
     g_key_file_set_string(kf, "model", "dir", s->model_dir ? s->model_dir : "");
     g_key_file_set_string(kf, "model", "backend", s->backend ? s->backend : "cpu");
+    g_key_file_set_string(kf, "model", "gpu_weights", sd_gpu_weights_name(s->gpu_weights_bf16, s->gpu_weights_fp8));
     g_key_file_set_int64(kf, "engine", "context", s->n_ctx);
     g_key_file_set_int64(kf, "engine", "top_k", s->top_k);
     g_key_file_set_int64(kf, "engine", "threads", s->n_threads);
@@ -157,6 +163,9 @@ void sd_settings_to_qa_opts(const struct sd_settings *s, struct sd_qa_opts *o)
 {
     o->model_dir = s->model_dir && *s->model_dir ? s->model_dir : NULL;
     o->backend = s->backend;
+    int cuda = s->backend && !strcmp(s->backend, "cuda"); // a CPU session refuses GPU weight modes
+    o->gpu_weights_bf16 = cuda && s->gpu_weights_bf16;
+    o->gpu_weights_fp8 = cuda && s->gpu_weights_fp8;
     o->n_ctx = s->n_ctx;
     o->index_topk = s->top_k;
     o->n_threads = s->n_threads;

@@ -1,6 +1,6 @@
 // settings.h: the user's preferences shared by the CLI and the GTK app, persisted as a GKeyFile in
-// $XDG_CONFIG_HOME/sparsedoc/config.ini (~/.config/sparsedoc/config.ini): model directory, backend,
-// context size, DSA top-k, threads, KV cache budget, and the UI's colour scheme. Missing keys keep
+// $XDG_CONFIG_HOME/sparsedoc/config.ini (~/.config/sparsedoc/config.ini): model directory, backend and its
+// device weight mode, context size, DSA top-k, threads, KV cache budget, and the UI's colour scheme. Missing keys keep
 // their defaults; a malformed file is reported and left untouched (nothing is lost on save errors).
 #ifndef SD_APP_SETTINGS_H
 #define SD_APP_SETTINGS_H
@@ -16,6 +16,8 @@ enum sd_color_scheme { SD_COLOR_SYSTEM = 0, SD_COLOR_LIGHT, SD_COLOR_DARK };
 struct sd_settings {
     char *model_dir;       // NULL or "": the default model (see sd_qa_opts.model_dir)
     char *backend;         // "cpu" or "cuda"
+    int gpu_weights_bf16;  // with backend cuda: the device weight mode ([model] gpu_weights = f32, bf16, fp8 or
+    int gpu_weights_fp8;   // fp8-f32, sd_gpu_weights_parse); ignored with backend cpu
     int n_ctx;             // 0: default (64K); else 65536..131072
     int top_k;             // 0: the model's
     int n_threads;         // 0: all cores

@@ -144,6 +144,30 @@ enum sd_status sd_session_truncate(struct sd_session *s, int pos, struct sd_err 
     return SD_OK;
 }
 
+static const struct {
+    const char *name;
+    int bf16, fp8;
+} gpu_weight_modes[] = {{"f32", 0, 0}, {"bf16", 1, 0}, {"fp8", 1, 1}, {"fp8-f32", 0, 1}};
+
+int sd_gpu_weights_parse(const char *name, int *bf16, int *fp8)
+{
+    for (size_t i = 0; name && i < sizeof gpu_weight_modes / sizeof gpu_weight_modes[0]; i++)
+        if (!strcmp(name, gpu_weight_modes[i].name)) {
+            *bf16 = gpu_weight_modes[i].bf16;
+            *fp8 = gpu_weight_modes[i].fp8;
+            return 0;
+        }
+    return -1;
+}
+
+const char *sd_gpu_weights_name(int bf16, int fp8)
+{
+    for (size_t i = 0; i < sizeof gpu_weight_modes / sizeof gpu_weight_modes[0]; i++)
+        if (gpu_weight_modes[i].bf16 == (bf16 != 0) && gpu_weight_modes[i].fp8 == (fp8 != 0))
+            return gpu_weight_modes[i].name;
+    return "f32";
+}
+
 enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_params *pin, struct sd_session **out,
                               struct sd_err *err)
 {

@@ -38,6 +38,13 @@ struct sd_session_params {
     const struct sd_backend *backend; // NULL: the CPU forward pass (borrowed; must outlive the session)
 };
 
+// The device weight modes by name, as the CLI's --gpu-weights and the settings' gpu_weights spell them: "f32"
+// (neither flag), "bf16" (gpu_weights_bf16), "fp8" (both), "fp8-f32" (gpu_weights_fp8). Returns 0, or -1 for
+// another name (NULL included), leaving *bf16 and *fp8 as they were.
+int sd_gpu_weights_parse(const char *name, int *bf16, int *fp8);
+// The name of a pair of flags (a static string).
+const char *sd_gpu_weights_name(int bf16, int fp8);
+
 struct sd_session;
 
 enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_params *p, struct sd_session **out,

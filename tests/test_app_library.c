@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "library.h"
+#include "qa.h"
 #include "settings.h"
 
 #define CHECK(cond, ...)                                                                                               \
@@ -165,6 +166,7 @@ static void test_settings(const char *tmp)
     s.model_dir = strdup("/models/x");
     free(s.backend);
     s.backend = strdup("cuda");
+    s.gpu_weights_bf16 = s.gpu_weights_fp8 = 1;
     s.n_ctx = 131072;
     s.top_k = 512;
     s.n_threads = 3;
@@ -182,6 +184,19 @@ static void test_settings(const char *tmp)
               s.n_threads == 3 && s.cache_budget == 256ull << 20 && s.color_scheme == SD_COLOR_DARK,
           "round trip: %s %s %d %d %d %llu %d", s.model_dir, s.backend, s.n_ctx, s.top_k, s.n_threads,
           (unsigned long long)s.cache_budget, s.color_scheme);
+    CHECK(s.gpu_weights_bf16 == 1 && s.gpu_weights_fp8 == 1, "gpu_weights round trip: %d %d", s.gpu_weights_bf16,
+          s.gpu_weights_fp8);
+    struct sd_qa_opts qo = {0};
+    sd_settings_to_qa_opts(&s, &qo);
+    CHECK(qo.gpu_weights_bf16 == 1 && qo.gpu_weights_fp8 == 1, "cuda settings: qa gpu weights %d %d",
+          qo.gpu_weights_bf16, qo.gpu_weights_fp8);
+    free(s.backend);
+    s.backend = strdup("cpu"); // the CPU refuses GPU weight modes: they are not passed on
+    sd_settings_to_qa_opts(&s, &qo);
+    CHECK(qo.gpu_weights_bf16 == 0 && qo.gpu_weights_fp8 == 0, "cpu settings: qa gpu weights %d %d",
+          qo.gpu_weights_bf16, qo.gpu_weights_fp8);
+    free(s.backend);
+    s.backend = strdup("cuda");
     s.top_k = 64;
     CHECK(sd_settings_save(ini, &s, &err) == SD_OK, "save: %s", err.msg);
     sd_settings_clear(&s);
@@ -189,10 +204,12 @@ static void test_settings(const char *tmp)
     CHECK(g_file_get_contents(ini, &after, NULL, NULL) && strstr(after, "key=kept") && strstr(after, "top_k=64"),
           "other group lost or value not saved:\n%s", after);
     // Out of range values are clamped; a small context goes up to the 64K minimum.
-    CHECK(g_file_set_contents(ini, "[engine]\ncontext=1000\nthreads=-5\n[model]\nbackend=tpu\n", -1, NULL), "write");
+    CHECK(g_file_set_contents(ini, "[engine]\ncontext=1000\nthreads=-5\n[model]\nbackend=tpu\ngpu_weights=fp4\n", -1, NULL),
+          "write");
     CHECK(sd_settings_load(ini, &s, &err) == SD_OK, "load: %s", err.msg);
-    CHECK(s.n_ctx == 65536 && s.n_threads == 0 && !strcmp(s.backend, "cpu"), "clamped: %d %d %s", s.n_ctx, s.n_threads,
-          s.backend);
+    CHECK(s.n_ctx == 65536 && s.n_threads == 0 && !strcmp(s.backend, "cpu") && !s.gpu_weights_bf16 &&
+              !s.gpu_weights_fp8,
+          "clamped: %d %d %s %d %d", s.n_ctx, s.n_threads, s.backend, s.gpu_weights_bf16, s.gpu_weights_fp8);
     sd_settings_clear(&s);
     // A malformed file is reported, and a save does not overwrite it.
     static const char bad[] = "[model\ndir=/x\n";
