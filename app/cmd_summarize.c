@@ -330,8 +330,7 @@ int sd_cmd_summarize(int argc, char **argv)
                 goto out;
             }
             gw = 1;
-        }
-        else if (!strcmp(a, "--")) {
+        } else if (!strcmp(a, "--")) {
             for (i++; i < argc; i++)
                 paths[n_paths++] = argv[i];
         } else if (a[0] == '-' && a[1]) {

@@ -204,7 +204,8 @@ static void test_settings(const char *tmp)
     CHECK(g_file_get_contents(ini, &after, NULL, NULL) && strstr(after, "key=kept") && strstr(after, "top_k=64"),
           "other group lost or value not saved:\n%s", after);
     // Out of range values are clamped; a small context goes up to the 64K minimum.
-    CHECK(g_file_set_contents(ini, "[engine]\ncontext=1000\nthreads=-5\n[model]\nbackend=tpu\ngpu_weights=fp4\n", -1, NULL),
+    CHECK(g_file_set_contents(ini, "[engine]\ncontext=1000\nthreads=-5\n[model]\nbackend=tpu\ngpu_weights=fp4\n", -1,
+                              NULL),
           "write");
     CHECK(sd_settings_load(ini, &s, &err) == SD_OK, "load: %s", err.msg);
     CHECK(s.n_ctx == 65536 && s.n_threads == 0 && !strcmp(s.backend, "cpu") && !s.gpu_weights_bf16 &&

@@ -274,7 +274,8 @@ static struct sd_wmat v32_fp8_mat(struct v32_model *v, int rows, int cols, uint6
 #endif
     for (int b = 0; b < sr * sc; b++) {
         const int r0 = b / sc * V32_BLOCK, c0 = b % sc * V32_BLOCK;
-        const int r1 = r0 + V32_BLOCK < rows ? r0 + V32_BLOCK : rows, c1 = c0 + V32_BLOCK < cols ? c0 + V32_BLOCK : cols;
+        const int r1 = r0 + V32_BLOCK < rows ? r0 + V32_BLOCK : rows,
+                  c1 = c0 + V32_BLOCK < cols ? c0 + V32_BLOCK : cols;
         float amax = 0.0f;
         for (int r = r0; r < r1; r++)
             for (int c = c0; c < c1; c++)
