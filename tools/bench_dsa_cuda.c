@@ -2,7 +2,8 @@
 // kernel is validated once at the timed size against the CPU reference (engine/dsa.c; sampled rows
 // where the full reference is too slow), then timed with CUDA events after warm-up: median of repeats,
 // inputs rotated over several copies when they would fit in L2. Prints µs, TFLOP/s and GB/s from
-// counted FLOPs and bytes, and a summary table last. Usage: bench_dsa_cuda [--quick]
+// counted FLOPs and bytes, and a summary table last; also the FP8 weight GEMV (gemv_fp8.cu) on DeepSeek-V3.2 matrix
+// shapes against the memcpy ceiling. Usage: bench_dsa_cuda [--quick]
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -63,7 +64,7 @@ struct row {
     const char *extra_name;
     int valid;
 };
-static struct row table[32];
+static struct row table[64];
 static int n_table;
 static struct sd_cuda_timer *timer;
 static int quick;
@@ -562,6 +563,94 @@ static void bench_mla(void)
     sd_cuda_free(d_kv), sd_cuda_free(d_q), sd_cuda_free(d_o), sd_cuda_free(d_l), sd_cuda_free(d_idx);
 }
 
+// ---- FP8 weight GEMV (gemv_fp8.cu, the forward pass's decode with gpu_weights_fp8) on DeepSeek-V3.2's matrix
+// shapes: GB/s of weights + scales against the memcpy ceiling. Enough copies of each matrix rotate that the
+// weights come from HBM, not L2; a few rows are checked against double on the CPU.
+#define GV_MAXROT 64
+struct gv_ctx {
+    struct sd_cuda_gemv_fp8_params p;
+    const uint8_t *q[GV_MAXROT];
+    const float *sc[GV_MAXROT];
+    int n_rot;
+};
+static void gv_fn(void *c, int rep)
+{
+    struct gv_ctx *x = c;
+    struct sd_cuda_gemv_fp8_params p = x->p;
+    p.w.q = x->q[rep % x->n_rot];
+    p.w.scale = x->sc[rep % x->n_rot];
+    CU(sd_cuda_gemv_fp8(&p));
+}
+static void bench_gemv_fp8(double copy_gbs)
+{
+    static const struct {
+        const char *name;
+        int N, K;
+    } shapes[] = {{"mlp gate/up 18432x7168", 18432, 7168}, {"mlp down 7168x18432", 7168, 18432},
+                  {"o_proj 7168x16384", 7168, 16384},      {"q_b 24576x1536", 24576, 1536},
+                  {"q_a 1536x7168", 1536, 7168},           {"kv_a 576x7168", 576, 7168}};
+    const int B = 128;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int N = shapes[si].N, K = shapes[si].K, sr = (N + B - 1) / B, sc = (K + B - 1) / B;
+        const size_t nw = (size_t)N * K, ns = (size_t)sr * sc;
+        uint8_t *q = xmalloc(nw);
+        float *scale = xmalloc(ns * sizeof(float)), *x = xmalloc(4 * (size_t)K * sizeof(float));
+        float *y = xmalloc(4 * (size_t)N * sizeof(float));
+        for (size_t i = 0; i < nw; i++) {
+            uint8_t v = (uint8_t)(urand() * 256.0);
+            q[i] = (v & 0x7f) == 0x7f ? (uint8_t)(v ^ 1) : v;
+        }
+        for (size_t i = 0; i < ns; i++)
+            scale[i] = (float)(0.5 + urand()) / 256.0f;
+        for (size_t i = 0; i < 4 * (size_t)K; i++)
+            x[i] = nrand();
+        struct gv_ctx g = {0};
+        g.n_rot = (int)((size_t)(256u << 20) / nw) + 1; // >= 256 MB in rotation: 4x the L2
+        if (g.n_rot > GV_MAXROT)
+            g.n_rot = GV_MAXROT;
+        if (quick && g.n_rot > 4)
+            g.n_rot = 4;
+        for (int r = 0; r < g.n_rot; r++) {
+            uint8_t *dq = dalloc(nw);
+            float *ds = dalloc(ns * sizeof(float));
+            CU(sd_cuda_memcpy_h2d(dq, q, nw));
+            CU(sd_cuda_memcpy_h2d(ds, scale, ns * sizeof(float)));
+            g.q[r] = dq, g.sc[r] = ds;
+        }
+        float *dx = dalloc(4 * (size_t)K * sizeof(float)), *dy = dalloc(4 * (size_t)N * sizeof(float));
+        CU(sd_cuda_memcpy_h2d(dx, x, 4 * (size_t)K * sizeof(float)));
+        for (int T = 1; T <= 4; T += 3) {
+            g.p = (struct sd_cuda_gemv_fp8_params){{g.q[0], g.sc[0], N, K, B}, dx, K, dy, N, T, 0.0f, NULL};
+            CU(sd_cuda_gemv_fp8(&g.p));
+            CU(sd_cuda_sync());
+            CU(sd_cuda_memcpy_d2h(y, dy, (size_t)T * N * sizeof(float)));
+            double worst = 0.0; // 16 rows per token against double, relative to the sum of |terms|
+            for (int t = 0; t < T; t++)
+                for (int k8 = 0; k8 < 16; k8++) {
+                    int r = (int)(urand() * N);
+                    double acc = 0.0, mag = 0.0;
+                    for (int k = 0; k < K; k++) {
+                        double w = (double)(sd_e4m3_to_f32(q[(size_t)r * K + k]) * scale[(r / B) * sc + k / B]);
+                        acc += w * x[(size_t)t * K + k];
+                        mag += fabs(w * x[(size_t)t * K + k]);
+                    }
+                    double e = fabs(y[(size_t)t * N + r] - acc) / (mag > 0 ? mag : 1.0);
+                    worst = e > worst ? e : worst;
+                }
+            double us_g = time_median(gv_fn, &g, 3, quick ? 5 : 20);
+            double bytes = (double)nw + (double)ns * 4.0;
+            char label[96];
+            snprintf(label, sizeof label, "gemv fp8 %s, %d token%s", shapes[si].name, T, T > 1 ? "s" : "");
+            add_row(label, us_g, 2.0 * nw * T, bytes, worst <= 1e-6,
+                    "of memcpy BW:", bytes / (us_g * 1e-6) / 1e9 / copy_gbs);
+        }
+        for (int r = 0; r < g.n_rot; r++)
+            sd_cuda_free((void *)g.q[r]), sd_cuda_free((void *)g.sc[r]);
+        sd_cuda_free(dx), sd_cuda_free(dy);
+        free(q), free(scale), free(x), free(y);
+    }
+}
+
 int main(int argc, char **argv)
 {
     quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
@@ -590,6 +679,7 @@ int main(int argc, char **argv)
     bench_indexer(copy_gbs);
     bench_topk();
     bench_mla();
+    bench_gemv_fp8(copy_gbs);
 
     printf("\n| kernel | us | TFLOP/s | GB/s | valid | note |\n|---|---|---|---|---|---|\n");
     for (int i = 0; i < n_table; i++) {
