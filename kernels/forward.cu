@@ -944,7 +944,8 @@ static enum sd_status mm(struct fwd *f, float *y, int ldy, const float *x, int l
         }
         const struct sd_cuda_fp8_mat m8 = {(const uint8_t *)w.data, w.fp8_scale, N, K, w.fp8_block};
         if (T <= FP8_GEMV_T) {
-            struct sd_cuda_gemv_fp8_params g = {m8, x, ldx, y, ldy, T, beta, f->st};
+            struct sd_cuda_gemv_fp8_params g = {};
+            g.w = m8, g.x = x, g.ldx = ldx, g.y = y, g.ldy = ldy, g.n_tok = T, g.beta = beta, g.stream = f->st;
             return sd_cuda_gemv_fp8(&g);
         }
         TRY(sd_cuda_dequant_fp8(&m8, f->wdq, f->bf16, f->st));

@@ -24,6 +24,43 @@ static __device__ __forceinline__ void gv_fma16(float *acc, uint4 raw, float sv,
     }
 }
 
+// variant 1: acc[t] += (sum over the 16 raw e4m3 values of raw * 2^-120 * x) * 2^120 * sv. Each byte is put in
+// the top of a word, shifted right by 4 with sign extension and masked (0x87f00000): sign, exponent and mantissa
+// land in the f32 fields (2^-120 times the e4m3 value, as in sd_dequant16_e4m3); NaN codes give NaN.
+static __device__ __forceinline__ void gv_fma16_v1(float *acc, uint4 raw, float sv, const float *x, int ldx, int c,
+                                                   int T)
+{
+    const uint32_t wd[4] = {raw.x, raw.y, raw.z, raw.w};
+    float r[16];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const uint32_t v = wd[j];
+        r[4 * j] = __int_as_float(((int)(v << 24) >> 4) & (int)0x87f00000u);
+        r[4 * j + 1] = __int_as_float(((int)(v << 16) >> 4) & (int)0x87f00000u);
+        r[4 * j + 2] = __int_as_float(((int)(v << 8) >> 4) & (int)0x87f00000u);
+        r[4 * j + 3] = __int_as_float(((int)v >> 4) & (int)0x87f00000u);
+        const uint32_t nan = ((v & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u;
+        if (nan)
+#pragma unroll
+            for (int b = 0; b < 4; b++)
+                if (nan & (0x80u << (8 * b)))
+                    r[4 * j + b] = __int_as_float(0x7fffffff);
+    }
+#pragma unroll
+    for (int t = 0; t < SD_CUDA_GEMV_FP8_T; t++) {
+        if (t >= T)
+            break;
+        const float4 *xp = (const float4 *)(x + (size_t)t * ldx) + c * 4;
+        float s = 0.0f;
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            float4 xv = __ldg(xp + q);
+            s += r[4 * q] * xv.x + r[4 * q + 1] * xv.y + r[4 * q + 2] * xv.z + r[4 * q + 3] * xv.w;
+        }
+        acc[t] += __fmul_rn(s, 0x1p120f) * sv;
+    }
+}
+
 // One weight (any alignment): the same value as sd_dequant16_e4m3 gives it.
 static __device__ __forceinline__ float gv_dequant1(uint8_t b, float sv)
 {
@@ -35,7 +72,7 @@ static __device__ __forceinline__ float gv_dequant1(uint8_t b, float sv)
 // KS warps per output row (8 / KS rows per 256-thread block): enough warps stream the weights of few-row
 // matrices. Lanes take 16 weights per 16-byte load, up to four loads in flight; partial sums meet in shared
 // memory in K-slice order.
-template <int KS>
+template <int KS, int V>
 __global__ void __launch_bounds__(256) k_gemv_fp8(float *y, int ldy, const float *x, int ldx, const uint8_t *w,
                                                   const float *sc, int B, int T, int N, int K, float beta)
 {
@@ -60,9 +97,15 @@ __global__ void __launch_bounds__(256) k_gemv_fp8(float *y, int ldy, const float
             while (c < nc) {
                 const int cn = c + 2 * step;
                 const uint4 n0 = cn < nc ? __ldg(rw + cn) : zero, n1 = cn + step < nc ? __ldg(rw + cn + step) : zero;
-                gv_fma16(acc, r0, srow[c * 16 / B], x, ldx, c, T);
-                if (c + step < nc)
-                    gv_fma16(acc, r1, srow[(c + step) * 16 / B], x, ldx, c + step, T);
+                if (V == 1) {
+                    gv_fma16_v1(acc, r0, srow[c * 16 / B], x, ldx, c, T);
+                    if (c + step < nc)
+                        gv_fma16_v1(acc, r1, srow[(c + step) * 16 / B], x, ldx, c + step, T);
+                } else {
+                    gv_fma16(acc, r0, srow[c * 16 / B], x, ldx, c, T);
+                    if (c + step < nc)
+                        gv_fma16(acc, r1, srow[(c + step) * 16 / B], x, ldx, c + step, T);
+                }
                 r0 = n0, r1 = n1, c = cn;
             }
             k0 = K;
@@ -149,18 +192,34 @@ extern "C" enum sd_status sd_cuda_gemv_fp8(const struct sd_cuda_gemv_fp8_params 
     if (N == 0)
         return SD_OK;
     cudaStream_t st = (cudaStream_t)p->stream;
+    SD_CHECK_ARG(p->variant == 0 || p->variant == 1);
     // warps per row: about 32 warps per SM of the H200's 132 for matrices of few rows
-    if (N >= 4096)
-        k_gemv_fp8<1>
-            <<<(N + 7) / 8, 256, 0, st>>>(p->y, p->ldy, p->x, p->ldx, p->w.q, p->w.scale, B, p->n_tok, N, K, p->beta);
-    else if (N >= 2048)
-        k_gemv_fp8<2>
-            <<<(N + 3) / 4, 256, 0, st>>>(p->y, p->ldy, p->x, p->ldx, p->w.q, p->w.scale, B, p->n_tok, N, K, p->beta);
-    else if (N >= 1024)
-        k_gemv_fp8<4>
-            <<<(N + 1) / 2, 256, 0, st>>>(p->y, p->ldy, p->x, p->ldx, p->w.q, p->w.scale, B, p->n_tok, N, K, p->beta);
-    else
-        k_gemv_fp8<8><<<N, 256, 0, st>>>(p->y, p->ldy, p->x, p->ldx, p->w.q, p->w.scale, B, p->n_tok, N, K, p->beta);
+    const int ks = N >= 4096 ? 1 : N >= 2048 ? 2 : N >= 1024 ? 4 : 8;
+    const unsigned grid = (unsigned)((N + 8 / ks - 1) / (8 / ks));
+    const float *x = p->x, *sc = p->w.scale;
+    const uint8_t *q = p->w.q;
+#define SD_GV_LAUNCH(KS, V)                                                                                            \
+    k_gemv_fp8<KS, V><<<grid, 256, 0, st>>>(p->y, p->ldy, x, p->ldx, q, sc, B, p->n_tok, N, K, p->beta)
+    if (p->variant == 0) {
+        if (ks == 1)
+            SD_GV_LAUNCH(1, 0);
+        else if (ks == 2)
+            SD_GV_LAUNCH(2, 0);
+        else if (ks == 4)
+            SD_GV_LAUNCH(4, 0);
+        else
+            SD_GV_LAUNCH(8, 0);
+    } else {
+        if (ks == 1)
+            SD_GV_LAUNCH(1, 1);
+        else if (ks == 2)
+            SD_GV_LAUNCH(2, 1);
+        else if (ks == 4)
+            SD_GV_LAUNCH(4, 1);
+        else
+            SD_GV_LAUNCH(8, 1);
+    }
+#undef SD_GV_LAUNCH
     SD_CHECK_LAUNCH();
     return SD_OK;
 }

@@ -160,6 +160,11 @@ struct sd_cuda_gemv_fp8_params {
     int ldy;
     int n_tok; // 1 .. SD_CUDA_GEMV_FP8_T
     float beta;
+    // 0 (the forward pass's): every weight dequantized exactly as the CPU's (two f32 products), then
+    // multiplied. 1 (experimental, for bench_dsa_cuda/test_cuda_ops): 16 raw weights times x summed first and
+    // the block scale applied once per 16, with 3 integer operations per weight: the same sum up to fp32
+    // rounding, fewer instructions per byte.
+    int variant;
     void *stream;
 };
 // Every weight read once for all tokens and dequantized in registers; fp32 products and sums (one fixed

@@ -620,29 +620,38 @@ static void bench_gemv_fp8(double copy_gbs)
         float *dx = dalloc(4 * (size_t)K * sizeof(float)), *dy = dalloc(4 * (size_t)N * sizeof(float));
         CU(sd_cuda_memcpy_h2d(dx, x, 4 * (size_t)K * sizeof(float)));
         for (int T = 1; T <= 4; T += 3) {
-            g.p = (struct sd_cuda_gemv_fp8_params){{g.q[0], g.sc[0], N, K, B}, dx, K, dy, N, T, 0.0f, NULL};
-            CU(sd_cuda_gemv_fp8(&g.p));
-            CU(sd_cuda_sync());
-            CU(sd_cuda_memcpy_d2h(y, dy, (size_t)T * N * sizeof(float)));
-            double worst = 0.0; // 16 rows per token against double, relative to the sum of |terms|
-            for (int t = 0; t < T; t++)
-                for (int k8 = 0; k8 < 16; k8++) {
-                    int r = (int)(urand() * N);
-                    double acc = 0.0, mag = 0.0;
-                    for (int k = 0; k < K; k++) {
-                        double w = (double)(sd_e4m3_to_f32(q[(size_t)r * K + k]) * scale[(r / B) * sc + k / B]);
-                        acc += w * x[(size_t)t * K + k];
-                        mag += fabs(w * x[(size_t)t * K + k]);
+            for (int variant = 0; variant < 2; variant++) {
+                g.p = (struct sd_cuda_gemv_fp8_params){.w = {g.q[0], g.sc[0], N, K, B},
+                                                       .x = dx,
+                                                       .ldx = K,
+                                                       .y = dy,
+                                                       .ldy = N,
+                                                       .n_tok = T,
+                                                       .variant = variant};
+                CU(sd_cuda_gemv_fp8(&g.p));
+                CU(sd_cuda_sync());
+                CU(sd_cuda_memcpy_d2h(y, dy, (size_t)T * N * sizeof(float)));
+                double worst = 0.0; // 16 rows per token against double, relative to the sum of |terms|
+                for (int t = 0; t < T; t++)
+                    for (int k8 = 0; k8 < 16; k8++) {
+                        int r = (int)(urand() * N);
+                        double acc = 0.0, mag = 0.0;
+                        for (int k = 0; k < K; k++) {
+                            double w = (double)(sd_e4m3_to_f32(q[(size_t)r * K + k]) * scale[(r / B) * sc + k / B]);
+                            acc += w * x[(size_t)t * K + k];
+                            mag += fabs(w * x[(size_t)t * K + k]);
+                        }
+                        double e = fabs(y[(size_t)t * N + r] - acc) / (mag > 0 ? mag : 1.0);
+                        worst = e > worst ? e : worst;
                     }
-                    double e = fabs(y[(size_t)t * N + r] - acc) / (mag > 0 ? mag : 1.0);
-                    worst = e > worst ? e : worst;
-                }
-            double us_g = time_median(gv_fn, &g, 3, quick ? 5 : 20);
-            double bytes = (double)nw + (double)ns * 4.0;
-            char label[96];
-            snprintf(label, sizeof label, "gemv fp8 %s, %d token%s", shapes[si].name, T, T > 1 ? "s" : "");
-            add_row(label, us_g, 2.0 * nw * T, bytes, worst <= 1e-6,
-                    "of memcpy BW:", bytes / (us_g * 1e-6) / 1e9 / copy_gbs);
+                double us_g = time_median(gv_fn, &g, 3, quick ? 5 : 20);
+                double bytes = (double)nw + (double)ns * 4.0;
+                char label[96];
+                snprintf(label, sizeof label, "gemv fp8 v%d %s, %d token%s", variant, shapes[si].name, T,
+                         T > 1 ? "s" : "");
+                add_row(label, us_g, 2.0 * nw * T, bytes, worst <= 1e-6,
+                        "of memcpy BW:", bytes / (us_g * 1e-6) / 1e9 / copy_gbs);
+            }
         }
         for (int r = 0; r < g.n_rot; r++)
             sd_cuda_free((void *)g.q[r]), sd_cuda_free((void *)g.sc[r]);
