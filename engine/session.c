@@ -186,10 +186,11 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
                           pin->n_ctx, (long long)c->max_position_embeddings);
     }
     if ((s->p.gpu_weights_bf16 || s->p.gpu_weights_fp8) && !s->p.backend) {
+        int fp8 = s->p.gpu_weights_fp8 != 0;
         sd_session_free(s);
         return sd_err_set(err, SD_ERR_ARG,
                           "%s weights (gpu_weights_%s) need a GPU backend; the CPU forward pass keeps f32 weights",
-                          s->p.gpu_weights_fp8 ? "FP8" : "bf16", s->p.gpu_weights_fp8 ? "fp8" : "bf16");
+                          fp8 ? "FP8" : "bf16", fp8 ? "fp8" : "bf16");
     }
     if (s->p.max_batch <= 0)
         s->p.max_batch = 256;
