@@ -1,8 +1,9 @@
 #!/bin/sh
 # test_longctx.sh: the shipped sparsedoc-mini answers from a long document in one context, through the real CLI,
 # store and KV cache. The document is two licence texts every Debian system has (/usr/share/common-licenses:
-# GPL-3 + Apache-2.0; about 28,600 tokens with a /tmp/tmp.XXXXXXXXXX path in every line marker) with three
-# planted facts at 15%, 50% and 85% of its lines; one context holds it all, so the DSA path selects 512 of ~28K keys per query row. Checks:
+# GPL-3 + Apache-2.0; about 30,800 tokens with its fixed path, /tmp/sparsedoc-test-longctx-UID/notes.txt, in every
+# line marker) with three planted facts at 15%, 50% and 85% of its lines; one context holds it all, so the DSA path
+# selects 512 of ~30K keys per query row. Checks:
 #   - strategy "whole scope in one context", more than 20,000 prompt tokens;
 #   - at least 2 of the 3 planted values answered exactly (the model sometimes misspells a pseudo-word value:
 #     MODEL.md), each exact answer cited at its planted line and grounded;
@@ -16,7 +17,12 @@ if [ ! -r "$lic/GPL-3" ] || [ ! -r "$lic/Apache-2.0" ]; then
     exit 77
 fi
 . "$(dirname "$0")/cli_env.sh" # $tmp, private store/cache/XDG dirs, fail/ok
-doc=$tmp/notes.txt
+# The document's path is in every line marker the model reads, so a random temp path would make each run a
+# different prompt (and the model's answers vary with it); a fixed path keeps the run deterministic.
+docdir=/tmp/sparsedoc-test-longctx-$(id -u)
+doc=$docdir/notes.txt
+mkdir -p "$docdir"
+trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp" "$docdir"' EXIT
 python3 - "$lic" "$doc" <<'PY'
 import sys
 lic, out = sys.argv[1], sys.argv[2]
