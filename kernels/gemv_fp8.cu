@@ -39,12 +39,7 @@ static __device__ __forceinline__ void gv_fma16_v1(float *acc, uint4 raw, float 
         r[4 * j + 1] = __int_as_float(((int)(v << 16) >> 4) & (int)0x87f00000u);
         r[4 * j + 2] = __int_as_float(((int)(v << 8) >> 4) & (int)0x87f00000u);
         r[4 * j + 3] = __int_as_float(((int)v >> 4) & (int)0x87f00000u);
-        const uint32_t nan = ((v & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u;
-        if (nan)
-#pragma unroll
-            for (int b = 0; b < 4; b++)
-                if (nan & (0x80u << (8 * b)))
-                    r[4 * j + b] = __int_as_float(0x7fffffff);
+        sd_e4m3x4_nan(v, r + 4 * j);
     }
 #pragma unroll
     for (int t = 0; t < SD_CUDA_GEMV_FP8_T; t++) {
@@ -138,29 +133,31 @@ __global__ void __launch_bounds__(256) k_gemv_fp8(float *y, int ldy, const float
 }
 
 // out = dequantized W: one thread per 16 elements (one 16-byte load) where K and B allow (vec), else per element.
+template <typename O> static __device__ __forceinline__ O to_out(float v);
+template <> __device__ __forceinline__ float to_out<float>(float v)
+{
+    return v;
+}
+template <> __device__ __forceinline__ __nv_bfloat16 to_out<__nv_bfloat16>(float v)
+{
+    return __float2bfloat16_rn(v);
+}
+
 template <typename O>
 __global__ void k_dequant_fp8(O *out, const uint8_t *w, const float *sc, int B, int N, int K, int vec)
 {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, sc_cols = (size_t)((K + B - 1) / B);
-    float v[16];
-    int n_out = 16;
-    if (vec) {
-        if (i >= (size_t)N * K / 16)
-            return;
-        const size_t e0 = i * 16, n = e0 / (size_t)K, k = e0 % (size_t)K;
-        sd_dequant16_e4m3(__ldg((const uint4 *)w + i), sc[(n / B) * sc_cols + k / B], v);
-    } else {
-        if (i >= (size_t)N * K)
-            return;
-        const size_t n = i / (size_t)K, k = i % (size_t)K;
-        v[0] = gv_dequant1(w[i], sc[(n / B) * sc_cols + k / B]);
-        n_out = 1;
+    if (!vec) {
+        if (i < (size_t)N * K)
+            out[i] = to_out<O>(gv_dequant1(w[i], sc[(i / K / B) * sc_cols + i % K / B]));
+        return;
     }
+    if (i >= (size_t)N * K / 16)
+        return;
+    const size_t e0 = i * 16, n = e0 / (size_t)K, k = e0 % (size_t)K;
+    float v[16];
+    sd_dequant16_e4m3(__ldg((const uint4 *)w + i), sc[(n / B) * sc_cols + k / B], v);
     if constexpr (sizeof(O) == 2) {
-        if (n_out == 1) {
-            out[i] = __float2bfloat16_rn(v[0]);
-            return;
-        }
         uint4 o[2];
         __nv_bfloat162 *h = (__nv_bfloat162 *)o;
 #pragma unroll
@@ -169,13 +166,29 @@ __global__ void k_dequant_fp8(O *out, const uint8_t *w, const float *sc, int B, 
         ((uint4 *)out)[2 * i] = o[0];
         ((uint4 *)out)[2 * i + 1] = o[1];
     } else {
-        if (n_out == 1) {
-            out[i] = v[0];
-            return;
-        }
 #pragma unroll
         for (int j = 0; j < 4; j++)
             ((float4 *)out)[4 * i + j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+    }
+}
+
+// k_gemv_fp8<ks, V> (ks: 1, 2, 4 or 8 warps per row).
+template <int V>
+static void gv_launch(int ks, unsigned grid, cudaStream_t st, float *y, int ldy, const float *x, int ldx,
+                      const uint8_t *q, const float *sc, int B, int T, int N, int K, float beta)
+{
+    switch (ks) {
+    case 1:
+        k_gemv_fp8<1, V><<<grid, 256, 0, st>>>(y, ldy, x, ldx, q, sc, B, T, N, K, beta);
+        break;
+    case 2:
+        k_gemv_fp8<2, V><<<grid, 256, 0, st>>>(y, ldy, x, ldx, q, sc, B, T, N, K, beta);
+        break;
+    case 4:
+        k_gemv_fp8<4, V><<<grid, 256, 0, st>>>(y, ldy, x, ldx, q, sc, B, T, N, K, beta);
+        break;
+    default:
+        k_gemv_fp8<8, V><<<grid, 256, 0, st>>>(y, ldy, x, ldx, q, sc, B, T, N, K, beta);
     }
 }
 
@@ -198,28 +211,10 @@ extern "C" enum sd_status sd_cuda_gemv_fp8(const struct sd_cuda_gemv_fp8_params 
     const unsigned grid = (unsigned)((N + 8 / ks - 1) / (8 / ks));
     const float *x = p->x, *sc = p->w.scale;
     const uint8_t *q = p->w.q;
-#define SD_GV_LAUNCH(KS, V)                                                                                            \
-    k_gemv_fp8<KS, V><<<grid, 256, 0, st>>>(p->y, p->ldy, x, p->ldx, q, sc, B, p->n_tok, N, K, p->beta)
-    if (p->variant == 0) {
-        if (ks == 1)
-            SD_GV_LAUNCH(1, 0);
-        else if (ks == 2)
-            SD_GV_LAUNCH(2, 0);
-        else if (ks == 4)
-            SD_GV_LAUNCH(4, 0);
-        else
-            SD_GV_LAUNCH(8, 0);
-    } else {
-        if (ks == 1)
-            SD_GV_LAUNCH(1, 1);
-        else if (ks == 2)
-            SD_GV_LAUNCH(2, 1);
-        else if (ks == 4)
-            SD_GV_LAUNCH(4, 1);
-        else
-            SD_GV_LAUNCH(8, 1);
-    }
-#undef SD_GV_LAUNCH
+    if (p->variant == 0)
+        gv_launch<0>(ks, grid, st, p->y, p->ldy, x, p->ldx, q, sc, B, p->n_tok, N, K, p->beta);
+    else
+        gv_launch<1>(ks, grid, st, p->y, p->ldy, x, p->ldx, q, sc, B, p->n_tok, N, K, p->beta);
     SD_CHECK_LAUNCH();
     return SD_OK;
 }

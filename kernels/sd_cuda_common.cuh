@@ -74,6 +74,18 @@ static __device__ __forceinline__ float2 sd_e4m3x2_to_f2(uint16_t v)
     return __half22float2(h);
 }
 
+// The e4m3 NaN codes (0x7f, 0xff) among the 4 bytes of v (low byte first) set w[0..4) to NaN: a byte whose low
+// 7 bits are all ones carries into its bit 7 below.
+static __device__ __forceinline__ void sd_e4m3x4_nan(uint32_t v, float *w)
+{
+    const uint32_t nan = ((v & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u;
+    if (nan)
+#pragma unroll
+        for (int b = 0; b < 4; b++)
+            if (nan & (0x80u << (8 * b)))
+                w[b] = __int_as_float(0x7fffffff);
+}
+
 // 16 e4m3 weights (raw, low byte first) times their block scale sv, each rounded once: sd_dequant_fp8_block's
 // values (the CPU's f32 weights) bit for bit. Each byte's exponent and mantissa bits go straight into f32's
 // exponent and mantissa fields, which gives 2^-120 times the e4m3 value exactly for every finite code
@@ -95,14 +107,8 @@ static __device__ __forceinline__ void sd_dequant16_e4m3(uint4 raw, float sv, fl
     for (int i = 0; i < 16; i++)
         w[i] = __fmul_rn(__fmul_rn(w[i], 0x1p120f), sv);
 #pragma unroll
-    for (int j = 0; j < 4; j++) { // a byte whose low 7 bits are all ones carries into its bit 7 here
-        const uint32_t nan = ((wd[j] & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u;
-        if (nan)
-#pragma unroll
-            for (int b = 0; b < 4; b++)
-                if (nan & (0x80u << (8 * b)))
-                    w[4 * j + b] = __int_as_float(0x7fffffff);
-    }
+    for (int j = 0; j < 4; j++)
+        sd_e4m3x4_nan(wd[j], w + 4 * j);
 }
 
 #endif
