@@ -42,11 +42,15 @@ static const char *shape_str(const int64_t *s, int n, char *buf, size_t len)
 }
 
 // Fetch tensor `name` with expected shape (n_dims dims in shape[]) as f32.
-// optional: absent -> *out = NULL, SD_OK.
-static enum sd_status load_t(struct sd_model *m, const char *name, int n_dims, const int64_t *shape, int optional,
-                             const float **out, struct sd_err *err)
+// optional: absent -> *out = NULL, SD_OK. fp8_src (may be NULL): for an F8_E4M3 tensor, the tensor and its
+// checked block scale; NULLs otherwise.
+static enum sd_status load_t_src(struct sd_model *m, const char *name, int n_dims, const int64_t *shape,
+                                 int optional, const float **out, const struct sd_tensor_info *fp8_src[2],
+                                 struct sd_err *err)
 {
     *out = NULL;
+    if (fp8_src)
+        fp8_src[0] = fp8_src[1] = NULL;
     const struct sd_tensor_info *t = sd_tensor_set_find(m->tensors, name);
     if (!t) {
         if (optional)
@@ -86,6 +90,8 @@ static enum sd_status load_t(struct sd_model *m, const char *name, int n_dims, c
             return sd_err_set(err, SD_ERR_UNSUPPORTED, "%s: FP8 tensor \"%s\" must be 2-D", t->file, name);
         }
         st = sd_dequant_fp8_block(t, s, m->cfg.fp8_block ? m->cfg.fp8_block : 128, buf, err);
+        if (st == SD_OK && fp8_src)
+            fp8_src[0] = t, fp8_src[1] = s;
     } else if (t->dtype == SD_DTYPE_F32 || t->dtype == SD_DTYPE_BF16 || t->dtype == SD_DTYPE_F16) {
         st = sd_convert_to_f32(t->dtype, t->data, buf, n);
         if (st != SD_OK)
@@ -104,6 +110,12 @@ static enum sd_status load_t(struct sd_model *m, const char *name, int n_dims, c
         return st;
     *out = buf;
     return SD_OK;
+}
+
+static enum sd_status load_t(struct sd_model *m, const char *name, int n_dims, const int64_t *shape, int optional,
+                             const float **out, struct sd_err *err)
+{
+    return load_t_src(m, name, n_dims, shape, optional, out, NULL, err);
 }
 
 #define T1(name, a, opt, dst)                                                                                          \
@@ -130,27 +142,21 @@ static enum sd_status load_w(struct sd_model *m, const char *name, int64_t rows,
 {
     int64_t s[2] = {rows, cols};
     const float *p;
-    enum sd_status st = load_t(m, name, 2, s, optional, &p, err);
+    const struct sd_tensor_info *src[2];
+    enum sd_status st = load_t_src(m, name, 2, s, optional, &p, src, err);
     *out = f32_view(p, rows, cols);
-    if (st != SD_OK || !p)
+    if (st != SD_OK || !src[0])
         return st;
-    // A released FP8 block-scaled matrix also keeps its source for GPU backends (struct sd_wmat.fp8); load_t
+    // A released FP8 block-scaled matrix also keeps its source for GPU backends (struct sd_wmat.fp8); load_t_src
     // has checked the tensor, its scale and their shapes.
-    const struct sd_tensor_info *t = sd_tensor_set_find(m->tensors, name);
-    if (!t || t->dtype != SD_DTYPE_F8_E4M3)
-        return SD_OK;
-    char sname[512];
-    snprintf(sname, sizeof sname, "%s_scale_inv", name);
-    const struct sd_tensor_info *sc = sd_tensor_set_find(m->tensors, sname);
-    if (!sc)
-        return SD_OK;
+    const struct sd_tensor_info *t = src[0], *sc = src[1];
     size_t ns = (size_t)sc->n_elems;
     float *scale = malloc(ns ? ns * sizeof(float) : sizeof(float));
     if (!scale)
         return sd_err_set(err, SD_ERR_NOMEM, "out of memory keeping the FP8 scales of \"%s\"", name);
     if ((st = sd_convert_to_f32(sc->dtype, sc->data, scale, ns)) != SD_OK) {
         free(scale);
-        return sd_err_set(err, st, "%s: cannot convert scale tensor \"%s\"", sc->file, sname);
+        return sd_err_set(err, st, "%s: cannot convert scale tensor \"%s\"", sc->file, sc->name);
     }
     if ((st = own(m, scale, err)) != SD_OK)
         return st;
