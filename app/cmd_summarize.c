@@ -365,14 +365,15 @@ int sd_cmd_summarize(int argc, char **argv)
         qo.n_threads = threads;
     if (backend)
         qo.backend = backend;
-    if (gw && (!qo.backend || strcmp(qo.backend, "cuda"))) { // the backend may come from the settings
+    const int cuda = qo.backend && !strcmp(qo.backend, "cuda"); // the backend may come from the settings
+    if (gw && !cuda) {
         rc = usage_err("--gpu-weights applies to --backend cuda only (the CPU backend keeps f32 weights)");
         goto out;
     }
-    if (!gw && qo.backend && !strcmp(qo.backend, "cuda")) // the settings' mode, also under --backend cuda
-        gw_bf16 = set.gpu_weights_bf16, gw_fp8 = set.gpu_weights_fp8;
-    if (qo.backend && !strcmp(qo.backend, "cuda"))
-        qo.gpu_weights_bf16 = gw_bf16, qo.gpu_weights_fp8 = gw_fp8;
+    if (cuda) { // --gpu-weights, else the settings' mode (also under --backend cuda)
+        qo.gpu_weights_bf16 = gw ? gw_bf16 : set.gpu_weights_bf16;
+        qo.gpu_weights_fp8 = gw ? gw_fp8 : set.gpu_weights_fp8;
+    }
 
     struct ui u = {.json = json, .tty = isatty(2), .t0 = sd_now_s()};
     const char *nc = getenv("NO_COLOR");
