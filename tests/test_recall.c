@@ -6,9 +6,11 @@
 //     and latent cache handed to the observer, the per-layer counters equal the sums of those rows,
 //     recall <= oracle, and the selection is k distinct causal tokens;
 // (c) top-k 4 on 64 tokens: recall in (0, 1], below 1 in some layer, and far below what top-k 63 gives;
-// plus: from_pos limits the rows, chunked prefill and decode give the same numbers as one prefill, and
+// plus: from_pos limits the rows, chunked prefill and decode count each row once with the same selections
+// as one prefill (up to rare FP8 score ties, see there), and
 // measuring does not change the logits.
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,7 @@ struct observed {
     int n;
     int layer[MAX_ROWS], pos[MAX_ROWS];
     double recall[MAX_ROWS], ref[MAX_ROWS], best[MAX_ROWS], ref_best[MAX_ROWS];
+    uint64_t sel[MAX_ROWS][2]; // the selected tokens as a bit set (positions < 128)
     int bad_sel;
 };
 
@@ -98,6 +101,10 @@ static void observe(const struct sd_recall_row *r, void *user)
     o->pos[o->n] = r->pos;
     o->recall[o->n] = r->recall;
     o->best[o->n] = r->best;
+    o->sel[o->n][0] = o->sel[o->n][1] = 0;
+    for (int i = 0; i < r->n_sel; i++)
+        if (r->sel[i] >= 0 && r->sel[i] < 128)
+            o->sel[o->n][r->sel[i] / 64] |= 1ull << (r->sel[i] % 64);
     o->ref[o->n] = ref_recall(r, &o->bad_sel, &o->ref_best[o->n]);
     o->n++;
 }
@@ -241,23 +248,58 @@ int main(void)
         CHECK_MSG(memcmp(rb.logits, rb_off.logits, sizeof(float) * (size_t)n_b * V) == 0,
                   "logits change when recall is measured");
 
-    // Chunked prefill (7 a step) and decode (1 a step) from position 40: same rows, same numbers.
+    // Chunked prefill (7 a step) and decode (1 a step) from position 40: each position 40..95 measured once
+    // per layer, the counters equal the sums of the run's own float64 rows, and the rows equal the one-prefill
+    // rows. A batch of 1 or 7 rounds the hidden state differently in the last bits (GEMV vs GEMM), and the
+    // indexer's FP8 scores can tie, so a near-tie may select another token (one seed in ~150 did, at layer 1;
+    // every later layer then differs). Hence the rows are compared where the selections agree, in layer 0
+    // (same inputs), and at least 90% of layer 0's selections must agree.
     int steps[2] = {7, 1};
     for (int i = 0; i < 2; i++) {
-        struct run rc = run_ids(m, ids, n_b, steps[i], 0, 40, NULL);
+        struct observed *oq = calloc(1, sizeof *oq);
+        struct run rc = run_ids(m, ids, n_b, steps[i], 0, 40, oq);
         CHECK(rc.ok && rc.n_layers == L);
+        CHECK_MSG(oq->bad_sel == 0, "batch %d: %d selections not k distinct causal tokens", steps[i], oq->bad_sel);
+        int same0 = 0, rows0 = 0, flips = 0;
+        double err0 = 0;
         for (int il = 0; il < rc.n_layers && rb.ok; il++) {
-            double ref_sum = 0;
-            for (int k = 0; k < ob->n; k++)
-                if (ob->layer[k] == il && ob->pos[k] >= 40)
-                    ref_sum += ob->ref[k];
+            double own_sum = 0;
+            int seen[MAX_ROWS] = {0};
+            for (int k = 0; k < oq->n; k++) {
+                if (oq->layer[k] != il)
+                    continue;
+                own_sum += oq->ref[k];
+                CHECK_MSG(oq->pos[k] >= 40 && oq->pos[k] < n_b && !seen[oq->pos[k]]++,
+                          "batch %d layer %d: position %d measured twice or out of range", steps[i], il, oq->pos[k]);
+                err0 = fmax(err0, fabs(oq->recall[k] - oq->ref[k]));
+                for (int j = 0; j < ob->n; j++) {
+                    if (ob->layer[j] != il || ob->pos[j] != oq->pos[k])
+                        continue;
+                    int same = ob->sel[j][0] == oq->sel[k][0] && ob->sel[j][1] == oq->sel[k][1];
+                    flips += !same;
+                    if (il == 0) {
+                        rows0++;
+                        same0 += same;
+                        if (same)
+                            CHECK_MSG(fabs(ob->ref[j] - oq->ref[k]) <= 1e-5,
+                                      "batch %d layer 0 position %d: recall %.9f vs %.9f with the same selection",
+                                      steps[i], oq->pos[k], oq->ref[k], ob->ref[j]);
+                    }
+                }
+            }
             CHECK_MSG(rc.st[il].rows == n_b - 40 && rc.st[il].rows_full == 0,
                       "batch %d from 40, layer %d: rows %ld full %ld", steps[i], il, rc.st[il].rows,
                       rc.st[il].rows_full);
-            CHECK_MSG(fabs(rc.st[il].sum - ref_sum) <= 1e-4, "batch %d layer %d: sum %.9g vs %.9g", steps[i], il,
-                      rc.st[il].sum, ref_sum);
+            CHECK_MSG(fabs(rc.st[il].sum - own_sum) <= 1e-5 * (n_b - 40),
+                      "batch %d layer %d: counter sum %.9g vs its rows' %.9g", steps[i], il, rc.st[il].sum, own_sum);
         }
+        printf("batch %d from 40: %d of %d layer-0 selections as in one prefill, %d rows select otherwise in all\n",
+               steps[i], same0, rows0, flips);
+        CHECK_MSG(rows0 == n_b - 40 && same0 * 10 >= rows0 * 9, "batch %d: layer 0 selections agree in %d of %d rows",
+                  steps[i], same0, rows0);
+        CHECK_MSG(err0 <= 1e-5, "batch %d: recall differs from float64 by %.3g", steps[i], err0);
         free(rc.logits);
+        free(oq);
     }
 
     // (c) top-k 4 on 64 tokens: recall in (0, 1], below 1 somewhere, and below top-k 63's.
