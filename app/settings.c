@@ -43,6 +43,18 @@ void sd_settings_clear(struct sd_settings *s)
     memset(s, 0, sizeof *s);
 }
 
+enum sd_status sd_settings_copy(struct sd_settings *dst, const struct sd_settings *src)
+{
+    *dst = *src;
+    dst->model_dir = src->model_dir ? strdup(src->model_dir) : NULL;
+    dst->backend = src->backend ? strdup(src->backend) : NULL;
+    if ((src->model_dir && !dst->model_dir) || (src->backend && !dst->backend)) {
+        sd_settings_clear(dst);
+        return SD_ERR_NOMEM;
+    }
+    return SD_OK;
+}
+
 static int get_int(GKeyFile *kf, const char *group, const char *key, int lo, int hi, int def)
 {
     GError *e = NULL;

@@ -36,6 +36,9 @@ enum sd_status sd_settings_load(const char *path, struct sd_settings *s, struct 
 // The file is written atomically (temp file + rename).
 enum sd_status sd_settings_save(const char *path, const struct sd_settings *s, struct sd_err *err);
 void sd_settings_clear(struct sd_settings *s);
+// Make dst a copy of src with its own strings (free them with sd_settings_clear); dst is overwritten, not
+// cleared first. Returns SD_ERR_NOMEM (dst then holds no strings) or SD_OK.
+enum sd_status sd_settings_copy(struct sd_settings *dst, const struct sd_settings *src);
 // Copy the engine-related values into qa opts (pointers borrowed from s).
 void sd_settings_to_qa_opts(const struct sd_settings *s, struct sd_qa_opts *o);
 

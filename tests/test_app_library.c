@@ -1,7 +1,7 @@
 // test_app_library.c: app/library.c and app/settings.c on a real SQLite store and real files in a temp
 // dir: listing with folder roots and ingestion states (changed on disk, missing), source text of a line
 // range, removal of a document and of a folder, KV cache statistics and clearing; settings round trip,
-// clamping, keys of other groups kept, and a malformed file neither read nor overwritten.
+// deep copy, clamping, keys of other groups kept, and a malformed file neither read nor overwritten.
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <stdio.h>
@@ -186,6 +186,17 @@ static void test_settings(const char *tmp)
           (unsigned long long)s.cache_budget, s.color_scheme);
     CHECK(s.gpu_weights_bf16 == 1 && s.gpu_weights_fp8 == 1, "gpu_weights round trip: %d %d", s.gpu_weights_bf16,
           s.gpu_weights_fp8);
+    // A copy owns its strings: it outlives the original, with every value equal.
+    struct sd_settings cp;
+    CHECK(sd_settings_copy(&cp, &s) == SD_OK && cp.model_dir != s.model_dir && cp.backend != s.backend,
+          "copy shares strings");
+    struct sd_settings orig = s;
+    sd_settings_clear(&s);
+    CHECK(!strcmp(cp.model_dir, "/models/x") && !strcmp(cp.backend, "cuda") && cp.n_ctx == orig.n_ctx &&
+              cp.top_k == orig.top_k && cp.cache_budget == orig.cache_budget && cp.gpu_weights_fp8 == 1 &&
+              cp.color_scheme == SD_COLOR_DARK,
+          "copy: %s %s %d", cp.model_dir, cp.backend, cp.n_ctx);
+    s = cp;
     struct sd_qa_opts qo = {0};
     sd_settings_to_qa_opts(&s, &qo);
     CHECK(qo.gpu_weights_bf16 == 1 && qo.gpu_weights_fp8 == 1, "cuda settings: qa gpu weights %d %d",

@@ -229,6 +229,12 @@ static gboolean source_loaded(gpointer u)
     return sd_source_view_is_loaded(u);
 }
 
+static void set_model_dir(struct sd_settings *s, const char *dir)
+{
+    free(s->model_dir);
+    s->model_dir = dir ? strdup(dir) : NULL;
+}
+
 static SdConversation *conv_opened;
 static gboolean conv_opened_flag;
 static void conv_open_done(GObject *src, GAsyncResult *res, gpointer d)
@@ -543,9 +549,11 @@ static void drive(SdApplication *app, const char *source, const char *corpus)
           sd_window_get_docs(win)->len, before);
 
     // 8. No model: the answer fails with a message, the banner says why, the window keeps working.
-    struct sd_settings s = *sd_application_get_settings(app);
+    // s owns its strings (a shallow copy would borrow the app's, which the first apply frees).
+    struct sd_settings s;
+    CHECK(sd_settings_copy(&s, sd_application_get_settings(app)) == SD_OK, "settings copy");
     g_autofree char *nomodel = g_build_filename(tmp, "no-such-model", NULL);
-    s.model_dir = nomodel;
+    set_model_dir(&s, nomodel);
     sd_application_apply_settings(app, &s);
     g_autofree char *ini = g_build_filename(g_getenv("XDG_CONFIG_HOME"), "sparsedoc", "config.ini", NULL);
     struct sd_settings back;
@@ -562,7 +570,7 @@ static void drive(SdApplication *app, const char *source, const char *corpus)
     screenshot(GTK_WIDGET(win), "08-no-model.png");
 
     // The model is back: the banner goes, the same question is answered again (in dark style).
-    s.model_dir = NULL;
+    set_model_dir(&s, NULL);
     s.color_scheme = SD_COLOR_DARK;
     sd_application_apply_settings(app, &s);
     CHECK(adw_style_manager_get_dark(adw_style_manager_get_default()), "dark style not applied");
@@ -585,9 +593,9 @@ static void drive(SdApplication *app, const char *source, const char *corpus)
     screenshot(GTK_WIDGET(prefs), "10-preferences.png");
     destroy_and_finalize(prefs, "the preferences window to be released");
     // An edit in the preferences window is applied and saved: "use the default model" clears a chosen one.
-    s.model_dir = nomodel;
+    set_model_dir(&s, nomodel);
     sd_application_apply_settings(app, &s);
-    s.model_dir = NULL;
+    sd_settings_clear(&s);
     g_action_group_activate_action(G_ACTION_GROUP(app), "preferences", NULL);
     settle();
     prefs = find_toplevel(ADW_TYPE_PREFERENCES_WINDOW);

@@ -31,9 +31,13 @@ static void apply_scheme(enum sd_color_scheme c)
 void sd_application_apply_settings(SdApplication *self, const struct sd_settings *s)
 {
     if (s != &self->settings) {
-        struct sd_settings copy = *s;
-        copy.model_dir = s->model_dir ? strdup(s->model_dir) : NULL;
-        copy.backend = s->backend ? strdup(s->backend) : NULL;
+        // Copy first: s may borrow strings of self->settings, which the clear frees.
+        struct sd_settings copy;
+        if (sd_settings_copy(&copy, s) != SD_OK) {
+            if (self->window)
+                sd_window_show_toast(self->window, "Out of memory: the settings were not changed");
+            return;
+        }
         sd_settings_clear(&self->settings);
         self->settings = copy;
     }

@@ -149,9 +149,10 @@ static void sd_prefs_window_init(SdPrefsWindow *self)
 GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, SdPrefsChangedFn changed, gpointer user)
 {
     SdPrefsWindow *self = g_object_new(SD_TYPE_PREFS_WINDOW, "transient-for", parent, NULL);
-    self->s = *s;
-    self->s.model_dir = s->model_dir ? strdup(s->model_dir) : NULL;
-    self->s.backend = strdup(s->backend ? s->backend : "cpu");
+    if (sd_settings_copy(&self->s, s) != SD_OK) // out of memory: the defaults are shown
+        g_warning("preferences: out of memory copying the settings");
+    if (!self->s.backend)
+        self->s.backend = strdup("cpu");
     self->changed = changed;
     self->user = user;
     show_model(self);
