@@ -17,7 +17,7 @@ static const char *cache_help =
     "       sparsedoc cache clear [--json] [--cache-dir DIR]\n\n"
     "The persistent KV prefix cache: the engine state of 64-token blocks of contexts already read, so a\n"
     "question about the same documents skips their prefill.\n\n"
-    "  stats        entries, bytes, budget, block hit rate, oldest and newest use\n"
+    "  stats        entries, bytes, budget, block hit rate, oldest and newest use (the default)\n"
     "  gc           remove temp files of interrupted writes, blob files without an entry and entries\n"
     "               without a file (also done at every start, for files older than an hour)\n"
     "  clear        remove every entry and blob\n\n"
@@ -109,9 +109,10 @@ int sd_cmd_cache(int argc, char **argv)
             sub = a;
         }
     }
-    if (!sub || (strcmp(sub, "stats") && strcmp(sub, "gc") && strcmp(sub, "clear"))) {
-        fprintf(stderr, "sparsedoc cache: %s (see 'sparsedoc cache --help')\n",
-                sub ? "unknown subcommand; use stats, gc or clear" : "missing subcommand: stats, gc or clear");
+    if (!sub)
+        sub = "stats"; // the read-only one
+    if (strcmp(sub, "stats") && strcmp(sub, "gc") && strcmp(sub, "clear")) {
+        fprintf(stderr, "sparsedoc cache: unknown subcommand; use stats, gc or clear (see 'sparsedoc cache --help')\n");
         return SD_EXIT_USAGE;
     }
     struct sd_err err = {0};

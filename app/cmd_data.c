@@ -301,8 +301,8 @@ int sd_cmd_ingest(int argc, char **argv)
     } else {
         if (r)
             fprintf(stderr, "sparsedoc ingest: %s\n", err.msg);
-        printf("%zu documents added, %zu updated, %zu unchanged, %zu removed; %lld pages, %lld spans",
-               st.added, st.updated, st.unchanged, st.removed, (long long)st.pages, (long long)st.spans);
+        printf("%zu document%s added, %zu updated, %zu unchanged, %zu removed; %lld pages, %lld spans",
+               st.added, st.added == 1 ? "" : "s", st.updated, st.unchanged, st.removed, (long long)st.pages, (long long)st.spans);
         if (tok)
             printf(", %lld tokens", (long long)st.tokens);
         printf("; %zu skipped, %zu failed (%.1f s)\n", st.skipped, st.failed, el);
@@ -421,10 +421,10 @@ static int section_one(void *user, const struct sd_section_row *r)
     return 0;
 }
 
-static const char docs_help[] = "usage: sparsedoc docs list [--json] [--db FILE]\n"
+static const char docs_help[] = "usage: sparsedoc docs [list] [--json] [--db FILE]\n"
                                 "       sparsedoc docs show ID [--json] [--db FILE]\n"
                                 "       sparsedoc docs rm ID [--db FILE]\n\n"
-                                "List, inspect or remove ingested documents.\n";
+                                "List (the default), inspect or remove ingested documents.\n";
 
 int sd_cmd_docs(int argc, char **argv)
 {
@@ -432,11 +432,7 @@ int sd_cmd_docs(int argc, char **argv)
     int rc = parse(argc, argv, &o, docs_help);
     if (rc)
         goto out_args;
-    if (!o.n_args) {
-        rc = usage_err("docs", "say list, show ID or rm ID");
-        goto out_args;
-    }
-    const char *sub = o.args[0];
+    const char *sub = o.n_args ? o.args[0] : "list"; // the read-only one
     long long id = 0;
     if (strcmp(sub, "list")) {
         char *end = NULL;

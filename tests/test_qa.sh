@@ -40,6 +40,12 @@ warm=$(json "$tmp/a2.json" "(j['tokens']['prefilled'] < 100, j['tokens']['reused
 [ "$warm" = "(True, True, True, True)" ] && ok "warm: $(json "$tmp/a2.json" "'reused %d, prefilled %d, ttft %.3f s' % (j['tokens']['reused'], j['tokens']['prefilled'], j['timings']['ttft_s'])"), same answer" \
     || fail "warm ask (prefilled<100, reused>0, reused==restored, same answer) = $warm: $(cat "$tmp/a2.json")"
 
+# 2b. the read-only subcommand is the default: 'docs' lists, 'cache' shows the statistics
+"$bin" docs >"$tmp/d.txt" 2>&1 && grep -q "harbor-notes.pdf" "$tmp/d.txt" && ok "'docs' alone lists the documents" ||
+    fail "'docs' alone: $(cat "$tmp/d.txt")"
+"$bin" cache --json >"$tmp/c.json" 2>&1 && [ "$(json "$tmp/c.json" "j['entries'] > 0")" = True ] &&
+    ok "'cache' alone shows the statistics" || fail "'cache' alone: $(cat "$tmp/c.json")"
+
 # 3. a corrupted blob: dropped, recomputed, same answer; the next ask hits fully again
 blob=$(find "$tmp/kv/blobs" -type f -name '*.kv' | sort | sed -n 3p)
 if [ -n "$blob" ]; then
