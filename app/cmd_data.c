@@ -301,8 +301,9 @@ int sd_cmd_ingest(int argc, char **argv)
     } else {
         if (r)
             fprintf(stderr, "sparsedoc ingest: %s\n", err.msg);
-        printf("%zu document%s added, %zu updated, %zu unchanged, %zu removed; %lld pages, %lld spans",
-               st.added, st.added == 1 ? "" : "s", st.updated, st.unchanged, st.removed, (long long)st.pages, (long long)st.spans);
+        printf("%zu document%s added, %zu updated, %zu unchanged, %zu removed; %lld pages, %lld spans", st.added,
+               st.added == 1 ? "" : "s", st.updated, st.unchanged, st.removed, (long long)st.pages,
+               (long long)st.spans);
         if (tok)
             printf(", %lld tokens", (long long)st.tokens);
         printf("; %zu skipped, %zu failed (%.1f s)\n", st.skipped, st.failed, el);
