@@ -47,23 +47,23 @@ void sd_chat_template_detect(const struct sd_tokenizer *tok, int32_t config_eos,
         add_stop(out, sd_tokenizer_token_id(tok, "<|end|>"));
     } else if (sd_tokenizer_token_id(tok, DS_USER) >= 0 && sd_tokenizer_token_id(tok, DS_ASSISTANT) >= 0) {
         out->kind = SD_CHAT_DEEPSEEK;
-        out->name = "deepseek-v3.2/1";
+        out->name = "deepseek-v3.2/2";
         add_stop(out, sd_tokenizer_token_id(tok, DS_EOS));
     } else if (sd_tokenizer_token_id(tok, "<|start_header_id|>") >= 0) {
         out->kind = SD_CHAT_LLAMA3;
-        out->name = "llama-3/1";
+        out->name = "llama-3/2";
         add_stop(out, sd_tokenizer_token_id(tok, "<|eot_id|>"));
         add_stop(out, sd_tokenizer_token_id(tok, "<|end_of_text|>"));
         add_stop(out, sd_tokenizer_token_id(tok, "<|eom_id|>"));
     } else if (sd_tokenizer_token_id(tok, "<|im_start|>") >= 0) {
         out->kind = SD_CHAT_CHATML;
         out->qwen_think = sd_tokenizer_token_id(tok, "<think>") >= 0;
-        out->name = out->qwen_think ? "chatml-nothink/1" : "chatml/1";
+        out->name = out->qwen_think ? "chatml-nothink/2" : "chatml/2";
         add_stop(out, sd_tokenizer_token_id(tok, "<|im_end|>"));
         add_stop(out, sd_tokenizer_token_id(tok, "<|endoftext|>"));
     } else {
         out->kind = SD_CHAT_PLAIN;
-        out->name = "plain/1";
+        out->name = "plain/2";
     }
     add_stop(out, sd_tokenizer_eos(tok));
     add_stop(out, config_eos);
@@ -108,14 +108,13 @@ static enum sd_status push_text(const struct sd_tokenizer *tok, const char *text
     return r;
 }
 
-// Encode user text with special-token spellings broken up ("<|" and "<｜" get a space after '<').
-static enum sd_status push_user(const struct sd_tokenizer *tok, const char *text, struct sd_tokens *out,
-                                struct sd_err *err)
+// Break up special-token spellings in user text ("<|" and "<｜" get a space after '<'); malloc'd.
+static char *escape_user(const char *text)
 {
     size_t len = strlen(text);
     char *s = malloc(2 * len + 1);
     if (!s)
-        return sd_err_set(err, SD_ERR_NOMEM, "out of memory building a prompt");
+        return NULL;
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         s[o++] = text[i];
@@ -123,9 +122,36 @@ static enum sd_status push_user(const struct sd_tokenizer *tok, const char *text
             s[o++] = ' ';
     }
     s[o] = 0;
+    return s;
+}
+
+// Encode label + user text (escaped) + tail in one call and append it. One call, because the tokenizer's
+// pre-split and merges must see the seams as the model's own chat template does (the whole conversation
+// encoded at once): "Question: " and "What" encoded apart give ':' ' ' 'What' where the model saw ':' ' What'.
+// Special tokens in label and tail are matched; the user text's spellings are broken up first.
+static enum sd_status push_turn(const struct sd_tokenizer *tok, const char *label, const char *text, const char *tail,
+                                struct sd_tokens *out, struct sd_err *err)
+{
+    char *u = escape_user(text);
+    char *s = u ? malloc(strlen(label) + strlen(u) + strlen(tail) + 1) : NULL;
+    if (!s) {
+        free(u);
+        return sd_err_set(err, SD_ERR_NOMEM, "out of memory building a prompt");
+    }
+    strcpy(s, label);
+    strcat(s, u);
+    strcat(s, tail);
     enum sd_status r = push_text(tok, s, out, err);
     free(s);
+    free(u);
     return r;
+}
+
+// sparsedoc-mini's pieces are encoded apart: that is how it was trained (tools/train/docgen.py).
+static enum sd_status push_user(const struct sd_tokenizer *tok, const char *text, struct sd_tokens *out,
+                                struct sd_err *err)
+{
+    return push_turn(tok, "", text, "", out, err);
 }
 
 enum sd_status sd_chat_append_prefix(const struct sd_chat_template *t, const struct sd_tokenizer *tok,
@@ -171,26 +197,17 @@ enum sd_status sd_chat_append_question(const struct sd_chat_template *t, const s
             return r;
         return push_text(tok, "\n<|answer|>", out, err);
     case SD_CHAT_DEEPSEEK:
-        if ((r = push_text(tok, first ? "Question: " : DS_USER, out, err)) || (r = push_user(tok, question, out, err)))
-            return r;
-        return push_text(tok, DS_ASSISTANT "</think>", out, err);
+        return push_turn(tok, first ? "Question: " : DS_USER, question, DS_ASSISTANT "</think>", out, err);
     case SD_CHAT_LLAMA3:
-        if ((r = push_text(tok, first ? "Question: " : "<|start_header_id|>user<|end_header_id|>\n\n", out, err)) ||
-            (r = push_user(tok, question, out, err)))
-            return r;
-        return push_text(tok, "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", out, err);
+        return push_turn(tok, first ? "Question: " : "<|start_header_id|>user<|end_header_id|>\n\n", question,
+                         "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", out, err);
     case SD_CHAT_CHATML:
-        if ((r = push_text(tok, first ? "Question: " : "<|im_start|>user\n", out, err)) ||
-            (r = push_user(tok, question, out, err)))
-            return r;
-        return push_text(tok,
+        return push_turn(tok, first ? "Question: " : "<|im_start|>user\n", question,
                          t->qwen_think ? "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
                                        : "<|im_end|>\n<|im_start|>assistant\n",
                          out, err);
     case SD_CHAT_PLAIN:
-        if ((r = push_text(tok, "Question: ", out, err)) || (r = push_user(tok, question, out, err)))
-            return r;
-        return push_text(tok, "\nAnswer:", out, err);
+        return push_turn(tok, "Question: ", question, "\nAnswer:", out, err);
     }
     return r;
 }
@@ -198,20 +215,19 @@ enum sd_status sd_chat_append_question(const struct sd_chat_template *t, const s
 enum sd_status sd_chat_append_answer(const struct sd_chat_template *t, const struct sd_tokenizer *tok,
                                      const char *answer, struct sd_tokens *out, struct sd_err *err)
 {
-    enum sd_status r = push_user(tok, answer, out, err);
-    if (r)
-        return r;
     switch (t->kind) {
-    case SD_CHAT_MINI:
-        return push_text(tok, "<|end|>", out, err);
+    case SD_CHAT_MINI: {
+        enum sd_status r = push_user(tok, answer, out, err);
+        return r ? r : push_text(tok, "<|end|>", out, err);
+    }
     case SD_CHAT_DEEPSEEK:
-        return push_text(tok, DS_EOS, out, err);
+        return push_turn(tok, "", answer, DS_EOS, out, err);
     case SD_CHAT_LLAMA3:
-        return push_text(tok, "<|eot_id|>", out, err);
+        return push_turn(tok, "", answer, "<|eot_id|>", out, err);
     case SD_CHAT_CHATML:
-        return push_text(tok, "<|im_end|>\n", out, err);
+        return push_turn(tok, "", answer, "<|im_end|>\n", out, err);
     case SD_CHAT_PLAIN:
-        return push_text(tok, "\n\n", out, err);
+        return push_turn(tok, "", answer, "\n\n", out, err);
     }
     return SD_OK;
 }

@@ -1,7 +1,10 @@
 // chat_template.h: the prompt layouts of the models sparsedoc runs, as token sequences.
 // A prompt is  prefix | context tokens | context end | turn 1 question | answer 1 end | ... | question.
-// Every part is encoded on its own (the context comes ready-tokenized from data/contexts), so the
-// prefix + context tokens are identical for every question on the same scope: that is the KV cache key.
+// The prefix and the context are encoded on their own (the context comes ready-tokenized from data/contexts),
+// so the prefix + context tokens are identical for every question on the same scope: that is the KV cache key.
+// Each question and answer is encoded in one piece with its label and end tokens, so its ids are those of the
+// model's own chat template encoded at once (tests/test_qa_prompt.c checks DeepSeek and Llama 3 against theirs);
+// sparsedoc-mini's pieces are encoded apart, as it was trained.
 // The template is chosen from the tokenizer's special tokens: sparsedoc-mini (<|document|>, <|question|>,
 // <|answer|>), DeepSeek-V3.2 (<｜User｜>/<｜Assistant｜>, non-thinking), Llama 3 (<|start_header_id|>),
 // Qwen ChatML (<|im_start|>), else a plain "Document: ... Question: ... Answer:" layout.

@@ -1,6 +1,7 @@
 // test_qa_prompt.c: the pieces of app/ question answering that need no model run: citation markers
 // parsed from answers, the chat template chosen for the shipped sparsedoc-mini tokenizer and for a
-// tokenizer without chat tokens (stories260K), the exact sparsedoc-mini prompt (MODEL.md) as token ids,
+// tokenizer without chat tokens (stories260K), the exact sparsedoc-mini prompt (MODEL.md) as token ids, the
+// DeepSeek and Llama 3 layouts against those models' own chat templates (corpus tokenizers),
 // and the context prefix staying token-identical across questions (the KV cache key); citation grounding
 // (sd_cite_ground) on a real store of the sample PDF and the qa_repo code tree ingested through data/.
 #include <limits.h>
@@ -392,12 +393,109 @@ static void test_plain(void)
     sd_tokenizer_free(tok);
 }
 
+// Real models' layouts against their own chat templates: tools/render_chat_templates.py renders the corpus
+// tokenizer_config.json templates with jinja2 for the same two-turn conversation into
+// tests/fixtures/chat_templates/NAME.txt. The prompt built piece by piece must decode to exactly that text, and
+// the ids of the part before the context and of the part from the first question on must equal those parts of
+// the text encoded at once (as the model saw them in training: the pieces must not split or merge tokens at
+// their seams; ':' ' ' 'What' instead of ':' ' What' was such a split). The context itself is tokenized apart
+// (data/contexts stores it ready-tokenized, the KV cache key), so its seams are only counted. Needs the corpus
+// tokenizers; skipped without them.
+static int encode_part(const struct sd_tokenizer *tok, const char *text, size_t len, int32_t **ids, size_t *n)
+{
+    return sd_tokenizer_encode(tok, text, len, 0, ids, n, NULL) == SD_OK;
+}
+
+static void test_real_templates(const char *src)
+{
+    const char *corpus = sd_test_corpus();
+    if (!corpus) {
+        printf("skip: real chat templates (shared corpus not found)\n");
+        return;
+    }
+    static const struct {
+        const char *name;
+        enum sd_chat_kind kind;
+    } models[] = {{"deepseek-v3", SD_CHAT_DEEPSEEK}, {"llama3", SD_CHAT_LLAMA3}};
+    // Keep equal to tools/render_chat_templates.py.
+    const char *context = "[p. 3] The Brenlow vault opens with code KX-4821.\n[p. 4] Harbor fees rose in 1998.";
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/vocab/hf/%s/tokenizer.json", corpus, models[i].name);
+        struct sd_tokenizer *tok = NULL;
+        struct sd_err err = {0};
+        if (sd_tokenizer_load(path, &tok, &err) != SD_OK) {
+            CHECK_MSG(0, "%s: %s", path, err.msg);
+            continue;
+        }
+        struct sd_chat_template t;
+        sd_chat_template_detect(tok, -1, &t);
+        CHECK_MSG(t.kind == models[i].kind, "%s: template kind %d", models[i].name, (int)t.kind);
+        struct sd_tokens p = {0};
+        int32_t *ctx = NULL, *head = NULL, *tail = NULL;
+        size_t n_ctx = 0, n_head = 0, n_tail = 0, n_prefix = 0, q_at = 0;
+        char *text = NULL, *want = NULL;
+        int ok = sd_chat_append_prefix(&t, tok, &p, &err) == SD_OK && (n_prefix = p.n) &&
+                 sd_tokenizer_encode(tok, context, strlen(context), 0, &ctx, &n_ctx, &err) == SD_OK &&
+                 sd_tokens_push(&p, ctx, n_ctx, &err) == SD_OK &&
+                 sd_chat_append_context_end(&t, tok, &p, &err) == SD_OK && (q_at = p.n) &&
+                 sd_chat_append_question(&t, tok, "What opens the vault?", 1, &p, &err) == SD_OK &&
+                 sd_chat_append_answer(&t, tok, "KX-4821 [p. 3]", &p, &err) == SD_OK &&
+                 sd_chat_append_question(&t, tok, "And the fees?", 0, &p, &err) == SD_OK &&
+                 sd_tokenizer_decode(tok, p.ids, p.n, 0, &text, &err) == SD_OK;
+        CHECK_MSG(ok, "%s: building the prompt: %s", models[i].name, err.msg);
+        snprintf(path, sizeof path, "%s/tests/fixtures/chat_templates/%s.txt", src, models[i].name);
+        FILE *f = fopen(path, "rb");
+        if (f) {
+            want = calloc(1, 1 << 16);
+            if (want)
+                (void)!fread(want, 1, (1 << 16) - 1, f);
+            fclose(f);
+        }
+        CHECK_MSG(want != NULL, "cannot read %s", path);
+        const char *c_at = want ? strstr(want, context) : NULL, *qs = c_at ? strstr(c_at, "Question: ") : NULL;
+        CHECK_MSG(qs != NULL, "%s: no context and question in %s", models[i].name, path);
+        if (ok && qs) {
+            CHECK_MSG(!strcmp(text, want),
+                      "%s: the prompt differs from the model's chat template\n--- ours:\n%s\n--- %s:\n%s",
+                      models[i].name, text, path, want);
+            CHECK(encode_part(tok, want, (size_t)(c_at - want), &head, &n_head) &&
+                  encode_part(tok, qs, strlen(qs), &tail, &n_tail));
+            CHECK_MSG(n_head == n_prefix && !memcmp(head, p.ids, n_head * sizeof *head),
+                      "%s: the part before the context: %zu ids, %zu encoded at once", models[i].name, n_prefix,
+                      n_head);
+            size_t d = 0;
+            while (d < n_tail && q_at + d < p.n && tail[d] == p.ids[q_at + d])
+                d++;
+            CHECK_MSG(
+                d == n_tail && q_at + d == p.n,
+                "%s: from the first question on, ids differ from the text encoded at once at id %zu of %zu (ours %zu)",
+                models[i].name, d, n_tail, p.n - q_at);
+            int32_t *whole = NULL;
+            size_t n_whole = 0;
+            CHECK(encode_part(tok, want, strlen(want), &whole, &n_whole));
+            printf("%s: prompt of %zu ids equals the chat template's text; before the context and from the question "
+                   "on also its ids (the context's seams: %zu ids vs %zu with the whole text encoded at once)\n",
+                   models[i].name, p.n, p.n, n_whole);
+            free(whole);
+        }
+        free(want);
+        free(text);
+        free(head);
+        free(tail);
+        free(ctx);
+        free(p.ids);
+        sd_tokenizer_free(tok);
+    }
+}
+
 int main(void)
 {
     const char *src = getenv("SD_SOURCE");
     test_parse();
     test_mini(src ? src : ".");
     test_plain();
+    test_real_templates(src ? src : ".");
     test_passages(src ? src : ".");
     test_ground(src ? src : ".");
     // The memory estimate: the shipped model fits; with an absurd KV size it does not, and says so.
