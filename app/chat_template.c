@@ -38,7 +38,7 @@ void sd_chat_template_detect(const struct sd_tokenizer *tok, int32_t config_eos,
         out->kind = SD_CHAT_MINI;
         out->name = "sparsedoc-mini/1";
         out->ctx_format = SD_CTX_FORMAT_PASSAGES;
-        // MODEL.md (v3): 90-95% of held-out answers right at 16K-32K, 60% at 64K; contexts stay at 32K and
+        // MODEL.md (v5): 90-95% of held-out answers right at 16K-32K, 74-80% at 64K; contexts stay at 32K and
         // longer scopes go through FTS5 selection or map-reduce.
         out->trained_ctx = 32768;
         // It answers "VALUE [MARKER]" but copies markers poorly (MODEL.md: wrong digits, paths from its

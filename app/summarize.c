@@ -382,7 +382,7 @@ enum sd_status sd_summarizer_open(struct sd_qa *qa, const struct sd_qa_opts *qop
         char buf[512];
         snprintf(buf, sizeof buf,
                  "%s is a tiny fact-lookup test model (see %s/MODEL.md): it answers planted-fact questions in "
-                 "documents up to about 8K tokens and cannot write real summaries; its output shows that the "
+                 "documents of up to 64K tokens and cannot write real summaries; its output shows that the "
                  "pipeline runs, not what the document says. Use --model DIR with a real model for useful summaries.",
                  s->model_name, sd_qa_model_dir(qa));
         s->note = strdup(buf);
