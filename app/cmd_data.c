@@ -14,14 +14,15 @@
 #include "commands.h"
 #include "contexts.h"
 #include "ingest.h"
+#include "ocr.h"
 #include "paths.h"
 #include "sd_clock.h"
 #include "store.h"
 #include "tokenizer.h"
 
 struct opts {
-    const char *db, *password, *tokenizer;
-    int json, limit;
+    const char *db, *password, *tokenizer, *ocr_lang;
+    int json, limit, no_ocr;
     double page_timeout, file_timeout;
     long long max_file_bytes, max_tokens;
     char **args;
@@ -74,6 +75,22 @@ static int parse(int argc, char **argv, struct opts *o, const char *help)
             if (sd_cli_long(argv[0], a, v, 1, INT_MAX, &x))
                 return SD_EXIT_USAGE;
             o->limit = (int)x;
+        } else if (!strcmp(a, "--ocr")) {
+            NEED_VALUE;
+            if (strcmp(v, "auto") && strcmp(v, "off")) {
+                fprintf(stderr, "sparsedoc %s: --ocr takes auto or off, not '%s'\n", argv[0], v);
+                return SD_EXIT_USAGE;
+            }
+            o->no_ocr = !strcmp(v, "off");
+        } else if (!strcmp(a, "--ocr-lang")) {
+            NEED_VALUE;
+            if (!sd_ocr_lang_ok(v)) {
+                fprintf(stderr,
+                        "sparsedoc %s: --ocr-lang takes Tesseract language codes such as eng or eng+fra, not '%s'\n",
+                        argv[0], v);
+                return SD_EXIT_USAGE;
+            }
+            o->ocr_lang = v;
         } else if (!strcmp(a, "--page-timeout")) {
             NEED_VALUE;
             if (sd_cli_double(argv[0], a, v, 0.001, 86400, &o->page_timeout))
@@ -156,7 +173,7 @@ static void on_sigint(int sig)
 struct ingest_ui {
     int json, tty, color;
     json_object *failed, *skipped, *warnings, *removed;
-    double t0;
+    double t0, last_page_draw;
     int bar_shown;
 };
 
@@ -205,6 +222,16 @@ static void on_event(void *user, const struct sd_ingest_event *ev)
         }
         break;
     case SD_INGEST_REMOVED: add_item(u->removed, ev->path, ev->msg); break;
+    case SD_INGEST_PAGE:
+        if (u->tty && !u->json && (ev->ocr || sd_now_s() - u->last_page_draw > 0.1)) {
+            const char *base = ev->path ? strrchr(ev->path, '/') : NULL;
+            base = base ? base + 1 : ev->path ? ev->path : "";
+            fprintf(stderr, "\r\033[Kfile %zu of %zu: %s, page %d of %d%s", ev->index, ev->total, base, ev->page + 1,
+                    ev->n_pages, ev->ocr ? " (OCR)" : "");
+            u->bar_shown = 1;
+            u->last_page_draw = sd_now_s();
+        }
+        return;
     default: break;
     }
     if (u->tty && !u->json && ev->total && ev->index) {
@@ -224,13 +251,17 @@ static void on_event(void *user, const struct sd_ingest_event *ev)
 
 static const char ingest_help[] =
     "usage: sparsedoc ingest PATH... [--db FILE] [--json] [--password PW] [--tokenizer tokenizer.json]\n"
-    "                        [--page-timeout S] [--file-timeout S] [--max-file-size BYTES]\n\n"
+    "                        [--page-timeout S] [--file-timeout S] [--max-file-size BYTES]\n"
+    "                        [--ocr auto|off] [--ocr-lang LANGS]\n\n"
     "Add PDFs, text files and directory trees (honouring .gitignore) to the document store.\n"
     "Unchanged files are skipped; changed files are replaced; files deleted from a tree are removed.\n"
     "An interrupted ingest resumes where it stopped when run again.\n"
     "  --db FILE        database (default $SPARSEDOC_DB or $XDG_DATA_HOME/sparsedoc/sparsedoc.db)\n"
     "  --password PW    password for encrypted PDFs\n"
     "  --tokenizer F    count tokens with this tokenizer.json (or $SPARSEDOC_TOKENIZER)\n"
+    "  --ocr auto|off   read PDF pages without a text layer (scans) by OCR with Tesseract when it and its\n"
+    "                   language data are installed (auto, the default), or only flag them (off)\n"
+    "  --ocr-lang L     Tesseract languages, e.g. eng (default) or eng+fra (package tesseract-ocr-fra)\n"
     "  --json           machine-readable summary on stdout\n"
     "Exit status: 0 all ingested, 1 something failed, 2 usage error.\n";
 
@@ -261,7 +292,9 @@ int sd_cmd_ingest(int argc, char **argv)
                                 .tok_user = tok,
                                 .on_event = on_event,
                                 .user = &u,
-                                .cancel = &ingest_cancel};
+                                .cancel = &ingest_cancel,
+                                .no_ocr = o.no_ocr,
+                                .ocr_lang = o.ocr_lang};
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, &old_int);
@@ -285,6 +318,8 @@ int sd_cmd_ingest(int argc, char **argv)
         json_object_object_add(j, "removed_documents", json_object_new_int64((int64_t)st.removed));
         json_object_object_add(j, "pages", json_object_new_int64(st.pages));
         json_object_object_add(j, "ocr_pages", json_object_new_int64(st.ocr_pages));
+        json_object_object_add(j, "ocr_read_pages", json_object_new_int64(st.ocr_read_pages));
+        json_object_object_add(j, "no_text_pages", json_object_new_int64(st.no_text_pages));
         json_object_object_add(j, "failed_pages", json_object_new_int64(st.failed_pages));
         json_object_object_add(j, "spans", json_object_new_int64(st.spans));
         json_object_object_add(j, "tokens", tok ? json_object_new_int64(st.tokens) : NULL);
@@ -307,6 +342,8 @@ int sd_cmd_ingest(int argc, char **argv)
         if (tok)
             printf(", %lld tokens", (long long)st.tokens);
         printf("; %zu skipped, %zu failed (%.1f s)\n", st.skipped, st.failed, el);
+        if (st.ocr_read_pages)
+            printf("%lld page(s) without a text layer were read by OCR\n", (long long)st.ocr_read_pages);
         if (st.ocr_pages)
             printf("%lld page(s) have no usable text and need OCR (see 'sparsedoc docs show ID')\n",
                    (long long)st.ocr_pages);
@@ -345,6 +382,7 @@ static json_object *doc_json(const struct sd_doc *d)
     json_object_object_add(j, "chars", json_object_new_int64(d->n_chars));
     json_object_object_add(j, "tokens", d->n_tokens >= 0 ? json_object_new_int64(d->n_tokens) : NULL);
     json_object_object_add(j, "needs_ocr_pages", d->ocr_pages ? json_object_new_string(d->ocr_pages) : NULL);
+    json_object_object_add(j, "ocr_read_pages", json_object_new_int64(d->n_ocr_read));
     json_object_object_add(j, "failed_pages", d->failed_pages ? json_object_new_string(d->failed_pages) : NULL);
     json_object_object_add(j, "ingested_at", json_object_new_int64(d->ingested_at));
     return j;
@@ -396,6 +434,8 @@ static int show_one(void *user, const struct sd_doc *d)
     if (d->n_tokens >= 0)
         printf("tokens:   %lld\n", (long long)d->n_tokens);
     printf("size:     %lld bytes\nsha256:   %s\n", (long long)d->size, d->sha256);
+    if (d->n_ocr_read)
+        printf("read by OCR: %lld page(s) without a text layer\n", (long long)d->n_ocr_read);
     if (d->ocr_pages)
         printf("needs OCR (no usable text layer) on pages: %s\n", d->ocr_pages);
     if (d->failed_pages)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "hex.h"
+#include "ocr.h"
 #include "pdf_extract.h"
 #include "text_clean.h"
 #include "tree_walk.h"
@@ -165,7 +166,7 @@ static void emit(const struct sd_ingest_opts *o, enum sd_ingest_event_kind k, co
                  size_t index, size_t total, int64_t bd, int64_t bt)
 {
     if (o->on_event) {
-        struct sd_ingest_event ev = {k, path, msg, index, total, bd, bt};
+        struct sd_ingest_event ev = {k, path, msg, index, total, bd, bt, 0, 0, 0};
         o->on_event(o->user, &ev);
     }
 }
@@ -280,21 +281,56 @@ static void range_end(char *buf, size_t cap, int *last, int *run_start)
 }
 
 struct doc_result {
-    int64_t pages, ocr_pages, failed_pages;
-    char ocr_list[512], failed_list[512];
+    int64_t pages, ocr_pages, failed_pages, ocr_read, no_text;
+    char ocr_list[512], failed_list[512], no_text_list[512];
+    char ocr_error[400]; // why OCR could not run, "" if it ran or was off
+    int kept;            // re-extracted for OCR that still cannot run: the stored rows were kept as they are
 };
 
-static enum sd_status ingest_pdf(struct sd_store *s, const struct plan_file *f, const char *sha,
-                                 const struct sd_ingest_opts *o, struct span_ctx *sc, struct doc_result *dr,
-                                 struct sd_err *err)
+// Page progress from the PDF worker, passed on as SD_INGEST_PAGE events.
+struct page_progress {
+    const struct sd_ingest_opts *o;
+    const char *path;
+    size_t index, total;
+    int64_t bytes_done, bytes_total;
+};
+
+static void on_pdf_page(void *user, int page, int n_pages, int ocr)
 {
-    struct sd_pdf_opts po = {.password = o->password, .page_timeout_s = o->page_timeout_s,
-                             .file_timeout_s = o->file_timeout_s};
+    struct page_progress *pp = user;
+    if (pp->o->on_event) {
+        struct sd_ingest_event ev = {
+            SD_INGEST_PAGE, pp->path, ocr ? "OCR" : NULL, pp->index, pp->total, pp->bytes_done, pp->bytes_total, page,
+            n_pages,        ocr};
+        pp->o->on_event(pp->o->user, &ev);
+    }
+}
+
+// reocr: the file is unchanged and extracted again only for OCR; if OCR still cannot run, nothing is
+// written (dr->kept).
+static enum sd_status ingest_pdf(struct sd_store *s, const struct plan_file *f, const char *sha,
+                                 const struct sd_ingest_opts *o, struct span_ctx *sc, struct page_progress *pp,
+                                 int reocr, struct doc_result *dr, struct sd_err *err)
+{
+    struct sd_pdf_opts po = {.password = o->password,
+                             .page_timeout_s = o->page_timeout_s,
+                             .file_timeout_s = o->file_timeout_s,
+                             .ocr = !o->no_ocr,
+                             .ocr_lang = o->ocr_lang,
+                             .on_page = on_pdf_page,
+                             .page_user = pp};
     struct sd_pdf_doc *d = NULL;
     enum sd_status r = sd_pdf_extract(f->path, &po, &d, err);
     if (r)
         return r;
-    int ocr_last = 0, ocr_run = 0, fail_last = 0, fail_run = 0;
+    if (d->ocr_error)
+        snprintf(dr->ocr_error, sizeof dr->ocr_error, "%s", d->ocr_error);
+    if (reocr && d->ocr_error) {
+        dr->kept = 1;
+        sd_pdf_doc_free(d);
+        return SD_OK;
+    }
+    int ocr_last = 0, ocr_run = 0, fail_last = 0, fail_run = 0, nt_last = 0, nt_run = 0;
     for (int i = 0; i < d->n_pages; i++) {
         enum sd_pdf_page_state ps = d->pages[i].state;
         if (ps == SD_PDF_PAGE_EMPTY || ps == SD_PDF_PAGE_GARBLED) {
@@ -303,10 +339,16 @@ static enum sd_status ingest_pdf(struct sd_store *s, const struct plan_file *f, 
         } else if (ps == SD_PDF_PAGE_FAILED || ps == SD_PDF_PAGE_TIMEOUT) {
             dr->failed_pages++;
             range_add(dr->failed_list, sizeof dr->failed_list - 8, &fail_last, &fail_run, i + 1);
+        } else if (ps == SD_PDF_PAGE_OCR) {
+            dr->ocr_read++;
+        } else if (ps == SD_PDF_PAGE_NO_TEXT) {
+            dr->no_text++;
+            range_add(dr->no_text_list, sizeof dr->no_text_list - 8, &nt_last, &nt_run, i + 1);
         }
     }
     range_end(dr->ocr_list, sizeof dr->ocr_list - 8, &ocr_last, &ocr_run);
     range_end(dr->failed_list, sizeof dr->failed_list - 8, &fail_last, &fail_run);
+    range_end(dr->no_text_list, sizeof dr->no_text_list - 8, &nt_last, &nt_run);
     dr->pages = d->n_pages;
 
     if ((r = sd_store_begin(s, err)))
@@ -331,7 +373,7 @@ static enum sd_status ingest_pdf(struct sd_store *s, const struct plan_file *f, 
             free(text);
             goto fail;
         }
-        if (pg->state == SD_PDF_PAGE_OK && len) {
+        if ((pg->state == SD_PDF_PAGE_OK || pg->state == SD_PDF_PAGE_OCR) && len) {
             // section: the outline entry with the greatest page <= this page (last one in order)
             const char *section = NULL;
             int best = 0;
@@ -581,6 +623,7 @@ enum sd_status sd_ingest(struct sd_store *s, char *const *paths, size_t n_paths,
          bytes_total);
 
     // Ingest.
+    int ocr_cannot_run = 0;
     for (size_t i = 0; i < p.n; i++) {
         if (o.cancel && *o.cancel) {
             stats->cancelled = 1;
@@ -594,10 +637,16 @@ enum sd_status sd_ingest(struct sd_store *s, char *const *paths, size_t n_paths,
         sd_err_clear(&ferr);
         if ((r = sd_store_doc_state(s, f->path, &ds, err)))
             goto out;
+        // An unchanged PDF with pages that still need OCR is read again while OCR may run.
+        int reocr_ok = ds.needs_ocr && f->kind == SD_FILE_PDF && !o.no_ocr && sd_ocr_built() && !ocr_cannot_run;
+        int reocr = 0;
         if (ds.found && ds.size == f->size && ds.mtime_ns == f->mtime_ns) {
-            stats->unchanged++;
-            emit(&o, SD_INGEST_UNCHANGED, f->path, NULL, i + 1, p.n, bytes_done, bytes_total);
-            continue;
+            if (!reocr_ok) {
+                stats->unchanged++;
+                emit(&o, SD_INGEST_UNCHANGED, f->path, NULL, i + 1, p.n, bytes_done, bytes_total);
+                continue;
+            }
+            reocr = 1;
         }
         char sha[65];
         if (sd_file_sha256(f->path, sha, &ferr)) {
@@ -608,14 +657,25 @@ enum sd_status sd_ingest(struct sd_store *s, char *const *paths, size_t n_paths,
         if (ds.found && !strcmp(ds.sha256, sha)) {
             if ((r = sd_store_doc_touch(s, ds.id, f->mtime_ns, err)))
                 goto out;
+            if (!reocr_ok) {
+                stats->unchanged++;
+                emit(&o, SD_INGEST_UNCHANGED, f->path, NULL, i + 1, p.n, bytes_done, bytes_total);
+                continue;
+            }
+            reocr = 1;
+        }
+        struct span_ctx sc = {.s = s, .o = &o, .tokens_known = 1};
+        struct doc_result dr = {0};
+        struct page_progress pp = {&o, f->path, i + 1, p.n, bytes_done, bytes_total};
+        enum sd_status fr = f->kind == SD_FILE_PDF ? ingest_pdf(s, f, sha, &o, &sc, &pp, reocr, &dr, &ferr)
+                                                   : ingest_text(s, f, sha, &o, &sc, &ferr);
+        if (!fr && dr.ocr_error[0])
+            ocr_cannot_run = 1; // said once per run: the language data is missing or the build lacks Tesseract
+        if (!fr && dr.kept) {
             stats->unchanged++;
             emit(&o, SD_INGEST_UNCHANGED, f->path, NULL, i + 1, p.n, bytes_done, bytes_total);
             continue;
         }
-        struct span_ctx sc = {.s = s, .o = &o, .tokens_known = 1};
-        struct doc_result dr = {0};
-        enum sd_status fr = f->kind == SD_FILE_PDF ? ingest_pdf(s, f, sha, &o, &sc, &dr, &ferr)
-                                                   : ingest_text(s, f, sha, &o, &sc, &ferr);
         if (fr) {
             if (is_store_error(fr)) {
                 r = sd_err_set(err, fr, "%s", ferr.msg);
@@ -627,6 +687,8 @@ enum sd_status sd_ingest(struct sd_store *s, char *const *paths, size_t n_paths,
         }
         stats->pages += dr.pages;
         stats->ocr_pages += dr.ocr_pages;
+        stats->ocr_read_pages += dr.ocr_read;
+        stats->no_text_pages += dr.no_text;
         stats->failed_pages += dr.failed_pages;
         stats->spans += sc.n_spans;
         stats->chars += sc.n_chars;
@@ -638,13 +700,19 @@ enum sd_status sd_ingest(struct sd_store *s, char *const *paths, size_t n_paths,
             stats->added++;
         emit(&o, ds.found ? SD_INGEST_UPDATED : SD_INGEST_ADDED, f->path, NULL, i + 1, p.n, bytes_done,
              bytes_total);
-        if (dr.ocr_pages || dr.failed_pages) {
-            char msg[1200];
+        if (dr.ocr_pages || dr.failed_pages || dr.no_text) {
+            char msg[2400];
             int m = 0;
             if (dr.ocr_pages)
                 m += snprintf(msg + m, sizeof msg - (size_t)m,
-                              "%lld of %lld page(s) have no usable text layer and need OCR: %s",
-                              (long long)dr.ocr_pages, (long long)dr.pages, dr.ocr_list);
+                              "%lld of %lld page(s) have no usable text layer and need OCR: %s (%s)",
+                              (long long)dr.ocr_pages, (long long)dr.pages, dr.ocr_list,
+                              o.no_ocr          ? "OCR is off"
+                              : dr.ocr_error[0] ? dr.ocr_error
+                                                : "OCR did not run");
+            if (dr.no_text)
+                m += snprintf(msg + m, sizeof msg - (size_t)m, "%s%lld page(s) have no text, not even by OCR: %s",
+                              m ? "; " : "", (long long)dr.no_text, dr.no_text_list);
             if (dr.failed_pages)
                 snprintf(msg + m, sizeof msg - (size_t)m, "%s%lld page(s) failed to extract: %s", m ? "; " : "",
                          (long long)dr.failed_pages, dr.failed_list);

@@ -1,6 +1,8 @@
 // ingest.h: ingestion of files and directory trees into the store. Plans the work (walks trees), then
 // per file: skip if unchanged (size + mtime, then SHA-256), extract (PDF worker, or text/code split into
-// line-numbered spans), and replace the document's rows in one short write transaction. Files deleted
+// line-numbered spans), and replace the document's rows in one short write transaction. PDF pages without
+// a usable text layer are read by OCR when Tesseract can run (ocr.h); an unchanged document that still has
+// pages needing OCR is extracted again once OCR can run (Tesseract or its language data installed since). Files deleted
 // from an ingested tree are removed. Every file commits on its own, so an interrupted ingest resumes
 // where it stopped (committed files are unchanged the next time).
 #ifndef SD_DATA_INGEST_H
@@ -21,6 +23,7 @@ enum sd_ingest_event_kind {
     SD_INGEST_FAILED,    // could not be ingested: msg says why and what to do
     SD_INGEST_REMOVED,   // a document whose file is gone from its tree
     SD_INGEST_WARNING,   // ingested with problems (pages needing OCR, failed pages): msg
+    SD_INGEST_PAGE,      // progress inside a PDF: page (0-based) of n_pages started; ocr: it is being read by OCR
 };
 
 struct sd_ingest_event {
@@ -29,6 +32,7 @@ struct sd_ingest_event {
     const char *msg; // may be NULL
     size_t index, total;           // files done so far (after this one) / files planned
     int64_t bytes_done, bytes_total;
+    int page, n_pages, ocr; // SD_INGEST_PAGE only
 };
 typedef void (*sd_ingest_event_fn)(void *user, const struct sd_ingest_event *ev);
 
@@ -45,11 +49,15 @@ struct sd_ingest_opts {
     sd_ingest_event_fn on_event; // optional
     void *user;
     volatile int *cancel;    // optional: set non-zero (e.g. from a signal handler) to stop after the current file
+    int no_ocr;              // 1: pages without a usable text layer are only flagged, never read by OCR
+    const char *ocr_lang;    // Tesseract languages for OCR ("eng+fra"); NULL: "eng" (data/ocr.h)
 };
 
 struct sd_ingest_stats {
     size_t files, added, updated, unchanged, skipped, failed, removed, warnings;
     int64_t pages, ocr_pages, failed_pages, spans, chars, tokens, bytes;
+    int64_t ocr_read_pages; // pages read by OCR (ocr_pages: pages that still need it)
+    int64_t no_text_pages;  // pages where OCR found no text either
     int resumed;   // an interrupted ingest of the same paths was found and resumed
     int cancelled;
 };

@@ -3,11 +3,15 @@
 //   'M' int32 n_pages, title NUL, author NUL      'O' int32 level, int32 page, title
 //   'B' int32 page (started)                      'T' int32 page, label NUL, text
 //   'E' int32 kind, message                       'D' done
+//   'P' int32 page (OCR started)                  'R' int32 page, label NUL, text read by OCR
+//   'W' message: OCR cannot run (sent once by a worker)
+//   'F' int32 page: poppler could not load the page (a damaged page tree): it is marked failed
 // Test hooks (fault injection, honoured only by the worker): SD_PDF_TEST_CRASH_PAGE=N and
 // SD_PDF_TEST_HANG_PAGE=N make page N (1-based) crash or hang.
 #include "pdf_extract.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <poppler.h>
@@ -20,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ocr.h"
 #include "sd_clock.h"
 #include "text_clean.h"
 
@@ -50,6 +55,10 @@ const char *sd_pdf_page_state_str(enum sd_pdf_page_state s)
     case SD_PDF_PAGE_GARBLED: return "garbled";
     case SD_PDF_PAGE_FAILED: return "failed";
     case SD_PDF_PAGE_TIMEOUT: return "timeout";
+    case SD_PDF_PAGE_OCR:
+        return "ocr";
+    case SD_PDF_PAGE_NO_TEXT:
+        return "no-text";
     }
     return "?";
 }
@@ -157,7 +166,69 @@ static int env_int(const char *name)
     return v ? atoi(v) : 0;
 }
 
-static void worker(int fd, const char *path, const char *password, int start, size_t max_page_bytes)
+// Does this page's text layer need OCR (empty or glyph soup, by the same test the parent applies)?
+static int needs_ocr(const char *text, size_t n)
+{
+    size_t len = 0;
+    char *t = sd_text_normalize_page(text ? text : "", n, &len);
+    if (!t)
+        return 0;
+    int r = sd_text_page_quality(t, len) != SD_PAGE_OK;
+    free(t);
+    return r;
+}
+
+// Render the page to 8-bit gray (white background) at SD_OCR_DPI, or lower so that it stays within
+// SD_OCR_MAX_PIXELS, and read it with Tesseract. Returns the text (malloc'd) or NULL.
+static char *ocr_page(PopplerPage *page, struct sd_ocr *eng)
+{
+    double pw = 0, ph = 0;
+    poppler_page_get_size(page, &pw, &ph);
+    if (!(pw > 1 && ph > 1 && pw < 1e5 && ph < 1e5))
+        return NULL;
+    double dpi = SD_OCR_DPI;
+    double px = pw * ph * (dpi / 72) * (dpi / 72);
+    if (px > SD_OCR_MAX_PIXELS)
+        dpi *= sqrt(SD_OCR_MAX_PIXELS / px);
+    int w = (int)(pw * dpi / 72 + 0.5), h = (int)(ph * dpi / 72 + 0.5);
+    if (w < 16 || h < 16)
+        return NULL;
+    cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, w, h);
+    if (cairo_surface_status(surf) != CAIRO_STATUS_SUCCESS) {
+        cairo_surface_destroy(surf);
+        return NULL;
+    }
+    cairo_t *cr = cairo_create(surf);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    cairo_scale(cr, dpi / 72, dpi / 72);
+    poppler_page_render_for_printing(page, cr);
+    cairo_destroy(cr);
+    cairo_surface_flush(surf);
+    const unsigned char *px32 = cairo_image_surface_get_data(surf);
+    int stride = cairo_image_surface_get_stride(surf);
+    unsigned char *gray = malloc((size_t)w * (size_t)h);
+    char *text = NULL;
+    if (gray && px32) {
+        for (int y = 0; y < h; y++) {
+            const uint32_t *row = (const uint32_t *)(const void *)(px32 + (size_t)y * (size_t)stride);
+            unsigned char *g = gray + (size_t)y * (size_t)w;
+            for (int x = 0; x < w; x++) {
+                uint32_t v = row[x]; // RGB24: 0x00RRGGBB in native order
+                g[x] = (unsigned char)((((v >> 16) & 255) * 299 + ((v >> 8) & 255) * 587 + (v & 255) * 114) / 1000);
+            }
+        }
+        size_t len = 0;
+        if (sd_ocr_gray(eng, gray, w, h, w, (int)(dpi + 0.5), &text, &len, NULL, NULL) != SD_OK)
+            text = NULL;
+    }
+    free(gray);
+    cairo_surface_destroy(surf);
+    return text;
+}
+
+static void worker(int fd, const char *path, const char *password, int start, size_t max_page_bytes, int ocr,
+                   const char *ocr_lang)
 {
     GError *gerr = NULL;
     gchar *uri = g_filename_to_uri(path, NULL, &gerr);
@@ -198,6 +269,8 @@ static void worker(int fd, const char *path, const char *password, int start, si
         }
     }
     int crash_page = env_int("SD_PDF_TEST_CRASH_PAGE"), hang_page = env_int("SD_PDF_TEST_HANG_PAGE");
+    struct sd_ocr *eng = NULL;
+    int ocr_broken = 0; // the engine could not start: said once ('W'), not tried again
     for (int i = start; i < n_pages && i < MAX_PAGES; i++) {
         int32_t pi = i;
         if (send_rec(fd, 'B', &pi, 4, NULL, 0, NULL, 0))
@@ -208,21 +281,40 @@ static void worker(int fd, const char *path, const char *password, int start, si
             for (;;)
                 pause();
         PopplerPage *page = poppler_document_get_page(doc, i);
-        char *text = page ? poppler_page_get_text(page) : NULL;
-        char *label = page ? poppler_page_get_label(page) : NULL;
-        size_t ll = bounded_len(label, 64), xl = bounded_len(text, max_page_bytes);
+        if (!page) { // not loadable (damaged page tree): neither a text layer nor an image to read
+            if (send_rec(fd, 'F', &pi, 4, NULL, 0, NULL, 0))
+                break;
+            continue;
+        }
+        char *text = poppler_page_get_text(page);
+        char *label = poppler_page_get_label(page);
+        size_t ll = bounded_len(label, 64);
         char lab[66];
         memcpy(lab, label ? label : "", ll);
         lab[ll] = 0;
-        int rc = send_rec(fd, 'T', &pi, 4, lab, ll + 1, text ? text : "", xl);
+        char type = 'T', *ocr_text = NULL;
+        if (ocr && !ocr_broken && needs_ocr(text, text ? strlen(text) : 0)) {
+            struct sd_err e = {0};
+            if (!eng && sd_ocr_new(ocr_lang, &eng, &e) != SD_OK) {
+                ocr_broken = 1;
+                send_str0(fd, 'W', 0, e.msg);
+            }
+            if (eng && send_rec(fd, 'P', &pi, 4, NULL, 0, NULL, 0) == 0) {
+                ocr_text = ocr_page(page, eng);
+                type = 'R'; // OCR ran: its text (maybe none) replaces the layer's
+            }
+        }
+        const char *out = type == 'R' ? (ocr_text ? ocr_text : "") : (text ? text : "");
+        int rc = send_rec(fd, type, &pi, 4, lab, ll + 1, out, bounded_len(out, max_page_bytes));
+        free(ocr_text);
         g_free(label);
         g_free(text);
-        if (page)
-            g_object_unref(page);
+        g_object_unref(page);
         if (rc)
             break;
     }
     send_rec(fd, 'D', NULL, 0, NULL, 0, NULL, 0);
+    sd_ocr_free(eng);
     g_object_unref(doc);
 }
 
@@ -268,7 +360,7 @@ static int spawn(struct child *c, const char *path, const struct sd_pdf_opts *o,
 #endif
         // Backstop: the parent kills us first, but never outlive the file budget by much.
         alarm((unsigned)(o->file_timeout_s > 0 ? o->file_timeout_s : 600) + 30);
-        worker(p[1], path, o->password, start, o->max_page_bytes ? o->max_page_bytes : (4u << 20));
+        worker(p[1], path, o->password, start, o->max_page_bytes ? o->max_page_bytes : (4u << 20), o->ocr, o->ocr_lang);
         _exit(0);
     }
     close(p[1]);
@@ -329,7 +421,7 @@ static int read_full(int fd, void *buf, size_t n, double deadline)
     return 1;
 }
 
-static enum sd_status store_page(struct sd_pdf_doc *d, int i, const char *label, const char *raw, size_t n,
+static enum sd_status store_page(struct sd_pdf_doc *d, int i, const char *label, const char *raw, size_t n, int ocr,
                                  const char *path, struct sd_err *err)
 {
     struct sd_pdf_page *pg = &d->pages[i];
@@ -340,7 +432,10 @@ static enum sd_status store_page(struct sd_pdf_doc *d, int i, const char *label,
     if (!t)
         return sd_err_set(err, SD_ERR_NOMEM, "%s: out of memory on page %d", path, i + 1);
     enum sd_page_quality q = sd_text_page_quality(t, len);
-    pg->state = q == SD_PAGE_OK ? SD_PDF_PAGE_OK : q == SD_PAGE_EMPTY ? SD_PDF_PAGE_EMPTY : SD_PDF_PAGE_GARBLED;
+    if (ocr)
+        pg->state = q == SD_PAGE_OK ? SD_PDF_PAGE_OCR : SD_PDF_PAGE_NO_TEXT;
+    else
+        pg->state = q == SD_PAGE_OK ? SD_PDF_PAGE_OK : q == SD_PAGE_EMPTY ? SD_PDF_PAGE_EMPTY : SD_PDF_PAGE_GARBLED;
     sd_hf_add_page(d->hf, t, len);
     if (fseek(d->spool, 0, SEEK_END) != 0 || (pg->off = ftell(d->spool)) < 0 ||
         (len && fwrite(t, 1, len, d->spool) != len)) {
@@ -534,11 +629,25 @@ enum sd_status sd_pdf_extract(const char *path, const struct sd_pdf_opts *opts, 
                         pg = 0;
                     d->outline[d->n_outline++] = (struct sd_pdf_outline){rec[0], pg, t};
                 }
-            } else if (type == 'B' && len >= 4) {
+            } else if ((type == 'B' || type == 'P') && len >= 4) {
                 int32_t pi;
                 memcpy(&pi, buf, 4);
                 current = pi;
-            } else if (type == 'T' && len >= 5) {
+                if (o.on_page && pi >= 0 && pi < d->n_pages)
+                    o.on_page(o.page_user, pi, d->n_pages, type == 'P');
+            } else if (type == 'F' && len >= 4) {
+                int32_t pi;
+                memcpy(&pi, buf, 4);
+                if (pi >= 0 && pi < d->n_pages) {
+                    d->pages[pi].state = SD_PDF_PAGE_FAILED; // its spool slot stays empty (len 0)
+                    current = -1;
+                    next = pi + 1;
+                }
+            } else if (type == 'W') {
+                buf[len] = 0;
+                if (!d->ocr_error && len > 4)
+                    d->ocr_error = strdup(buf + 4);
+            } else if ((type == 'T' || type == 'R') && len >= 5) {
                 int32_t pi;
                 memcpy(&pi, buf, 4);
                 if (pi < 0 || pi >= d->n_pages) {
@@ -555,7 +664,7 @@ enum sd_status sd_pdf_extract(const char *path, const struct sd_pdf_opts *opts, 
                 }
                 const char *txt = label + lab_n + 1;
                 size_t txt_n = len - 4 - lab_n - 1;
-                if ((st = store_page(d, pi, label, txt, txt_n, path, err))) {
+                if ((st = store_page(d, pi, label, txt, txt_n, type == 'R', path, err))) {
                     reap(&c, 1, NULL, 0);
                     goto fail;
                 }
@@ -619,6 +728,7 @@ void sd_pdf_doc_free(struct sd_pdf_doc *d)
     free(d->outline);
     free(d->title);
     free(d->author);
+    free(d->ocr_error);
     if (d->spool)
         fclose(d->spool);
     sd_hf_free(d->hf);

@@ -3,7 +3,8 @@
 // per page and per file and kills the worker when one runs out. A page that crashes or hangs poppler is
 // marked failed and a new worker resumes at the next page, so one bad page never drops the rest.
 // Page text is normalized (text_clean.h) and spooled to an unnamed temporary file, so memory stays
-// bounded for documents of thousands of pages.
+// bounded for documents of thousands of pages. With opts.ocr, a page without a usable text layer is
+// rendered (SD_OCR_DPI) and read by Tesseract (ocr.h) in the same worker, under the same page budget.
 #ifndef SD_DATA_PDF_EXTRACT_H
 #define SD_DATA_PDF_EXTRACT_H
 
@@ -18,6 +19,12 @@ struct sd_pdf_opts {
     double file_timeout_s;  // whole file; <= 0: 600 s
     size_t mem_limit_mb;    // worker address-space limit; 0: 4096 MiB (not applied under ASan)
     size_t max_page_bytes;  // text kept per page; 0: 4 MiB
+    int ocr;                // 1: pages without a usable text layer are read by OCR (when Tesseract can run)
+    const char *ocr_lang;   // Tesseract languages ("eng+fra"); NULL: SD_OCR_DEFAULT_LANG
+    // Optional progress: a page (0-based) of n_pages started; ocr = 1 when its OCR starts. Called in the
+    // calling thread.
+    void (*on_page)(void *user, int page, int n_pages, int ocr);
+    void *page_user;
 };
 
 enum sd_pdf_page_state {
@@ -26,6 +33,8 @@ enum sd_pdf_page_state {
     SD_PDF_PAGE_GARBLED, // text layer is glyph soup: needs OCR
     SD_PDF_PAGE_FAILED,  // poppler crashed or failed on this page
     SD_PDF_PAGE_TIMEOUT, // the page ran past its time budget
+    SD_PDF_PAGE_OCR,     // no usable text layer; its text was read by OCR
+    SD_PDF_PAGE_NO_TEXT, // no usable text layer, and OCR found no usable text either (blank page, picture)
 };
 const char *sd_pdf_page_state_str(enum sd_pdf_page_state s);
 
@@ -50,6 +59,7 @@ struct sd_pdf_doc {
     size_t n_outline;
     size_t n_header_lines; // distinct running header/footer lines removed
     int n_restarts;        // workers restarted after a bad page
+    char *ocr_error;       // why OCR could not run (not built, no language data); NULL if it ran or was off
     FILE *spool;
     struct sd_hf *hf;
 };

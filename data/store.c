@@ -394,7 +394,9 @@ enum sd_status sd_store_doc_state(struct sd_store *s, const char *path, struct s
 {
     memset(ds, 0, sizeof *ds);
     sqlite3_stmt *st = NULL;
-    enum sd_status r = prepare(s, "SELECT id, size, mtime_ns, sha256 FROM documents WHERE path = ?", &st, err);
+    enum sd_status r = prepare(
+        s, "SELECT id, size, mtime_ns, sha256, ocr_pages IS NOT NULL AND ocr_pages <> '' FROM documents WHERE path = ?",
+        &st, err);
     if (r)
         return r;
     sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
@@ -405,6 +407,7 @@ enum sd_status sd_store_doc_state(struct sd_store *s, const char *path, struct s
         ds->size = sqlite3_column_int64(st, 1);
         ds->mtime_ns = sqlite3_column_int64(st, 2);
         snprintf(ds->sha256, sizeof ds->sha256, "%s", col_text(st, 3) ? col_text(st, 3) : "");
+        ds->needs_ocr = sqlite3_column_int(st, 4);
     } else if (rc != SQLITE_DONE)
         r = db_err(s, err, "read document state");
     sqlite3_finalize(st);
@@ -617,9 +620,10 @@ out:
     return r;
 }
 
-#define DOC_COLS                                                                                                   \
-    "id, path, kind, lang, title, author, sha256, ocr_pages, failed_pages, size, mtime_ns, n_pages, n_lines, "     \
-    "n_spans, n_chars, n_tokens, ingested_at, root"
+#define DOC_COLS                                                                                                       \
+    "id, path, kind, lang, title, author, sha256, ocr_pages, failed_pages, size, mtime_ns, n_pages, n_lines, "         \
+    "n_spans, n_chars, n_tokens, ingested_at, root, "                                                                  \
+    "(SELECT count(*) FROM pages WHERE pages.doc_id = documents.id AND pages.state = 'ocr')"
 
 static void read_doc(sqlite3_stmt *st, struct sd_doc *d)
 {
@@ -641,6 +645,7 @@ static void read_doc(sqlite3_stmt *st, struct sd_doc *d)
     d->n_tokens = sqlite3_column_int64(st, 15);
     d->ingested_at = sqlite3_column_int64(st, 16);
     d->root = col_text(st, 17);
+    d->n_ocr_read = sqlite3_column_int64(st, 18);
 }
 
 enum sd_status sd_store_docs_foreach(struct sd_store *s, sd_doc_fn fn, void *user, struct sd_err *err)

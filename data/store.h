@@ -39,6 +39,7 @@ struct sd_doc {
     const char *path, *kind, *lang, *title, *author, *sha256, *ocr_pages, *failed_pages;
     int64_t size, mtime_ns, n_pages, n_lines, n_spans, n_chars, n_tokens, ingested_at;
     const char *root; // the folder it was ingested from (NULL for a file named on its own)
+    int64_t n_ocr_read; // pages whose text was read by OCR (pages.state 'ocr')
 };
 
 // Known state of a path, for incremental re-ingest. found = 0 when the path has no document.
@@ -46,6 +47,7 @@ struct sd_doc_state {
     int found;
     int64_t id, size, mtime_ns;
     char sha256[65];
+    int needs_ocr; // some pages have no usable text layer and were not read by OCR (documents.ocr_pages)
 };
 enum sd_status sd_store_doc_state(struct sd_store *s, const char *path, struct sd_doc_state *st, struct sd_err *err);
 // Record a new mtime for an unchanged (same hash) document.

@@ -264,6 +264,9 @@ n=$("$bin" docs list --db "$tmp/cap.db" --json 2>/dev/null | python3 -c "import 
 expect "search --limit 5x" 2 "--limit must be an integer" "$bin" search --db "$tmp/u.db" harbor --limit 5x
 expect "ingest --max-file-size 10M" 2 "--max-file-size must be an integer" \
     "$bin" ingest --db "$tmp/u.db" --max-file-size 10M "$tmp/small.txt"
+expect "ingest --ocr maybe" 2 "--ocr takes auto or off" "$bin" ingest --db "$tmp/u.db" --ocr maybe "$pdf"
+expect "ingest --ocr-lang with a shell character" 2 "--ocr-lang takes Tesseract language codes" \
+    "$bin" ingest --db "$tmp/u.db" --ocr-lang 'eng;rm' "$pdf"
 expect "ingest --page-timeout abc" 2 "--page-timeout must be a number" \
     "$bin" ingest --db "$tmp/u.db" --page-timeout abc "$pdf"
 expect "ingest --file-timeout -5" 2 "--file-timeout must be a number" \

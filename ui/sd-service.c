@@ -273,6 +273,8 @@ static void on_ingest_event(void *user, const struct sd_ingest_event *ev)
     Job *j = g_task_get_task_data(task);
     if (!j->on_event)
         return;
+    if (ev->kind == SD_INGEST_PAGE && !ev->ocr && ev->page % 10 && ev->page + 1 < ev->n_pages)
+        return; // text pages go by fast: every tenth is passed on
     Call c = {.kind = CALL_INGEST, .ev = *ev, .path = g_strdup(ev->path), .msg = g_strdup(ev->msg)};
     invoke(task, c);
 }

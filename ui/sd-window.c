@@ -392,6 +392,12 @@ static void on_ingest_event(GObject *target, const struct sd_ingest_event *ev)
     case SD_INGEST_WARNING:
         sub = g_strdup_printf("%s: %s", base, ev->msg ? ev->msg : "warning");
         break;
+    case SD_INGEST_PAGE:
+        sub = g_strdup_printf("%s: page %d of %d%s", base, ev->page + 1, ev->n_pages, ev->ocr ? " (OCR)" : "");
+        frac = ev->total
+                   ? ((double)(ev->index - 1) + (double)ev->page / (ev->n_pages ? ev->n_pages : 1)) / (double)ev->total
+                   : -1;
+        break;
     case SD_INGEST_FAILED:
         sub = g_strdup_printf("%s failed", base);
         if (self)
