@@ -17,12 +17,13 @@
 #include "ocr.h"
 #include "paths.h"
 #include "sd_clock.h"
+#include "settings.h"
 #include "store.h"
 #include "tokenizer.h"
 
 struct opts {
     const char *db, *password, *tokenizer, *ocr_lang;
-    int json, limit, no_ocr;
+    int json, limit, no_ocr, ocr_set;
     double page_timeout, file_timeout;
     long long max_file_bytes, max_tokens;
     char **args;
@@ -82,6 +83,7 @@ static int parse(int argc, char **argv, struct opts *o, const char *help)
                 return SD_EXIT_USAGE;
             }
             o->no_ocr = !strcmp(v, "off");
+            o->ocr_set = 1;
         } else if (!strcmp(a, "--ocr-lang")) {
             NEED_VALUE;
             if (!sd_ocr_lang_ok(v)) {
@@ -284,6 +286,17 @@ int sd_cmd_ingest(int argc, char **argv)
     u.skipped = json_object_new_array();
     u.warnings = json_object_new_array();
     u.removed = json_object_new_array();
+    // OCR: the settings ([ingest] ocr, ocr_languages; shared with the desktop app), then the flags.
+    struct sd_settings set;
+    struct sd_err serr = {0};
+    if (sd_settings_load(NULL, &set, &serr) != SD_OK) {
+        fprintf(stderr, "sparsedoc ingest: warning: %s; OCR uses its defaults\n", serr.msg);
+        sd_settings_clear(&set); // load filled in the defaults before it failed
+    }
+    if (!o.ocr_set)
+        o.no_ocr = set.no_ocr;
+    if (!o.ocr_lang)
+        o.ocr_lang = set.ocr_lang;
     struct sd_ingest_opts io = {.password = o.password,
                                 .page_timeout_s = o.page_timeout,
                                 .file_timeout_s = o.file_timeout,
@@ -302,6 +315,9 @@ int sd_cmd_ingest(int argc, char **argv)
     struct sd_ingest_stats st;
     struct sd_err err;
     enum sd_status r = sd_ingest(s, o.args, (size_t)o.n_args, &io, &st, &err);
+    if (o.ocr_lang == set.ocr_lang)
+        o.ocr_lang = NULL;
+    sd_settings_clear(&set);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     clear_bar(&u);

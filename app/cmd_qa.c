@@ -18,6 +18,7 @@
 #include "hub.h"
 #include "qa.h"
 #include "sd_clock.h"
+#include "settings.h"
 
 struct qa_cli {
     struct sd_qa_opts qo;
@@ -26,6 +27,7 @@ struct qa_cli {
     int n_docs;
     const char *repo, *model_arg;
     char *model_buf;
+    char *ocr_lang; // [ingest] ocr_languages of the settings (paths given with --doc/--repo are ingested)
     int json, list, verbose;
     int gpu_weights; // --gpu-weights given
     int64_t resume;
@@ -202,6 +204,15 @@ static int parse(int argc, char **argv, struct qa_cli *c, const char *help)
         } else
             c->qo.model_dir = c->model_arg;
     }
+    // OCR of scanned pages in documents ingested on the way: as the settings say (the desktop app's too).
+    struct sd_settings set;
+    if (sd_settings_load(NULL, &set, NULL) == SD_OK) { // a broken file is reported where the model is resolved
+        c->qo.no_ocr = set.no_ocr;
+        c->ocr_lang = set.ocr_lang;
+        c->qo.ocr_lang = c->ocr_lang;
+        set.ocr_lang = NULL;
+    }
+    sd_settings_clear(&set);
     return 0;
 }
 
@@ -210,6 +221,7 @@ static void cli_free(struct qa_cli *c)
     free(c->docs);
     free(c->words);
     free(c->model_buf);
+    free(c->ocr_lang);
 }
 
 // ---- progress (stderr, TTY only) ----

@@ -15,6 +15,8 @@
 
 struct sd_library {
     struct sd_store *store;
+    int no_ocr;     // sd_library_set_ocr
+    char *ocr_lang; // owned; NULL: eng
 };
 
 const char *sd_library_state_str(enum sd_library_state s)
@@ -59,7 +61,19 @@ void sd_library_close(struct sd_library *lib)
     if (!lib)
         return;
     sd_store_close(lib->store);
+    free(lib->ocr_lang);
     free(lib);
+}
+
+enum sd_status sd_library_set_ocr(struct sd_library *lib, int no_ocr, const char *lang, struct sd_err *err)
+{
+    char *l = lang && *lang ? strdup(lang) : NULL;
+    if (lang && *lang && !l)
+        return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
+    free(lib->ocr_lang);
+    lib->ocr_lang = l;
+    lib->no_ocr = no_ocr;
+    return SD_OK;
 }
 
 struct sd_store *sd_library_store(struct sd_library *lib)
@@ -271,7 +285,9 @@ enum sd_status sd_library_ingest(struct sd_library *lib, char *const *paths, siz
                                .tok_user = tok_user,
                                .on_event = on_event,
                                .user = user,
-                               .cancel = cancel};
+                               .cancel = cancel,
+                               .no_ocr = lib->no_ocr,
+                               .ocr_lang = lib->ocr_lang};
     return sd_ingest(lib->store, paths, n_paths, &o, stats, err);
 }
 

@@ -46,6 +46,10 @@ enum sd_status sd_library_remove(struct sd_library *lib, int64_t doc_id, struct 
 // Remove every document ingested from the folder root; *n_removed may be NULL.
 enum sd_status sd_library_remove_root(struct sd_library *lib, const char *root, size_t *n_removed, struct sd_err *err);
 
+// OCR of scanned PDF pages for later sd_library_ingest calls (default: on, English): no_ocr 1 only flags
+// them; lang: Tesseract languages ("eng+fra"), copied; NULL: eng. SD_ERR_NOMEM or SD_OK.
+enum sd_status sd_library_set_ocr(struct sd_library *lib, int no_ocr, const char *lang, struct sd_err *err);
+
 // Ingest paths into the library. count_tokens (may be NULL: tokens stay unknown until a model counts
 // them) is called with tok_user; cancel (may be NULL) set non-zero stops after the current file.
 // Same events as sd_ingest.

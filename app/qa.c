@@ -54,6 +54,8 @@ struct sd_qa {
     char *ctx_key;
     struct sd_contexts *ctxs;
     char tok_key[SD_CONTEXTS_TOKENIZER_KEY_MAX]; // identity of tokenizer.json for stored contexts ("" until used)
+    int no_ocr;                                  // ingestion (sd_qa_ingest): sd_qa_opts.no_ocr
+    char *ocr_lang;                              // and .ocr_lang (owned copy; NULL: eng)
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -83,6 +85,8 @@ enum sd_status sd_qa_open(const struct sd_qa_opts *opts, struct sd_qa **out, str
     struct sd_qa *qa = calloc(1, sizeof *qa);
     if (!qa)
         return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
+    qa->no_ocr = o->no_ocr;
+    qa->ocr_lang = o->ocr_lang ? strdup(o->ocr_lang) : NULL;
     enum sd_status r = sd_qa_resolve_model(o->model_dir, &qa->model_dir, err);
     if (r)
         goto fail;
@@ -183,6 +187,7 @@ void sd_qa_close(struct sd_qa *qa)
     if (!qa)
         return;
     sd_session_free(qa->sess);
+    free(qa->ocr_lang);
     free(qa->live.ids);
     sd_contexts_free(qa->ctxs);
     free(qa->ctx_key);
@@ -260,7 +265,9 @@ enum sd_status sd_qa_ingest(struct sd_qa *qa, char *const *paths, size_t n_paths
                                 .count_tokens = sd_tokenizer_count_cb,
                                 .tok_user = qa->tok,
                                 .on_event = ingest_event,
-                                .user = &f};
+                                .user = &f,
+                                .no_ocr = qa->no_ocr,
+                                .ocr_lang = qa->ocr_lang};
     struct sd_ingest_stats st0;
     return sd_ingest(qa->store, paths, n_paths, &io, stats ? stats : &st0, err);
 }

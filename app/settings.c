@@ -1,6 +1,7 @@
 // settings.c: load and save struct sd_settings as a GKeyFile (see settings.h).
 #include "settings.h"
 
+#include "ocr.h"
 #include "session.h"
 
 #include <glib.h>
@@ -40,6 +41,7 @@ void sd_settings_clear(struct sd_settings *s)
 {
     free(s->model_dir);
     free(s->backend);
+    free(s->ocr_lang);
     memset(s, 0, sizeof *s);
 }
 
@@ -48,7 +50,8 @@ enum sd_status sd_settings_copy(struct sd_settings *dst, const struct sd_setting
     *dst = *src;
     dst->model_dir = src->model_dir ? strdup(src->model_dir) : NULL;
     dst->backend = src->backend ? strdup(src->backend) : NULL;
-    if ((src->model_dir && !dst->model_dir) || (src->backend && !dst->backend)) {
+    dst->ocr_lang = src->ocr_lang ? strdup(src->ocr_lang) : NULL;
+    if ((src->model_dir && !dst->model_dir) || (src->backend && !dst->backend) || (src->ocr_lang && !dst->ocr_lang)) {
         sd_settings_clear(dst);
         return SD_ERR_NOMEM;
     }
@@ -111,6 +114,14 @@ enum sd_status sd_settings_load(const char *path, struct sd_settings *s, struct 
     s->top_k = get_int(kf, "engine", "top_k", 0, 1 << 20, 0);
     s->n_threads = get_int(kf, "engine", "threads", 0, 1024, 0);
     s->cache_budget = (uint64_t)get_int(kf, "cache", "budget_mib", 0, 1 << 24, 0) << 20;
+    char *ocr = get_str(kf, "ingest", "ocr");
+    s->no_ocr = ocr && !strcmp(ocr, "off");
+    free(ocr);
+    s->ocr_lang = get_str(kf, "ingest", "ocr_languages");
+    if (s->ocr_lang && !sd_ocr_lang_ok(s->ocr_lang)) { // not a Tesseract language list: the default
+        free(s->ocr_lang);
+        s->ocr_lang = NULL;
+    }
     char *cs = get_str(kf, "ui", "color_scheme");
     s->color_scheme = !cs                    ? SD_COLOR_SYSTEM
                       : !strcmp(cs, "dark")  ? SD_COLOR_DARK
@@ -151,6 +162,8 @@ enum sd_status sd_settings_save(const char *path, const struct sd_settings *s, s
     g_key_file_set_int64(kf, "engine", "top_k", s->top_k);
     g_key_file_set_int64(kf, "engine", "threads", s->n_threads);
     g_key_file_set_int64(kf, "cache", "budget_mib", (gint64)(s->cache_budget >> 20));
+    g_key_file_set_string(kf, "ingest", "ocr", s->no_ocr ? "off" : "auto");
+    g_key_file_set_string(kf, "ingest", "ocr_languages", s->ocr_lang ? s->ocr_lang : SD_OCR_DEFAULT_LANG);
     g_key_file_set_string(kf, "ui", "color_scheme",
                           s->color_scheme == SD_COLOR_DARK    ? "dark"
                           : s->color_scheme == SD_COLOR_LIGHT ? "light"
@@ -171,6 +184,16 @@ out:
     return st;
 }
 
+int sd_settings_ocr_lang_ok(const char *v)
+{
+    return v && sd_ocr_lang_ok(v);
+}
+
+const char *sd_settings_ocr_lang(const struct sd_settings *s)
+{
+    return s->ocr_lang && *s->ocr_lang ? s->ocr_lang : SD_OCR_DEFAULT_LANG;
+}
+
 void sd_settings_to_qa_opts(const struct sd_settings *s, struct sd_qa_opts *o)
 {
     o->model_dir = s->model_dir && *s->model_dir ? s->model_dir : NULL;
@@ -182,4 +205,6 @@ void sd_settings_to_qa_opts(const struct sd_settings *s, struct sd_qa_opts *o)
     o->index_topk = s->top_k;
     o->n_threads = s->n_threads;
     o->cache_budget = s->cache_budget;
+    o->no_ocr = s->no_ocr;
+    o->ocr_lang = s->ocr_lang;
 }

@@ -22,6 +22,8 @@ struct sd_settings {
     int top_k;             // 0: the model's
     int n_threads;         // 0: all cores
     uint64_t cache_budget; // bytes; 0: the cache's default
+    int no_ocr;            // [ingest] ocr = off: scanned PDF pages are only flagged (default auto: read by OCR)
+    char *ocr_lang;        // [ingest] ocr_languages, Tesseract codes ("eng+fra"); NULL: eng
     enum sd_color_scheme color_scheme;
 };
 
@@ -39,6 +41,10 @@ void sd_settings_clear(struct sd_settings *s);
 // Make dst a copy of src with its own strings (free them with sd_settings_clear); dst is overwritten, not
 // cleared first. Returns SD_ERR_NOMEM (dst then holds no strings) or SD_OK.
 enum sd_status sd_settings_copy(struct sd_settings *dst, const struct sd_settings *src);
+// Is v a valid [ingest] ocr_languages value (Tesseract codes joined by '+', e.g. eng+fra)?
+int sd_settings_ocr_lang_ok(const char *v);
+// The OCR languages in effect for s ("eng" when unset).
+const char *sd_settings_ocr_lang(const struct sd_settings *s);
 // Copy the engine-related values into qa opts (pointers borrowed from s).
 void sd_settings_to_qa_opts(const struct sd_settings *s, struct sd_qa_opts *o);
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "sd-application.h"
+#include "sd-prefs.h"
 
 static char *shots_dir;
 static int n_checks;
@@ -605,6 +606,22 @@ static void drive(SdApplication *app, const char *source, const char *corpus)
           sd_application_get_settings(app)->model_dir);
     CHECK(sd_settings_load(ini, &back, NULL) == SD_OK && back.model_dir == NULL, "the reset was not saved in %s", ini);
     sd_settings_clear(&back);
+    // OCR: languages applied from the entry row (a malformed list is marked and not saved), the switch saved.
+    GtkWidget *lang_row = sd_prefs_window_get_ocr_lang_row(SD_PREFS_WINDOW(prefs));
+    GtkWidget *ocr_sw = sd_prefs_window_get_ocr_switch(SD_PREFS_WINDOW(prefs));
+    CHECK(!strcmp(gtk_editable_get_text(GTK_EDITABLE(lang_row)), "eng") && gtk_switch_get_active(GTK_SWITCH(ocr_sw)),
+          "OCR rows do not show the defaults (eng, on)");
+    gtk_editable_set_text(GTK_EDITABLE(lang_row), "eng+fra");
+    g_signal_emit_by_name(lang_row, "apply");
+    gtk_editable_set_text(GTK_EDITABLE(lang_row), "eng;rm -rf");
+    g_signal_emit_by_name(lang_row, "apply");
+    CHECK(gtk_widget_has_css_class(lang_row, "error"), "a malformed OCR language list is not marked");
+    gtk_switch_set_active(GTK_SWITCH(ocr_sw), FALSE);
+    CHECK(sd_settings_load(ini, &back, NULL) == SD_OK && back.ocr_lang && !strcmp(back.ocr_lang, "eng+fra") &&
+              back.no_ocr == 1,
+          "OCR settings not saved: %s, off %d", back.ocr_lang ? back.ocr_lang : "(none)", back.no_ocr);
+    sd_settings_clear(&back);
+    gtk_switch_set_active(GTK_SWITCH(ocr_sw), TRUE);
     destroy_and_finalize(prefs, "the preferences window to be released");
     g_action_group_activate_action(G_ACTION_GROUP(app), "about", NULL);
     settle();

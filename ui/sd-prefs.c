@@ -20,6 +20,8 @@ struct _SdPrefsWindow {
     AdwComboRow *backend_row, *context_row, *scheme_row;
     GtkStringList *backends;
     GtkSpinButton *topk_spin, *threads_spin, *budget_spin;
+    GtkSwitch *ocr_switch;
+    AdwEntryRow *ocr_lang_row;
 };
 
 G_DEFINE_FINAL_TYPE(SdPrefsWindow, sd_prefs_window, ADW_TYPE_PREFERENCES_WINDOW)
@@ -109,6 +111,26 @@ static void on_spin(SdPrefsWindow *self, GtkSpinButton *spin)
     emit(self);
 }
 
+static void on_ocr(SdPrefsWindow *self)
+{
+    self->s.no_ocr = !gtk_switch_get_active(self->ocr_switch);
+    emit(self);
+}
+
+// Applied with the row's apply button or Enter; a malformed list is marked and not saved.
+static void on_ocr_lang(SdPrefsWindow *self)
+{
+    const char *v = gtk_editable_get_text(GTK_EDITABLE(self->ocr_lang_row));
+    if (*v && !sd_settings_ocr_lang_ok(v)) {
+        gtk_widget_add_css_class(GTK_WIDGET(self->ocr_lang_row), "error");
+        return;
+    }
+    gtk_widget_remove_css_class(GTK_WIDGET(self->ocr_lang_row), "error");
+    free(self->s.ocr_lang);
+    self->s.ocr_lang = *v ? strdup(v) : NULL;
+    emit(self);
+}
+
 static void sd_prefs_window_finalize(GObject *obj)
 {
     sd_settings_clear(&SD_PREFS_WINDOW(obj)->s);
@@ -128,10 +150,14 @@ static void sd_prefs_window_class_init(SdPrefsWindowClass *klass)
     gtk_widget_class_bind_template_child(wc, SdPrefsWindow, topk_spin);
     gtk_widget_class_bind_template_child(wc, SdPrefsWindow, threads_spin);
     gtk_widget_class_bind_template_child(wc, SdPrefsWindow, budget_spin);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, ocr_switch);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, ocr_lang_row);
     gtk_widget_class_bind_template_callback(wc, on_backend);
     gtk_widget_class_bind_template_callback(wc, on_context);
     gtk_widget_class_bind_template_callback(wc, on_scheme);
     gtk_widget_class_bind_template_callback(wc, on_spin);
+    gtk_widget_class_bind_template_callback(wc, on_ocr);
+    gtk_widget_class_bind_template_callback(wc, on_ocr_lang);
     gtk_widget_class_install_action(wc, "prefs.choose-model", NULL, act_choose_model);
     gtk_widget_class_install_action(wc, "prefs.reset-model", NULL, act_reset_model);
 }
@@ -166,6 +192,18 @@ GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, S
     gtk_spin_button_set_value(self->topk_spin, self->s.top_k);
     gtk_spin_button_set_value(self->threads_spin, self->s.n_threads);
     gtk_spin_button_set_value(self->budget_spin, (double)(self->s.cache_budget >> 20));
+    gtk_switch_set_active(self->ocr_switch, !self->s.no_ocr);
+    gtk_editable_set_text(GTK_EDITABLE(self->ocr_lang_row), sd_settings_ocr_lang(&self->s));
     self->ready = TRUE;
     return GTK_WIDGET(self);
+}
+
+GtkWidget *sd_prefs_window_get_ocr_switch(SdPrefsWindow *self)
+{
+    return GTK_WIDGET(self->ocr_switch);
+}
+
+GtkWidget *sd_prefs_window_get_ocr_lang_row(SdPrefsWindow *self)
+{
+    return GTK_WIDGET(self->ocr_lang_row);
 }

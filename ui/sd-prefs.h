@@ -1,5 +1,6 @@
-// sd-prefs.h: the preferences window (model, backend, context size, top-k, threads, cache budget,
-// appearance). Every change is applied at once through the callback, which saves and re-applies it.
+// sd-prefs.h: the preferences window (model, backend, context size, top-k, threads, OCR of scanned
+// pages, cache budget, appearance). Every change is applied at once through the callback, which saves and re-applies
+// it.
 #pragma once
 
 #include <adwaita.h>
@@ -15,5 +16,8 @@ typedef void (*SdPrefsChangedFn)(gpointer user, const struct sd_settings *s);
 // A new SdPrefsWindow, transient for parent. s is copied; the window calls changed(user, new settings)
 // after each edit.
 GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, SdPrefsChangedFn changed, gpointer user);
+// The OCR rows (borrowed; for tests): the on/off GtkSwitch and the languages AdwEntryRow.
+GtkWidget *sd_prefs_window_get_ocr_switch(SdPrefsWindow *self);
+GtkWidget *sd_prefs_window_get_ocr_lang_row(SdPrefsWindow *self);
 
 G_END_DECLS

@@ -26,11 +26,11 @@ struct _SdService {
 
 G_DEFINE_FINAL_TYPE(SdService, sd_service, G_TYPE_OBJECT)
 
+// Out of memory: the copy holds no strings (the defaults: shipped model, cpu, English OCR).
 static void settings_copy(struct sd_settings *dst, const struct sd_settings *src)
 {
-    *dst = *src;
-    dst->model_dir = src->model_dir ? strdup(src->model_dir) : NULL;
-    dst->backend = src->backend ? strdup(src->backend) : NULL;
+    if (sd_settings_copy(dst, src) != SD_OK)
+        g_warning("out of memory copying the settings");
 }
 
 static GError *error_from(const struct sd_err *e)
@@ -303,6 +303,16 @@ static void ingest_run(GTask *task, SdService *self, gpointer data)
     struct sd_library *lib = ensure_lib(self, &error);
     if (!lib) {
         g_task_return_error(task, error);
+        return;
+    }
+    g_mutex_lock(&self->lock);
+    int no_ocr = self->settings.no_ocr;
+    char *ocr_lang = g_strdup(self->settings.ocr_lang);
+    g_mutex_unlock(&self->lock);
+    enum sd_status ost = sd_library_set_ocr(lib, no_ocr, ocr_lang, &err);
+    g_free(ocr_lang);
+    if (ost) {
+        g_task_return_error(task, error_from(&err));
         return;
     }
     GCancellable *c = g_task_get_cancellable(task);
