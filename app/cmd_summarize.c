@@ -219,8 +219,14 @@ static void on_ingest(void *user, const struct sd_ingest_event *e)
     struct ui *u = user;
     if (e->kind == SD_INGEST_PLANNED || !e->total)
         return;
+    if (e->kind == SD_INGEST_PAGE && !e->ocr)
+        return; // text pages go by fast; OCR pages take a second or more each and are shown
     if (u->tty && !u->json) {
-        fprintf(stderr, "\r\033[Kingesting %zu of %zu files", e->index, e->total);
+        if (e->kind == SD_INGEST_PAGE)
+            fprintf(stderr, "\r\033[Kingesting %zu of %zu files: OCR of page %d of %d", e->index, e->total, e->page + 1,
+                    e->n_pages);
+        else
+            fprintf(stderr, "\r\033[Kingesting %zu of %zu files", e->index, e->total);
         u->bar_shown = 1;
     }
 }

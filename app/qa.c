@@ -253,7 +253,7 @@ static void ingest_event(void *user, const struct sd_ingest_event *e)
     const struct sd_qa_events *ev = ((struct ingest_fwd *)user)->ev;
     if (ev && ev->on_ingest)
         ev->on_ingest(ev->user, e);
-    if (ev && ev->on_progress && e->kind != SD_INGEST_PLANNED)
+    if (ev && ev->on_progress && e->kind != SD_INGEST_PLANNED && e->kind != SD_INGEST_PAGE) // files, not pages
         ev->on_progress(ev->user, "ingest", (int64_t)e->index, (int64_t)e->total);
 }
 

@@ -654,6 +654,8 @@ enum sd_status sd_ingest(struct sd_store *s, char *const *paths, size_t n_paths,
             emit(&o, SD_INGEST_FAILED, f->path, ferr.msg, i + 1, p.n, bytes_done, bytes_total);
             continue;
         }
+        if (ds.found && strcmp(ds.sha256, sha))
+            reocr = 0; // same size and time but other content: a real update
         if (ds.found && !strcmp(ds.sha256, sha)) {
             if ((r = sd_store_doc_touch(s, ds.id, f->mtime_ns, err)))
                 goto out;
