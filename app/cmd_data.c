@@ -264,6 +264,7 @@ static const char ingest_help[] =
     "  --ocr auto|off   read PDF pages without a text layer (scans) by OCR with Tesseract when it and its\n"
     "                   language data are installed (auto, the default), or only flag them (off)\n"
     "  --ocr-lang L     Tesseract languages, e.g. eng (default) or eng+fra (package tesseract-ocr-fra)\n"
+    "                   (defaults of both: [ingest] ocr and ocr_languages in the config.ini of the settings)\n"
     "  --json           machine-readable summary on stdout\n"
     "Exit status: 0 all ingested, 1 something failed, 2 usage error.\n";
 
