@@ -7,7 +7,7 @@
 //   'W' message: OCR cannot run (sent once by a worker)
 //   'F' int32 page: poppler could not load the page (a damaged page tree): it is marked failed
 // Test hooks (fault injection, honoured only by the worker): SD_PDF_TEST_CRASH_PAGE=N and
-// SD_PDF_TEST_HANG_PAGE=N make page N (1-based) crash or hang.
+// SD_PDF_TEST_HANG_PAGE=N make page N (1-based) crash or hang; SD_PDF_TEST_HANG_OCR=N hangs in its OCR.
 #include "pdf_extract.h"
 
 #include <errno.h>
@@ -269,6 +269,7 @@ static void worker(int fd, const char *path, const char *password, int start, si
         }
     }
     int crash_page = env_int("SD_PDF_TEST_CRASH_PAGE"), hang_page = env_int("SD_PDF_TEST_HANG_PAGE");
+    int hang_ocr = env_int("SD_PDF_TEST_HANG_OCR");
     struct sd_ocr *eng = NULL;
     int ocr_broken = 0; // the engine could not start: said once ('W'), not tried again
     for (int i = start; i < n_pages && i < MAX_PAGES; i++) {
@@ -300,6 +301,9 @@ static void worker(int fd, const char *path, const char *password, int start, si
                 send_str0(fd, 'W', 0, e.msg);
             }
             if (eng && send_rec(fd, 'P', &pi, 4, NULL, 0, NULL, 0) == 0) {
+                if (hang_ocr == i + 1)
+                    for (;;)
+                        pause();
                 ocr_text = ocr_page(page, eng);
                 type = 'R'; // OCR ran: its text (maybe none) replaces the layer's
             }

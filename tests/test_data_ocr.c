@@ -2,8 +2,9 @@
 // data/ingest.c), on images and PDFs this test draws with cairo, so the expected text is known:
 //   - sd_ocr_gray reads a rendered paragraph (the words, a code, a number) and nothing from a blank image;
 //   - an image-only page is read by OCR, a blank page says so (no-text), a page with a text layer is
-//     left alone; OCR off leaves both flagged as needing OCR; a language without data says which Debian
-//     package to install and nothing is lost;
+//     left alone; OCR off leaves both flagged as needing OCR; an OCR that hangs (fault injection) times the
+//     page out and the rest still comes; a language without data says which Debian package to install
+//     and nothing is lost;
 //   - ingest: a document stored without OCR is extracted again once OCR can run (and its text is then
 //     searchable), an unchanged document is not read twice, and a run where OCR cannot run keeps the rows.
 // With the shared corpus: two real scans with a known text (Huckleberry Finn ch. 2; a French pangram).
@@ -208,6 +209,19 @@ static void test_extract(const char *pdf)
                       d->pages[2].state == SD_PDF_PAGE_OK && !d->ocr_error,
                   "OCR off: states %s %s", sd_pdf_page_state_str(d->pages[0].state),
                   sd_pdf_page_state_str(d->pages[1].state));
+        sd_pdf_doc_free(d);
+    }
+    // OCR runs under the page budget: a page whose OCR never ends (fault injection) times out, the worker
+    // is replaced and the next pages still come, read by OCR too.
+    setenv("SD_PDF_TEST_HANG_OCR", "1", 1);
+    o = (struct sd_pdf_opts){.ocr = 1, .page_timeout_s = 3};
+    CHECK(sd_pdf_extract(pdf, &o, &d, &err) == SD_OK);
+    unsetenv("SD_PDF_TEST_HANG_OCR");
+    if (d) {
+        CHECK_MSG(d->pages[0].state == SD_PDF_PAGE_TIMEOUT && d->pages[1].state == SD_PDF_PAGE_NO_TEXT &&
+                      d->pages[2].state == SD_PDF_PAGE_OK && d->n_restarts == 1,
+                  "hung OCR: states %s %s %s, %d restarts", sd_pdf_page_state_str(d->pages[0].state),
+                  sd_pdf_page_state_str(d->pages[1].state), sd_pdf_page_state_str(d->pages[2].state), d->n_restarts);
         sd_pdf_doc_free(d);
     }
     o = (struct sd_pdf_opts){.ocr = 1, .ocr_lang = "zzz"};
