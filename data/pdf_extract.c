@@ -44,6 +44,7 @@
 #define MAX_OUTLINE_DEPTH 32
 #define MAX_TITLE 1024
 #define MAX_RESTARTS 32
+#define SD_PDF_MAX_OCR_WORKERS 8
 
 enum { ERR_KIND_ENCRYPTED = 1, ERR_KIND_DAMAGED = 2, ERR_KIND_OTHER = 3 };
 
@@ -166,18 +167,6 @@ static int env_int(const char *name)
     return v ? atoi(v) : 0;
 }
 
-// Does this page's text layer need OCR (empty or glyph soup, by the same test the parent applies)?
-static int needs_ocr(const char *text, size_t n)
-{
-    size_t len = 0;
-    char *t = sd_text_normalize_page(text ? text : "", n, &len);
-    if (!t)
-        return 0;
-    int r = sd_text_page_quality(t, len) != SD_PAGE_OK;
-    free(t);
-    return r;
-}
-
 // Render the page to 8-bit gray (white background) at SD_OCR_DPI, or lower so that it stays within
 // SD_OCR_MAX_PIXELS, and read it with Tesseract. Returns the text (malloc'd) or NULL.
 static char *ocr_page(PopplerPage *page, struct sd_ocr *eng)
@@ -227,14 +216,13 @@ static char *ocr_page(PopplerPage *page, struct sd_ocr *eng)
     return text;
 }
 
-static void worker(int fd, const char *path, const char *password, int start, size_t max_page_bytes, int ocr,
-                   const char *ocr_lang)
+static PopplerDocument *open_doc(int fd, const char *path, const char *password)
 {
     GError *gerr = NULL;
     gchar *uri = g_filename_to_uri(path, NULL, &gerr);
     if (!uri) {
         send_str0(fd, 'E', ERR_KIND_OTHER, gerr ? gerr->message : "bad path");
-        return;
+        return NULL;
     }
     PopplerDocument *doc = poppler_document_new_from_file(uri, password, &gerr);
     g_free(uri);
@@ -243,8 +231,16 @@ static void worker(int fd, const char *path, const char *password, int start, si
         if (gerr && gerr->domain == POPPLER_ERROR && gerr->code == POPPLER_ERROR_ENCRYPTED)
             kind = ERR_KIND_ENCRYPTED;
         send_str0(fd, 'E', kind, gerr ? gerr->message : "poppler could not open the file");
-        return;
     }
+    return doc;
+}
+
+// Text pass: metadata, outline and the text layer of pages start.. in order.
+static void worker(int fd, const char *path, const char *password, int start, size_t max_page_bytes)
+{
+    PopplerDocument *doc = open_doc(fd, path, password);
+    if (!doc)
+        return;
     int n_pages = poppler_document_get_n_pages(doc);
     gchar *title = poppler_document_get_title(doc), *author = poppler_document_get_author(doc);
     size_t tl = bounded_len(title, MAX_TITLE), al = bounded_len(author, MAX_TITLE);
@@ -269,9 +265,6 @@ static void worker(int fd, const char *path, const char *password, int start, si
         }
     }
     int crash_page = env_int("SD_PDF_TEST_CRASH_PAGE"), hang_page = env_int("SD_PDF_TEST_HANG_PAGE");
-    int hang_ocr = env_int("SD_PDF_TEST_HANG_OCR");
-    struct sd_ocr *eng = NULL;
-    int ocr_broken = 0; // the engine could not start: said once ('W'), not tried again
     for (int i = start; i < n_pages && i < MAX_PAGES; i++) {
         int32_t pi = i;
         if (send_rec(fd, 'B', &pi, 4, NULL, 0, NULL, 0))
@@ -293,27 +286,52 @@ static void worker(int fd, const char *path, const char *password, int start, si
         char lab[66];
         memcpy(lab, label ? label : "", ll);
         lab[ll] = 0;
-        char type = 'T', *ocr_text = NULL;
-        if (ocr && !ocr_broken && needs_ocr(text, text ? strlen(text) : 0)) {
-            struct sd_err e = {0};
-            if (!eng && sd_ocr_new(ocr_lang, &eng, &e) != SD_OK) {
-                ocr_broken = 1;
-                send_str0(fd, 'W', 0, e.msg);
-            }
-            if (eng && send_rec(fd, 'P', &pi, 4, NULL, 0, NULL, 0) == 0) {
-                if (hang_ocr == i + 1)
-                    for (;;)
-                        pause();
-                ocr_text = ocr_page(page, eng);
-                type = 'R'; // OCR ran: its text (maybe none) replaces the layer's
-            }
-        }
-        const char *out = type == 'R' ? (ocr_text ? ocr_text : "") : (text ? text : "");
-        int rc = send_rec(fd, type, &pi, 4, lab, ll + 1, out, bounded_len(out, max_page_bytes));
-        free(ocr_text);
+        int rc = send_rec(fd, 'T', &pi, 4, lab, ll + 1, text ? text : "", bounded_len(text, max_page_bytes));
         g_free(label);
         g_free(text);
         g_object_unref(page);
+        if (rc)
+            break;
+    }
+    send_rec(fd, 'D', NULL, 0, NULL, 0, NULL, 0);
+    g_object_unref(doc);
+}
+
+// OCR pass (one of a pool): reads pages[0..n) by OCR, in order: 'P' before each, then 'R' with its text
+// (maybe none); 'W' and stop when the engine cannot start; 'D' at the end.
+static void ocr_worker(int fd, const char *path, const char *password, const int *pages, int n, size_t max_page_bytes,
+                       const char *lang)
+{
+    PopplerDocument *doc = open_doc(fd, path, password);
+    if (!doc)
+        return;
+    struct sd_ocr *eng = NULL;
+    struct sd_err e = {0};
+    if (sd_ocr_new(lang, &eng, &e) != SD_OK) {
+        send_str0(fd, 'W', 0, e.msg);
+        g_object_unref(doc);
+        return;
+    }
+    int hang_ocr = env_int("SD_PDF_TEST_HANG_OCR");
+    for (int k = 0; k < n; k++) {
+        int32_t pi = pages[k];
+        if (send_rec(fd, 'P', &pi, 4, NULL, 0, NULL, 0))
+            break;
+        if (hang_ocr == pi + 1)
+            for (;;)
+                pause();
+        PopplerPage *page = poppler_document_get_page(doc, pi);
+        char *text = page ? ocr_page(page, eng) : NULL;
+        char *label = page ? poppler_page_get_label(page) : NULL;
+        size_t ll = bounded_len(label, 64);
+        char lab[66];
+        memcpy(lab, label ? label : "", ll);
+        lab[ll] = 0;
+        int rc = send_rec(fd, 'R', &pi, 4, lab, ll + 1, text ? text : "", bounded_len(text, max_page_bytes));
+        free(text);
+        g_free(label);
+        if (page)
+            g_object_unref(page);
         if (rc)
             break;
     }
@@ -329,7 +347,9 @@ struct child {
     int fd;
 };
 
-static int spawn(struct child *c, const char *path, const struct sd_pdf_opts *o, int start, struct sd_err *err)
+// Fork a worker with the limits every worker runs under: returns 0 in the child (*wfd: its end of the
+// pipe), 1 in the parent (c filled in), -1 on failure (err).
+static int fork_worker(struct child *c, const char *path, const struct sd_pdf_opts *o, int *wfd, struct sd_err *err)
 {
     int p[2];
     if (pipe(p) != 0) {
@@ -364,13 +384,34 @@ static int spawn(struct child *c, const char *path, const struct sd_pdf_opts *o,
 #endif
         // Backstop: the parent kills us first, but never outlive the file budget by much.
         alarm((unsigned)(o->file_timeout_s > 0 ? o->file_timeout_s : 600) + 30);
-        worker(p[1], path, o->password, start, o->max_page_bytes ? o->max_page_bytes : (4u << 20), o->ocr, o->ocr_lang);
-        _exit(0);
+        *wfd = p[1];
+        return 0;
     }
     close(p[1]);
     c->pid = pid;
     c->fd = p[0];
-    return 0;
+    return 1;
+}
+
+static int spawn(struct child *c, const char *path, const struct sd_pdf_opts *o, int start, struct sd_err *err)
+{
+    int wfd = -1, r = fork_worker(c, path, o, &wfd, err);
+    if (r == 0) {
+        worker(wfd, path, o->password, start, o->max_page_bytes ? o->max_page_bytes : (4u << 20));
+        _exit(0);
+    }
+    return r < 0 ? -1 : 0;
+}
+
+static int spawn_ocr(struct child *c, const char *path, const struct sd_pdf_opts *o, const int *pages, int n,
+                     struct sd_err *err)
+{
+    int wfd = -1, r = fork_worker(c, path, o, &wfd, err);
+    if (r == 0) {
+        ocr_worker(wfd, path, o->password, pages, n, o->max_page_bytes ? o->max_page_bytes : (4u << 20), o->ocr_lang);
+        _exit(0);
+    }
+    return r < 0 ? -1 : 0;
 }
 
 // Returns a description of how the worker ended ("crashed (signal 11)", ...), reaping it.
@@ -425,8 +466,10 @@ static int read_full(int fd, void *buf, size_t n, double deadline)
     return 1;
 }
 
+// Store page i's text. ocr: it comes from OCR (state ocr or no-text). ocr_next: OCR will read the page if it
+// needs it, so such a page is not fed to the header/footer detection now (each page is fed once).
 static enum sd_status store_page(struct sd_pdf_doc *d, int i, const char *label, const char *raw, size_t n, int ocr,
-                                 const char *path, struct sd_err *err)
+                                 int ocr_next, const char *path, struct sd_err *err)
 {
     struct sd_pdf_page *pg = &d->pages[i];
     free(pg->label);
@@ -440,7 +483,8 @@ static enum sd_status store_page(struct sd_pdf_doc *d, int i, const char *label,
         pg->state = q == SD_PAGE_OK ? SD_PDF_PAGE_OCR : SD_PDF_PAGE_NO_TEXT;
     else
         pg->state = q == SD_PAGE_OK ? SD_PDF_PAGE_OK : q == SD_PAGE_EMPTY ? SD_PDF_PAGE_EMPTY : SD_PDF_PAGE_GARBLED;
-    sd_hf_add_page(d->hf, t, len);
+    if (ocr || !ocr_next || q == SD_PAGE_OK)
+        sd_hf_add_page(d->hf, t, len);
     if (fseek(d->spool, 0, SEEK_END) != 0 || (pg->off = ftell(d->spool)) < 0 ||
         (len && fwrite(t, 1, len, d->spool) != len)) {
         free(t);
@@ -475,6 +519,173 @@ static int looks_like_pdf(const char *path, struct sd_err *err, enum sd_status *
         return 0;
     }
     return 1;
+}
+
+// ---- OCR pass: a pool of workers ----
+
+struct ocr_job {
+    struct child c;
+    int *pages; // the pages this job reads, ascending
+    int n, done;
+    int current;     // page OCR started ('P') and not finished; -1 none
+    double deadline; // for the next record
+};
+
+static int cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
+// The pages that need OCR after the text pass are read by a pool of workers (pages dealt round-robin),
+// each under the page budget: a worker that crashes or overruns is killed, its page marked failed or timed
+// out, and a new one goes on with the rest. When the engine cannot start (no Tesseract, no language data)
+// the pages keep their "needs OCR" state and d->ocr_error says why. Errors: only spool/memory failures.
+static enum sd_status ocr_pass(struct sd_pdf_doc *d, const char *path, const struct sd_pdf_opts *o,
+                               double file_deadline, char *buf, size_t buf_cap, struct sd_err *err)
+{
+    int n_need = 0;
+    for (int i = 0; i < d->n_pages; i++)
+        n_need += d->pages[i].state == SD_PDF_PAGE_EMPTY || d->pages[i].state == SD_PDF_PAGE_GARBLED;
+    if (!n_need)
+        return SD_OK;
+    int k = o->ocr_workers > 0 ? o->ocr_workers : cpu_count();
+    if (k > SD_PDF_MAX_OCR_WORKERS)
+        k = SD_PDF_MAX_OCR_WORKERS;
+    if (k > n_need)
+        k = n_need;
+    struct ocr_job *jobs = calloc((size_t)k, sizeof *jobs);
+    int *pages = malloc(sizeof(int) * (size_t)n_need);
+    struct pollfd *pfd = calloc((size_t)k, sizeof *pfd);
+    enum sd_status st = SD_OK;
+    if (!jobs || !pages || !pfd) {
+        st = sd_err_set(err, SD_ERR_NOMEM, "%s: out of memory for OCR", path);
+        goto out;
+    }
+    // Deal the pages: job j gets the j-th, (j+k)-th, ... page needing OCR, kept contiguous in pages[].
+    for (int j = 0, at = 0; j < k; j++) {
+        jobs[j].pages = pages + at;
+        int m = 0;
+        for (int i = 0; i < d->n_pages; i++)
+            if (d->pages[i].state == SD_PDF_PAGE_EMPTY || d->pages[i].state == SD_PDF_PAGE_GARBLED)
+                if (m++ % k == j)
+                    jobs[j].pages[jobs[j].n++] = i;
+        at += jobs[j].n;
+        jobs[j].c = (struct child){-1, -1};
+        jobs[j].current = -1;
+    }
+    int broken = 0;
+    for (int j = 0; j < k; j++) {
+        struct sd_err e;
+        if (spawn_ocr(&jobs[j].c, path, o, jobs[j].pages, jobs[j].n, &e) == 0)
+            jobs[j].deadline = sd_now_s() + o->page_timeout_s;
+    }
+    for (;;) {
+        int alive = 0;
+        double wake = file_deadline;
+        for (int j = 0; j < k; j++) {
+            pfd[j] = (struct pollfd){jobs[j].c.pid > 0 ? jobs[j].c.fd : -1, POLLIN, 0};
+            if (jobs[j].c.pid > 0) {
+                alive++;
+                if (jobs[j].deadline < wake)
+                    wake = jobs[j].deadline;
+            }
+        }
+        if (!alive)
+            break;
+        double now = sd_now_s();
+        if (now >= file_deadline) { // stop reading; the rest keeps "needs OCR"
+            for (int j = 0; j < k; j++)
+                if (jobs[j].c.pid > 0)
+                    reap(&jobs[j].c, 1, NULL, 0);
+            if (!d->ocr_error &&
+                asprintf(&d->ocr_error, "OCR stopped: the file's %.0f s budget ran out", o->file_timeout_s) < 0)
+                d->ocr_error = NULL;
+            break;
+        }
+        int pr = poll(pfd, (nfds_t)k, (int)((wake - now) * 1000) + 1);
+        if (pr < 0 && errno != EINTR)
+            break;
+        now = sd_now_s();
+        for (int j = 0; j < k; j++) {
+            struct ocr_job *jb = &jobs[j];
+            if (jb->c.pid <= 0)
+                continue;
+            int r = 0; // 1 a record, 0 EOF, -1 error, -2 timeout
+            char hdr[5];
+            uint32_t len = 0;
+            if (pr > 0 && (pfd[j].revents & (POLLIN | POLLHUP | POLLERR))) {
+                r = read_full(jb->c.fd, hdr, 5, jb->deadline);
+                if (r == 1) {
+                    memcpy(&len, hdr + 1, 4);
+                    if (len > buf_cap - 1)
+                        r = -1;
+                    else if (len)
+                        r = read_full(jb->c.fd, buf, len, jb->deadline);
+                }
+            } else if (now >= jb->deadline)
+                r = -2;
+            else
+                continue;
+            int32_t pi = -1;
+            if (r == 1 && len >= 4)
+                memcpy(&pi, buf, 4);
+            if (r == 1 && hdr[0] == 'P' && len >= 4 && jb->done < jb->n && pi == jb->pages[jb->done]) {
+                jb->current = pi;
+                jb->deadline = now + o->page_timeout_s;
+                if (o->on_page)
+                    o->on_page(o->page_user, pi, d->n_pages, 1);
+                continue;
+            }
+            if (r == 1 && hdr[0] == 'R' && len >= 5 && pi == jb->current) {
+                buf[len] = 0;
+                const char *label = buf + 4;
+                size_t lab_n = strnlen(label, len - 4);
+                if (lab_n < len - 4) {
+                    const char *txt = label + lab_n + 1;
+                    if ((st = store_page(d, pi, label, txt, len - 4 - lab_n - 1, 1, 1, path, err)))
+                        goto out;
+                    jb->done++;
+                    jb->current = -1;
+                    jb->deadline = now + o->page_timeout_s;
+                    continue;
+                }
+            }
+            if (r == 1 && hdr[0] == 'W') { // the engine cannot start: no worker can read anything
+                buf[len] = 0;
+                if (!d->ocr_error && len > 4)
+                    d->ocr_error = strdup(buf + 4);
+                broken = 1;
+            }
+            // Done ('D'), or broken: EOF, crash, timeout, 'E', a protocol violation.
+            int finished = r == 1 && hdr[0] == 'D';
+            reap(&jb->c, 1, NULL, 0);
+            if (!finished && !broken && jb->done < jb->n) {
+                // The page in hand (or, before any 'P', the next one) is the culprit; the rest goes on.
+                int bad = jb->current >= 0 ? jb->current : jb->pages[jb->done];
+                d->pages[bad].state = r == -2 ? SD_PDF_PAGE_TIMEOUT : SD_PDF_PAGE_FAILED;
+                jb->done++;
+                jb->current = -1;
+                if (jb->done < jb->n && ++d->n_restarts <= MAX_RESTARTS) {
+                    struct sd_err e;
+                    if (spawn_ocr(&jb->c, path, o, jb->pages + jb->done, jb->n - jb->done, &e) == 0)
+                        jb->deadline = now + o->page_timeout_s;
+                }
+            }
+        }
+        if (broken)
+            for (int j = 0; j < k; j++)
+                if (jobs[j].c.pid > 0)
+                    reap(&jobs[j].c, 1, NULL, 0);
+    }
+out:
+    for (int j = 0; jobs && j < k; j++)
+        if (jobs[j].c.pid > 0)
+            reap(&jobs[j].c, 1, NULL, 0);
+    free(jobs);
+    free(pages);
+    free(pfd);
+    return st;
 }
 
 enum sd_status sd_pdf_extract(const char *path, const struct sd_pdf_opts *opts, struct sd_pdf_doc **out,
@@ -633,12 +844,12 @@ enum sd_status sd_pdf_extract(const char *path, const struct sd_pdf_opts *opts, 
                         pg = 0;
                     d->outline[d->n_outline++] = (struct sd_pdf_outline){rec[0], pg, t};
                 }
-            } else if ((type == 'B' || type == 'P') && len >= 4) {
+            } else if (type == 'B' && len >= 4) {
                 int32_t pi;
                 memcpy(&pi, buf, 4);
                 current = pi;
                 if (o.on_page && pi >= 0 && pi < d->n_pages)
-                    o.on_page(o.page_user, pi, d->n_pages, type == 'P');
+                    o.on_page(o.page_user, pi, d->n_pages, 0);
             } else if (type == 'F' && len >= 4) {
                 int32_t pi;
                 memcpy(&pi, buf, 4);
@@ -647,11 +858,7 @@ enum sd_status sd_pdf_extract(const char *path, const struct sd_pdf_opts *opts, 
                     current = -1;
                     next = pi + 1;
                 }
-            } else if (type == 'W') {
-                buf[len] = 0;
-                if (!d->ocr_error && len > 4)
-                    d->ocr_error = strdup(buf + 4);
-            } else if ((type == 'T' || type == 'R') && len >= 5) {
+            } else if (type == 'T' && len >= 5) {
                 int32_t pi;
                 memcpy(&pi, buf, 4);
                 if (pi < 0 || pi >= d->n_pages) {
@@ -668,7 +875,7 @@ enum sd_status sd_pdf_extract(const char *path, const struct sd_pdf_opts *opts, 
                 }
                 const char *txt = label + lab_n + 1;
                 size_t txt_n = len - 4 - lab_n - 1;
-                if ((st = store_page(d, pi, label, txt, txt_n, type == 'R', path, err))) {
+                if ((st = store_page(d, pi, label, txt, txt_n, 0, o.ocr, path, err))) {
                     reap(&c, 1, NULL, 0);
                     goto fail;
                 }
@@ -681,12 +888,14 @@ enum sd_status sd_pdf_extract(const char *path, const struct sd_pdf_opts *opts, 
             }
         }
     }
-    free(buf);
-    buf = NULL;
     if (d->n_pages <= 0) {
         st = sd_err_set(err, SD_ERR_FORMAT, "%s: the PDF has no readable pages (damaged or truncated file?)", path);
         goto fail;
     }
+    if (o.ocr && (st = ocr_pass(d, path, &o, file_deadline, buf, max_page + 64 + MAX_TITLE * 2, err)))
+        goto fail;
+    free(buf);
+    buf = NULL;
     sd_hf_finish(d->hf);
     d->n_header_lines = sd_hf_count(d->hf);
     *out = d;

@@ -3,8 +3,9 @@
 // per page and per file and kills the worker when one runs out. A page that crashes or hangs poppler is
 // marked failed and a new worker resumes at the next page, so one bad page never drops the rest.
 // Page text is normalized (text_clean.h) and spooled to an unnamed temporary file, so memory stays
-// bounded for documents of thousands of pages. With opts.ocr, a page without a usable text layer is
-// rendered (SD_OCR_DPI) and read by Tesseract (ocr.h) in the same worker, under the same page budget.
+// bounded for documents of thousands of pages. With opts.ocr, the pages without a usable text layer are
+// then rendered (SD_OCR_DPI) and read by Tesseract (ocr.h) in a pool of such workers (one per core), each
+// page under the same page budget.
 #ifndef SD_DATA_PDF_EXTRACT_H
 #define SD_DATA_PDF_EXTRACT_H
 
@@ -21,6 +22,7 @@ struct sd_pdf_opts {
     size_t max_page_bytes;  // text kept per page; 0: 4 MiB
     int ocr;                // 1: pages without a usable text layer are read by OCR (when Tesseract can run)
     const char *ocr_lang;   // Tesseract languages ("eng+fra"); NULL: SD_OCR_DEFAULT_LANG
+    int ocr_workers;        // OCR processes at once; 0: one per CPU core, at most 8
     // Optional progress: a page (0-based) of n_pages started; ocr = 1 when its OCR starts. Called in the
     // calling thread.
     void (*on_page)(void *user, int page, int n_pages, int ocr);

@@ -7,7 +7,9 @@
 //     and nothing is lost;
 //   - ingest: a document stored without OCR is extracted again once OCR can run (and its text is then
 //     searchable), an unchanged document is not read twice, and a run where OCR cannot run keeps the rows.
-// With the shared corpus: two real scans with a known text (Huckleberry Finn ch. 2; a French pangram).
+// The OCR pool: one worker and several give every page the same state and text (the drawn PDF; with the
+// corpus also a 6-page scan). With the shared corpus: two real scans with a known text (Huckleberry Finn
+// ch. 2; a French pangram).
 // Skips (77) when this build or machine has no Tesseract or no English language data.
 #include <cairo-pdf.h>
 #include <cairo.h>
@@ -16,6 +18,7 @@
 
 #include "ocr.h"
 #include "pdf_extract.h"
+#include "sd_clock.h"
 #include "test_data_common.h"
 
 static const char *LINES[] = {"The Brenlow vault opens with code KX-4821.", "Harbor fees rose in 1998 by",
@@ -178,6 +181,39 @@ static void test_image(struct sd_ocr *eng)
     free(g);
 }
 
+// The pool deals pages round-robin: 1 worker and w workers must give every page the same state and text.
+static void compare_pools(const char *pdf, int w)
+{
+    struct sd_pdf_doc *a = NULL, *b = NULL;
+    struct sd_err err = {0};
+    struct sd_pdf_opts o1 = {.ocr = 1, .ocr_workers = 1}, ow = {.ocr = 1, .ocr_workers = w};
+    double t0 = sd_now_s();
+    CHECK(sd_pdf_extract(pdf, &o1, &a, &err) == SD_OK);
+    double t1 = sd_now_s();
+    CHECK(sd_pdf_extract(pdf, &ow, &b, &err) == SD_OK);
+    double t2 = sd_now_s();
+    if (!a || !b) {
+        sd_pdf_doc_free(a);
+        sd_pdf_doc_free(b);
+        return;
+    }
+    int same = a->n_pages == b->n_pages, n_ocr = 0;
+    for (int i = 0; same && i < a->n_pages; i++) {
+        char *ta = NULL, *tb = NULL;
+        size_t na = 0, nb = 0;
+        same = a->pages[i].state == b->pages[i].state && sd_pdf_page_text(a, i, &ta, &na, &err) == SD_OK &&
+               sd_pdf_page_text(b, i, &tb, &nb, &err) == SD_OK && na == nb && !memcmp(ta, tb, na);
+        n_ocr += a->pages[i].state == SD_PDF_PAGE_OCR;
+        free(ta);
+        free(tb);
+    }
+    printf("%s: %d pages, %d read by OCR; 1 worker %.2f s, %d workers %.2f s\n", pdf, a->n_pages, n_ocr, t1 - t0, w,
+           t2 - t1);
+    CHECK_MSG(same && n_ocr >= 1, "%s: 1 and %d OCR workers disagree", pdf, w);
+    sd_pdf_doc_free(a);
+    sd_pdf_doc_free(b);
+}
+
 static void test_extract(const char *pdf)
 {
     struct sd_err err = {0};
@@ -211,19 +247,22 @@ static void test_extract(const char *pdf)
                   sd_pdf_page_state_str(d->pages[1].state));
         sd_pdf_doc_free(d);
     }
-    // OCR runs under the page budget: a page whose OCR never ends (fault injection) times out, the worker
-    // is replaced and the next pages still come, read by OCR too.
+    // OCR runs under the page budget: a page whose OCR never ends (fault injection) times out, its worker
+    // is killed, and the other pages are still read: by the pool's other worker, or (one worker) by a new one.
     setenv("SD_PDF_TEST_HANG_OCR", "1", 1);
-    o = (struct sd_pdf_opts){.ocr = 1, .page_timeout_s = 3};
-    CHECK(sd_pdf_extract(pdf, &o, &d, &err) == SD_OK);
-    unsetenv("SD_PDF_TEST_HANG_OCR");
-    if (d) {
-        CHECK_MSG(d->pages[0].state == SD_PDF_PAGE_TIMEOUT && d->pages[1].state == SD_PDF_PAGE_NO_TEXT &&
-                      d->pages[2].state == SD_PDF_PAGE_OK && d->n_restarts == 1,
-                  "hung OCR: states %s %s %s, %d restarts", sd_pdf_page_state_str(d->pages[0].state),
-                  sd_pdf_page_state_str(d->pages[1].state), sd_pdf_page_state_str(d->pages[2].state), d->n_restarts);
-        sd_pdf_doc_free(d);
+    for (int workers = 0; workers <= 1; workers++) {
+        o = (struct sd_pdf_opts){.ocr = 1, .page_timeout_s = 3, .ocr_workers = workers};
+        CHECK(sd_pdf_extract(pdf, &o, &d, &err) == SD_OK);
+        if (d) {
+            CHECK_MSG(d->pages[0].state == SD_PDF_PAGE_TIMEOUT && d->pages[1].state == SD_PDF_PAGE_NO_TEXT &&
+                          d->pages[2].state == SD_PDF_PAGE_OK && (workers != 1 || d->n_restarts == 1),
+                      "hung OCR, %d worker(s): states %s %s %s, %d restarts", workers,
+                      sd_pdf_page_state_str(d->pages[0].state), sd_pdf_page_state_str(d->pages[1].state),
+                      sd_pdf_page_state_str(d->pages[2].state), d->n_restarts);
+            sd_pdf_doc_free(d);
+        }
     }
+    unsetenv("SD_PDF_TEST_HANG_OCR");
     o = (struct sd_pdf_opts){.ocr = 1, .ocr_lang = "zzz"};
     CHECK(sd_pdf_extract(pdf, &o, &d, &err) == SD_OK);
     if (d) {
@@ -336,11 +375,15 @@ int main(void)
     snprintf(pdf, sizeof pdf, "%s/scan.pdf", tmp_dir());
     make_pdf(pdf);
     test_extract(pdf);
+    compare_pools(pdf, 2);
     test_ingest(pdf);
     const char *corpus = sd_test_corpus();
-    if (corpus)
+    if (corpus) {
         test_corpus(corpus);
-    else
+        char multi[1024];
+        snprintf(multi, sizeof multi, "%s/pdf/scanned/ocrmypdf-multipage.pdf", corpus);
+        compare_pools(multi, 3);
+    } else
         printf("skip: real scans (shared corpus not found)\n");
     tmp_cleanup();
     return sd_test_finish("data_ocr");
