@@ -285,6 +285,7 @@ struct doc_result {
     char ocr_list[512], failed_list[512], no_text_list[512];
     char ocr_error[400]; // why OCR could not run, "" if it ran or was off
     int kept;            // re-extracted for OCR that still cannot run: the stored rows were kept as they are
+    int ocr_cannot_run;  // OCR could not start (no Tesseract or language data): ocr_error says why
 };
 
 // Page progress from the PDF worker, passed on as SD_INGEST_PAGE events.
@@ -325,7 +326,11 @@ static enum sd_status ingest_pdf(struct sd_store *s, const struct plan_file *f, 
         return r;
     if (d->ocr_error)
         snprintf(dr->ocr_error, sizeof dr->ocr_error, "%s", d->ocr_error);
-    if (reocr && d->ocr_error) {
+    int ocr_ran = 0;
+    for (int i = 0; i < d->n_pages; i++)
+        ocr_ran |= d->pages[i].state == SD_PDF_PAGE_OCR || d->pages[i].state == SD_PDF_PAGE_NO_TEXT;
+    dr->ocr_cannot_run = d->ocr_error && !ocr_ran;
+    if (reocr && dr->ocr_cannot_run) { // nothing new to store
         dr->kept = 1;
         sd_pdf_doc_free(d);
         return SD_OK;
@@ -671,8 +676,8 @@ enum sd_status sd_ingest(struct sd_store *s, char *const *paths, size_t n_paths,
         struct page_progress pp = {&o, f->path, i + 1, p.n, bytes_done, bytes_total};
         enum sd_status fr = f->kind == SD_FILE_PDF ? ingest_pdf(s, f, sha, &o, &sc, &pp, reocr, &dr, &ferr)
                                                    : ingest_text(s, f, sha, &o, &sc, &ferr);
-        if (!fr && dr.ocr_error[0])
-            ocr_cannot_run = 1; // said once per run: the language data is missing or the build lacks Tesseract
+        if (!fr && dr.ocr_cannot_run)
+            ocr_cannot_run = 1; // learnt once per run: the language data is missing or the build lacks Tesseract
         if (!fr && dr.kept) {
             stats->unchanged++;
             emit(&o, SD_INGEST_UNCHANGED, f->path, NULL, i + 1, p.n, bytes_done, bytes_total);
