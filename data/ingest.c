@@ -671,7 +671,7 @@ enum sd_status sd_ingest(struct sd_store *s, char *const *paths, size_t n_paths,
             }
             reocr = 1;
         }
-        struct span_ctx sc = {.s = s, .o = &o, .tokens_known = 1};
+        struct span_ctx sc = {.s = s, .o = &o, .tokens_known = o.count_tokens != NULL}; // no counter: unknown, not 0
         struct doc_result dr = {0};
         struct page_progress pp = {&o, f->path, i + 1, p.n, bytes_done, bytes_total};
         enum sd_status fr = f->kind == SD_FILE_PDF ? ingest_pdf(s, f, sha, &o, &sc, &pp, reocr, &dr, &ferr)

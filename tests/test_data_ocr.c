@@ -283,6 +283,8 @@ static void test_ingest(const char *pdf)
     CHECK_MSG(st.added == 1 && st.ocr_pages == 2 && st.ocr_read_pages == 0, "OCR off: added %zu, need OCR %lld",
               st.added, (long long)st.ocr_pages);
     CHECK(query_int(s, "SELECT count(*) FROM spans_fts WHERE spans_fts MATCH 'Brenlow'") == 0);
+    // No token counter given: the document's token count is unknown (-1), not 0.
+    CHECK(query_int(s, "SELECT n_tokens FROM documents") == -1);
     // OCR cannot run (no data for the language): the unchanged document is kept as it is.
     CHECK(ingest1(s, pdf, &zzz, &st) == SD_OK);
     CHECK_MSG(st.unchanged == 1 && st.updated == 0 && st.warnings == 0, "OCR impossible: unchanged %zu updated %zu",
