@@ -4,6 +4,7 @@
 #include "library.h"
 
 #include <errno.h>
+#include <glib.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,4 +371,119 @@ enum sd_status sd_library_cache_clear(const char *dir, int *n_removed, struct sd
         r = sd_kvcache_clear(c, n_removed, err);
     sd_kvcache_close(c);
     return r;
+}
+
+// ---- OCR word boxes ----
+
+struct pword {
+    char w[64]; // normalized: ASCII letters lower-cased, digits, bytes >= 0x80; the rest dropped
+    float box[4];
+};
+
+static void norm_word(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 1 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c >= 0x80)
+            out[k++] = (char)c;
+        else if (c >= 'A' && c <= 'Z')
+            out[k++] = (char)(c - 'A' + 'a');
+    }
+    out[k] = 0;
+}
+
+long sd_library_match_words(const void *blob, size_t len, const char *text, double **rects)
+{
+    *rects = NULL;
+    const unsigned char *b = blob;
+    size_t n = 0, cap = 0;
+    struct pword *pw = NULL;
+    for (size_t at = 0; b && at + 18 <= len;) {
+        uint16_t wl;
+        memcpy(&wl, b + at + 16, 2);
+        if (at + 18 + wl > len)
+            break;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 256;
+            struct pword *q = realloc(pw, cap * sizeof *pw);
+            if (!q) {
+                free(pw);
+                return -1;
+            }
+            pw = q;
+        }
+        memcpy(pw[n].box, b + at, 16);
+        norm_word((const char *)b + at + 18, wl, pw[n].w, sizeof pw[n].w);
+        if (pw[n].w[0])
+            n++;
+        at += 18 + wl;
+    }
+    size_t n_out = 0, out_cap = 0;
+    double *out = NULL;
+    char **lines = g_strsplit(text ? text : "", "\n", -1);
+    for (char **l = lines; *l && n; l++) {
+        char **tw = g_strsplit_set(*l, " \t", -1);
+        char(*lw)[64] = calloc(g_strv_length(tw) + 1, 64);
+        size_t m = 0;
+        for (char **t = tw; lw && *t; t++) {
+            norm_word(*t, strlen(*t), lw[m], 64);
+            if (lw[m][0])
+                m++;
+        }
+        size_t best = 0, best_at = 0;
+        for (size_t i = 0; lw && i < n; i++)
+            for (size_t j = 0; j < m; j++) {
+                size_t k = 0;
+                while (i + k < n && j + k < m && !strcmp(pw[i + k].w, lw[j + k]))
+                    k++;
+                if (k > best) {
+                    best = k;
+                    best_at = i;
+                }
+            }
+        if (best >= 2 || (best == 1 && m == 1)) {
+            if (n_out + best > out_cap) {
+                out_cap = (n_out + best) * 2;
+                double *q = realloc(out, out_cap * 4 * sizeof *out);
+                if (!q) {
+                    free(out);
+                    out = NULL;
+                    n_out = 0;
+                    free(lw);
+                    g_strfreev(tw);
+                    break;
+                }
+                out = q;
+            }
+            for (size_t k = 0; k < best; k++)
+                for (int c = 0; c < 4; c++)
+                    out[4 * (n_out + k) + c] = pw[best_at + k].box[c];
+            n_out += best;
+        }
+        free(lw);
+        g_strfreev(tw);
+    }
+    g_strfreev(lines);
+    free(pw);
+    *rects = out;
+    return (long)n_out;
+}
+
+enum sd_status sd_library_ocr_boxes(struct sd_library *lib, int64_t doc_id, int page_no, const char *text,
+                                    double **rects, size_t *n_rects, struct sd_err *err)
+{
+    *rects = NULL;
+    *n_rects = 0;
+    void *blob = NULL;
+    size_t len = 0;
+    enum sd_status r = sd_store_page_words_get(lib->store, doc_id, page_no, &blob, &len, err);
+    if (r || !blob)
+        return r;
+    long n = sd_library_match_words(blob, len, text, rects);
+    free(blob);
+    if (n < 0)
+        return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
+    *n_rects = (size_t)n;
+    return SD_OK;
 }

@@ -57,6 +57,17 @@ enum sd_status sd_library_ingest(struct sd_library *lib, char *const *paths, siz
                                  sd_count_tokens_fn count_tokens, void *tok_user, sd_ingest_event_fn on_event,
                                  void *user, volatile int *cancel, struct sd_ingest_stats *stats, struct sd_err *err);
 
+// Where text stands on a page read by OCR (scans have no text layer for the viewer to search): for each line
+// of text, the longest run of the page's OCR words equal to consecutive words of the line (case and
+// punctuation ignored; a run of one word only when the line has one). *rects: 4 doubles per word of the runs
+// (x0, y0, x1, y1 in PDF points from the page's top left), malloc'd, caller frees; NULL and 0 when the page
+// has no OCR words or nothing matches.
+enum sd_status sd_library_ocr_boxes(struct sd_library *lib, int64_t doc_id, int page_no, const char *text,
+                                    double **rects, size_t *n_rects, struct sd_err *err);
+// The matching itself, on a words blob of sd_store_page_words_set's format. Returns the number of boxes
+// (-1: out of memory).
+long sd_library_match_words(const void *blob, size_t len, const char *text, double **rects);
+
 // Text of the spans of doc on page_no (PDFs) or overlapping lines [line_start, line_end] (text/code),
 // joined by newlines. *text is malloc'd (caller frees); "" when nothing matches.
 enum sd_status sd_library_source_text(struct sd_library *lib, int64_t doc_id, int page_no, int line_start, int line_end,

@@ -378,6 +378,11 @@ static enum sd_status ingest_pdf(struct sd_store *s, const struct plan_file *f, 
             free(text);
             goto fail;
         }
+        if (pg->state == SD_PDF_PAGE_OCR && pg->words_len &&
+            (r = sd_store_page_words_set(s, sc->doc_id, i + 1, pg->words, pg->words_len, err))) {
+            free(text);
+            goto fail;
+        }
         if ((pg->state == SD_PDF_PAGE_OK || pg->state == SD_PDF_PAGE_OCR) && len) {
             // section: the outline entry with the greatest page <= this page (last one in order)
             const char *section = NULL;

@@ -130,10 +130,14 @@ void sd_ocr_free(struct sd_ocr *o)
 }
 
 enum sd_status sd_ocr_gray(struct sd_ocr *o, const unsigned char *gray, int w, int h, int stride, int dpi, char **text,
-                           size_t *len, int *mean_conf, struct sd_err *err)
+                           size_t *len, int *mean_conf, struct sd_ocr_word **words, size_t *n_words, struct sd_err *err)
 {
     *text = NULL;
     *len = 0;
+    if (words) {
+        *words = NULL;
+        *n_words = 0;
+    }
     if (mean_conf)
         *mean_conf = 0;
     if (!o || !gray || w <= 0 || h <= 0 || stride < w)
@@ -152,6 +156,9 @@ enum sd_status sd_ocr_gray(struct sd_ocr *o, const unsigned char *gray, int w, i
         *mean_conf = TessBaseAPIMeanTextConf(o->api);
     struct buf b = {0};
     put(&b, "", 0);
+    struct sd_ocr_word *wv = NULL;
+    size_t nw = 0, wcap = 0;
+    int woom = 0;
     TessResultIterator *it = TessBaseAPIGetIterator(o->api);
     if (it) {
         const TessPageIterator *pit = TessResultIteratorGetPageIterator(it);
@@ -167,8 +174,22 @@ enum sd_status sd_ocr_gray(struct sd_ocr *o, const unsigned char *gray, int w, i
             if (word && *word && conf >= SD_OCR_MIN_WORD_CONF) {
                 if (line_has_words)
                     put(&b, " ", 1);
+                size_t off = b.n;
                 put(&b, word, strlen(word));
                 line_has_words = started = 1;
+                int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+                if (words && !woom && TessPageIteratorBoundingBox(pit, RIL_WORD, &x0, &y0, &x1, &y1)) {
+                    if (nw == wcap) {
+                        wcap = wcap ? 2 * wcap : 256;
+                        struct sd_ocr_word *q = realloc(wv, wcap * sizeof *wv);
+                        if (!q)
+                            woom = 1;
+                        else
+                            wv = q;
+                    }
+                    if (!woom)
+                        wv[nw++] = (struct sd_ocr_word){off, strlen(word), x0, y0, x1, y1};
+                }
             }
             TessDeleteText(word);
         } while (TessResultIteratorNext(it, RIL_WORD));
@@ -177,12 +198,18 @@ enum sd_status sd_ocr_gray(struct sd_ocr *o, const unsigned char *gray, int w, i
         TessResultIteratorDelete(it);
     }
     TessBaseAPIClear(o->api);
-    if (b.oom) {
+    if (b.oom || woom) {
         free(b.p);
+        free(wv);
         return sd_err_set(err, SD_ERR_NOMEM, "OCR: out of memory");
     }
     *text = b.p;
     *len = b.n;
+    if (words) {
+        *words = wv;
+        *n_words = nw;
+    } else
+        free(wv);
     return SD_OK;
 #endif
 }

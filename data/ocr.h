@@ -17,6 +17,13 @@
 
 struct sd_ocr; // one Tesseract engine; not thread-safe
 
+// A word kept by sd_ocr_gray: its bytes text[off, off + len) of the returned text, and its box in image
+// pixels (origin top left, x right, y down).
+struct sd_ocr_word {
+    size_t off, len;
+    int x0, y0, x1, y1;
+};
+
 // 1 when this build has Tesseract.
 int sd_ocr_built(void);
 // 1 when lang is a well-formed Tesseract language list: codes of letters, digits and '_' joined by '+'.
@@ -31,8 +38,10 @@ void sd_ocr_free(struct sd_ocr *o);
 // Recognize an 8-bit grayscale image (w x h, rows stride bytes apart, dpi its resolution). *text: the
 // words kept (confidence >= SD_OCR_MIN_WORD_CONF), a line per text line and a blank line between
 // paragraphs, malloc'd and NUL-terminated (caller frees); *mean_conf: Tesseract's mean word confidence
-// (0-100), may be NULL.
+// (0-100), may be NULL; *words (may be NULL: not wanted): each kept word with its box, malloc'd array of
+// *n_words (caller frees).
 enum sd_status sd_ocr_gray(struct sd_ocr *o, const unsigned char *gray, int w, int h, int stride, int dpi, char **text,
-                           size_t *len, int *mean_conf, struct sd_err *err);
+                           size_t *len, int *mean_conf, struct sd_ocr_word **words, size_t *n_words,
+                           struct sd_err *err);
 
 #endif

@@ -6,6 +6,7 @@
 //   'P' int32 page (OCR started)                  'R' int32 page, label NUL, text read by OCR
 //   'W' message: OCR cannot run (sent once by a worker)
 //   'F' int32 page: poppler could not load the page (a damaged page tree): it is marked failed
+//   'X' int32 page, word boxes (sd_store_page_words_set's format): sent before that page's 'R'
 // Test hooks (fault injection, honoured only by the worker): SD_PDF_TEST_CRASH_PAGE=N and
 // SD_PDF_TEST_HANG_PAGE=N make page N (1-based) crash or hang; SD_PDF_TEST_HANG_OCR=N hangs in its OCR.
 #include "pdf_extract.h"
@@ -167,10 +168,41 @@ static int env_int(const char *name)
     return v ? atoi(v) : 0;
 }
 
-// Render the page to 8-bit gray (white background) at SD_OCR_DPI, or lower so that it stays within
-// SD_OCR_MAX_PIXELS, and read it with Tesseract. Returns the text (malloc'd) or NULL.
-static char *ocr_page(PopplerPage *page, struct sd_ocr *eng)
+// Append the words' boxes (pixels at dpi -> PDF points) to *blob (sd_store_page_words_set's format), at
+// most cap bytes in all.
+static void words_blob(const char *text, const struct sd_ocr_word *w, size_t n, double dpi, size_t cap,
+                       unsigned char **blob, size_t *len)
 {
+    size_t need = 0;
+    for (size_t i = 0; i < n; i++)
+        need += 18 + (w[i].len > 65535 ? 65535 : w[i].len);
+    if (need > cap)
+        need = cap;
+    unsigned char *b = malloc(need ? need : 1), *p = b;
+    if (!b)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t wl = (uint16_t)(w[i].len > 65535 ? 65535 : w[i].len);
+        if ((size_t)(p - b) + 18 + wl > need)
+            break;
+        float box[4] = {(float)(w[i].x0 * 72 / dpi), (float)(w[i].y0 * 72 / dpi), (float)(w[i].x1 * 72 / dpi),
+                        (float)(w[i].y1 * 72 / dpi)};
+        memcpy(p, box, 16);
+        memcpy(p + 16, &wl, 2);
+        memcpy(p + 18, text + w[i].off, wl);
+        p += 18 + wl;
+    }
+    *blob = b;
+    *len = (size_t)(p - b);
+}
+
+// Render the page to 8-bit gray (white background) at SD_OCR_DPI, or lower so that it stays within
+// SD_OCR_MAX_PIXELS, and read it with Tesseract. Returns the text (malloc'd) or NULL; *blob/*blob_len:
+// its words with boxes, at most blob_cap bytes (malloc'd; NULL when none).
+static char *ocr_page(PopplerPage *page, struct sd_ocr *eng, size_t blob_cap, unsigned char **blob, size_t *blob_len)
+{
+    *blob = NULL;
+    *blob_len = 0;
     double pw = 0, ph = 0;
     poppler_page_get_size(page, &pw, &ph);
     if (!(pw > 1 && ph > 1 && pw < 1e5 && ph < 1e5))
@@ -207,9 +239,13 @@ static char *ocr_page(PopplerPage *page, struct sd_ocr *eng)
                 g[x] = (unsigned char)((((v >> 16) & 255) * 299 + ((v >> 8) & 255) * 587 + (v & 255) * 114) / 1000);
             }
         }
-        size_t len = 0;
-        if (sd_ocr_gray(eng, gray, w, h, w, (int)(dpi + 0.5), &text, &len, NULL, NULL) != SD_OK)
+        size_t len = 0, nw = 0;
+        struct sd_ocr_word *wv = NULL;
+        if (sd_ocr_gray(eng, gray, w, h, w, (int)(dpi + 0.5), &text, &len, NULL, &wv, &nw, NULL) != SD_OK)
             text = NULL;
+        else if (nw)
+            words_blob(text, wv, nw, (int)(dpi + 0.5), blob_cap, blob, blob_len);
+        free(wv);
     }
     free(gray);
     cairo_surface_destroy(surf);
@@ -321,7 +357,17 @@ static void ocr_worker(int fd, const char *path, const char *password, const int
             for (;;)
                 pause();
         PopplerPage *page = poppler_document_get_page(doc, pi);
-        char *text = page ? ocr_page(page, eng) : NULL;
+        unsigned char *blob = NULL;
+        size_t blob_len = 0;
+        char *text = page ? ocr_page(page, eng, max_page_bytes, &blob, &blob_len) : NULL;
+        if (blob_len && send_rec(fd, 'X', &pi, 4, blob, blob_len, NULL, 0)) {
+            free(blob);
+            free(text);
+            if (page)
+                g_object_unref(page);
+            break;
+        }
+        free(blob);
         char *label = page ? poppler_page_get_label(page) : NULL;
         size_t ll = bounded_len(label, 64);
         char lab[66];
@@ -637,6 +683,14 @@ static enum sd_status ocr_pass(struct sd_pdf_doc *d, const char *path, const str
                     o->on_page(o->page_user, pi, d->n_pages, 1);
                 continue;
             }
+            if (r == 1 && hdr[0] == 'X' && len > 4 && pi == jb->current) {
+                free(d->pages[pi].words);
+                d->pages[pi].words = malloc(len - 4);
+                d->pages[pi].words_len = d->pages[pi].words ? len - 4 : 0;
+                if (d->pages[pi].words)
+                    memcpy(d->pages[pi].words, buf + 4, len - 4);
+                continue;
+            }
             if (r == 1 && hdr[0] == 'R' && len >= 5 && pi == jb->current) {
                 buf[len] = 0;
                 const char *label = buf + 4;
@@ -933,8 +987,10 @@ void sd_pdf_doc_free(struct sd_pdf_doc *d)
     if (!d)
         return;
     if (d->pages)
-        for (int i = 0; i < d->n_pages; i++)
+        for (int i = 0; i < d->n_pages; i++) {
             free(d->pages[i].label);
+            free(d->pages[i].words);
+        }
     free(d->pages);
     for (size_t i = 0; i < d->n_outline; i++)
         free(d->outline[i].title);

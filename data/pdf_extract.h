@@ -45,6 +45,8 @@ struct sd_pdf_page {
     enum sd_pdf_page_state state;
     long off;    // spool offset of the normalized text
     size_t len;  // its length in bytes
+    unsigned char *words; // SD_PDF_PAGE_OCR: its words with boxes (format: sd_store_page_words_set), else NULL
+    size_t words_len;
 };
 
 struct sd_pdf_outline {

@@ -162,6 +162,12 @@ static const char *const migrations[] = {
     "  spans BLOB NOT NULL,"       // n_spans records, see contexts_store.c
     "  checksum INTEGER NOT NULL," // XXH3-64 of the row, seeded with the set's key
     "  PRIMARY KEY (set_id, ord)) WITHOUT ROWID;",
+    // 5: word boxes of pages read by OCR (the desktop app highlights cited passages on scanned pages)
+    "CREATE TABLE page_words ("
+    "  doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,"
+    "  page_no INTEGER NOT NULL,"
+    "  words BLOB NOT NULL," // see sd_store_page_words_set in store.h
+    "  PRIMARY KEY (doc_id, page_no)) WITHOUT ROWID;",
 };
 
 static enum sd_status db_err(struct sd_store *s, struct sd_err *err, const char *what)
@@ -501,6 +507,50 @@ enum sd_status sd_store_page_add(struct sd_store *s, int64_t doc_id, int page_no
     bind_text_or_null(st, 4, state ? state : "ok");
     sqlite3_bind_int64(st, 5, n_chars);
     return step_reset(s, st, err, "insert page");
+}
+
+enum sd_status sd_store_page_words_set(struct sd_store *s, int64_t doc_id, int page_no, const void *blob, size_t len,
+                                       struct sd_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    enum sd_status r =
+        prepare(s, "INSERT OR REPLACE INTO page_words(doc_id, page_no, words) VALUES (?, ?, ?)", &st, err);
+    if (r)
+        return r;
+    sqlite3_bind_int64(st, 1, doc_id);
+    sqlite3_bind_int(st, 2, page_no);
+    sqlite3_bind_blob64(st, 3, blob ? blob : "", (sqlite3_uint64)len, SQLITE_STATIC);
+    return run_simple(s, st, err, "insert page words");
+}
+
+enum sd_status sd_store_page_words_get(struct sd_store *s, int64_t doc_id, int page_no, void **blob, size_t *len,
+                                       struct sd_err *err)
+{
+    *blob = NULL;
+    *len = 0;
+    sqlite3_stmt *st = NULL;
+    enum sd_status r = prepare(s, "SELECT words FROM page_words WHERE doc_id = ? AND page_no = ?", &st, err);
+    if (r)
+        return r;
+    sqlite3_bind_int64(st, 1, doc_id);
+    sqlite3_bind_int(st, 2, page_no);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const void *b = sqlite3_column_blob(st, 0);
+        size_t n = (size_t)sqlite3_column_bytes(st, 0);
+        if (n) {
+            *blob = malloc(n);
+            if (!*blob)
+                r = sd_err_set(err, SD_ERR_NOMEM, "out of memory");
+            else {
+                memcpy(*blob, b, n);
+                *len = n;
+            }
+        }
+    } else if (rc != SQLITE_DONE)
+        r = db_err(s, err, "read page words");
+    sqlite3_finalize(st);
+    return r;
 }
 
 enum sd_status sd_store_section_add(struct sd_store *s, int64_t doc_id, int ord, int level, int page_no,

@@ -14,7 +14,7 @@
 struct sd_store; // opaque
 struct sqlite3;
 
-#define SD_STORE_SCHEMA_VERSION 4
+#define SD_STORE_SCHEMA_VERSION 5
 
 // Open (creating if needed) the store at path, applying migrations. *out is freed with sd_store_close().
 enum sd_status sd_store_open(const char *path, struct sd_store **out, struct sd_err *err);
@@ -68,6 +68,14 @@ enum sd_status sd_store_doc_totals(struct sd_store *s, int64_t id, int64_t n_spa
 enum sd_status sd_store_page_add(struct sd_store *s, int64_t doc_id, int page_no, const char *label,
                                  const char *state, int64_t n_chars, struct sd_err *err);
 // One outline entry: level (0 = top), page (1-based, 0 unknown), title.
+// Word boxes of a page read by OCR, replacing the page's earlier ones. blob: records of 4 float32 x0, y0,
+// x1, y1 (PDF points from the page's top left, y down), a uint16 byte count and that many UTF-8 bytes of
+// the word; little-endian (sd_pdf_page.words).
+enum sd_status sd_store_page_words_set(struct sd_store *s, int64_t doc_id, int page_no, const void *blob, size_t len,
+                                       struct sd_err *err);
+// *blob malloc'd (caller frees); NULL and *len 0 when the page has none.
+enum sd_status sd_store_page_words_get(struct sd_store *s, int64_t doc_id, int page_no, void **blob, size_t *len,
+                                       struct sd_err *err);
 enum sd_status sd_store_section_add(struct sd_store *s, int64_t doc_id, int ord, int level, int page_no,
                                     const char *title, struct sd_err *err);
 

@@ -1,7 +1,8 @@
 // test_app_library.c: app/library.c and app/settings.c on a real SQLite store and real files in a temp
 // dir: listing with folder roots and ingestion states (changed on disk, missing), source text of a line
 // range, removal of a document and of a folder, KV cache statistics and clearing; settings round trip,
-// deep copy, clamping, keys of other groups kept, and a malformed file neither read nor overwritten.
+// deep copy, clamping, keys of other groups kept, and a malformed file neither read nor overwritten; cited text
+// matched against a page's OCR word boxes.
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <stdio.h>
@@ -253,12 +254,47 @@ static void test_settings(const char *tmp)
     printf("settings: ok\n");
 }
 
+// Matching cited text against a page's OCR words (sd_library_match_words): longest runs per line, case and
+// punctuation ignored, each matched word's own box.
+static void test_ocr_match(void)
+{
+    static const char *w[] = {"Harbor", "Station",  "The", "Brenlow", "vault", "opens", "with",
+                              "code",   "KX-4821.", "The", "vault",   "is",    "old."};
+    unsigned char blob[1024];
+    size_t len = 0;
+    for (int i = 0; i < 13; i++) {
+        float box[4] = {10.0f * i, 2.0f * i, 10.0f * i + 8, 2.0f * i + 1};
+        uint16_t wl = (uint16_t)strlen(w[i]);
+        memcpy(blob + len, box, 16);
+        memcpy(blob + len + 16, &wl, 2);
+        memcpy(blob + len + 18, w[i], wl);
+        len += 18 + wl;
+    }
+    double *r = NULL;
+    long n = sd_library_match_words(blob, len, "the BRENLOW vault, opens!", &r);
+    CHECK(n == 4 && r && r[0] == 20 && r[1] == 4 && r[2] == 28 && r[3] == 5 && r[4 * 3] == 50, "run: %ld boxes", n);
+    free(r);
+    n = sd_library_match_words(blob, len, "KX-4821", &r); // one word, punctuation ignored
+    CHECK(n == 1 && r && r[0] == 80, "single word: %ld", n);
+    free(r);
+    n = sd_library_match_words(blob, len, "harbor station\nthe vault is old", &r); // two lines, two runs
+    CHECK(n == 6 && r && r[0] == 0 && r[4 * 2] == 90, "two lines: %ld", n);
+    free(r);
+    n = sd_library_match_words(blob, len, "nothing of this vault", &r); // one common word is no match
+    CHECK(n == 0 && !r, "no match: %ld", n);
+    n = sd_library_match_words(blob, len - 5, "The Brenlow", &r); // a truncated blob is read up to its last record
+    CHECK(n == 2, "truncated blob: %ld", n);
+    free(r);
+    printf("ocr match: ok\n");
+}
+
 int main(void)
 {
     g_autofree char *tmp = g_dir_make_tmp("sd-applib-XXXXXX", NULL);
     CHECK(tmp != NULL, "no temp dir");
     test_library(tmp);
     test_settings(tmp);
+    test_ocr_match();
     g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", tmp);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", tmp);

@@ -212,6 +212,7 @@ int main(void)
     // upgrade from schema 3: a store put back to the tables of migrations 2-3 migrates to the current one
     struct sd_store *old = open_db("old.db");
     CHECK(sd_store_exec(old,
+                        "DROP TABLE page_words;" // migration 5 (OCR word boxes) came after version 3
                         "DROP TABLE contexts; DROP TABLE context_set_docs; DROP TABLE context_sets;"
                         "CREATE TABLE contexts (id INTEGER PRIMARY KEY, scope_key TEXT NOT NULL, ord INTEGER NOT NULL,"
                         " tokenizer TEXT NOT NULL, max_tokens INTEGER NOT NULL, n_tokens INTEGER NOT NULL,"

@@ -11,8 +11,6 @@
 // corpus also a 6-page scan). With the shared corpus: two real scans with a known text (Huckleberry Finn
 // ch. 2; a French pangram).
 // Skips (77) when this build or machine has no Tesseract or no English language data.
-#include <cairo-pdf.h>
-#include <cairo.h>
 #include <ctype.h>
 #include <math.h>
 
@@ -20,31 +18,7 @@
 #include "pdf_extract.h"
 #include "sd_clock.h"
 #include "test_data_common.h"
-
-static const char *LINES[] = {"The Brenlow vault opens with code KX-4821.", "Harbor fees rose in 1998 by",
-                              "twelve percent after the storm."};
-#define N_LINES 3
-
-// Draw LINES in black on white into an RGB24 image of w x h at dpi.
-static cairo_surface_t *text_image(int w, int h, double dpi, int blank)
-{
-    cairo_surface_t *s = cairo_image_surface_create(CAIRO_FORMAT_RGB24, w, h);
-    cairo_t *cr = cairo_create(s);
-    cairo_set_source_rgb(cr, 1, 1, 1);
-    cairo_paint(cr);
-    if (!blank) {
-        cairo_set_source_rgb(cr, 0, 0, 0);
-        cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
-        cairo_set_font_size(cr, 14 * dpi / 72); // 14 pt
-        for (int i = 0; i < N_LINES; i++) {
-            cairo_move_to(cr, 72 * dpi / 72, (100 + 24 * i) * dpi / 72);
-            cairo_show_text(cr, LINES[i]);
-        }
-    }
-    cairo_destroy(cr);
-    cairo_surface_flush(s);
-    return s;
-}
+#include "test_scan.h"
 
 static unsigned char *to_gray(cairo_surface_t *s)
 {
@@ -110,35 +84,6 @@ static double word_recall(const char *want, const char *got)
     return nw ? (double)hit / nw : 0;
 }
 
-// An image-only page of LINES, a blank image page, then a page with a real text layer.
-static void make_pdf(const char *path)
-{
-    const double dpi = 200;
-    cairo_surface_t *pdf = cairo_pdf_surface_create(path, 612, 792);
-    cairo_t *cr = cairo_create(pdf);
-    for (int page = 0; page < 2; page++) {
-        cairo_surface_t *img = text_image((int)(612 * dpi / 72), (int)(792 * dpi / 72), dpi, page == 1);
-        cairo_save(cr);
-        cairo_scale(cr, 72 / dpi, 72 / dpi);
-        cairo_set_source_surface(cr, img, 0, 0);
-        cairo_paint(cr);
-        cairo_restore(cr);
-        cairo_surface_destroy(img);
-        cairo_show_page(cr);
-    }
-    cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
-    cairo_set_font_size(cr, 12);
-    for (int i = 0; i < 6; i++) {
-        cairo_move_to(cr, 72, 100 + 20 * i);
-        cairo_show_text(cr, "This third page has an ordinary text layer about the harbor master's office hours.");
-    }
-    cairo_show_page(cr);
-    cairo_destroy(cr);
-    cairo_surface_finish(pdf);
-    CHECK_MSG(cairo_surface_status(pdf) == CAIRO_STATUS_SUCCESS, "cairo could not write %s", path);
-    cairo_surface_destroy(pdf);
-}
-
 struct pages_seen {
     int started[8], ocr[8];
 };
@@ -160,7 +105,9 @@ static void test_image(struct sd_ocr *eng)
     size_t len = 0;
     int conf = 0;
     struct sd_err err = {0};
-    CHECK(sd_ocr_gray(eng, g, 2550, 1000, 2550, (int)dpi, &text, &len, &conf, &err) == SD_OK);
+    struct sd_ocr_word *wv = NULL;
+    size_t nw = 0;
+    CHECK(sd_ocr_gray(eng, g, 2550, 1000, 2550, (int)dpi, &text, &len, &conf, &wv, &nw, &err) == SD_OK);
     char want[512] = "";
     for (int i = 0; i < N_LINES; i++)
         snprintf(want + strlen(want), sizeof want - strlen(want), "%s\n", LINES[i]);
@@ -171,13 +118,36 @@ static void test_image(struct sd_ocr *eng)
     CHECK_MSG(rec >= 0.9 && conf >= 80, "word recall %.2f, confidence %d", rec, conf);
     CHECK_MSG(text && len == strlen(text) && text[len - 1] == '\n' && strchr(text, '\n') < text + len - 1,
               "OCR text is not one line per text line");
+    // Word boxes: "Brenlow" where cairo drew its ink (its extents after "The ", on the first baseline).
+    cairo_t *cr = cairo_create(s);
+    cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_set_font_size(cr, 14 * dpi / 72);
+    cairo_text_extents_t pre, word;
+    cairo_text_extents(cr, "The ", &pre);
+    cairo_text_extents(cr, "Brenlow", &word);
+    cairo_destroy(cr);
+    double ex0 = 72 * dpi / 72 + pre.x_advance + word.x_bearing, ey0 = 100 * dpi / 72 + word.y_bearing;
+    double ex1 = ex0 + word.width, ey1 = ey0 + word.height;
+    int found = 0;
+    for (size_t i = 0; text && i < nw; i++)
+        if (wv[i].off + wv[i].len <= len && wv[i].len == 7 && !memcmp(text + wv[i].off, "Brenlow", 7)) {
+            found = 1;
+            printf("box of Brenlow: %d,%d-%d,%d px; drawn %.0f,%.0f-%.0f,%.0f\n", wv[i].x0, wv[i].y0, wv[i].x1,
+                   wv[i].y1, ex0, ey0, ex1, ey1);
+            CHECK_MSG(fabs(wv[i].x0 - ex0) <= 5 && fabs(wv[i].y0 - ey0) <= 5 && fabs(wv[i].x1 - ex1) <= 5 &&
+                          fabs(wv[i].y1 - ey1) <= 5,
+                      "the box of Brenlow is off");
+        }
+    CHECK_MSG(found && nw >= 15, "%zu word boxes, Brenlow %s", nw, found ? "found" : "missing");
+    free(wv);
     free(text);
     cairo_surface_destroy(s);
     // A blank image: no words, no error.
     memset(g, 255, 2550 * 1000);
-    CHECK(sd_ocr_gray(eng, g, 2550, 1000, 2550, (int)dpi, &text, &len, NULL, &err) == SD_OK && text && len == 0);
+    CHECK(sd_ocr_gray(eng, g, 2550, 1000, 2550, (int)dpi, &text, &len, NULL, NULL, NULL, &err) == SD_OK && text &&
+          len == 0);
     free(text);
-    CHECK(sd_ocr_gray(eng, g, 0, 1000, 2550, (int)dpi, &text, &len, NULL, &err) == SD_ERR_ARG && !text);
+    CHECK(sd_ocr_gray(eng, g, 0, 1000, 2550, (int)dpi, &text, &len, NULL, NULL, NULL, &err) == SD_ERR_ARG && !text);
     free(g);
 }
 
@@ -298,6 +268,32 @@ static void test_ingest(const char *pdf)
     CHECK(query_int(s, "SELECT count(*) FROM spans s JOIN spans_fts f ON f.rowid = s.id "
                        "WHERE spans_fts MATCH 'Brenlow' AND s.page_no = 1") == 1);
     CHECK(query_int(s, "SELECT count(*) FROM pages WHERE state = 'ocr' AND page_no = 1") == 1);
+    // The OCR'd page's word boxes are stored: "Brenlow" about where it was drawn (in points: x 72 + "The ",
+    // baseline 100, 14 pt).
+    void *blob = NULL;
+    size_t blen = 0;
+    struct sd_err err = {0};
+    int64_t doc_id = query_int(s, "SELECT id FROM documents");
+    CHECK(sd_store_page_words_get(s, doc_id, 1, &blob, &blen, &err) == SD_OK && blob && blen > 100);
+    int seen = 0;
+    for (size_t at = 0; blob && at + 18 <= blen;) {
+        float box[4];
+        uint16_t wl;
+        memcpy(box, (char *)blob + at, 16);
+        memcpy(&wl, (char *)blob + at + 16, 2);
+        if (at + 18 + wl > blen)
+            break;
+        if (wl == 7 && !memcmp((char *)blob + at + 18, "Brenlow", 7)) {
+            seen = 1;
+            printf("stored box of Brenlow: %.1f,%.1f-%.1f,%.1f pt\n", box[0], box[1], box[2], box[3]);
+            CHECK(box[0] > 90 && box[0] < 120 && box[1] > 85 && box[1] < 92 && box[2] > box[0] + 40 && box[3] > 99 &&
+                  box[3] < 102);
+        }
+        at += 18 + wl;
+    }
+    CHECK_MSG(seen, "no stored box for Brenlow (%zu bytes)", blen);
+    free(blob);
+    CHECK(sd_store_page_words_get(s, doc_id, 3, &blob, &blen, &err) == SD_OK && !blob && blen == 0);
     CHECK(query_int(s, "SELECT count(*) FROM pages WHERE state = 'no-text' AND page_no = 2") == 1);
     CHECK(query_int(s, "SELECT count(*) FROM documents WHERE ocr_pages IS NULL") == 1);
     // Nothing needs OCR any more: the next run does not read the file again.
@@ -375,7 +371,7 @@ int main(void)
     sd_ocr_free(eng);
     char pdf[700];
     snprintf(pdf, sizeof pdf, "%s/scan.pdf", tmp_dir());
-    make_pdf(pdf);
+    CHECK_MSG(make_pdf(pdf) == 0, "cairo could not write %s", pdf);
     test_extract(pdf);
     compare_pools(pdf, 2);
     test_ingest(pdf);

@@ -18,6 +18,9 @@
 #include "sd-application.h"
 #include "sd-prefs.h"
 
+#include "ocr.h"
+#include "test_scan.h"
+
 static char *shots_dir;
 static int n_checks;
 
@@ -548,6 +551,35 @@ static void drive(SdApplication *app, const char *source, const char *corpus)
     pump_until(library_idle, NULL, "the library after removal");
     CHECK(sd_window_get_docs(win)->len == before, "%u documents after removing the folder, want %u",
           sd_window_get_docs(win)->len, before);
+
+    // 7b. A scanned PDF (drawn by test_scan.h): its image-only page is read by OCR at ingestion, and a
+    // citation of it highlights the quote and its sentence from the OCR word boxes (no text layer to search).
+    struct sd_ocr *eng = NULL;
+    if (sd_ocr_built() && sd_ocr_new(NULL, &eng, NULL) == SD_OK) {
+        sd_ocr_free(eng);
+        g_autofree char *scan = g_build_filename(tmp, "scan.pdf", NULL);
+        CHECK(make_pdf(scan) == 0, "cannot draw %s", scan);
+        g_autoptr(GFile) fsc = g_file_new_for_path(scan);
+        sd_window_add_files(win, &fsc, 1, NULL);
+        pump_until(library_idle, NULL, "ingestion (with OCR) of the scanned PDF");
+        gint64 scan_id = 0;
+        for (guint i = 0; i < sd_window_get_docs(win)->len; i++) {
+            SdDocInfo *di = g_ptr_array_index(sd_window_get_docs(win), i);
+            if (!strcmp(di->path, scan))
+                scan_id = di->id;
+        }
+        CHECK(scan_id > 0, "the scanned PDF is not in the library");
+        struct sd_qa_citation sc = {.marker = "p. 1", .valid = 1, .doc_id = scan_id, .path = scan, .page_no = 1};
+        sd_window_open_citation(win, &sc, "The Brenlow vault opens with code KX-4821");
+        SdPdfView *spv = sd_window_get_pdf_view(win);
+        pump_until(passage_shown, spv, "the passage highlight on the scanned page");
+        printf("scanned page: %u quote and %u passage box(es) from OCR\n", sd_pdf_view_get_n_highlights(spv),
+               sd_pdf_view_get_n_passage_highlights(spv));
+        CHECK(sd_pdf_view_get_n_highlights(spv) >= 6, "the quote is not highlighted on the scanned page");
+        screenshot(GTK_WIDGET(win), "06b-scan-citation.png");
+    } else {
+        printf("note: OCR cannot run here (no Tesseract or English data): the scanned-page citation is not checked\n");
+    }
 
     // 8. No model: the answer fails with a message, the banner says why, the window keeps working.
     // s owns its strings (a shallow copy would borrow the app's, which the first apply frees).

@@ -206,6 +206,18 @@ guint sd_pdf_view_get_n_passage_highlights(SdPdfView *self)
     return self->passage->len;
 }
 
+guint sd_pdf_view_highlight_boxes(SdPdfView *self, gboolean passage, const double *rects, guint n)
+{
+    GArray *into = passage ? self->passage : self->hits;
+    g_array_set_size(into, 0);
+    for (guint i = 0; self->page && i < n; i++) {
+        PopplerRectangle r = {rects[4 * i], rects[4 * i + 1], rects[4 * i + 2], rects[4 * i + 3]};
+        g_array_append_val(into, r);
+    }
+    gtk_widget_queue_draw(self->area);
+    return into->len;
+}
+
 static void act_prev(GtkWidget *w, const char *name, GVariant *p)
 {
     (void)name;

@@ -22,5 +22,8 @@ guint sd_pdf_view_get_n_highlights(SdPdfView *self);
 // The same for the cited passage around the quote, drawn lighter.
 guint sd_pdf_view_highlight_passage(SdPdfView *self, const char *text);
 guint sd_pdf_view_get_n_passage_highlights(SdPdfView *self);
+// Highlight given boxes instead (4 doubles each: x0, y0, x1, y1 in PDF points from the page's top left) as
+// the quote's (passage FALSE) or the passage's highlights: on scanned pages, where OCR found the words.
+guint sd_pdf_view_highlight_boxes(SdPdfView *self, gboolean passage, const double *rects, guint n);
 
 G_END_DECLS

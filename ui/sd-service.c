@@ -699,6 +699,45 @@ char *sd_service_source_text_finish(SdService *self, GAsyncResult *res, GError *
     return g_task_propagate_pointer(G_TASK(res), error);
 }
 
+POOL_JOB(ocr_boxes_run)
+{
+    (void)self;
+    struct sd_err err = {0};
+    struct sd_library *lib = NULL;
+    double *rects = NULL;
+    size_t n = 0;
+    enum sd_status st = sd_library_open(NULL, &lib, &err);
+    if (!st)
+        st = sd_library_ocr_boxes(lib, j->doc_id, j->page_no, j->question, &rects, &n, &err);
+    sd_library_close(lib);
+    if (st) {
+        g_task_return_error(task, error_from(&err));
+        return;
+    }
+    GArray *a = g_array_sized_new(FALSE, FALSE, sizeof(double), (guint)(4 * n));
+    if (n)
+        g_array_append_vals(a, rects, (guint)(4 * n));
+    free(rects);
+    g_task_return_pointer(task, a, (GDestroyNotify)g_array_unref);
+}
+
+void sd_service_ocr_boxes_async(SdService *self, gint64 doc_id, int page_no, const char *text, GCancellable *c,
+                                GAsyncReadyCallback cb, gpointer user_data)
+{
+    Job *j = job_new(NULL, NULL);
+    j->pool_run = ocr_boxes_run;
+    j->doc_id = doc_id;
+    j->page_no = page_no;
+    j->question = g_strdup(text);
+    g_object_unref(push(self, j, c, cb, user_data, sd_service_ocr_boxes_async));
+}
+
+GArray *sd_service_ocr_boxes_finish(SdService *self, GAsyncResult *res, GError **error)
+{
+    g_return_val_if_fail(g_task_is_valid(res, self), NULL);
+    return g_task_propagate_pointer(G_TASK(res), error);
+}
+
 // ---- cache ----
 
 void sd_cache_info_free(SdCacheInfo *c)

@@ -89,6 +89,11 @@ gboolean sd_service_remove_finish(SdService *self, GAsyncResult *res, GError **e
 void sd_service_source_text_async(SdService *self, gint64 doc_id, int page_no, int line_start, int line_end,
                                   GCancellable *c, GAsyncReadyCallback cb, gpointer user_data);
 char *sd_service_source_text_finish(SdService *self, GAsyncResult *res, GError **error);
+// Where text stands on page page_no of a document read by OCR (sd_library_ocr_boxes): a GArray of doubles,
+// 4 per word box (x0, y0, x1, y1 in PDF points from the top left); empty when nothing matches.
+void sd_service_ocr_boxes_async(SdService *self, gint64 doc_id, int page_no, const char *text, GCancellable *c,
+                                GAsyncReadyCallback cb, gpointer user_data);
+GArray *sd_service_ocr_boxes_finish(SdService *self, GAsyncResult *res, GError **error);
 
 // KV cache statistics and clearing.
 typedef struct {

@@ -735,7 +735,34 @@ typedef struct {
     SdWindow *self;
     guint serial;
     char *quote;
+    gint64 doc_id;
+    int page_no;
+    gboolean passage; // for ocr_boxes_loaded: the boxes are the passage's (else the quote's)
 } PassageReq;
+
+static void ocr_boxes_loaded(GObject *src, GAsyncResult *res, gpointer data)
+{
+    PassageReq *req = data;
+    GArray *a = sd_service_ocr_boxes_finish(SD_SERVICE(src), res, NULL);
+    if (a && a->len && !window_gone(req->self) && req->serial == req->self->viewer_serial)
+        sd_pdf_view_highlight_boxes(SD_PDF_VIEW(req->self->pdf), req->passage, (const double *)(void *)a->data,
+                                    a->len / 4);
+    if (a)
+        g_array_unref(a);
+    g_object_unref(req->self);
+    g_free(req->quote);
+    g_free(req);
+}
+
+// A scanned page has no text layer to search: ask for the boxes OCR found for text.
+static void request_ocr_boxes(SdWindow *self, gint64 doc_id, int page_no, const char *text, gboolean passage)
+{
+    PassageReq *req = g_new0(PassageReq, 1);
+    req->self = g_object_ref(self);
+    req->serial = self->viewer_serial;
+    req->passage = passage;
+    sd_service_ocr_boxes_async(self->service, doc_id, page_no, text, NULL, ocr_boxes_loaded, req);
+}
 
 // The sentence of text that contains quote ("" when quote is not in it).
 static char *sentence_around(const char *text, const char *quote)
@@ -764,8 +791,8 @@ static void passage_loaded(GObject *src, GAsyncResult *res, gpointer data)
     g_autofree char *text = sd_service_source_text_finish(SD_SERVICE(src), res, NULL);
     if (text && !window_gone(req->self) && req->serial == req->self->viewer_serial) {
         g_autofree char *sentence = sentence_around(text, req->quote);
-        if (*sentence)
-            sd_pdf_view_highlight_passage(SD_PDF_VIEW(req->self->pdf), sentence);
+        if (*sentence && !sd_pdf_view_highlight_passage(SD_PDF_VIEW(req->self->pdf), sentence))
+            request_ocr_boxes(req->self, req->doc_id, req->page_no, sentence, TRUE);
     }
     g_object_unref(req->self);
     g_free(req->quote);
@@ -790,12 +817,16 @@ void sd_window_open_citation(SdWindow *self, const struct sd_qa_citation *c, con
             self->viewer_mode = NULL;
             return;
         }
-        sd_pdf_view_highlight(SD_PDF_VIEW(self->pdf), quote);
+        guint found = sd_pdf_view_highlight(SD_PDF_VIEW(self->pdf), quote);
         if (quote && *quote) {
             PassageReq *req = g_new0(PassageReq, 1);
             req->self = g_object_ref(self);
             req->serial = ++self->viewer_serial;
             req->quote = g_strdup(quote);
+            req->doc_id = c->doc_id;
+            req->page_no = c->page_no;
+            if (!found)
+                request_ocr_boxes(self, c->doc_id, c->page_no, quote, FALSE);
             sd_service_source_text_async(self->service, c->doc_id, c->page_no, 0, 0, NULL, passage_loaded, req);
         }
         gtk_stack_set_visible_child(GTK_STACK(self->viewer_stack), self->pdf);
