@@ -252,6 +252,18 @@ static char *ocr_page(PopplerPage *page, struct sd_ocr *eng, size_t blob_cap, un
     return text;
 }
 
+// A page record ('T' text layer, 'R' OCR): page number, its label (at most 64 bytes) NUL, the text.
+static int send_page(int fd, char type, int32_t pi, PopplerPage *page, const char *text, size_t max_page_bytes)
+{
+    char *label = page ? poppler_page_get_label(page) : NULL;
+    size_t ll = bounded_len(label, 64);
+    char lab[66];
+    memcpy(lab, label ? label : "", ll);
+    lab[ll] = 0;
+    g_free(label);
+    return send_rec(fd, type, &pi, 4, lab, ll + 1, text ? text : "", bounded_len(text, max_page_bytes));
+}
+
 static PopplerDocument *open_doc(int fd, const char *path, const char *password)
 {
     GError *gerr = NULL;
@@ -317,13 +329,7 @@ static void worker(int fd, const char *path, const char *password, int start, si
             continue;
         }
         char *text = poppler_page_get_text(page);
-        char *label = poppler_page_get_label(page);
-        size_t ll = bounded_len(label, 64);
-        char lab[66];
-        memcpy(lab, label ? label : "", ll);
-        lab[ll] = 0;
-        int rc = send_rec(fd, 'T', &pi, 4, lab, ll + 1, text ? text : "", bounded_len(text, max_page_bytes));
-        g_free(label);
+        int rc = send_page(fd, 'T', pi, page, text, max_page_bytes);
         g_free(text);
         g_object_unref(page);
         if (rc)
@@ -368,14 +374,8 @@ static void ocr_worker(int fd, const char *path, const char *password, const int
             break;
         }
         free(blob);
-        char *label = page ? poppler_page_get_label(page) : NULL;
-        size_t ll = bounded_len(label, 64);
-        char lab[66];
-        memcpy(lab, label ? label : "", ll);
-        lab[ll] = 0;
-        int rc = send_rec(fd, 'R', &pi, 4, lab, ll + 1, text ? text : "", bounded_len(text, max_page_bytes));
+        int rc = send_page(fd, 'R', pi, page, text, max_page_bytes);
         free(text);
-        g_free(label);
         if (page)
             g_object_unref(page);
         if (rc)
