@@ -512,6 +512,18 @@ static int read_full(int fd, void *buf, size_t n, double deadline)
     return 1;
 }
 
+// A page record's payload after its page number ('T', 'R'): label NUL text. 0 when malformed.
+static int split_page_rec(const char *buf, uint32_t len, const char **label, const char **txt, size_t *txt_n)
+{
+    *label = buf + 4;
+    size_t lab_n = strnlen(*label, len - 4);
+    if (lab_n >= len - 4)
+        return 0;
+    *txt = *label + lab_n + 1;
+    *txt_n = len - 4 - lab_n - 1;
+    return 1;
+}
+
 // Store page i's text. ocr: it comes from OCR (state ocr or no-text). ocr_next: OCR will read the page if it
 // needs it, so such a page is not fed to the header/footer detection now (each page is fed once).
 static enum sd_status store_page(struct sd_pdf_doc *d, int i, const char *label, const char *raw, size_t n, int ocr,
@@ -692,12 +704,10 @@ static enum sd_status ocr_pass(struct sd_pdf_doc *d, const char *path, const str
                 continue;
             }
             if (r == 1 && hdr[0] == 'R' && len >= 5 && pi == jb->current) {
-                buf[len] = 0;
-                const char *label = buf + 4;
-                size_t lab_n = strnlen(label, len - 4);
-                if (lab_n < len - 4) {
-                    const char *txt = label + lab_n + 1;
-                    if ((st = store_page(d, pi, label, txt, len - 4 - lab_n - 1, 1, 1, path, err)))
+                const char *label, *txt;
+                size_t txt_n;
+                if (split_page_rec(buf, len, &label, &txt, &txt_n)) {
+                    if ((st = store_page(d, pi, label, txt, txt_n, 1, 1, path, err)))
                         goto out;
                     jb->done++;
                     jb->current = -1;
@@ -920,15 +930,13 @@ enum sd_status sd_pdf_extract(const char *path, const struct sd_pdf_opts *opts, 
                     st = sd_err_set(err, SD_ERR_FORMAT, "%s: worker protocol error (page %d)", path, (int)pi);
                     goto fail;
                 }
-                const char *label = buf + 4;
-                size_t lab_n = strnlen(label, len - 4);
-                if (lab_n >= len - 4) {
+                const char *label, *txt;
+                size_t txt_n;
+                if (!split_page_rec(buf, len, &label, &txt, &txt_n)) {
                     reap(&c, 1, NULL, 0);
                     st = sd_err_set(err, SD_ERR_FORMAT, "%s: worker protocol error (page %d)", path, (int)pi);
                     goto fail;
                 }
-                const char *txt = label + lab_n + 1;
-                size_t txt_n = len - 4 - lab_n - 1;
                 if ((st = store_page(d, pi, label, txt, txt_n, 0, o.ocr, path, err))) {
                     reap(&c, 1, NULL, 0);
                     goto fail;
