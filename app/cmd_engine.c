@@ -72,7 +72,6 @@ static int parse_backend(const char *s, const struct sd_backend **be)
     return SD_EXIT_USAGE;
 }
 
-
 // --gpu-weights only means something for a GPU backend: 0 when fine, else a message and -1.
 static int check_gpu_weights(int given, const struct sd_session_params *sp)
 {
@@ -460,8 +459,8 @@ int sd_cmd_generate(int argc, char **argv)
                 n_ids, t1 - t0, n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), produced, t2 - t1,
                 produced / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
         if (sp.backend)
-            fprintf(stderr, "device weights: %.1f MiB (%s)\n",
-                    (double)sd_session_backend_weight_bytes(s) / (1 << 20), sd_gpu_weights_name(sp.gpu_weights_bf16, sp.gpu_weights_fp8));
+            fprintf(stderr, "device weights: %.1f MiB (%s)\n", (double)sd_session_backend_weight_bytes(s) / (1 << 20),
+                    sd_gpu_weights_name(sp.gpu_weights_bf16, sp.gpu_weights_fp8));
     }
     rc = SD_EXIT_OK;
 out:

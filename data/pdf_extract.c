@@ -657,7 +657,8 @@ static enum sd_status ocr_pass(struct sd_pdf_doc *d, const char *path, const str
                 if (jobs[j].c.pid > 0)
                     reap(&jobs[j].c, 1, NULL, 0);
             if (!d->ocr_error &&
-                asprintf(&d->ocr_error, "OCR stopped: the file's %.0f s budget ran out (raise --file-timeout)", o->file_timeout_s) < 0)
+                asprintf(&d->ocr_error, "OCR stopped: the file's %.0f s budget ran out (raise --file-timeout)",
+                         o->file_timeout_s) < 0)
                 d->ocr_error = NULL;
             break;
         }

@@ -44,9 +44,8 @@ static const char *shape_str(const int64_t *s, int n, char *buf, size_t len)
 // Fetch tensor `name` with expected shape (n_dims dims in shape[]) as f32.
 // optional: absent -> *out = NULL, SD_OK. fp8_src (may be NULL): for an F8_E4M3 tensor, the tensor and its
 // checked block scale; NULLs otherwise.
-static enum sd_status load_t_src(struct sd_model *m, const char *name, int n_dims, const int64_t *shape,
-                                 int optional, const float **out, const struct sd_tensor_info *fp8_src[2],
-                                 struct sd_err *err)
+static enum sd_status load_t_src(struct sd_model *m, const char *name, int n_dims, const int64_t *shape, int optional,
+                                 const float **out, const struct sd_tensor_info *fp8_src[2], struct sd_err *err)
 {
     *out = NULL;
     if (fp8_src)
