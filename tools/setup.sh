@@ -12,7 +12,7 @@ PACKAGES=(build-essential pkg-config meson ninja-build python3
   libjson-c-dev libpcre2-dev libopenblas-dev libssl-dev libxxhash-dev
   libsqlite3-dev sqlite3 libpoppler-glib-dev libcairo2-dev libutf8proc-dev libcurl4-openssl-dev
   libgtk-4-dev libadwaita-1-dev libgtksourceview-5-dev desktop-file-utils xvfb xauth
-  libtesseract-dev tesseract-ocr-eng)
+  libtesseract-dev tesseract-ocr-eng fonts-dejavu-core)
 
 if [ "${SD_NO_APT:-0}" != 1 ]; then
   missing=()
