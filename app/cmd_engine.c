@@ -108,9 +108,10 @@ static void logits_usage(FILE *f)
                "  --attention MODE   sparse (default, the model's DSA) or dense (same weights, full attention)\n"
                "  --index-topk K     override the model's index_topk\n"
                "  --indexer-fp8      DeepSeek's FP8 indexer numerics instead of fp32\n"
-               "  --gpu-weights T    cuda only: f32 (default); bf16 (large matrices in bf16, fp32 accumulation);\n"
-               "                     fp8 (matrices released as FP8 kept FP8 with their block scales, the rest bf16);\n"
-               "                     fp8-f32 (FP8 as fp8, the rest f32)\n"
+               "  --gpu-weights T    cuda only: f32 (default); bf16 (large matrices in bf16, fp32 accumulation; at\n"
+               "                     DeepSeek-V3.2's shapes the FP8 indexer and prefill attention on tensor cores);\n"
+               "                     fp8 (matrices released as FP8 kept FP8 with their block scales, the rest as\n"
+               "                     bf16); fp8-f32 (FP8 as fp8, the rest f32)\n"
                "  --batch N          prefill chunk size (default 256); 1 = token-by-token decode\n");
 }
 
@@ -282,9 +283,10 @@ static void generate_usage(FILE *f)
                "  --threads N        CPU threads (default: all cores)\n"
                "  --backend NAME     compute backend: cpu (default) or cuda (fp32 forward pass on the GPU)\n"
                "  --attention MODE   sparse (default) or dense\n"
-               "  --gpu-weights T    cuda only: f32 (default); bf16 (large matrices in bf16, fp32 accumulation);\n"
-               "                     fp8 (matrices released as FP8 kept FP8 with their block scales, the rest bf16);\n"
-               "                     fp8-f32 (FP8 as fp8, the rest f32)\n"
+               "  --gpu-weights T    cuda only: f32 (default); bf16 (large matrices in bf16, fp32 accumulation; at\n"
+               "                     DeepSeek-V3.2's shapes the FP8 indexer and prefill attention on tensor cores);\n"
+               "                     fp8 (matrices released as FP8 kept FP8 with their block scales, the rest as\n"
+               "                     bf16); fp8-f32 (FP8 as fp8, the rest f32)\n"
                "  --stats            print timing to stderr\n");
 }
 

@@ -25,6 +25,13 @@ struct sd_backend_host_kv {
     int n_ctx;
 };
 
+// What a backend did so far in one session, for tests and benchmarks (zero where a backend does not count).
+struct sd_backend_counters {
+    long graph_steps;     // forward calls replayed from a captured graph (CUDA: decode steps)
+    long graph_instances; // graphs instantiated (again when a step's kernels changed)
+    long tc_attn_calls;   // attention calls that ran on tensor cores in reduced precision
+};
+
 struct sd_backend {
     const char *name;
     // Create the backend state for one session: upload (or share) weights, allocate caches and
@@ -41,6 +48,8 @@ struct sd_backend {
     enum sd_status (*kv_upload)(void *ctx, const struct sd_backend_host_kv *kv, int t0, int n, struct sd_err *err);
     // Device bytes of the backend's copy of the weights (may be NULL: not reported).
     size_t (*weight_bytes)(void *ctx);
+    // The session's counters (may be NULL: none).
+    void (*counters)(void *ctx, struct sd_backend_counters *out);
 };
 
 #endif

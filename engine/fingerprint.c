@@ -323,6 +323,8 @@ static void fp_session(struct fp_stream *h, const struct sd_config *c, const str
     fp_i64(h, "indexer_fp8", dsa ? (p->indexer_fp8 != 0) : 0);
     if (p->gpu_weights_bf16) // bf16 weights on the GPU give other KV; absent (f32) keeps older fingerprints
         fp_i64(h, "gpu_weights_bf16", 1);
+    if (p->gpu_weights_bf16 && !p->gpu_attn_exact && dsa) // tensor-core indexer and attention: other KV
+        fp_i64(h, "gpu_attn_tc", 1);
     // gpu_weights_fp8 is left out: its weights are the same values as without it (the f32 dequantization the
     // CPU uses, or their bf16 rounding with gpu_weights_bf16), only the summation order differs.
 }

@@ -136,6 +136,14 @@ size_t sd_session_backend_weight_bytes(const struct sd_session *s)
     return s->p.backend && s->be_ctx && s->p.backend->weight_bytes ? s->p.backend->weight_bytes(s->be_ctx) : 0;
 }
 
+struct sd_backend_counters sd_session_backend_counters(const struct sd_session *s)
+{
+    struct sd_backend_counters c = {0};
+    if (s->p.backend && s->be_ctx && s->p.backend->counters)
+        s->p.backend->counters(s->be_ctx, &c);
+    return c;
+}
+
 enum sd_status sd_session_truncate(struct sd_session *s, int pos, struct sd_err *err)
 {
     if (pos < 0 || pos > s->pos)

@@ -35,6 +35,18 @@ struct sd_session_params {
     // into a scratch buffer first, f32 (sgemm) or, with gpu_weights_bf16, bf16 (its GEMM). Other matrices
     // follow gpu_weights_bf16. Backend only, refused by a CPU session like gpu_weights_bf16.
     int gpu_weights_fp8;
+    // With gpu_weights_bf16, a GPU backend runs DSA's two attention kernels on tensor cores: the FP8 indexer's
+    // scores (indexer_fp8, 64 heads x 128: e4m3 -> f16 products, fp32 sums, within ~3e-7 of the score magnitude
+    // where the exact kernel matches the CPU bit for bit, so near-ties may select another token) and the MLA
+    // attention of prefill chunks of >= 16 queries with selection live (q, the gathered latent rows and the
+    // probabilities rounded to bf16, fp32 accumulation; DeepSeek's 512 + 64 latent, heads a multiple of 32).
+    // 1 keeps the exact kernels. Ignored without gpu_weights_bf16 and by the CPU.
+    int gpu_attn_exact;
+    // 1: a GPU backend launches every kernel of a decode step one by one. 0 (default): one-token steps that return
+    // logits run as a CUDA graph, captured once per launch shape (the kernels read the position from device
+    // memory; the shape changes every 2048 positions and when DSA selection starts) and replayed as one launch:
+    // the same kernels, bit-identical results. Ignored by the CPU.
+    int gpu_no_graph;
     const struct sd_backend *backend; // NULL: the CPU forward pass (borrowed; must outlive the session)
 };
 
@@ -66,6 +78,8 @@ const struct sd_model *sd_session_model(const struct sd_session *s);
 size_t sd_session_kv_bytes_per_token(const struct sd_session *s);
 // Device bytes of the backend's weight copy (0 for the CPU forward pass or a backend that does not say).
 size_t sd_session_backend_weight_bytes(const struct sd_session *s);
+// The backend's counters (all zero on the CPU or where the backend keeps none).
+struct sd_backend_counters sd_session_backend_counters(const struct sd_session *s);
 
 // ---- KV state export/import (persistent prefix cache) ----
 // Blocks are SD_KV_BLOCK tokens. A blob holds every layer's main cache rows (MLA latent [c_kv|k_pe]

@@ -18,7 +18,12 @@
 // top-k (topk.cu) and MoE routing. Expert execution: for up to MOE_DEV_T tokens (decode) GEMV kernels read each
 // slot's expert from the device's routing result (no host round trip, no sync); longer chunks run each selected
 // expert's rows through cuBLAS after the (small) routing result is read back to the host. The step mirrors
-// engine/session.c op for op.
+// engine/session.c op for op. Every kernel reads the position from device memory (f->dpos, copied with the token
+// ids), so one-token decode steps launch the same kernels with the same arguments for 2048 positions in a row
+// (key_bound) and run as a replayed CUDA graph (step_graph; session param gpu_no_graph launches them one by one).
+// In bf16 mode at DeepSeek-V3.2's shapes DSA's two heavy kernels run on tensor cores (session param gpu_attn_exact
+// keeps the exact ones): the FP8 indexer's scores (indexer.cu MMA over this cache's flat layout) and the MLA
+// attention of prefill chunks (mla_decode_mma.cu over a bf16 copy of the layer's latent rows).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <math.h>
@@ -85,10 +90,22 @@ struct fwd {
     struct sd_layer_weights *L; // host array of structs holding device pointers
     // caches [L][N][row]
     float *kc, *vc, *lat, *ikc;
-    // activations
-    int32_t *ids;
+    // a forward call's input, copied in one piece from h_io (pinned): [0] the position of its first token, then its
+    // token ids; dpos and ids point into it
+    int32_t *dio, *h_io, *ids;
+    const int *dpos;
+    long g_key; // the graph's launch shape: key_bound's key count, selection live or not
     float *h, *x, *y, *q, *k, *v, *att, *cq, *kva, *qfull, *olat, *o;
     float *mla_part; // split-K partials of sd_cuda_mla_attn (mla_part_n floats)
+    uint16_t *latb;  // tensor-core MLA (bf16 mode): one layer's latent rows [0, pos0 + T) rounded to bf16 [N][dl]
+    // CUDA graph of a decode step (unless gpu_no_graph): captured for one launch shape (g_key) and replayed until the
+    // shape changes; graph_off after a capture failed (steps then launch kernel by kernel).
+    cudaGraphExec_t gexec;
+    int graph_off;
+    long graph_steps, graph_inst; // steps replayed from a graph, instantiations
+    long mla_tc_calls;            // MLA attention and indexer calls on tensor cores
+    int ix_tc;                    // bf16 mode: FP8 indexer scores on tensor cores (sd_cuda_indexer_fp8, MMA)
+    void *cublas_ws;              // cuBLAS workspace set explicitly (no allocation inside a capture)
     // MoE device path (T <= MOE_DEV_T): [L][3][E] expert matrix pointers (gate, up, down; NULL for dense
     // layers), all of one type (exp_bf16); activations [MOE_DEV_T * K][Ie] and per-slot outputs [.. * K][H]
     const void **exp_tab;
@@ -345,9 +362,12 @@ __global__ void k_layernorm(float *y, const float *x, const float *w, const floa
         o[i] = (a[i] - mf) * r * w[i] + (b ? b[i] : 0.0f);
 }
 
-// RoPE on x[t][h] = x + t*ld_t + h*ld_h at position pos0 + t. Grid (T, n_heads), threads >= dim/2.
-__global__ void k_rope(float *x, size_t ld_t, size_t ld_h, int pos0, struct sd_rope r, int interleaved)
+// RoPE on x[t][h] = x + t*ld_t + h*ld_h at position *dpos + t. Grid (T, n_heads), threads >= dim/2.
+// Positions are read from device memory (f->dpos) in every kernel of a step, so that a decode step's launches
+// do not change with the position and its CUDA graph can be replayed as is.
+__global__ void k_rope(float *x, size_t ld_t, size_t ld_h, const int *dpos, struct sd_rope r, int interleaved)
 {
+    const int pos0 = *dpos;
     int half = r.dim / 2, i = threadIdx.x;
     if (i >= half)
         return;
@@ -358,6 +378,14 @@ __global__ void k_rope(float *x, size_t ld_t, size_t ld_h, int pos0, struct sd_r
     float x0 = v[a], x1 = v[b];
     v[a] = x0 * c - x1 * s;
     v[b] = x1 * c + x0 * s;
+}
+
+// x[i] *= a, rounded as one fp32 product (the CPU's w * wscale).
+__global__ void k_scale(float *x, float a, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        x[i] = __fmul_rn(x[i], a);
 }
 
 __global__ void k_add(float *h, const float *y, size_t n)
@@ -383,14 +411,22 @@ __global__ void k_silu_mul(float *g, const float *u, size_t n)
     }
 }
 
-__global__ void k_fill_nvalid(int *nv, int n, int first)
+__global__ void k_fill_nvalid(int *nv, int n, const int *dpos)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
-        nv[i] = first + i + 1;
+        nv[i] = *dpos + i + 1;
 }
 
-// Attention of query (t, h) over keys u (all u <= pos0 + t, or the idx list), online softmax in fp32.
+// Cache rows: dst[(*dpos + t) * row + j] = src[t * row + j] for t < T (row floats each).
+__global__ void k_store_rows(float *dst, const float *src, int T, size_t row, const int *dpos)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < (size_t)T * row)
+        dst[(size_t)*dpos * row + i] = src[i];
+}
+
+// Attention of query (t, h) over keys u (all u <= *dpos + t, or the idx list), online softmax in fp32.
 struct attn_args {
     const float *q;
     size_t q_t, q_h;
@@ -400,7 +436,8 @@ struct attn_args {
     size_t v_u, v_h;
     float *o;
     size_t o_t, o_h;
-    int dk, dv, group, pos0;
+    int dk, dv, group;
+    const int *dpos;    // position of query 0 (device)
     const int32_t *idx; // [T][n_idx] or NULL (dense causal)
     int n_idx;
     float scale;
@@ -417,7 +454,7 @@ __global__ void __launch_bounds__(NT) k_attn(struct attn_args a)
     for (int d = tid; d < a.dk; d += NT)
         qs[d] = qv[d];
     __syncthreads();
-    const int n = a.idx ? a.n_idx : a.pos0 + t + 1;
+    const int n = a.idx ? a.n_idx : *a.dpos + t + 1;
     const float *kb = a.k + (size_t)kvh * a.k_h, *vb = a.v + (size_t)kvh * a.v_h;
     float acc[ATT_ACC];
 #pragma unroll
@@ -482,11 +519,12 @@ __global__ void __launch_bounds__(NT) k_attn(struct attn_args a)
 }
 
 // fp32 indexer scores for query rows [t0, t0 + nq): scores[r][u] = sum_j (w[j] * wscale) * relu(q_j . k_u)
-// for u < pos0 + t + 1, -inf for other u < n_k. Grid (nq, ceil(n_k / NT)); q of one row in shared memory.
+// for u < *dpos + t + 1, -inf for other u < n_k. Grid (nq, ceil(n_k / NT)); q of one row in shared memory.
 __global__ void __launch_bounds__(NT)
-    k_index_scores(const float *q, const float *w, int ni, int di, float wscale, const float *k, int n_k, int pos0,
-                   int t0, float *scores, size_t ld)
+    k_index_scores(const float *q, const float *w, int ni, int di, float wscale, const float *k, int n_k,
+                   const int *dpos, int t0, float *scores, size_t ld)
 {
+    const int pos0 = *dpos;
     extern __shared__ float qs[];
     __shared__ float ws[256];
     const int r = blockIdx.x, t = t0 + r;
@@ -559,9 +597,14 @@ static __device__ uint8_t f32_to_e4m3_d(float f)
 
 // sd_dsa_quant_fp8_row on rows of n floats (n a power of two <= 512): orthonormal Hadamard (same
 // butterflies, then times hs = 1/sqrt(n)), amax, scale 2^ceil(log2(max(amax, 1e-4) / 448)), e4m3 of x / scale.
-// One block per row; q8 rows of n bytes, one scale per row.
-__global__ void __launch_bounds__(NT) k_quant_fp8(const float *x, int n, float hs, uint8_t *q8, float *scale)
+// One block per row; q8 rows of n bytes, one scale per row, from row *dpos on (dpos NULL: from row 0).
+__global__ void __launch_bounds__(NT)
+    k_quant_fp8(const float *x, int n, float hs, uint8_t *q8, float *scale, const int *dpos)
 {
+    if (dpos) {
+        q8 += (size_t)*dpos * n;
+        scale += *dpos;
+    }
     __shared__ float v[SD_DSA_MAX_DIM];
     __shared__ float red[32];
     const float *xr = x + (size_t)blockIdx.x * n;
@@ -600,15 +643,16 @@ __global__ void __launch_bounds__(NT) k_quant_fp8(const float *x, int n, float h
 #define FP8_LDQ(dpt) ((dpt) + 2) // doubles per query-head segment in smem (16-byte aligned, no bank conflicts)
 
 // FP8 indexer scores for query rows [t0, t0 + nq) against keys [0, n_k): scores[r][u] = ks[u] *
-// sum_j (w[j] wscale qs[j]) relu(dot(q8[j], k8[u])) for u <= pos0 + t, -inf for later u. Each dot is exact
+// sum_j (w[j] wscale qs[j]) relu(dot(q8[j], k8[u])) for u <= *dpos + t, -inf for later u. Each dot is exact
 // (double: see engine/dsa.c dot_e4m3), so any split of it gives the CPU's value; the head sum is fp32 in head
 // order without fused multiply-add, as the CPU. TPK threads per key, DPT dims each (index dim = TPK * DPT).
 // Grid (nq, ceil(n_k / (NT / TPK))); smem: decoded queries as doubles, then the folded weights.
 template <int DPT, int TPK>
 __global__ void __launch_bounds__(NT)
     k_index_scores_fp8(const uint8_t *q8, const float *qs, const float *w, int ni, float wscale, const uint8_t *k8,
-                       const float *ks, int n_k, int pos0, int t0, float *scores, size_t ld)
+                       const float *ks, int n_k, const int *dpos, int t0, float *scores, size_t ld)
 {
+    const int pos0 = *dpos;
     constexpr int DI = DPT * TPK, KPB = NT / TPK, LDQ = FP8_LDQ(DPT);
     extern __shared__ __align__(16) unsigned char fp8_smem[];
     double *qd = (double *)fp8_smem;                    // [ni][TPK][LDQ]
@@ -782,7 +826,10 @@ __global__ void k_scatter_add(float *y, const float *ey, const int32_t *rows, co
 
 // ---- MoE of a few tokens without the host (decode): the routed experts run as GEMVs that read their expert
 // from the device's routing result, so there is no copy of the routing to the host and no stream sync.
-#define MOE_DEV_T 4 // tokens per forward up to which the device path runs (more: grouped cuBLAS GEMMs)
+#define CUBLAS_WS_BYTES ((size_t)32 << 20)
+#define STEP_KEYS 2048  // decode steps launch their key-wide kernels for a multiple of this many keys (key_bound)
+#define MLA_TC_MIN_T 16 // bf16 mode: chunks of at least this many queries run MLA attention on tensor cores
+#define MOE_DEV_T 4     // tokens per forward up to which the device path runs (more: grouped cuBLAS GEMMs)
 
 template <typename W> static __device__ __forceinline__ float w_at(const W *w, size_t i);
 template <> __device__ __forceinline__ float w_at<float>(const float *w, size_t i)
@@ -996,13 +1043,22 @@ static enum sd_status rmsnorm(struct fwd *f, float *y, const float *x, const flo
     return SD_OK;
 }
 
-static enum sd_status rope(struct fwd *f, float *x, int T, int n_heads, size_t ld_t, size_t ld_h, int pos0,
+static enum sd_status rope(struct fwd *f, float *x, int T, int n_heads, size_t ld_t, size_t ld_h,
                            const struct sd_rope *r, int interleaved)
 {
     if (T <= 0 || n_heads <= 0 || r->dim < 2)
         return SD_OK;
     int thr = ((r->dim / 2 + 31) / 32) * 32;
-    k_rope<<<dim3(T, n_heads), thr, 0, f->st>>>(x, ld_t, ld_h, pos0, *r, interleaved);
+    k_rope<<<dim3(T, n_heads), thr, 0, f->st>>>(x, ld_t, ld_h, f->dpos, *r, interleaved);
+    SD_CHECK_LAUNCH();
+    return SD_OK;
+}
+
+// Rows [*dpos, *dpos + T) of a cache (row floats each) from src.
+static enum sd_status store_rows(struct fwd *f, float *cache, const float *src, int T, size_t row)
+{
+    size_t n = (size_t)T * row;
+    k_store_rows<<<blocks(n), 256, 0, f->st>>>(cache, src, T, row, f->dpos);
     SD_CHECK_LAUNCH();
     return SD_OK;
 }
@@ -1035,11 +1091,13 @@ static enum sd_status mlp(struct fwd *f, const float *x, int T, const struct sd_
 }
 
 // FP8 indexer: sd_dsa_quant_fp8_row on `rows` rows of n floats.
-static enum sd_status quant_fp8(struct fwd *f, const float *x, int rows, int n, uint8_t *q8, float *scale)
+// at_pos: the rows go to q8 / scale from row *f->dpos on (the key cache), else from row 0.
+static enum sd_status quant_fp8(struct fwd *f, const float *x, int rows, int n, uint8_t *q8, float *scale, int at_pos)
 {
     if (rows <= 0)
         return SD_OK;
-    k_quant_fp8<<<rows, NT, 0, f->st>>>(x, n, 1.0f / sqrtf((float)n), q8, scale); // hs as engine/dsa.c computes it
+    k_quant_fp8<<<rows, NT, 0, f->st>>>(x, n, 1.0f / sqrtf((float)n), q8, scale, // hs as engine/dsa.c computes it
+                                        at_pos ? f->dpos : NULL);
     SD_CHECK_LAUNCH();
     return SD_OK;
 }
@@ -1065,11 +1123,11 @@ template <int DPT, int TPK> static enum sd_status fp8_attr(size_t smem)
 
 template <int DPT, int TPK>
 static enum sd_status fp8_launch(struct fwd *f, int ni, float wscale, const uint8_t *k8, const float *ks, int n_k,
-                                 int pos0, int t0, int nq, size_t smem)
+                                 int t0, int nq, size_t smem)
 {
     constexpr int KPB = NT / TPK;
     k_index_scores_fp8<DPT, TPK><<<dim3(nq, (n_k + KPB - 1) / KPB), NT, smem, f->st>>>(
-        f->iq8, f->iqs, f->iw, ni, wscale, k8, ks, n_k, pos0, t0, f->scores, (size_t)f->p.n_ctx);
+        f->iq8, f->iqs, f->iw, ni, wscale, k8, ks, n_k, f->dpos, t0, f->scores, (size_t)f->p.n_ctx);
     SD_CHECK_LAUNCH();
     return SD_OK;
 }
@@ -1093,26 +1151,26 @@ static enum sd_status fp8_setup(int ni, int di)
 }
 
 static enum sd_status index_scores_fp8(struct fwd *f, int ni, int di, float wscale, const uint8_t *k8, const float *ks,
-                                       int n_k, int pos0, int t0, int nq)
+                                       int n_k, int t0, int nq)
 {
     size_t smem = fp8_smem_bytes(ni, di);
     switch (di) {
     case 8:
-        return fp8_launch<8, 1>(f, ni, wscale, k8, ks, n_k, pos0, t0, nq, smem);
+        return fp8_launch<8, 1>(f, ni, wscale, k8, ks, n_k, t0, nq, smem);
     case 16:
-        return fp8_launch<16, 1>(f, ni, wscale, k8, ks, n_k, pos0, t0, nq, smem);
+        return fp8_launch<16, 1>(f, ni, wscale, k8, ks, n_k, t0, nq, smem);
     case 32:
-        return fp8_launch<32, 1>(f, ni, wscale, k8, ks, n_k, pos0, t0, nq, smem);
+        return fp8_launch<32, 1>(f, ni, wscale, k8, ks, n_k, t0, nq, smem);
     case 64:
-        return fp8_launch<64, 1>(f, ni, wscale, k8, ks, n_k, pos0, t0, nq, smem);
+        return fp8_launch<64, 1>(f, ni, wscale, k8, ks, n_k, t0, nq, smem);
     default:
-        return fp8_launch<64, 2>(f, ni, wscale, k8, ks, n_k, pos0, t0, nq, smem);
+        return fp8_launch<64, 2>(f, ni, wscale, k8, ks, n_k, t0, nq, smem);
     }
 }
 
 // ---------------------------------------------------------------- layers
 
-static enum sd_status attn_gqa(struct fwd *f, int il, int T, int pos0)
+static enum sd_status attn_gqa(struct fwd *f, int il, int T)
 {
     const struct sd_config *c = &f->m->cfg;
     const struct sd_layer_weights *L = &f->L[il];
@@ -1126,21 +1184,31 @@ static enum sd_status attn_gqa(struct fwd *f, int il, int T, int pos0)
         TRY(rmsnorm(f, f->q, f->q, L->q_norm, T * nh, hd, (size_t)hd, c->rms_norm_eps));
         TRY(rmsnorm(f, f->k, f->k, L->k_norm, T * nkv, hd, (size_t)hd, c->rms_norm_eps));
     }
-    TRY(rope(f, f->q, T, nh, (size_t)qd, (size_t)hd, pos0, &c->rope_main, 0));
-    TRY(rope(f, f->k, T, nkv, (size_t)kvd, (size_t)hd, pos0, &c->rope_main, 0));
+    TRY(rope(f, f->q, T, nh, (size_t)qd, (size_t)hd, &c->rope_main, 0));
+    TRY(rope(f, f->k, T, nkv, (size_t)kvd, (size_t)hd, &c->rope_main, 0));
     float *kc = f->kc + (size_t)il * N * kvd, *vc = f->vc + (size_t)il * N * kvd;
-    SD_CHECK_CUDA(cudaMemcpyAsync(kc + (size_t)pos0 * kvd, f->k, (size_t)T * kvd * sizeof(float),
-                                  cudaMemcpyDeviceToDevice, f->st));
-    SD_CHECK_CUDA(cudaMemcpyAsync(vc + (size_t)pos0 * kvd, f->v, (size_t)T * kvd * sizeof(float),
-                                  cudaMemcpyDeviceToDevice, f->st));
+    TRY(store_rows(f, kc, f->k, T, (size_t)kvd));
+    TRY(store_rows(f, vc, f->v, T, (size_t)kvd));
     struct attn_args a = {};
     a.q = f->q, a.q_t = (size_t)qd, a.q_h = (size_t)hd;
     a.k = kc, a.k_u = (size_t)kvd, a.k_h = (size_t)hd;
     a.v = vc, a.v_u = (size_t)kvd, a.v_h = (size_t)hd;
     a.o = f->att, a.o_t = (size_t)qd, a.o_h = (size_t)hd;
-    a.dk = hd, a.dv = hd, a.group = nh / nkv, a.pos0 = pos0, a.idx = NULL, a.n_idx = 0, a.scale = c->attn_scale;
+    a.dk = hd, a.dv = hd, a.group = nh / nkv, a.dpos = f->dpos, a.idx = NULL, a.n_idx = 0, a.scale = c->attn_scale;
     TRY(attn(f, &a, T, nh));
     return matmul(f, f->y, f->att, L->wo, NULL, T, H, qd);
+}
+
+// Key columns the kernels of a forward call over [pos0, pos0 + T) are launched for: pos0 + T for a chunk; for one
+// token, rounded up to a multiple of STEP_KEYS (within the session), so that consecutive decode steps launch the
+// same grids (a CUDA graph replays them; the kernels read the position itself from f->dpos and mask the keys
+// after it). Direct launches use the same bound, so graph and direct steps compute the same values.
+static int key_bound(const struct fwd *f, int T, int pos0)
+{
+    if (T != 1)
+        return pos0 + T;
+    long b = ((long)pos0 + 1 + STEP_KEYS - 1) / STEP_KEYS * STEP_KEYS;
+    return b < f->p.n_ctx ? (int)b : f->p.n_ctx;
 }
 
 // Indexer keys into the cache; when selection applies, f->idx rows get each query's top-k. *sparse = 1 then.
@@ -1157,31 +1225,42 @@ static enum sd_status indexer(struct fwd *f, int il, int T, int pos0, int *spars
     TRY(matmul(f, f->ik, f->x, L->idx_wk, NULL, T, di, H));
     k_layernorm<<<T, NT, 0, f->st>>>(f->ik, f->ik, L->idx_k_norm_w, L->idx_k_norm_b, di, (size_t)di, 1e-6f);
     SD_CHECK_LAUNCH();
-    TRY(rope(f, f->ik, T, 1, (size_t)di, 0, pos0, &c->rope_indexer, 0));
+    TRY(rope(f, f->ik, T, 1, (size_t)di, 0, &c->rope_indexer, 0));
     if (f->fp8) // keys are cached only as e4m3 rows + scales (written before scoring: the token is a candidate)
-        TRY(quant_fp8(f, f->ik, T, di, ik8 + (size_t)pos0 * di, iks + pos0));
+        TRY(quant_fp8(f, f->ik, T, di, ik8, iks, 1));
     else
-        SD_CHECK_CUDA(cudaMemcpyAsync(ikc + (size_t)pos0 * di, f->ik, (size_t)T * di * sizeof(float),
-                                      cudaMemcpyDeviceToDevice, f->st));
-    int end = pos0 + T;
+        TRY(store_rows(f, ikc, f->ik, T, (size_t)di));
+    int end = pos0 + T, kend = key_bound(f, T, pos0);
     if (f->p.dsa_mode == SD_DSA_DENSE || end <= f->topk)
         return SD_OK;
     TRY(matmul(f, f->iq, f->cq, L->idx_wq_b, NULL, T, ni * di, c->q_lora_rank));
     TRY(matmul(f, f->iw, f->x, L->idx_wproj, NULL, T, ni, H));
-    TRY(rope(f, f->iq, T, ni, (size_t)ni * di, (size_t)di, pos0, &c->rope_indexer, 0));
+    TRY(rope(f, f->iq, T, ni, (size_t)ni * di, (size_t)di, &c->rope_indexer, 0));
     if (f->fp8)
-        TRY(quant_fp8(f, f->iq, T * ni, di, f->iq8, f->iqs));
+        TRY(quant_fp8(f, f->iq, T * ni, di, f->iq8, f->iqs, 0));
     float wscale = 1.0f / sqrtf((float)ni) / sqrtf((float)di);
-    k_fill_nvalid<<<blocks(T), 256, 0, f->st>>>(f->n_valid, T, pos0);
+    k_fill_nvalid<<<blocks(T), 256, 0, f->st>>>(f->n_valid, T, f->dpos);
     SD_CHECK_LAUNCH();
+    if (f->ix_tc) { // the tensor-core kernel takes the weights with the 1/sqrt(heads * dim) scale folded in
+        k_scale<<<blocks((size_t)T * ni), 256, 0, f->st>>>(f->iw, wscale, (size_t)T * ni);
+        SD_CHECK_LAUNCH();
+    }
     for (int t0 = 0; t0 < T; t0 += f->score_rows) {
         int nq = T - t0 < f->score_rows ? T - t0 : f->score_rows;
-        if (f->fp8) {
-            TRY(index_scores_fp8(f, ni, di, wscale, ik8, iks, end, pos0, t0, nq));
+        if (f->ix_tc) {
+            struct sd_cuda_indexer_params ip = {};
+            ip.q8 = f->iq8 + (size_t)t0 * ni * di, ip.q_scale = f->iqs + (size_t)t0 * ni;
+            ip.w = f->iw + (size_t)t0 * ni, ip.kcache = ik8, ip.k_scale = iks, ip.n_valid = f->n_valid + t0;
+            ip.scores = f->scores, ip.ld_scores = N, ip.n_q = nq, ip.n_heads = ni, ip.n_k = kend;
+            ip.variant = SD_CUDA_INDEXER_MMA, ip.stream = f->st;
+            TRY(sd_cuda_indexer_fp8(&ip));
+            f->mla_tc_calls++;
+        } else if (f->fp8) {
+            TRY(index_scores_fp8(f, ni, di, wscale, ik8, iks, kend, t0, nq));
         } else {
             size_t smem = (size_t)ni * di * sizeof(float);
-            k_index_scores<<<dim3(nq, (end + NT - 1) / NT), NT, smem, f->st>>>(f->iq, f->iw, ni, di, wscale, ikc, end,
-                                                                               pos0, t0, f->scores, N);
+            k_index_scores<<<dim3(nq, (kend + NT - 1) / NT), NT, smem, f->st>>>(f->iq, f->iw, ni, di, wscale, ikc, kend,
+                                                                                f->dpos, t0, f->scores, N);
             SD_CHECK_LAUNCH();
         }
         struct sd_cuda_topk_params tp = {};
@@ -1189,7 +1268,7 @@ static enum sd_status indexer(struct fwd *f, int il, int T, int pos0, int *spars
         tp.ld_scores = N;
         tp.n_valid = f->n_valid + t0;
         tp.n_rows = nq;
-        tp.n_cols = end;
+        tp.n_cols = kend; // columns past a row's n_valid (the keys after its position) are not read
         tp.k = f->topk;
         tp.idx = f->idx + (size_t)t0 * f->topk;
         tp.ld_idx = (size_t)f->topk;
@@ -1197,6 +1276,37 @@ static enum sd_status indexer(struct fwd *f, int il, int T, int pos0, int *spars
         TRY(sd_cuda_topk(&tp));
     }
     *sparse = 1;
+    return SD_OK;
+}
+
+// MLA attention in fp32 (mla_attn.cu: all heads over the shared latent rows); the per-head kernel where that
+// kernel does not fit. Reads f->qfull and the idx rows (sparse), writes f->olat.
+static enum sd_status mla_attn_fp32(struct fwd *f, int T, int pos0, const float *lat, int sparse)
+{
+    const struct sd_config *c = &f->m->cfg;
+    int nh = c->n_heads, dr = c->qk_rope_head_dim, kvr = c->kv_lora_rank, dl = kvr + dr;
+    size_t N = (size_t)f->p.n_ctx;
+    struct sd_cuda_mla_attn_params ma = {};
+    ma.q = f->qfull, ma.kv = lat, ma.idx = sparse ? f->idx : NULL, ma.out = f->olat;
+    ma.scratch = f->mla_part, ma.scratch_floats = f->mla_part_n;
+    ma.n_q = T, ma.n_heads = nh, ma.d_lat = kvr, ma.d_rope = dr, ma.n_idx = sparse ? f->topk : 0;
+    // dense: the split over blocks is planned for key_bound's keys, the kernel reads the position from f->dpos
+    ma.n_tokens = (int)N, ma.pos0 = key_bound(f, T, pos0) - T, ma.d_pos0 = f->dpos;
+    ma.scale = c->attn_scale, ma.stream = f->st;
+    enum sd_status ms = sd_cuda_mla_attn(&ma);
+    if (ms != SD_OK && ms != SD_ERR_UNSUPPORTED)
+        return ms;
+    if (ms == SD_ERR_UNSUPPORTED) {
+        struct attn_args a = {};
+        a.q = f->qfull, a.q_t = (size_t)nh * dl, a.q_h = (size_t)dl;
+        a.k = lat, a.k_u = (size_t)dl, a.k_h = 0;
+        a.v = lat, a.v_u = (size_t)dl, a.v_h = 0;
+        a.o = f->olat, a.o_t = (size_t)nh * kvr, a.o_h = (size_t)kvr;
+        a.dk = dl, a.dv = kvr, a.group = nh, a.dpos = f->dpos, a.scale = c->attn_scale;
+        a.idx = sparse ? f->idx : NULL;
+        a.n_idx = sparse ? f->topk : 0;
+        TRY(attn(f, &a, T, nh));
+    }
     return SD_OK;
 }
 
@@ -1216,11 +1326,10 @@ static enum sd_status attn_mla(struct fwd *f, int il, int T, int pos0)
     }
     TRY(matmul(f, f->kva, f->x, L->wkv_a, NULL, T, dl, H));
     TRY(rmsnorm(f, f->kva, f->kva, L->kv_a_norm, T, kvr, (size_t)dl, c->rms_norm_eps));
-    TRY(rope(f, f->kva + kvr, T, 1, (size_t)dl, 0, pos0, &c->rope_main, 1));
+    TRY(rope(f, f->kva + kvr, T, 1, (size_t)dl, 0, &c->rope_main, 1));
     float *lat = f->lat + (size_t)il * N * dl;
-    SD_CHECK_CUDA(cudaMemcpyAsync(lat + (size_t)pos0 * dl, f->kva, (size_t)T * dl * sizeof(float),
-                                  cudaMemcpyDeviceToDevice, f->st));
-    TRY(rope(f, f->q + dn, T, nh, (size_t)nh * dq, (size_t)dq, pos0, &c->rope_main, 1));
+    TRY(store_rows(f, lat, f->kva, T, (size_t)dl));
+    TRY(rope(f, f->q + dn, T, nh, (size_t)nh * dq, (size_t)dq, &c->rope_main, 1));
     // qfull[t][h] = [W_UK_h^T q_nope[t][h] | q_pe[t][h]]  (one strided-batched GEMM over heads + a 2-D copy)
     const float one = 1.0f, zero = 0.0f;
     SD_CHECK_CUBLAS(cublasSgemmStridedBatched(f->cb, CUBLAS_OP_N, CUBLAS_OP_N, kvr, T, dn, &one, L->wkv_b, kvr,
@@ -1231,25 +1340,18 @@ static enum sd_status attn_mla(struct fwd *f, int il, int T, int pos0)
     int sparse = 0;
     if (f->use_indexer)
         TRY(indexer(f, il, T, pos0, &sparse));
-    // All heads over the shared latent rows (mla_attn.cu); the per-head kernel where that kernel does not fit.
-    struct sd_cuda_mla_attn_params ma = {};
-    ma.q = f->qfull, ma.kv = lat, ma.idx = sparse ? f->idx : NULL, ma.out = f->olat;
-    ma.scratch = f->mla_part, ma.scratch_floats = f->mla_part_n;
-    ma.n_q = T, ma.n_heads = nh, ma.d_lat = kvr, ma.d_rope = dr, ma.n_idx = sparse ? f->topk : 0;
-    ma.n_tokens = (int)N, ma.pos0 = pos0, ma.scale = c->attn_scale, ma.stream = f->st;
-    enum sd_status ms = sd_cuda_mla_attn(&ma);
-    if (ms != SD_OK && ms != SD_ERR_UNSUPPORTED)
-        return ms;
-    if (ms == SD_ERR_UNSUPPORTED) {
-        struct attn_args a = {};
-        a.q = f->qfull, a.q_t = (size_t)nh * dl, a.q_h = (size_t)dl;
-        a.k = lat, a.k_u = (size_t)dl, a.k_h = 0;
-        a.v = lat, a.v_u = (size_t)dl, a.v_h = 0;
-        a.o = f->olat, a.o_t = (size_t)nh * kvr, a.o_h = (size_t)kvr;
-        a.dk = dl, a.dv = kvr, a.group = nh, a.pos0 = pos0, a.scale = c->attn_scale;
-        a.idx = sparse ? f->idx : NULL;
-        a.n_idx = sparse ? f->topk : 0;
-        TRY(attn(f, &a, T, nh));
+    if (sparse && f->latb && T >= MLA_TC_MIN_T) { // tensor cores over a bf16 copy of this layer's rows so far
+        size_t n = (size_t)(pos0 + T) * dl;
+        k_to_bf16<<<blocks(n), 256, 0, f->st>>>((__nv_bfloat16 *)f->latb, lat, 1, n, n);
+        SD_CHECK_LAUNCH();
+        struct sd_cuda_mla_decode_params md = {};
+        md.q = f->qfull, md.kv = f->latb, md.idx = f->idx, md.out = f->olat, md.lse = NULL;
+        md.batch = 1, md.s_q = T, md.n_heads = nh, md.topk = f->topk, md.n_tokens = pos0 + T;
+        md.scale = c->attn_scale, md.stream = f->st, md.variant = SD_CUDA_MLA_MMA;
+        TRY(sd_cuda_mla_decode(&md));
+        f->mla_tc_calls++;
+    } else {
+        TRY(mla_attn_fp32(f, T, pos0, lat, sparse));
     }
     // o_h = W_UV_h o_lat_h
     SD_CHECK_CUBLAS(cublasSgemmStridedBatched(f->cb, CUBLAS_OP_T, CUBLAS_OP_N, dv, T, kvr, &one,
@@ -1344,13 +1446,14 @@ static enum sd_status moe(struct fwd *f, int il, int T)
     return SD_OK;
 }
 
-static enum sd_status forward(struct fwd *f, const int32_t *ids, int T, int pos0, float *logits, int all_logits)
+// The device work of one forward call on f->ids: embeddings, layers and, with `logits`, the final norm and the
+// LM head into f->logits (rows of all T tokens with all_logits, else of the last).
+static enum sd_status enqueue(struct fwd *f, int T, int pos0, int logits, int all_logits)
 {
     const struct sd_model *m = f->m;
     const struct sd_config *c = &m->cfg;
     int H = c->hidden_size;
     size_t TH = (size_t)T * H;
-    SD_CHECK_CUDA(cudaMemcpyAsync(f->ids, ids, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, f->st));
     k_embed<<<T, NT, 0, f->st>>>(f->h, f->embed.data, f->embed.type == SD_Q_BF16, f->ids, H);
     SD_CHECK_LAUNCH();
     for (int il = 0; il < c->n_layers; il++) {
@@ -1359,7 +1462,7 @@ static enum sd_status forward(struct fwd *f, const int32_t *ids, int T, int pos0
         if (f->deepseek)
             TRY(attn_mla(f, il, T, pos0));
         else
-            TRY(attn_gqa(f, il, T, pos0));
+            TRY(attn_gqa(f, il, T));
         TRY(add(f, f->h, f->y, TH));
         TRY(rmsnorm(f, f->x, f->h, L->ffn_norm, T, H, (size_t)H, c->rms_norm_eps));
         if (L->is_moe)
@@ -1372,6 +1475,67 @@ static enum sd_status forward(struct fwd *f, const int32_t *ids, int T, int pos0
         int first = all_logits ? 0 : T - 1, n = T - first;
         TRY(rmsnorm(f, f->x, f->h + (size_t)first * H, f->norm, n, H, (size_t)H, c->rms_norm_eps));
         TRY(matmul(f, f->logits, f->x, f->lm_head, NULL, n, c->vocab_size, H));
+    }
+    return SD_OK;
+}
+
+// One decode step as a CUDA graph. The step's launches depend on the position only through key_bound and whether
+// selection is live (the kernels read the position from f->dpos), so the graph captured for one shape is replayed
+// as is until the shape changes, then captured (nothing runs while it is) and instantiated again.
+// SD_ERR_UNSUPPORTED: the capture or instantiation failed and nothing ran.
+static enum sd_status step_graph(struct fwd *f, int T, int pos0)
+{
+    int live = f->use_indexer && f->p.dsa_mode != SD_DSA_DENSE && pos0 + T > f->topk;
+    long key = 2L * key_bound(f, T, pos0) + live;
+    if (!f->gexec || key != f->g_key) {
+        if (f->gexec) {
+            cudaGraphExecDestroy(f->gexec);
+            f->gexec = NULL;
+        }
+        cudaGraph_t g = NULL;
+        SD_CHECK_CUDA(cudaStreamBeginCapture(f->st, cudaStreamCaptureModeRelaxed));
+        enum sd_status st = enqueue(f, T, pos0, 1, 0);
+        cudaError_t e = cudaStreamEndCapture(f->st, &g);
+        if (st != SD_OK || e != cudaSuccess || !g) {
+            if (g)
+                cudaGraphDestroy(g);
+            cudaGetLastError(); // the direct launches that follow report any real fault themselves
+            return SD_ERR_UNSUPPORTED;
+        }
+        cudaError_t ie = cudaGraphInstantiate(&f->gexec, g, 0);
+        cudaGraphDestroy(g);
+        if (ie != cudaSuccess) {
+            cudaGetLastError();
+            f->gexec = NULL;
+            return SD_ERR_UNSUPPORTED;
+        }
+        f->g_key = key;
+        f->graph_inst++;
+    }
+    SD_CHECK_CUDA(cudaGraphLaunch(f->gexec, f->st));
+    f->graph_steps++;
+    return SD_OK;
+}
+
+static enum sd_status forward(struct fwd *f, const int32_t *ids, int T, int pos0, float *logits, int all_logits)
+{
+    const struct sd_config *c = &f->m->cfg;
+    f->h_io[0] = pos0;
+    memcpy(f->h_io + 1, ids, (size_t)T * sizeof(int32_t));
+    SD_CHECK_CUDA(cudaMemcpyAsync(f->dio, f->h_io, (size_t)(T + 1) * sizeof(int32_t), cudaMemcpyHostToDevice, f->st));
+    int graphed = 0;
+    if (T == 1 && logits && !f->p.gpu_no_graph && !f->graph_off) {
+        enum sd_status gs = step_graph(f, T, pos0);
+        if (gs == SD_ERR_UNSUPPORTED)
+            f->graph_off = 1; // launch one by one from now on
+        else if (gs != SD_OK)
+            return gs;
+        graphed = gs == SD_OK;
+    }
+    if (!graphed)
+        TRY(enqueue(f, T, pos0, logits != NULL, all_logits));
+    if (logits) {
+        int n = all_logits ? T : 1;
         SD_CHECK_CUDA(cudaMemcpyAsync(logits, f->logits, (size_t)n * c->vocab_size * sizeof(float),
                                       cudaMemcpyDeviceToHost, f->st));
     }
@@ -1388,6 +1552,8 @@ static void fwd_free(void *ctx)
         return;
     if (f->st)
         cudaStreamSynchronize(f->st);
+    if (f->gexec)
+        cudaGraphExecDestroy(f->gexec);
     for (size_t i = 0; i < f->n_allocs; i++)
         cudaFree(f->allocs[i]);
     cudaFree(f->stage);
@@ -1400,6 +1566,7 @@ static void fwd_free(void *ctx)
         }
         free(f->L);
     }
+    cudaFreeHost(f->h_io);
     cudaFreeHost(f->h_rsel);
     cudaFreeHost(f->h_rows);
     cudaFreeHost(f->h_rw);
@@ -1546,6 +1713,10 @@ static enum sd_status fwd_setup(struct fwd *f)
     SD_CHECK_CUBLAS(cublasCreate(&f->cb));
     SD_CHECK_CUBLAS(cublasSetStream(f->cb, f->st));
     SD_CHECK_CUBLAS(cublasSetMathMode(f->cb, CUBLAS_DEFAULT_MATH)); // fp32: no TF32 down-conversion
+    // A workspace of our own, in every mode (the same GEMM algorithms with and without graphs): cuBLAS then
+    // allocates nothing while a step is captured.
+    TRY(dalloc(f, &f->cublas_ws, CUBLAS_WS_BYTES));
+    SD_CHECK_CUBLAS(cublasSetWorkspace(f->cb, f->cublas_ws, CUBLAS_WS_BYTES));
     TRY(upload(f, m->embed, V * H, &f->embed, false, true));        // k_embed reads F32 or BF16 rows
     TRY(upload(f, m->norm, H, &f->norm));
     if (m->lm_head.data == m->embed.data)
@@ -1561,7 +1732,10 @@ static enum sd_status fwd_setup(struct fwd *f)
     f->stage = NULL;
     if (f->fp8_max) // one FP8 matrix at a time, dequantized for a long chunk's GEMM
         TRY(dalloc(f, &f->wdq, f->fp8_max * (f->bf16 ? sizeof(__nv_bfloat16) : sizeof(float))));
-    DALLOC(f, f->ids, T, int32_t);
+    DALLOC(f, f->dio, T + 1, int32_t);
+    f->dpos = f->dio;
+    f->ids = f->dio + 1;
+    SD_CHECK_CUDA(cudaMallocHost((void **)&f->h_io, (T + 1) * sizeof(int32_t)));
     DALLOC(f, f->h, T * H, float);
     DALLOC(f, f->x, T * H, float);
     DALLOC(f, f->y, T * H, float);
@@ -1578,6 +1752,9 @@ static enum sd_status fwd_setup(struct fwd *f)
         DALLOC(f, f->olat, T * nh * kvr, float);
         f->mla_part_n = sd_cuda_mla_attn_scratch_floats((int)nh, (int)kvr);
         DALLOC(f, f->mla_part, f->mla_part_n, float);
+        if (f->bf16 && !f->p.gpu_attn_exact && f->use_indexer && f->p.dsa_mode != SD_DSA_DENSE && kvr == 512 &&
+            dr == 64 && nh % 32 == 0 && T >= MLA_TC_MIN_T)
+            DALLOC(f, f->latb, N * dl, uint16_t);
         DALLOC(f, f->o, T * nh * dv, float);
         if (f->use_indexer) {
             size_t ni = (size_t)c->index_n_heads, di = (size_t)c->index_head_dim;
@@ -1694,6 +1871,7 @@ static enum sd_status fwd_init(const struct sd_model *m, const struct sd_session
     f->fp8 = fp8;
     f->bf16 = p->gpu_weights_bf16 != 0;
     f->fp8w = p->gpu_weights_fp8 != 0;
+    f->ix_tc = fp8 && f->bf16 && !p->gpu_attn_exact && c->index_n_heads == 64 && c->index_head_dim == 128;
     enum sd_status st = fwd_setup(f);
     if (st != SD_OK) {
         fwd_free(f);
@@ -1794,8 +1972,16 @@ static size_t fwd_weight_bytes(void *ctx)
     return ((struct fwd *)ctx)->weight_bytes;
 }
 
+static void fwd_counters(void *ctx, struct sd_backend_counters *out)
+{
+    const struct fwd *f = (const struct fwd *)ctx;
+    out->graph_steps = f->graph_steps;
+    out->graph_instances = f->graph_inst;
+    out->tc_attn_calls = f->mla_tc_calls;
+}
+
 static const struct sd_backend cuda_backend = {
-    "cuda", fwd_init, fwd_free, fwd_forward, fwd_kv_download, fwd_kv_upload, fwd_weight_bytes,
+    "cuda", fwd_init, fwd_free, fwd_forward, fwd_kv_download, fwd_kv_upload, fwd_weight_bytes, fwd_counters,
 };
 
 extern "C" const struct sd_backend *sd_cuda_backend(void)

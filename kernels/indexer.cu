@@ -11,13 +11,19 @@
 #define IDX_DIM SD_CUDA_IDX_DIM
 #define IDX_PAGE SD_CUDA_IDX_PAGE
 
-static __device__ __forceinline__ const uint8_t *key_ptr(const uint8_t *cache, int u)
+// Key u of the cache: paged (kscale NULL: pages of IDX_PAGE rows, then their scales) or flat (rows of IDX_DIM
+// bytes back to back, scales in kscale[u]: the forward pass's cache).
+static __device__ __forceinline__ const uint8_t *key_ptr(const uint8_t *cache, const float *kscale, int u)
 {
+    if (kscale)
+        return cache + (size_t)u * IDX_DIM;
     return cache + (size_t)(u / IDX_PAGE) * SD_CUDA_IDX_PAGE_BYTES + (size_t)(u % IDX_PAGE) * IDX_DIM;
 }
 
-static __device__ __forceinline__ float key_scale(const uint8_t *cache, int u)
+static __device__ __forceinline__ float key_scale(const uint8_t *cache, const float *kscale, int u)
 {
+    if (kscale)
+        return kscale[u];
     const float *s = (const float *)(cache + (size_t)(u / IDX_PAGE) * SD_CUDA_IDX_PAGE_BYTES + IDX_PAGE * IDX_DIM);
     return s[u % IDX_PAGE];
 }
@@ -35,7 +41,8 @@ static __device__ __forceinline__ double f64_in_loop(float x)
 __global__ void __launch_bounds__(128)
     indexer_simple_kernel(const uint8_t *__restrict__ q8, const float *__restrict__ q_scale,
                           const float *__restrict__ w, const uint8_t *__restrict__ kcache,
-                          const int *__restrict__ n_valid, float *scores, size_t ld, int n_heads, int n_k)
+                          const float *__restrict__ kscale, const int *__restrict__ n_valid, float *scores, size_t ld,
+                          int n_heads, int n_k)
 {
     __shared__ __align__(16) float qf[64 * IDX_DIM];
     __shared__ float wf[64];
@@ -65,7 +72,7 @@ __global__ void __launch_bounds__(128)
         return;
     }
     float kf[IDX_DIM];
-    const uint4 *kp = (const uint4 *)key_ptr(kcache, u);
+    const uint4 *kp = (const uint4 *)key_ptr(kcache, kscale, u);
 #pragma unroll
     for (int c = 0; c < IDX_DIM / 16; c++) {
         uint4 v = kp[c];
@@ -99,7 +106,7 @@ __global__ void __launch_bounds__(128)
         if (d > 0.0f)
             s = __fadd_rn(s, __fmul_rn(wf[j], d));
     }
-    row[u] = __fmul_rn(s, key_scale(kcache, u));
+    row[u] = __fmul_rn(s, key_scale(kcache, kscale, u));
 }
 
 // ---------------------------------------------------------------- MMA
@@ -144,8 +151,8 @@ static __device__ __forceinline__ void store_e4m3x16_as_f16(__half *dst, uint4 v
 template <int QPB>
 __global__ void __launch_bounds__(128)
     indexer_mma_kernel(const uint8_t *__restrict__ q8, const float *__restrict__ q_scale, const float *__restrict__ w,
-                       const uint8_t *__restrict__ kcache, const int *__restrict__ n_valid, float *scores, size_t ld,
-                       int n_q, int n_k, int tiles_per_block)
+                       const uint8_t *__restrict__ kcache, const float *__restrict__ kscale,
+                       const int *__restrict__ n_valid, float *scores, size_t ld, int n_q, int n_k, int tiles_per_block)
 {
     constexpr int H = 64;
     constexpr int NWK = 4 / QPB; // warps along keys
@@ -154,7 +161,7 @@ __global__ void __launch_bounds__(128)
     __half *qs = (__half *)smem;             // [QPB][64][MMA_LD]
     __half *ks = qs + QPB * H * MMA_LD;      // [KT][MMA_LD]
     float *wf = (float *)(ks + KT * MMA_LD); // [QPB][64]
-    float *kscale = wf + QPB * H;            // [KT]
+    float *ksc_s = wf + QPB * H;             // [KT]
     __shared__ int nv_s[QPB];
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -179,10 +186,11 @@ __global__ void __launch_bounds__(128)
         for (int c = 0; c < CH; c++) {
             int e = tid + c * 128;
             int u = tile + e / (IDX_DIM / 16);
-            pre[c] = u < n_k ? __ldg((const uint4 *)key_ptr(kcache, u) + e % (IDX_DIM / 16)) : make_uint4(0, 0, 0, 0);
+            pre[c] = u < n_k ? __ldg((const uint4 *)key_ptr(kcache, kscale, u) + e % (IDX_DIM / 16))
+                             : make_uint4(0, 0, 0, 0);
         }
         if (tid < KT)
-            pre_s = tile + tid < n_k ? key_scale(kcache, tile + tid) : 0.0f;
+            pre_s = tile + tid < n_k ? key_scale(kcache, kscale, tile + tid) : 0.0f;
     };
     if (key0 < key_end) // first tile in flight while the queries are converted
         load_tile(key0);
@@ -234,7 +242,7 @@ __global__ void __launch_bounds__(128)
             store_e4m3x16_as_f16(ks + (e / (IDX_DIM / 16)) * MMA_LD + (e % (IDX_DIM / 16)) * 16, pre[c]);
         }
         if (tid < KT)
-            kscale[tid] = pre_s;
+            ksc_s[tid] = pre_s;
         __syncthreads();
         if (tile + KT < key_end && tile + KT < nv_max)
             load_tile(tile + KT);
@@ -290,9 +298,9 @@ __global__ void __launch_bounds__(128)
                 int c = kw + nt * 8 + 2 * t;
                 int u = tile + c;
                 if (u < key_end)
-                    row[u] = u < nv ? p0 * kscale[c] : -INFINITY;
+                    row[u] = u < nv ? p0 * ksc_s[c] : -INFINITY;
                 if (u + 1 < key_end)
-                    row[u + 1] = u + 1 < nv ? p1 * kscale[c + 1] : -INFINITY;
+                    row[u + 1] = u + 1 < nv ? p1 * ksc_s[c + 1] : -INFINITY;
             }
         }
     }
@@ -328,7 +336,7 @@ template <int QPB> static enum sd_status launch_mma(const struct sd_cuda_indexer
     SD_CHECK_ARG(n_qb <= 65535);
     dim3 grid(gx, n_qb);
     indexer_mma_kernel<QPB><<<grid, 128, smem, (cudaStream_t)p->stream>>>(
-        p->q8, p->q_scale, p->w, p->kcache, p->n_valid, p->scores, p->ld_scores, p->n_q, p->n_k, (int)tpb);
+        p->q8, p->q_scale, p->w, p->kcache, p->k_scale, p->n_valid, p->scores, p->ld_scores, p->n_q, p->n_k, (int)tpb);
     SD_CHECK_LAUNCH();
     return SD_OK;
 }
@@ -350,8 +358,8 @@ extern "C" enum sd_status sd_cuda_indexer_fp8(const struct sd_cuda_indexer_param
     SD_CHECK_SUPPORTED(variant == SD_CUDA_INDEXER_SIMPLE);
     SD_CHECK_ARG(p->n_q <= 65535);
     dim3 grid((p->n_k + 127) / 128, p->n_q);
-    indexer_simple_kernel<<<grid, 128, 0, (cudaStream_t)p->stream>>>(p->q8, p->q_scale, p->w, p->kcache, p->n_valid,
-                                                                     p->scores, p->ld_scores, p->n_heads, p->n_k);
+    indexer_simple_kernel<<<grid, 128, 0, (cudaStream_t)p->stream>>>(
+        p->q8, p->q_scale, p->w, p->kcache, p->k_scale, p->n_valid, p->scores, p->ld_scores, p->n_heads, p->n_k);
     SD_CHECK_LAUNCH();
     return SD_OK;
 }

@@ -24,6 +24,7 @@ struct ma_args {
     float *out;         // [n_q][n_heads][dv]                 (split == 1)
     float *part;        // [n_q][n_heads][split][dv], then [n_q][n_heads][split] lse   (split > 1)
     int n_q, n_heads, D, dv, dlp, n_idx, n_tokens, pos0, split, chunk;
+    const int *d_pos0; // device position of query 0 (dense), or NULL: pos0
     int nbuf; // tile buffers: 2 = the next tile's rows load while this one is used
     float scale;
 };
@@ -113,7 +114,7 @@ template <int HG, int NT> __global__ void __launch_bounds__(NT) k_mla_attn(struc
         int h = e / W, d = e - h * W;
         qs[h * dlp + d] = (h < nhg && d < D) ? qg[(size_t)h * D + d] : 0.0f;
     }
-    const int n = a.idx ? a.n_idx : min(a.pos0 + i + 1, a.n_tokens);
+    const int n = a.idx ? a.n_idx : min((a.d_pos0 ? *a.d_pos0 : a.pos0) + i + 1, a.n_tokens);
     const int j0 = s * a.chunk, j1 = min(n, j0 + a.chunk);
 
     float m_run[HPW], l_run[HPW];
@@ -332,6 +333,7 @@ extern "C" enum sd_status sd_cuda_mla_attn(const struct sd_cuda_mla_attn_params 
     a.q = p->q, a.kv = p->kv, a.idx = p->idx, a.out = p->out, a.part = p->scratch;
     a.n_q = p->n_q, a.n_heads = p->n_heads, a.D = D, a.dv = p->d_lat, a.dlp = dlp;
     a.n_idx = p->idx ? p->n_idx : 0, a.n_tokens = p->n_tokens, a.pos0 = p->pos0, a.scale = p->scale;
+    a.d_pos0 = p->idx ? NULL : p->d_pos0;
     a.nbuf = nbuf;
     // Longest key list of the launch.
     long long n_max = p->idx ? p->n_idx : (long long)p->pos0 + p->n_q;

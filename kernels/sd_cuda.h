@@ -67,7 +67,8 @@ struct sd_cuda_indexer_params {
     const uint8_t *q8;     // [n_q][n_heads][128] e4m3
     const float *q_scale;  // [n_q][n_heads]
     const float *w;        // [n_q][n_heads] (already times n_heads^-1/2 * 128^-1/2; q scale NOT folded)
-    const uint8_t *kcache; // paged key cache, >= ceil(n_k / 64) pages
+    const uint8_t *kcache; // paged key cache, >= ceil(n_k / 64) pages; or, with k_scale, n_k rows of 128 e4m3
+    const float *k_scale;  // NULL: scales inside the pages; else the flat layout's scales [n_k] (forward.cu's cache)
     const int *n_valid;    // [n_q] keys u < n_valid[i] are candidates (others get -inf); NULL: all n_k
     float *scores;         // [n_q][ld_scores]; columns [0, n_k) written
     size_t ld_scores;
@@ -132,7 +133,9 @@ struct sd_cuda_mla_attn_params {
     float *scratch;     // split-K partials (device), or NULL: never split
     size_t scratch_floats;
     int n_q, n_heads, d_lat, d_rope, n_idx, n_tokens, pos0;
-    float scale; // softmax scale
+    const int *d_pos0; // NULL, or the position of query 0 in device memory: dense causal masks use *d_pos0 (<= pos0,
+                       // which then only bounds the keys for planning the split)
+    float scale;       // softmax scale
     int n_split; // 0: automatic (split the keys over blocks when there are fewer blocks than SMs)
     void *stream;
 };

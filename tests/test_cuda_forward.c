@@ -25,6 +25,17 @@
 // (the GEMV path) vs one prefill (the dequantize-then-GEMM path) <= 1e-5, greedy decodes of sparsedoc-mini
 // identical to the CPU's; on the FP8 fixture the weight bytes must shrink, elsewhere stay equal. With bf16
 // (--gpu-weights fp8) the bf16 bound above applies and the bytes are at most those of bf16 mode.
+// CUDA graphs (decode steps captured and replayed; the default, session param gpu_no_graph turns them off):
+// token-by-token logits with graphs equal those with every kernel launched one by one, bit for bit (the same
+// kernels with the same arguments run), and the counters
+// show every step replayed from a graph with few instantiations.
+// Tensor-core DSA kernels (bf16 weight modes: the FP8 indexer's scores, and MLA attention of prefill chunks of
+// >= 16 queries with selection live): on a synthetic model with DeepSeek's 512 + 64 latent and 64 x 128 indexer
+// they must run (counted) and stay within bf16 rounding of the exact kernels (gpu_attn_exact): the indexer is
+// within ~3e-7 of the score magnitude, q, rows and probabilities in bf16 cost ~7e-4 relative on the attention
+// output (test_cuda_ops), less than the bf16 weights (~3e-3 per GEMM) the mode already accepts, so the logits
+// must move less from the fp32-attention run than that run is from the CPU in fp32 (the random model amplifies
+// both: measured 0.057 and 0.166), with >= 90% top-1 agreement; a wrong row, head or mask gives ~1.
 // Exits 77 (skip) on machines without a CUDA device.
 #include <math.h>
 #include <stdio.h>
@@ -35,6 +46,7 @@
 #include "model.h"
 #include "sd_cuda.h"
 #include "session.h"
+#include "synth_model.h"
 #include "test_util.h"
 
 // Logits of all n positions, fed `batch` tokens per eval. NULL on failure (message printed).
@@ -455,11 +467,165 @@ static void check_greedy(const char *label, const char *dir, int np, int fp8, in
     sd_model_free(m);
 }
 
+// Token-by-token logits of n_steps decode steps after an n_prompt prefill, the same tokens fed with and without
+// CUDA graphs: bit-identical, every step replayed from a graph.
+static void check_graph(const char *label, const char *dir, int n_prompt, int fp8, int wmode)
+{
+    struct sd_model *m = NULL;
+    struct sd_err err = {0};
+    if (sd_model_load(dir, &m, &err) != SD_OK) {
+        CHECK_MSG(0, "%s: %s", label, err.msg);
+        return;
+    }
+    const int n_steps = 24, V = m->cfg.vocab_size;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n_prompt + n_steps));
+    uint64_t st = sd_test_seed() ^ 0x5bd1e995u;
+    for (int i = 0; i < n_prompt + n_steps; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((st >> 33) % (uint64_t)(V - 3)) + 3;
+    }
+    struct sd_session *s[2] = {NULL, NULL};
+    float *lg[2] = {malloc(sizeof(float) * (size_t)V * n_steps), malloc(sizeof(float) * (size_t)V * n_steps)};
+    int ok = ids && lg[0] && lg[1];
+    for (int g = 0; g < 2 && ok; g++) {
+        struct sd_session_params sp = {.n_ctx = n_prompt + n_steps,
+                                       .backend = sd_cuda_backend(),
+                                       .indexer_fp8 = fp8,
+                                       .gpu_weights_bf16 = (wmode & W_BF16) != 0,
+                                       .gpu_weights_fp8 = (wmode & W_FP8) != 0,
+                                       .gpu_no_graph = g};
+        ok = sd_session_new(m, &sp, &s[g], &err) == SD_OK &&
+             sd_session_eval(s[g], ids, n_prompt, NULL, 0, &err) == SD_OK;
+        for (int i = 0; i < n_steps && ok; i++)
+            ok = sd_session_eval(s[g], ids + n_prompt + i, 1, lg[g] + (size_t)i * V, 0, &err) == SD_OK;
+    }
+    CHECK_MSG(ok, "%s: graph check: %s", label, err.msg);
+    if (ok) {
+        int same = 0;
+        for (int i = 0; i < n_steps; i++)
+            same += !memcmp(lg[0] + (size_t)i * V, lg[1] + (size_t)i * V, sizeof(float) * (size_t)V);
+        struct sd_backend_counters cg = sd_session_backend_counters(s[0]), cd = sd_session_backend_counters(s[1]);
+        printf("%-14s%s%s prompt %d, %d decode steps: graph vs direct launches bit-identical in %d/%d steps; "
+               "%ld steps from a graph, %ld instantiations (direct: %ld)\n",
+               label, fp8 ? " fp8-indexer" : "", wmode & W_FP8 ? " fp8-weights" : (wmode & W_BF16 ? " bf16" : ""),
+               n_prompt, n_steps, same, n_steps, cg.graph_steps, cg.graph_instances, cd.graph_steps);
+        CHECK_MSG(same == n_steps, "%s: graph logits differ from direct launches in %d steps", label, n_steps - same);
+        CHECK_MSG(cg.graph_steps == n_steps, "%s: %ld of %d steps from a graph", label, cg.graph_steps, n_steps);
+        CHECK_MSG(cg.graph_instances >= 1 && cg.graph_instances <= 4, "%s: %ld graph instantiations", label,
+                  cg.graph_instances);
+        CHECK(cd.graph_steps == 0 && cd.graph_instances == 0);
+    }
+    sd_session_free(s[0]);
+    sd_session_free(s[1]);
+    free(lg[0]);
+    free(lg[1]);
+    free(ids);
+    sd_model_free(m);
+}
+
+// Tensor-core indexer + MLA in bf16 mode on a synthetic DeepSeek-V3.2 with the real latent (512 + 64, 32 heads):
+// prefill in chunks of 64 (the first with fewer tokens than the top-k: no selection, fp32 kernel), logits of
+// every position vs the same session with gpu_attn_exact and vs the CPU in fp32.
+static void check_mla_tc(void)
+{
+    struct sd_synth_shape sh = {.vocab = 512,
+                                .hidden = 256,
+                                .layers = 2,
+                                .first_dense = 2,
+                                .heads = 32,
+                                .q_lora = 128,
+                                .kv_lora = 512,
+                                .nope = 32,
+                                .rope = 64,
+                                .v = 32,
+                                .experts = 0,
+                                .experts_per_tok = 0,
+                                .n_group = 1,
+                                .topk_group = 1,
+                                .moe_inter = 64,
+                                .shared = 0,
+                                .inter = 384,
+                                .index_heads = 64,
+                                .index_dim = 128,
+                                .index_topk = 64,
+                                .max_pos = 4096};
+    char dir[] = "/tmp/sd_mla_tc_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK_MSG(0, "mkdtemp failed");
+        return;
+    }
+    struct sd_model *m = NULL;
+    struct sd_err err = {0};
+    int ok = sd_synth_write_deepseek(dir, &sh, sd_test_seed()) == 0 && sd_model_load(dir, &m, &err) == SD_OK;
+    CHECK_MSG(ok, "synthetic model: %s", err.msg);
+    if (ok) {
+        const int n = 256, V = m->cfg.vocab_size;
+        int32_t ids[256];
+        uint64_t st = sd_test_seed() ^ 0x2545f491u;
+        for (int i = 0; i < n; i++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            ids[i] = (int32_t)((st >> 33) % (uint64_t)(V - 3)) + 3;
+        }
+        float *lg[3] = {NULL, NULL, NULL}; // tensor cores, fp32 attention (both bf16 weights), CPU fp32
+        long tc[2] = {0, 0};
+        for (int r = 0; r < 3; r++) {
+            struct sd_session_params sp = {.n_ctx = n,
+                                           .max_batch = 64,
+                                           .backend = r < 2 ? sd_cuda_backend() : NULL,
+                                           .indexer_fp8 = 1,
+                                           .gpu_weights_bf16 = r < 2,
+                                           .gpu_attn_exact = r == 1};
+            struct sd_session *s = NULL;
+            lg[r] = malloc(sizeof(float) * (size_t)n * V);
+            int k = lg[r] && sd_session_new(m, &sp, &s, &err) == SD_OK;
+            for (int t0 = 0; k && t0 < n; t0 += 64)
+                k = sd_session_eval(s, ids + t0, 64, lg[r] + (size_t)t0 * V, 1, &err) == SD_OK;
+            CHECK_MSG(k, "mla tc run %d: %s", r, err.msg);
+            if (r < 2 && s)
+                tc[r] = sd_session_backend_counters(s).tc_attn_calls;
+            sd_session_free(s);
+        }
+        if (lg[0] && lg[1] && lg[2]) {
+            double d01 = sd_test_rel_l2(lg[0], lg[1], (size_t)n * V), d12 = sd_test_rel_l2(lg[1], lg[2], (size_t)n * V);
+            double d02 = sd_test_rel_l2(lg[0], lg[2], (size_t)n * V);
+            int agree = 0;
+            for (int i = 0; i < n; i++)
+                agree += sd_test_argmax(lg[0] + (size_t)i * V, V) == sd_test_argmax(lg[1] + (size_t)i * V, V);
+            printf("tensor-core indexer + MLA (synthetic: 32 heads x 512+64, FP8 indexer 64 x 128, top-k 64, 4 chunks "
+                   "of 64, bf16 weights): %ld calls; rel_l2 vs exact kernels %.3g (top-1 %d/%d), vs CPU fp32 %.3g "
+                   "(exact kernels vs CPU %.3g)\n",
+                   tc[0], d01, agree, n, d02, d12);
+            // chunks 2-4 have selection live: per layer one indexer pass and one MLA call each
+            CHECK_MSG(tc[0] == 2 * 3 * 2 && tc[1] == 0, "tensor-core calls %ld / %ld, expected 12 / 0", tc[0], tc[1]);
+            CHECK_MSG(d01 <= d12 && d01 < 0.5, "tensor-core kernels vs exact: rel_l2 %.3g (bf16 weights vs CPU %.3g)",
+                      d01, d12);
+            CHECK_MSG(agree >= n * 9 / 10, "tensor-core MLA: top-1 agreement %d/%d", agree, n);
+        }
+        for (int r = 0; r < 3; r++)
+            free(lg[r]);
+    }
+    sd_model_free(m);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
     if (sd_cuda_device_count() <= 0) {
         printf("SKIP: no CUDA device or driver on this machine (test_cuda_forward needs one)\n");
         return 77;
+    }
+    // Sanitizer runs: SD_CUDA_FWD_ONLY=tc (the tensor-core check) or graph (the graph check on the dsv32 fixture)
+    const char *only = getenv("SD_CUDA_FWD_ONLY");
+    if (only && (!strcmp(only, "tc") || !strcmp(only, "graph"))) {
+        char d[1100];
+        snprintf(d, sizeof d, "%s/dsv32", sd_test_fixtures());
+        if (!strcmp(only, "tc"))
+            check_mla_tc();
+        else
+            check_graph("dsv32", d, 8, 1, W_BF16);
+        return sd_test_finish("cuda_forward");
     }
     const char *fx[] = {"llama", "qwen2", "qwen3", "dsv32", "dsv32_fp8"};
     for (size_t i = 0; i < sizeof fx / sizeof fx[0]; i++)
@@ -469,6 +635,13 @@ int main(void)
     check_greedy("stories260K", dir, 1, 0, 0);
     snprintf(dir, sizeof dir, "%s/dsv32", sd_test_fixtures());
     check_greedy("dsv32", dir, 40, 1, 0); // index_topk 16: selection live from the prompt on
+    check_graph("dsv32", dir, 8, 0, 0);   // selection starts during the steps (top-k 16)
+    check_graph("dsv32", dir, 40, 1, W_BF16); // MoE layers on the device path, bf16 weights
+    snprintf(dir, sizeof dir, "%s/dsv32_fp8", sd_test_fixtures());
+    check_graph("dsv32_fp8", dir, 20, 1, W_FP8 | W_BF16);
+    snprintf(dir, sizeof dir, "%s/qwen3", sd_test_fixtures());
+    check_graph("qwen3", dir, 20, 0, 0);
+    check_mla_tc();
     const char *src = getenv("SD_SOURCE");
     snprintf(dir, sizeof dir, "%s/data/models/sparsedoc-mini", src ? src : ".");
     FILE *f;
@@ -480,6 +653,7 @@ int main(void)
         check_greedy("sparsedoc-mini", dir, 600, 0, 0);     // > index_topk 512: sparse selection during decode
         check_greedy("sparsedoc-mini", dir, 600, 1, 0);     // the same with the FP8 indexer
         check_greedy("sparsedoc-mini", dir, 600, 0, W_FP8); // its FP8 matrices kept FP8 on the device
+        check_graph("sparsedoc-mini", dir, 600, 1, 0);
     } else {
         CHECK_MSG(0, "%s missing (SD_SOURCE=%s)", cfg, src ? src : "(unset)");
     }

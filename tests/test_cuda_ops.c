@@ -118,7 +118,8 @@ static void test_indexer_case(struct ix_case c)
     for (int variant = 1; variant <= 2; variant++) {
         if (variant == 2 && H != 64)
             continue;
-        struct sd_cuda_indexer_params p = {d_q8, d_qs, d_w, d_cache, d_nv, d_s, ld, c.n_q, H, c.n_k, variant, NULL};
+        struct sd_cuda_indexer_params p = {d_q8, d_qs,  d_w, d_cache, NULL,    d_nv, d_s,
+                                           ld,   c.n_q, H,   c.n_k,   variant, NULL};
         got[variant] = xmalloc(sbytes);
         for (int rep = 0; rep < 2; rep++) {
             CU(sd_cuda_memset(d_s, 0xff, sbytes));
@@ -128,6 +129,19 @@ static void test_indexer_case(struct ix_case c)
         }
         CHECK_MSG(memcmp(again, got[variant], sbytes) == 0, "indexer variant %d not deterministic (n_q %d n_k %d)",
                   variant, c.n_q, c.n_k);
+        // The flat layout (the forward pass's cache: rows back to back, scales apart) gives the same bits.
+        uint8_t *d_k8 = dupload(k8, (size_t)c.n_k * D);
+        float *d_ks = dupload(ks, (size_t)c.n_k * 4);
+        struct sd_cuda_indexer_params pf = p;
+        pf.kcache = d_k8, pf.k_scale = d_ks;
+        CU(sd_cuda_memset(d_s, 0xff, sbytes));
+        CU(sd_cuda_indexer_fp8(&pf));
+        CU(sd_cuda_sync());
+        CU(sd_cuda_memcpy_d2h(again, d_s, sbytes));
+        CHECK_MSG(memcmp(again, got[variant], sbytes) == 0, "indexer variant %d: flat cache layout differs from paged",
+                  variant);
+        sd_cuda_free(d_k8);
+        sd_cuda_free(d_ks);
     }
     // Reference after the kernels.
     float *ref = xmalloc(sbytes);
@@ -307,7 +321,8 @@ static void test_indexer_topk(int n_q, int n_k, int k, int chunk)
     for (int variant = 1; variant <= 2; variant++) {
         struct sd_cuda_indexer_topk_params p;
         memset(&p, 0, sizeof p);
-        p.ix = (struct sd_cuda_indexer_params){d_q8, d_qs, d_w, d_cache, d_nv, NULL, 0, n_q, H, n_k, variant, NULL};
+        p.ix =
+            (struct sd_cuda_indexer_params){d_q8, d_qs, d_w, d_cache, NULL, d_nv, NULL, 0, n_q, H, n_k, variant, NULL};
         p.scratch = d_scr;
         p.chunk = chunk;
         p.k = k;
@@ -522,8 +537,8 @@ static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int 
         scr_n = (size_t)n_split * n_q * n_heads * (d_lat + 1);
     float *d_scr = dalloc(scr_n * 4);
     float *o = xmalloc(no * 4), *o2 = xmalloc(no * 4);
-    struct sd_cuda_mla_attn_params p = {d_q,   d_kv,   d_idx, d_o,      d_scr, scr_n, n_q,     n_heads,
-                                        d_lat, d_rope, n_idx, n_tokens, pos0,  scale, n_split, NULL};
+    struct sd_cuda_mla_attn_params p = {d_q,    d_kv,  d_idx,    d_o,  d_scr, scr_n, n_q,     n_heads, d_lat,
+                                        d_rope, n_idx, n_tokens, pos0, NULL,  scale, n_split, NULL};
     for (int rep = 0; rep < 2; rep++) {
         CU(sd_cuda_memset(d_o, 0xff, no * 4));
         CU(sd_cuda_memset(d_scr, 0xff, scr_n * 4));
@@ -532,6 +547,31 @@ static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int 
         CU(sd_cuda_memcpy_d2h(rep ? o2 : o, d_o, no * 4));
     }
     CHECK_MSG(memcmp(o, o2, no * 4) == 0, "mla attn not deterministic (h %d d %d+%d)", n_heads, d_lat, d_rope);
+    if (!idx) { // the position read from device memory (d_pos0, as the forward pass passes it): the same bits, and
+                // with a larger planning bound (another split of the keys) the same values up to summation order
+        int *d_pos = dupload(&pos0, sizeof pos0);
+        struct sd_cuda_mla_attn_params pd = p;
+        pd.d_pos0 = d_pos;
+        for (int bound = 0; bound < 2; bound++) {
+            pd.pos0 = pos0 + (bound ? 2048 : 0);
+            CU(sd_cuda_memset(d_o, 0xff, no * 4));
+            CU(sd_cuda_mla_attn(&pd));
+            CU(sd_cuda_sync());
+            CU(sd_cuda_memcpy_d2h(o2, d_o, no * 4));
+            if (!bound) {
+                CHECK_MSG(memcmp(o, o2, no * 4) == 0, "mla attn with d_pos0 differs (h %d pos0 %d)", n_heads, pos0);
+            } else {
+                double dn = 0, dd = 0;
+                for (size_t e = 0; e < no; e++) {
+                    dn += ((double)o2[e] - o[e]) * ((double)o2[e] - o[e]);
+                    dd += (double)o[e] * o[e];
+                }
+                CHECK_MSG(sqrt(dn) <= 1e-5 * sqrt(dd) + 1e-30,
+                          "mla attn d_pos0 with a larger bound: rel %.3g (pos0 %d)", sqrt(dn / (dd + 1e-300)), pos0);
+            }
+        }
+        sd_cuda_free(d_pos);
+    }
     // float64 reference
     int n_max = idx ? n_idx : pos0 + n_q;
     double *sc = xmalloc((size_t)(n_max > 0 ? n_max : 1) * sizeof(double)), *acc = xmalloc((size_t)d_lat * 8);

@@ -44,10 +44,12 @@ struct res {
 #define DECODE 32
 
 // Prefill PREFILL tokens and decode DECODE tokens at depth ctx - PREFILL - DECODE - 1.
-static int at_depth(const struct sd_model *m, int ctx, const struct sd_backend *be, enum sd_dsa_mode mode,
+// no_graph: CUDA decode steps launched kernel by kernel instead of as a CUDA graph (session param gpu_no_graph).
+static int at_depth(const struct sd_model *m, int ctx, const struct sd_backend *be, enum sd_dsa_mode mode, int no_graph,
                     struct res *r)
 {
-    struct sd_session_params sp = {.n_ctx = ctx, .max_batch = PREFILL, .dsa_mode = mode, .backend = be};
+    struct sd_session_params sp = {
+        .n_ctx = ctx, .max_batch = PREFILL, .dsa_mode = mode, .backend = be, .gpu_no_graph = no_graph};
     struct sd_session *s = NULL;
     struct sd_err err = {0};
     int V = m->cfg.vocab_size, depth = ctx - PREFILL - DECODE - 1;
@@ -61,6 +63,8 @@ static int at_depth(const struct sd_model *m, int ctx, const struct sd_backend *
     double t0 = sd_now_s();
     ok = ok && sd_session_eval(s, ids, PREFILL, lg, 0, &err) == SD_OK;
     double t1 = sd_now_s();
+    ok = ok && sd_session_eval(s, &ids[DECODE], 1, lg, 0, &err) == SD_OK; // untimed: a graph's instantiation
+    double t1d = sd_now_s();
     for (int i = 0; ok && i < DECODE; i++) {
         int32_t next = ids[i];
         ok = sd_session_eval(s, &next, 1, lg, 0, &err) == SD_OK;
@@ -69,7 +73,7 @@ static int at_depth(const struct sd_model *m, int ctx, const struct sd_backend *
     if (!ok)
         fprintf(stderr, "bench (%s, ctx %d): %s\n", be ? "cuda" : "cpu", ctx, err.msg);
     r->prefill_tps = PREFILL / (t1 - t0);
-    r->decode_tps = DECODE / (t2 - t1);
+    r->decode_tps = DECODE / (t2 - t1d);
     sd_session_free(s);
     free(lg);
     return ok ? 0 : -1;
@@ -356,11 +360,13 @@ struct v32_res {
     double prefill_tps, decode_ms;
     double dev_bytes;    // device memory the session took (weights, caches, scratch), from cudaMemGetInfo
     double weight_bytes; // the backend's weight copy (sd_session_backend_weight_bytes)
+    long tc_calls;       // tensor-core attention calls up to the end of the timed prefill chunk
+    long graph_steps;    // decode steps replayed from a CUDA graph
 };
 
 // Warm-up past the top-k (so the selection kernels are loaded), then fill to the depth, prefill a chunk,
 // decode V32_DECODE tokens.
-// wmode: bit 0 gpu_weights_bf16, bit 1 gpu_weights_fp8.
+// wmode: bit 0 gpu_weights_bf16, bit 1 gpu_weights_fp8, bit 2 gpu_attn_exact, bit 3 gpu_no_graph.
 static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int fp8, int wmode, struct v32_res *r)
 {
     struct sd_session_params sp = {.n_ctx = ctx,
@@ -369,7 +375,9 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
                                    .backend = sd_cuda_backend(),
                                    .indexer_fp8 = fp8,
                                    .gpu_weights_bf16 = wmode & 1,
-                                   .gpu_weights_fp8 = (wmode & 2) != 0};
+                                   .gpu_weights_fp8 = (wmode & 2) != 0,
+                                   .gpu_attn_exact = (wmode & 4) != 0,
+                                   .gpu_no_graph = (wmode & 8) != 0};
     struct sd_session *s = NULL;
     struct sd_err err = {0};
     int32_t ids[V32_CHUNK];
@@ -386,9 +394,16 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
     double t0 = sd_now_s();
     ok = ok && sd_session_eval(s, ids, V32_CHUNK, lg, 0, &err) == SD_OK;
     double t1 = sd_now_s();
+    r->tc_calls = s ? sd_session_backend_counters(s).tc_attn_calls : 0;
+    ok = ok && sd_session_eval(s, &ids[V32_DECODE], 1, lg, 0, &err) == SD_OK; // untimed: a graph's instantiation
+    double t1d = sd_now_s();
     for (int i = 0; ok && i < V32_DECODE; i++)
         ok = sd_session_eval(s, &ids[i], 1, lg, 0, &err) == SD_OK;
     double t2 = sd_now_s();
+    if (s) {
+        struct sd_backend_counters bc = sd_session_backend_counters(s);
+        r->graph_steps = bc.graph_steps;
+    }
     if (ok)
         for (int i = 0; i < m->cfg.vocab_size; i++)
             if (!isfinite(lg[i])) {
@@ -400,7 +415,7 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
         fprintf(stderr, "v32 bench (ctx %d, mode %d, fp8 %d, weights %d): %s\n", ctx, (int)mode, fp8, wmode, err.msg);
     r->weight_bytes = s ? (double)sd_session_backend_weight_bytes(s) : 0.0;
     r->prefill_tps = V32_CHUNK / (t1 - t0);
-    r->decode_ms = (t2 - t1) * 1e3 / V32_DECODE;
+    r->decode_ms = (t2 - t1d) * 1e3 / V32_DECODE;
     r->dev_bytes = (double)free0 - (double)free1;
     sd_session_free(s);
     free(lg);
@@ -410,28 +425,39 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
 // --v32 --bf16: the device weight modes, DSA with the FP8 indexer, at each context, with ratios to f32.
 static int v32_bf16(struct v32_model *v, const int *ctxs, int n_ctx)
 {
-    printf("Device weight modes, DSA with the FP8 indexer, same %d-token chunk and %d decode steps: f32; bf16 "
-           "(gpu_weights_bf16: attention, indexer, MLP and LM-head matrices in bf16, GEMMs bf16 x bf16 with fp32 "
-           "accumulation); fp8 (gpu_weights_fp8 + bf16: the matrices released as FP8 stay e4m3 + 128x128 scales, "
-           "decode GEMVs dequantize in registers, prefill dequantizes to bf16 per GEMM; the rest bf16); fp8-f32 "
-           "(FP8 as fp8, the rest and the prefill GEMMs f32).\n\n",
-           V32_CHUNK, V32_DECODE);
+    printf(
+        "Device weight modes, DSA with the FP8 indexer, same %d-token chunk and %d decode steps: f32; bf16 "
+        "(gpu_weights_bf16: attention, indexer, MLP and LM-head matrices in bf16, GEMMs bf16 x bf16 with fp32 "
+        "accumulation); fp8 (gpu_weights_fp8 + bf16: the matrices released as FP8 stay e4m3 + 128x128 scales, "
+        "decode GEMVs dequantize in registers, prefill dequantizes to bf16 per GEMM; the rest bf16); fp8-f32 "
+        "(FP8 as fp8, the rest and the prefill GEMMs f32). bf16 modes run the FP8 indexer's scores and the prefill "
+        "chunk's MLA attention on tensor cores unless marked \"exact DSA\" (gpu_attn_exact: the exact FP8 indexer and "
+        "the fp32 attention kernel); decode steps run as CUDA graphs unless marked "
+        "\"no graph\" (gpu_no_graph: every kernel launched one by one). Columns tc = tensor-core indexer/attention "
+        "calls in the session up to the end of the prefill chunk, graph = "
+        "decode steps from a graph.\n\n",
+        V32_CHUNK, V32_DECODE);
     printf("| ctx | weights | device weight GiB | session GiB | prefill tok/s | decode tok/s | decode ms/token | "
-           "weights / f32 | prefill / f32 | decode / f32 |\n|---|---|---|---|---|---|---|---|---|---|\n");
+           "weights / f32 | prefill / f32 | decode / f32 | tc | graph "
+           "|\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     static const struct {
         const char *name;
         int wmode;
-    } wm[] = {{"f32", 0}, {"bf16", 1}, {"fp8", 3}, {"fp8-f32", 2}};
+    } wm[] = {{"f32", 0}, {"f32, no graph", 8},  {"bf16", 1},   {"bf16, exact DSA", 5}, {"bf16, no graph", 9},
+              {"fp8", 3}, {"fp8, exact DSA", 7}, {"fp8-f32", 2}};
+    enum { NW = sizeof wm / sizeof wm[0] };
     int bad = 0;
     for (int i = 0; i < n_ctx; i++) {
-        struct v32_res r[4] = {{0}};
-        for (int k = 0; k < 4; k++) {
+        struct v32_res r[NW] = {{0}};
+        for (int k = 0; k < NW; k++) {
             int rc = v32_at(&v->m, ctxs[i], SD_DSA_SPARSE, 1, wm[k].wmode, &r[k]);
             bad |= rc;
-            printf("| %6d | %s | %.2f | %.2f | %8.1f | %7.2f | %8.2f | %.3f | %.2fx | %.2fx |%s\n", ctxs[i], wm[k].name,
-                   r[k].weight_bytes / (1 << 30), r[k].dev_bytes / (1 << 30), r[k].prefill_tps, 1e3 / r[k].decode_ms,
-                   r[k].decode_ms, r[0].weight_bytes > 0 ? r[k].weight_bytes / r[0].weight_bytes : 0.0,
-                   r[k].prefill_tps / r[0].prefill_tps, r[0].decode_ms / r[k].decode_ms, rc ? " ERROR" : "");
+            printf("| %6d | %s | %.2f | %.2f | %8.1f | %7.2f | %8.2f | %.3f | %.2fx | %.2fx | %ld | %ld |%s\n", ctxs[i],
+                   wm[k].name, r[k].weight_bytes / (1 << 30), r[k].dev_bytes / (1 << 30), r[k].prefill_tps,
+                   1e3 / r[k].decode_ms, r[k].decode_ms,
+                   r[0].weight_bytes > 0 ? r[k].weight_bytes / r[0].weight_bytes : 0.0,
+                   r[k].prefill_tps / r[0].prefill_tps, r[0].decode_ms / r[k].decode_ms, r[k].tc_calls,
+                   r[k].graph_steps, rc ? " ERROR" : "");
             fflush(stdout);
         }
     }
@@ -556,16 +582,17 @@ int main(int argc, char **argv)
     char lines[16][256];
     int nl = 0;
     for (int i = 0; i < n_ctx; i++) {
-        struct res c = {0}, g = {0}, gd = {0};
-        int rc = at_depth(m, ctxs[i], NULL, SD_DSA_SPARSE, &c);
-        rc |= at_depth(m, ctxs[i], cuda, SD_DSA_SPARSE, &g);
-        rc |= at_depth(m, ctxs[i], cuda, SD_DSA_DENSE, &gd);
+        struct res c = {0}, g = {0}, gd = {0}, gn = {0};
+        int rc = at_depth(m, ctxs[i], NULL, SD_DSA_SPARSE, 0, &c);
+        rc |= at_depth(m, ctxs[i], cuda, SD_DSA_SPARSE, 0, &g);
+        rc |= at_depth(m, ctxs[i], cuda, SD_DSA_DENSE, 0, &gd);
+        rc |= at_depth(m, ctxs[i], cuda, SD_DSA_SPARSE, 1, &gn); // decode steps launched kernel by kernel
         double fp = full_prefill(m, ctxs[i], cuda);
         double fc = ctxs[i] <= 4096 ? full_prefill(m, ctxs[i], NULL) : 0.0;
         snprintf(lines[nl++], sizeof lines[0],
-                 "| %6d | %9.1f | %10.1f | %6.1fx | %8.1f | %9.1f | %6.1fx | %13.1f | %10.1f | %s |", ctxs[i],
-                 c.prefill_tps, g.prefill_tps, g.prefill_tps / c.prefill_tps, c.decode_tps, g.decode_tps,
-                 g.decode_tps / c.decode_tps, gd.decode_tps, fp,
+                 "| %6d | %9.1f | %10.1f | %6.1fx | %8.1f | %9.1f | %6.1fx | %9.1f | %5.2fx | %13.1f | %10.1f | %s |",
+                 ctxs[i], c.prefill_tps, g.prefill_tps, g.prefill_tps / c.prefill_tps, c.decode_tps, g.decode_tps,
+                 g.decode_tps / c.decode_tps, gn.decode_tps, g.decode_tps / gn.decode_tps, gd.decode_tps, fp,
                  fc > 0 ? "cpu full prefill below" : (rc ? "ERROR" : "ok"));
         if (fc > 0)
             snprintf(lines[nl++], sizeof lines[0],
@@ -574,8 +601,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "ctx %d done\n", ctxs[i]);
     }
     printf("| ctx | CPU prefill tok/s | CUDA prefill tok/s | ratio | CPU decode tok/s | CUDA decode tok/s | ratio | "
-           "CUDA dense-attn decode tok/s | CUDA real prefill from 0 tok/s | note |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+           "CUDA decode without graphs | graphs / without | CUDA dense-attn decode tok/s | "
+           "CUDA real prefill from 0 tok/s | note |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < nl; i++)
         printf("%s\n", lines[i]);
     sd_model_free(m);

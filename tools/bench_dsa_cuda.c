@@ -225,7 +225,7 @@ static void bench_indexer(double copy_gbs)
     float *d_s = dalloc((size_t)n_k * 4);
     double flops = 2.0 * 64 * 128 * n_k, bytes = (double)n_k * 132 + 64 * 132 + (double)n_k * 4;
     for (int v = 1; v <= 2; v++) {
-        c.p = (struct sd_cuda_indexer_params){d.d_q8,      d.d_qs, d.d_w, c.caches[0], NULL, d_s,
+        c.p = (struct sd_cuda_indexer_params){d.d_q8,      d.d_qs, d.d_w, c.caches[0], NULL, NULL, d_s,
                                               (size_t)n_k, 1,      64,    n_k,         v,    NULL};
         CU(sd_cuda_memset(d_s, 0xff, (size_t)n_k * 4));
         ix_fn(&c, 0);
@@ -255,7 +255,7 @@ static void bench_indexer(double copy_gbs)
         memset(&c, 0, sizeof c);
         c.n_rot = 1;
         c.caches[0] = d_cache;
-        c.p = (struct sd_cuda_indexer_params){e.d_q8,      e.d_qs, e.d_w, d_cache, NULL, d_s,
+        c.p = (struct sd_cuda_indexer_params){e.d_q8,      e.d_qs, e.d_w, d_cache, NULL, NULL, d_s,
                                               (size_t)n_k, n_q,    64,    n_k,     v,    NULL};
         CU(sd_cuda_memset(d_s, 0xff, (size_t)n_q * n_k * 4));
         ix_fn(&c, 0);
@@ -280,7 +280,7 @@ static void bench_indexer(double copy_gbs)
         struct sd_cuda_indexer_topk_params tp;
         memset(&tp, 0, sizeof tp);
         tp.ix = (struct sd_cuda_indexer_params){
-            e.d_q8, e.d_qs, e.d_w, d_cache, d_nv, NULL, 0, n_q, 64, n_k, SD_CUDA_INDEXER_MMA, NULL};
+            e.d_q8, e.d_qs, e.d_w, d_cache, NULL, d_nv, NULL, 0, n_q, 64, n_k, SD_CUDA_INDEXER_MMA, NULL};
         tp.scratch = scr;
         tp.chunk = chunk;
         tp.k = k;
@@ -509,7 +509,7 @@ static void bench_mla(void)
         }
         int n_keys = dense ? shapes[sh].dense_pos0 + 1 : TOPK;
         struct mattn_ctx c = {{d_q, d_kvf, dense ? NULL : d_idx, d_o, d_scr, scr_n, n_q, H, 512, 64, dense ? 0 : TOPK,
-                               dense ? n_keys : (int)blk_rows, dense ? shapes[sh].dense_pos0 : 0, tau, 0, NULL}};
+                               dense ? n_keys : (int)blk_rows, dense ? shapes[sh].dense_pos0 : 0, NULL, tau, 0, NULL}};
         CU(sd_cuda_memset(d_o, 0xff, (size_t)n_q * H * 512 * 4));
         mattn_fn(&c, 0);
         CU(sd_cuda_sync());
