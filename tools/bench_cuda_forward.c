@@ -4,9 +4,10 @@
 // then a 256-token chunk is prefilled and 32 tokens decoded there; the CUDA backend also runs a real
 // prefill from position 0 of the whole context, and a dense-attention decode (DSA vs dense).
 // Usage: bench_cuda_forward [MODEL_DIR] [CTX ...]   (default contexts 4096 16384 65536)
-//        bench_cuda_forward --layer [CTX ...]        one DeepSeek-V3.2 layer at real width (synthetic
-//        random weights written to $TMPDIR), CUDA decode and 16-token prefill, DSA vs dense attention,
-//        default contexts 8192 32768 65536 131072.
+//        bench_cuda_forward --layer [--bf16] [CTX ...]   one DeepSeek-V3.2 layer at real width (synthetic
+//        random weights written to $TMPDIR), CUDA decode and 16-token prefill (--bf16: bf16 weights, FP8 indexer,
+//        256-token prefill: DSA's tensor-core kernels), DSA vs dense attention, default contexts 8192 32768 65536
+//        131072.
 //        bench_cuda_forward --v32 [CTX ...]          a reduced-depth DeepSeek-V3.2 at real width (4 layers with
 //        the dense 18432 MLP of V3.2's first layers; weights random, generated in memory and block-quantized to
 //        FP8 as released (128x128 scales; the f32 view is their dequantized values), CUDA only: a
@@ -102,30 +103,42 @@ static double full_prefill(const struct sd_model *m, int ctx, const struct sd_ba
     return ok ? ctx / (t1 - t0) : 0.0;
 }
 
-// One layer at DeepSeek-V3.2 width: decode ms/token and 16-token prefill ms at depth ctx, CUDA, DSA vs dense.
+// One layer at DeepSeek-V3.2 width: decode ms/token and a prefill chunk's ms at depth ctx, CUDA, DSA vs dense.
+// fp32 mode: 16-token chunks, fp32 weights and indexer; bf16 mode (--layer --bf16): 256-token chunks, bf16 weights
+// and the FP8 indexer, so DSA's indexer and prefill attention run on tensor cores.
 #define LAYER_CHUNK 16
-static int layer_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, double *decode_ms, double *prefill_ms)
+#define LAYER_CHUNK_BF16 256
+#define LAYER_DECODE 8
+static int layer_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int bf16, double *decode_ms,
+                    double *prefill_ms)
 {
-    struct sd_session_params sp = {
-        .n_ctx = ctx, .max_batch = LAYER_CHUNK, .dsa_mode = mode, .backend = sd_cuda_backend()};
+    int chunk = bf16 ? LAYER_CHUNK_BF16 : LAYER_CHUNK;
+    struct sd_session_params sp = {.n_ctx = ctx,
+                                   .max_batch = chunk,
+                                   .dsa_mode = mode,
+                                   .backend = sd_cuda_backend(),
+                                   .indexer_fp8 = bf16,
+                                   .gpu_weights_bf16 = bf16};
     struct sd_session *s = NULL;
     struct sd_err err = {0};
-    int32_t ids[LAYER_CHUNK];
+    int32_t ids[LAYER_CHUNK_BF16];
     float *lg = malloc(sizeof(float) * (size_t)m->cfg.vocab_size);
-    rand_ids(ids, LAYER_CHUNK, m->cfg.vocab_size, 5);
-    int depth = ctx - LAYER_CHUNK - 8;
+    rand_ids(ids, chunk, m->cfg.vocab_size, 5);
+    int depth = ctx - chunk - LAYER_DECODE - 2;
     int ok = lg && sd_session_new(m, &sp, &s, &err) == SD_OK && sd_session_debug_fill(s, depth, 3, &err) == SD_OK &&
-             sd_session_eval(s, ids, LAYER_CHUNK, lg, 0, &err) == SD_OK && sd_session_truncate(s, depth, &err) == SD_OK;
+             sd_session_eval(s, ids, chunk, lg, 0, &err) == SD_OK && sd_session_truncate(s, depth, &err) == SD_OK;
     double t0 = sd_now_s();
-    ok = ok && sd_session_eval(s, ids, LAYER_CHUNK, lg, 0, &err) == SD_OK;
+    ok = ok && sd_session_eval(s, ids, chunk, lg, 0, &err) == SD_OK;
     double t1 = sd_now_s();
-    for (int i = 0; ok && i < 4; i++)
+    ok = ok && sd_session_eval(s, &ids[LAYER_DECODE], 1, lg, 0, &err) == SD_OK; // untimed: the graph's capture
+    double t1d = sd_now_s();
+    for (int i = 0; ok && i < LAYER_DECODE; i++)
         ok = sd_session_eval(s, &ids[i], 1, lg, 0, &err) == SD_OK;
     double t2 = sd_now_s();
     if (!ok)
         fprintf(stderr, "layer bench (ctx %d): %s\n", ctx, err.msg);
     *prefill_ms = (t1 - t0) * 1e3;
-    *decode_ms = (t2 - t1) * 1e3 / 4;
+    *decode_ms = (t2 - t1d) * 1e3 / LAYER_DECODE;
     sd_session_free(s);
     free(lg);
     return ok ? 0 : -1;
@@ -133,10 +146,10 @@ static int layer_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, do
 
 static int layer_bench(int argc, char **argv)
 {
-    int ctxs[8] = {8192, 32768, 65536, 131072}, n_ctx = 4;
-    if (argc > 2) {
+    int ctxs[8] = {8192, 32768, 65536, 131072}, n_ctx = 4, bf16 = argc > 2 && !strcmp(argv[2], "--bf16");
+    if (argc > 2 + bf16) {
         n_ctx = 0;
-        for (int i = 2; i < argc && n_ctx < 8; i++)
+        for (int i = 2 + bf16; i < argc && n_ctx < 8; i++)
             ctxs[n_ctx++] = atoi(argv[i]);
     }
     const char *tmp = getenv("TMPDIR");
@@ -174,16 +187,20 @@ static int layer_bench(int argc, char **argv)
         return 1;
     }
     printf("one DeepSeek-V3.2 layer (hidden 7168, 128 heads, MLA 512+64, indexer 64x128, top-k 2048, MLP 2048), "
-           "synthetic weights (written+loaded in %.1f s), CUDA fp32\n",
-           sd_now_s() - t0);
+           "synthetic weights (written+loaded in %.1f s), CUDA %s; decode: mean of %d steps after one untimed step\n",
+           sd_now_s() - t0,
+           bf16 ? "bf16 weights, FP8 indexer, DSA's indexer and prefill attention on tensor cores (dense: the fp32 "
+                  "attention kernel over all keys)"
+                : "fp32",
+           LAYER_DECODE);
     printf(
         "| ctx | DSA decode ms/token | dense decode ms/token | dense/DSA | DSA prefill %d tok ms | dense prefill ms | "
         "dense/DSA |\n|---|---|---|---|---|---|---|\n",
-        LAYER_CHUNK);
+        bf16 ? LAYER_CHUNK_BF16 : LAYER_CHUNK);
     for (int i = 0; i < n_ctx; i++) {
         double sd = 0, sp = 0, dd = 0, dp = 0;
-        int rc = layer_at(m, ctxs[i], SD_DSA_SPARSE, &sd, &sp);
-        rc |= layer_at(m, ctxs[i], SD_DSA_DENSE, &dd, &dp);
+        int rc = layer_at(m, ctxs[i], SD_DSA_SPARSE, bf16, &sd, &sp);
+        rc |= layer_at(m, ctxs[i], SD_DSA_DENSE, bf16, &dd, &dp);
         printf("| %6d | %8.3f | %8.3f | %5.1fx | %8.2f | %8.2f | %5.1fx |%s\n", ctxs[i], sd, dd, dd / sd, sp, dp,
                dp / sp, rc ? " ERROR" : "");
         fflush(stdout);
