@@ -433,8 +433,10 @@ static int set_default_model(const char *value, char **path_out, struct sd_err *
     if (sd_settings_path(path_out, err))
         return 1;
     struct sd_settings st = {0};
-    if (sd_settings_load(*path_out, &st, err))
+    if (sd_settings_load(*path_out, &st, err)) {
+        sd_settings_clear(&st); // the defaults it set (strings) are ours to free
         return 1;
+    }
     free(st.model_dir);
     st.model_dir = value ? strdup(value) : NULL;
     int r = sd_settings_save(*path_out, &st, err) != SD_OK;
