@@ -320,6 +320,21 @@ int main(int argc, char **argv)
     CHECK(sd_model_fingerprint(m, NULL, &sp8, "tmpl", fp8, &err) == SD_OK);
     CHECK(sd_model_fingerprint(m, NULL, &sp, "other template", fp_tmpl, &err) == SD_OK);
     {
+        // GPU modes: bf16 weights give other KV, and so do the tensor-core DSA kernels they use unless
+        // gpu_attn_exact; launching decode steps without graphs computes the same values
+        struct sd_session_params sb = sp, se = sp, sg = sp;
+        sb.gpu_weights_bf16 = se.gpu_weights_bf16 = 1;
+        se.gpu_attn_exact = 1;
+        sg.gpu_no_graph = 1;
+        uint8_t fb[32], fe[32], fg[32];
+        CHECK(sd_model_fingerprint(m, NULL, &sb, "tmpl", fb, &err) == SD_OK);
+        CHECK(sd_model_fingerprint(m, NULL, &se, "tmpl", fe, &err) == SD_OK);
+        CHECK(sd_model_fingerprint(m, NULL, &sg, "tmpl", fg, &err) == SD_OK);
+        CHECK_MSG(memcmp(fb, fp, 32) && memcmp(fe, fp, 32) && memcmp(fb, fe, 32),
+                  "bf16, bf16 with exact DSA kernels and f32 must have three fingerprints");
+        CHECK_MSG(!memcmp(fg, fp, 32), "gpu_no_graph must not change the fingerprint");
+    }
+    {
         // the tokenizer's bytes count; a missing explicit tokenizer is an error, not a silent "none"
         uint8_t ta[32], tb[32];
         char tok1[1200], tok2[1200];
