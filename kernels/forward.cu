@@ -118,6 +118,8 @@ struct fwd {
     float *iks, *iqs;   // their scales: [L][N], [T][ni]
     int32_t *idx;
     int *n_valid;
+    void *topk_scr; // sd_cuda_topk's split path (decode: one long row per layer over parallel blocks)
+    size_t topk_scr_bytes;
     float *g, *u, *router, *rw, *ex, *ey, *ew;
     int32_t *rsel, *erows;
     float *logits;
@@ -1273,6 +1275,7 @@ static enum sd_status indexer(struct fwd *f, int il, int T, int pos0, int *spars
         tp.idx = f->idx + (size_t)t0 * f->topk;
         tp.ld_idx = (size_t)f->topk;
         tp.stream = f->st;
+        tp.scratch = f->topk_scr, tp.scratch_bytes = f->topk_scr_bytes;
         TRY(sd_cuda_topk(&tp));
     }
     *sparse = 1;
@@ -1772,6 +1775,8 @@ static enum sd_status fwd_setup(struct fwd *f)
             DALLOC(f, f->iw, T * ni, float);
             DALLOC(f, f->idx, T * (size_t)f->topk, int32_t);
             DALLOC(f, f->n_valid, T, int);
+            f->topk_scr_bytes = sd_cuda_topk_scratch_bytes(SD_CUDA_TOPK_SPLIT_ROWS, (int)N);
+            TRY(dalloc(f, &f->topk_scr, f->topk_scr_bytes));
             size_t rows = ((size_t)64 << 20) / N; // score rows per pass: ~64M floats at most
             if (rows < 1)
                 rows = 1;

@@ -381,7 +381,7 @@ extern "C" enum sd_status sd_cuda_indexer_topk(const struct sd_cuda_indexer_topk
         enum sd_status st = sd_cuda_indexer_fp8(&q);
         if (st != SD_OK)
             return st;
-        struct sd_cuda_topk_params t;
+        struct sd_cuda_topk_params t = {};
         t.scores = p->scratch;
         t.ld_scores = (size_t)ix->n_k;
         t.n_valid = q.n_valid;

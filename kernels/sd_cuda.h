@@ -89,9 +89,18 @@ struct sd_cuda_topk_params {
     int32_t *idx; // [n_rows][ld_idx]: k indices in ascending order, -1 padding past min(k, n_valid)
     size_t ld_idx;
     void *stream;
+    // Device scratch for the split path (may be NULL: one block per row). With a few rows (<= SD_CUDA_TOPK_SPLIT_ROWS)
+    // of at least 2 x SD_CUDA_TOPK_SLICE columns, each row's histogram passes and ordered write run over slices of
+    // SD_CUDA_TOPK_SLICE columns in parallel blocks (decode steps: one row per layer), when scratch_bytes >=
+    // sd_cuda_topk_scratch_bytes(n_rows, n_cols). The same set and order either way.
+    void *scratch;
+    size_t scratch_bytes;
 };
 // Same set as sd_dsa_topk: larger score first, ties broken by the lower index, NaN ranks as -inf.
 enum sd_status sd_cuda_topk(const struct sd_cuda_topk_params *p);
+#define SD_CUDA_TOPK_SPLIT_ROWS 8
+#define SD_CUDA_TOPK_SLICE 4096
+size_t sd_cuda_topk_scratch_bytes(int n_rows, int n_cols);
 
 // ---- indexer + top-k over query chunks (prefill): the [n_q][n_k] score matrix is never materialised ----
 struct sd_cuda_indexer_topk_params {

@@ -56,7 +56,7 @@ static double worst_gemv_rel[2];
 static int dequant_cases, dequant_exact;
 static double worst_idx_simple, worst_idx_mma, worst_mla_rel[3], worst_mla_lse[3], worst_attn_rel;
 static int attn_cases;
-static int topk_cases, topk_exact;
+static int topk_cases, topk_exact, topk_split_cases;
 
 // ---------------------------------------------------------------- indexer
 struct ix_case {
@@ -244,7 +244,7 @@ static void test_topk_case(int n_rows, int n_cols, int k, int kind, int with_nv)
     int *d_nv = nv ? dupload(nv, (size_t)n_rows * sizeof(int)) : NULL;
     size_t ib = (size_t)n_rows * ldi * 4;
     int32_t *d_i = dalloc(ib), *got = xmalloc(ib), *again = xmalloc(ib);
-    struct sd_cuda_topk_params p = {d_s, ld, d_nv, n_rows, n_cols, k, d_i, ldi, NULL};
+    struct sd_cuda_topk_params p = {d_s, ld, d_nv, n_rows, n_cols, k, d_i, ldi, NULL, NULL, 0};
     for (int rep = 0; rep < 2; rep++) {
         CU(sd_cuda_memset(d_i, 0x7f, ib));
         CU(sd_cuda_topk(&p));
@@ -252,6 +252,25 @@ static void test_topk_case(int n_rows, int n_cols, int k, int kind, int with_nv)
         CU(sd_cuda_memcpy_d2h(rep ? again : got, d_i, ib));
     }
     CHECK_MSG(memcmp(got, again, ib) == 0, "topk not deterministic");
+    // The split path (few rows over slices in parallel blocks, with scratch): the same output, twice (the scratch is
+    // poisoned first: the call must not depend on what an earlier one left there).
+    if (n_rows <= SD_CUDA_TOPK_SPLIT_ROWS && n_cols >= 2 * SD_CUDA_TOPK_SLICE) {
+        size_t sb = sd_cuda_topk_scratch_bytes(n_rows, n_cols);
+        void *d_scr = dalloc(sb);
+        struct sd_cuda_topk_params ps = p;
+        ps.scratch = d_scr, ps.scratch_bytes = sb;
+        for (int rep = 0; rep < 2; rep++) {
+            CU(sd_cuda_memset(d_scr, 0x5a, sb));
+            CU(sd_cuda_memset(d_i, 0x7f, ib));
+            CU(sd_cuda_topk(&ps));
+            CU(sd_cuda_sync());
+            CU(sd_cuda_memcpy_d2h(again, d_i, ib));
+            CHECK_MSG(memcmp(got, again, ib) == 0,
+                      "topk split path differs from one block per row (rows %d cols %d k %d)", n_rows, n_cols, k);
+        }
+        topk_split_cases++;
+        sd_cuda_free(d_scr);
+    }
     int32_t *ref = xmalloc((size_t)k * 4), *scratch = xmalloc((size_t)n_cols * 4 + 4);
     float *tmp = xmalloc((size_t)n_cols * 4 + 4);
     for (int r = 0; r < n_rows; r++) {
@@ -850,7 +869,14 @@ static void test_topks(void)
         test_topk_case(2, 163840, 2048, 0, 0);
         test_topk_case(2, 163840, 2048, 1, 0);
     }
-    printf("topk: %d/%d rows identical to sd_dsa_topk\n", topk_exact, topk_cases);
+    // long rows, few of them (the split path too): ties and NaN (kind 1), slices only partly valid, k of mini
+    test_topk_case(2, 9000, 2048, 1, 1);
+    test_topk_case(1, 8192, 2048, 0, 0);
+    test_topk_case(SD_CUDA_TOPK_SPLIT_ROWS, 20000, 512, 1, 1);
+    test_topk_case(3, 65536 + 17, 512, 0, 1);
+    printf("topk: %d/%d rows identical to sd_dsa_topk; split path identical in %d cases\n", topk_exact, topk_cases,
+           topk_split_cases);
+    CHECK_MSG(small_mode || topk_split_cases >= 4, "only %d split-path cases ran", topk_split_cases);
     test_indexer_topk(small_mode ? 5 : 37, small_mode ? 2100 : 6000, 2048, small_mode ? 2 : 8);
     test_indexer_topk(5, 300, 64, 3);
 }

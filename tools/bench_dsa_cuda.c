@@ -366,21 +366,29 @@ static void bench_topk(void)
                 c.rot[i] = p;
             }
             int32_t *d_i = dalloc((size_t)R * k * 4);
-            c.p = (struct sd_cuda_topk_params){c.rot[0], (size_t)n, NULL, R, n, k, d_i, (size_t)k, NULL};
-            tk_fn(&c, 0);
-            CU(sd_cuda_sync());
-            int32_t *got = xmalloc((size_t)R * k * 4), *ref = xmalloc((size_t)k * 4), *scr = xmalloc((size_t)n * 4);
-            CU(sd_cuda_memcpy_d2h(got, d_i, (size_t)R * k * 4));
-            int ok = 1;
-            for (int r = 0; r < R; r++) {
-                sd_dsa_topk(s + (size_t)r * n, n, k, ref, scr);
-                ok &= memcmp(ref, got + (size_t)r * k, (size_t)k * 4) == 0;
+            // split: the rows over slices in parallel blocks (the path decode steps take: few rows, scratch given)
+            size_t sb = sd_cuda_topk_scratch_bytes(R, n);
+            void *d_scr = dalloc(sb);
+            for (int split = 0; split <= (R <= SD_CUDA_TOPK_SPLIT_ROWS); split++) {
+                c.p = (struct sd_cuda_topk_params){
+                    c.rot[0], (size_t)n, NULL, R, n, k, d_i, (size_t)k, NULL, split ? d_scr : NULL, split ? sb : 0};
+                tk_fn(&c, 0);
+                CU(sd_cuda_sync());
+                int32_t *got = xmalloc((size_t)R * k * 4), *ref = xmalloc((size_t)k * 4), *scr = xmalloc((size_t)n * 4);
+                CU(sd_cuda_memcpy_d2h(got, d_i, (size_t)R * k * 4));
+                int ok = 1;
+                for (int r = 0; r < R; r++) {
+                    sd_dsa_topk(s + (size_t)r * n, n, k, ref, scr);
+                    ok &= memcmp(ref, got + (size_t)r * k, (size_t)k * 4) == 0;
+                }
+                double us = time_median(tk_fn, &c, 5, 50);
+                char name[64];
+                snprintf(name, sizeof name, "topk k=2048 %d rows x %dK%s", R, n / 1024, split ? " split" : "");
+                add_row(name, us, 0, (double)cnt * 4 + (double)R * k * 4, ok, "us/row:", us / R);
+                free(got), free(ref), free(scr);
             }
-            double us = time_median(tk_fn, &c, 5, 50);
-            char name[64];
-            snprintf(name, sizeof name, "topk k=2048 %d rows x %dK", R, n / 1024);
-            add_row(name, us, 0, (double)cnt * 4 + (double)R * k * 4, ok, "us/row:", us / R);
-            free(s), free(got), free(ref), free(scr);
+            free(s);
+            sd_cuda_free(d_scr);
             sd_cuda_free(d_i);
             for (int i = 0; i < NROT; i++)
                 sd_cuda_free((void *)c.rot[i]);
