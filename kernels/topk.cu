@@ -341,7 +341,7 @@ extern "C" enum sd_status sd_cuda_topk(const struct sd_cuda_topk_params *p)
     SD_CHECK_ARG(p->ld_scores >= (size_t)p->n_cols && p->ld_idx >= (size_t)p->k);
     if (p->n_rows == 0)
         return SD_OK;
-    if (p->scratch && p->n_rows <= SD_CUDA_TOPK_SPLIT_ROWS && p->n_cols >= 2 * SD_CUDA_TOPK_SLICE &&
+    if (p->scratch && p->n_rows <= SD_CUDA_TOPK_SPLIT_ROWS && p->n_cols >= SD_CUDA_TOPK_SPLIT_COLS &&
         p->scratch_bytes >= sd_cuda_topk_scratch_bytes(p->n_rows, p->n_cols)) {
         cudaStream_t st = (cudaStream_t)p->stream;
         size_t rw = split_row_words(p->n_cols);

@@ -254,7 +254,7 @@ static void test_topk_case(int n_rows, int n_cols, int k, int kind, int with_nv)
     CHECK_MSG(memcmp(got, again, ib) == 0, "topk not deterministic");
     // The split path (few rows over slices in parallel blocks, with scratch): the same output, twice (the scratch is
     // poisoned first: the call must not depend on what an earlier one left there).
-    if (n_rows <= SD_CUDA_TOPK_SPLIT_ROWS && n_cols >= 2 * SD_CUDA_TOPK_SLICE) {
+    if (n_rows <= SD_CUDA_TOPK_SPLIT_ROWS && n_cols >= SD_CUDA_TOPK_SPLIT_COLS) {
         size_t sb = sd_cuda_topk_scratch_bytes(n_rows, n_cols);
         void *d_scr = dalloc(sb);
         struct sd_cuda_topk_params ps = p;
@@ -870,10 +870,10 @@ static void test_topks(void)
         test_topk_case(2, 163840, 2048, 1, 0);
     }
     // long rows, few of them (the split path too): ties and NaN (kind 1), slices only partly valid, k of mini
-    test_topk_case(2, 9000, 2048, 1, 1);
-    test_topk_case(1, 8192, 2048, 0, 0);
-    test_topk_case(SD_CUDA_TOPK_SPLIT_ROWS, 20000, 512, 1, 1);
-    test_topk_case(3, 65536 + 17, 512, 0, 1);
+    test_topk_case(2, SD_CUDA_TOPK_SPLIT_COLS, 2048, 1, 1);
+    test_topk_case(1, SD_CUDA_TOPK_SPLIT_COLS + 4500, 2048, 0, 0);
+    test_topk_case(SD_CUDA_TOPK_SPLIT_ROWS, SD_CUDA_TOPK_SPLIT_COLS + 1000, 512, 1, 1);
+    test_topk_case(3, SD_CUDA_TOPK_SPLIT_COLS + 17, 512, 0, 1);
     printf("topk: %d/%d rows identical to sd_dsa_topk; split path identical in %d cases\n", topk_exact, topk_cases,
            topk_split_cases);
     CHECK_MSG(small_mode || topk_split_cases >= 4, "only %d split-path cases ran", topk_split_cases);

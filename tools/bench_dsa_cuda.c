@@ -369,7 +369,7 @@ static void bench_topk(void)
             // split: the rows over slices in parallel blocks (the path decode steps take: few rows, scratch given)
             size_t sb = sd_cuda_topk_scratch_bytes(R, n);
             void *d_scr = dalloc(sb);
-            for (int split = 0; split <= (R <= SD_CUDA_TOPK_SPLIT_ROWS); split++) {
+            for (int split = 0; split <= (R <= SD_CUDA_TOPK_SPLIT_ROWS && n >= SD_CUDA_TOPK_SPLIT_COLS); split++) {
                 c.p = (struct sd_cuda_topk_params){
                     c.rot[0], (size_t)n, NULL, R, n, k, d_i, (size_t)k, NULL, split ? d_scr : NULL, split ? sb : 0};
                 tk_fn(&c, 0);
