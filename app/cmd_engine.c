@@ -287,6 +287,7 @@ static void generate_usage(FILE *f)
                "                     DeepSeek-V3.2's shapes the FP8 indexer and prefill attention on tensor cores);\n"
                "                     fp8 (matrices released as FP8 kept FP8 with their block scales, the rest as\n"
                "                     bf16); fp8-f32 (FP8 as fp8, the rest f32)\n"
+               "  --indexer-fp8      DeepSeek's FP8 indexer numerics instead of fp32 (DSA models)\n"
                "  --stats            print timing to stderr\n");
 }
 
@@ -299,8 +300,8 @@ int sd_cmd_generate(int argc, char **argv)
         {"seed", required_argument, 0, 's'},    {"ctx", required_argument, 0, 'c'},
         {"threads", required_argument, 0, 't'}, {"backend", required_argument, 0, 'b'},
         {"attention", required_argument, 0, 'a'}, {"stats", no_argument, 0, 'S'},
-        {"gpu-weights", required_argument, 0, 'W'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"gpu-weights", required_argument, 0, 'W'}, {"indexer-fp8", no_argument, 0, 'f'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     const char *model_dir = NULL, *prompt = NULL;
     long n_gen = 128, v;
     double d;
@@ -368,6 +369,7 @@ int sd_cmd_generate(int argc, char **argv)
                 return SD_EXIT_USAGE;
             gw = 1;
             break;
+        case 'f': sp.indexer_fp8 = 1; break;
         case 'h': generate_usage(stdout); return SD_EXIT_OK;
         default: generate_usage(stderr); return SD_EXIT_USAGE;
         }

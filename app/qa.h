@@ -35,6 +35,7 @@ struct sd_qa_opts {
     const char *backend;    // NULL or "cpu"
     int gpu_weights_bf16;   // with a GPU backend: sd_session_params.gpu_weights_bf16 / gpu_weights_fp8
     int gpu_weights_fp8;
+    int indexer_fp8;      // sd_session_params.indexer_fp8: DeepSeek's FP8 indexer numerics (DSA models)
     int no_ocr;           // ingestion: never OCR pages without a text layer (data/ingest.h)
     const char *ocr_lang; // ingestion: Tesseract languages; NULL: eng
 };

@@ -5,6 +5,7 @@
 #     (physical page 2, printed 113); the second ask on the same scope is served from the cache
 #     (tokens prefilled < 100, reused > 0, reused == restored) with the same answer;
 #   - a corrupted blob file is dropped and recomputed, and the answer is unchanged;
+#   - --indexer-fp8 answers the same from KV cache entries of its own;
 #   - --json carries the documented fields; the human output has citations, strategy and cache lines;
 #   - empty scope and a missing model fail with a clear message and exit 1; bad usage exits 2;
 #   - ask --repo on a small code tree (tests/fixtures/qa_repo) cites a path:line that exists;
@@ -60,6 +61,15 @@ if [ -n "$blob" ]; then
 else
     fail "no blob files under $tmp/kv/blobs"
 fi
+
+# 3b. --indexer-fp8 (DeepSeek's FP8 indexer numerics): the same answer, but its KV state is its own (another
+# fingerprint): not served from the fp32 entries, then served from its own
+"$bin" ask --threads 2 --json --indexer-fp8 --doc "$pdf" "$Q" >"$tmp/f1.json" 2>"$tmp/f1.err" || fail "ask --indexer-fp8 exited $?"
+"$bin" ask --threads 2 --json --indexer-fp8 --doc "$pdf" "$Q" >"$tmp/f2.json" 2>"$tmp/f2.err" || fail "second ask --indexer-fp8 exited $?"
+f=$(json "$tmp/f1.json" "('KX-4821' in j['answer'], j['tokens']['reused'] == 0, j['tokens']['prefilled'] == j['tokens']['prompt'])")
+f2=$(json "$tmp/f2.json" "(j['tokens']['prefilled'] < 100, j['tokens']['reused'] > 0)")
+[ "$f $f2" = "(True, True, True) (True, True)" ] && ok "--indexer-fp8: same answer, own KV cache entries" ||
+    fail "--indexer-fp8 (answer, cold, cold) (warm, reused) = $f $f2: $(cat "$tmp/f1.json")"
 
 # 4. human output
 "$bin" ask --threads 2 --doc "$pdf" "$Q" >"$tmp/h.txt" 2>&1 || fail "human ask exited $?"
