@@ -53,6 +53,83 @@ static __device__ __forceinline__ uint32_t block_excl_scan(uint32_t v, uint32_t 
     return r;
 }
 
+// Candidates of row r: columns [0, n_valid[r]) clamped to n_cols (all n_cols without n_valid).
+static __device__ __forceinline__ int row_n(const int *n_valid, int r, int n_cols)
+{
+    int n = n_valid ? n_valid[r] : n_cols;
+    return max(0, min(n, n_cols));
+}
+
+// A row with n <= k candidates: all of them, then -1 (every thread of the block calls it).
+static __device__ __forceinline__ void write_all(int32_t *out, int n, int k)
+{
+    for (int x = threadIdx.x; x < k; x += TOPK_THREADS)
+        out[x] = x < n ? x : -1;
+}
+
+// One radix pass's choice (all TOPK_THREADS threads call it): over the nbins counts of hist (shared or global),
+// the digit whose bin holds the k_rem-th largest key, and how many keys lie in the bins above it, into the shared
+// *sel_digit / *sel_above (visible to the block on return).
+static __device__ __forceinline__ void pick_digit(const uint32_t *hist, uint32_t nbins, uint32_t k_rem,
+                                                  uint32_t *scan_tmp, uint32_t *sel_digit, uint32_t *sel_above)
+{
+    // Counts from the top: thread t holds bins (descending) [per*t, per*t + per).
+    const uint32_t per = nbins / TOPK_THREADS;             // 2 or 1
+    const uint32_t hi_bin = nbins - 1 - per * threadIdx.x; // highest bin of this thread's chunk
+    uint32_t c = 0;
+    for (uint32_t x = 0; x < per; x++)
+        c += hist[hi_bin - x];
+    uint32_t total;
+    uint32_t above = block_excl_scan(c, scan_tmp, &total);
+    if (above < k_rem && k_rem <= above + c) {
+        uint32_t a = above;
+        for (uint32_t x = 0; x < per; x++) {
+            uint32_t h = hist[hi_bin - x];
+            if (k_rem <= a + h) {
+                *sel_digit = hi_bin - x;
+                *sel_above = a;
+                break;
+            }
+            a += h;
+        }
+    }
+    __syncthreads();
+}
+
+// The ordered write of columns [i0, i0 + ITEMS) of this thread (a block covers TOPK_THREADS * ITEMS consecutive
+// columns from its first thread's i0): keys > T go to their rank among the > T keys plus the == T keys taken
+// before them, keys == T only while fewer than need_eq came before. run_gt / run_eq: the > T and == T keys of the
+// columns before the block's; *total gets the block's counts (gt | eq << 16).
+template <int ITEMS>
+static __device__ __forceinline__ void write_chunk(const float *row, int i0, int n, uint32_t T, uint32_t need_eq,
+                                                   uint32_t run_gt, uint32_t run_eq, int32_t *out, uint32_t *scan_tmp,
+                                                   uint32_t *total)
+{
+    uint32_t keys[ITEMS];
+    uint32_t packed = 0; // gt count | eq count << 16
+#pragma unroll
+    for (int x = 0; x < ITEMS; x++) {
+        keys[x] = i0 + x < n ? order_key(row[i0 + x]) : 0u;
+        if (i0 + x < n)
+            packed += keys[x] > T ? 1u : (keys[x] == T ? 0x10000u : 0u);
+    }
+    uint32_t excl = block_excl_scan(packed, scan_tmp, total);
+    uint32_t gt_before = run_gt + (excl & 0xffffu), eq_before = run_eq + (excl >> 16);
+#pragma unroll
+    for (int x = 0; x < ITEMS; x++) {
+        if (i0 + x >= n)
+            break;
+        if (keys[x] > T) {
+            out[gt_before + min(eq_before, need_eq)] = i0 + x;
+            gt_before++;
+        } else if (keys[x] == T) {
+            if (eq_before < need_eq)
+                out[gt_before + eq_before] = i0 + x;
+            eq_before++;
+        }
+    }
+}
+
 __global__ void __launch_bounds__(TOPK_THREADS)
     topk_radix_kernel(const float *__restrict__ scores, size_t ld, const int *__restrict__ n_valid, int n_cols, int k,
                       int32_t *idx, size_t ld_idx)
@@ -63,11 +140,9 @@ __global__ void __launch_bounds__(TOPK_THREADS)
     const int r = blockIdx.x, tid = threadIdx.x;
     const float *row = scores + (size_t)r * ld;
     int32_t *out = idx + (size_t)r * ld_idx;
-    int n = n_valid ? n_valid[r] : n_cols;
-    n = max(0, min(n, n_cols));
+    const int n = row_n(n_valid, r, n_cols);
     if (n <= k) {
-        for (int x = tid; x < k; x += TOPK_THREADS)
-            out[x] = x < n ? x : -1;
+        write_all(out, n, k);
         return;
     }
     uint32_t prefix = 0, mask = 0;
@@ -86,27 +161,7 @@ __global__ void __launch_bounds__(TOPK_THREADS)
                 atomicAdd(&hist[(key >> shift) & (nbins - 1)], 1u);
         }
         __syncthreads();
-        // Counts from the top: thread t holds bins (descending) [per*t, per*t + per).
-        const uint32_t per = nbins / TOPK_THREADS; // 2 or 1
-        uint32_t hi_bin = nbins - 1 - per * tid;   // highest bin of this thread's chunk
-        uint32_t c = 0;
-        for (uint32_t x = 0; x < per; x++)
-            c += hist[hi_bin - x];
-        uint32_t total;
-        uint32_t above = block_excl_scan(c, scan_tmp, &total);
-        if (above < k_rem && k_rem <= above + c) {
-            uint32_t a = above;
-            for (uint32_t x = 0; x < per; x++) {
-                uint32_t h = hist[hi_bin - x];
-                if (k_rem <= a + h) {
-                    sel_digit = hi_bin - x;
-                    sel_above = a;
-                    break;
-                }
-                a += h;
-            }
-        }
-        __syncthreads();
+        pick_digit(hist, nbins, k_rem, scan_tmp, &sel_digit, &sel_above);
         prefix |= sel_digit << shift;
         mask |= (nbins - 1) << shift;
         k_rem -= sel_above;
@@ -116,31 +171,8 @@ __global__ void __launch_bounds__(TOPK_THREADS)
     const uint32_t T = prefix, need_eq = k_rem;
     uint32_t run_gt = 0, run_eq = 0;
     for (int base = 0; base < n; base += TOPK_THREADS * TOPK_ITEMS) {
-        int i0 = base + tid * TOPK_ITEMS;
-        uint32_t keys[TOPK_ITEMS];
-        uint32_t packed = 0; // gt count | eq count << 16
-#pragma unroll
-        for (int x = 0; x < TOPK_ITEMS; x++) {
-            keys[x] = i0 + x < n ? order_key(row[i0 + x]) : 0u;
-            if (i0 + x < n)
-                packed += keys[x] > T ? 1u : (keys[x] == T ? 0x10000u : 0u);
-        }
         uint32_t total;
-        uint32_t excl = block_excl_scan(packed, scan_tmp, &total);
-        uint32_t gt_before = run_gt + (excl & 0xffffu), eq_before = run_eq + (excl >> 16);
-#pragma unroll
-        for (int x = 0; x < TOPK_ITEMS; x++) {
-            if (i0 + x >= n)
-                break;
-            if (keys[x] > T) {
-                out[gt_before + min(eq_before, need_eq)] = i0 + x;
-                gt_before++;
-            } else if (keys[x] == T) {
-                if (eq_before < need_eq)
-                    out[gt_before + eq_before] = i0 + x;
-                eq_before++;
-            }
-        }
+        write_chunk<TOPK_ITEMS>(row, base + tid * TOPK_ITEMS, n, T, need_eq, run_gt, run_eq, out, scan_tmp, &total);
         run_gt += total & 0xffffu;
         run_eq += total >> 16;
     }
@@ -155,19 +187,13 @@ __global__ void __launch_bounds__(TOPK_THREADS)
 #define SPLIT_HIST_THREADS 256
 #define SPLIT_ITEMS (SD_CUDA_TOPK_SLICE / TOPK_THREADS) // 4 consecutive elements per thread in the write
 
-static __device__ __forceinline__ int split_n(const int *n_valid, int r, int n_cols)
-{
-    int n = n_valid ? n_valid[r] : n_cols;
-    return max(0, min(n, n_cols));
-}
-
 __global__ void __launch_bounds__(SPLIT_HIST_THREADS)
     topk_split_hist(const float *__restrict__ scores, size_t ld, const int *__restrict__ n_valid, int n_cols, int k,
                     uint32_t *scr, size_t row_words, int pass)
 {
     __shared__ uint32_t sh[2048];
     const int r = blockIdx.y, s = blockIdx.x, tid = threadIdx.x;
-    const int n = split_n(n_valid, r, n_cols);
+    const int n = row_n(n_valid, r, n_cols);
     if (n <= k)
         return;
     uint32_t *hist = scr + (size_t)r * row_words;
@@ -197,33 +223,14 @@ __global__ void __launch_bounds__(TOPK_THREADS)
     __shared__ uint32_t scan_tmp[33];
     __shared__ uint32_t sel_digit, sel_above;
     const int r = blockIdx.x, tid = threadIdx.x;
-    const int n = split_n(n_valid, r, n_cols);
+    const int n = row_n(n_valid, r, n_cols);
     if (n <= k)
         return;
     uint32_t *hist = scr + (size_t)r * row_words, *st = hist + 2048;
     const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0;
     const uint32_t nbins = pass == 2 ? 1024u : 2048u;
     const uint32_t prefix = pass ? st[0] : 0u, mask = pass ? st[1] : 0u, k_rem = pass ? st[2] : (uint32_t)k;
-    const uint32_t per = nbins / TOPK_THREADS;
-    uint32_t hi_bin = nbins - 1 - per * tid;
-    uint32_t c = 0;
-    for (uint32_t x = 0; x < per; x++)
-        c += hist[hi_bin - x];
-    uint32_t total;
-    uint32_t above = block_excl_scan(c, scan_tmp, &total);
-    if (above < k_rem && k_rem <= above + c) {
-        uint32_t a = above;
-        for (uint32_t x = 0; x < per; x++) {
-            uint32_t h = hist[hi_bin - x];
-            if (k_rem <= a + h) {
-                sel_digit = hi_bin - x;
-                sel_above = a;
-                break;
-            }
-            a += h;
-        }
-    }
-    __syncthreads();
+    pick_digit(hist, nbins, k_rem, scan_tmp, &sel_digit, &sel_above);
     for (uint32_t b = tid; b < 2048; b += TOPK_THREADS) // cleared for the next pass (and the next call)
         hist[b] = 0;
     if (tid == 0) {
@@ -239,7 +246,7 @@ __global__ void __launch_bounds__(SPLIT_HIST_THREADS)
 {
     __shared__ uint32_t red[2][SPLIT_HIST_THREADS / 32];
     const int r = blockIdx.y, s = blockIdx.x, tid = threadIdx.x;
-    const int n = split_n(n_valid, r, n_cols);
+    const int n = row_n(n_valid, r, n_cols);
     if (n <= k)
         return;
     uint32_t *st = scr + (size_t)r * row_words + 2048;
@@ -278,12 +285,11 @@ __global__ void __launch_bounds__(TOPK_THREADS)
     __shared__ uint32_t scan_tmp[33];
     __shared__ uint32_t pre_gt, pre_eq;
     const int r = blockIdx.y, s = blockIdx.x, tid = threadIdx.x;
-    const int n = split_n(n_valid, r, n_cols);
+    const int n = row_n(n_valid, r, n_cols);
     int32_t *out = idx + (size_t)r * ld_idx;
     if (n <= k) {
         if (s == 0)
-            for (int x = tid; x < k; x += TOPK_THREADS)
-                out[x] = x < n ? x : -1;
+            write_all(out, n, k);
         return;
     }
     const uint32_t *st = scr + (size_t)r * row_words + 2048;
@@ -296,32 +302,9 @@ __global__ void __launch_bounds__(TOPK_THREADS)
         pre_eq = e;
     }
     __syncthreads();
-    const int i0 = s * SD_CUDA_TOPK_SLICE + tid * SPLIT_ITEMS;
-    const float *row = scores + (size_t)r * ld;
-    uint32_t keys[SPLIT_ITEMS];
-    uint32_t packed = 0; // gt count | eq count << 16
-#pragma unroll
-    for (int x = 0; x < SPLIT_ITEMS; x++) {
-        keys[x] = i0 + x < n ? order_key(row[i0 + x]) : 0u;
-        if (i0 + x < n)
-            packed += keys[x] > T ? 1u : (keys[x] == T ? 0x10000u : 0u);
-    }
     uint32_t total;
-    uint32_t excl = block_excl_scan(packed, scan_tmp, &total);
-    uint32_t gt_before = pre_gt + (excl & 0xffffu), eq_before = pre_eq + (excl >> 16);
-#pragma unroll
-    for (int x = 0; x < SPLIT_ITEMS; x++) {
-        if (i0 + x >= n)
-            break;
-        if (keys[x] > T) {
-            out[gt_before + min(eq_before, need_eq)] = i0 + x;
-            gt_before++;
-        } else if (keys[x] == T) {
-            if (eq_before < need_eq)
-                out[gt_before + eq_before] = i0 + x;
-            eq_before++;
-        }
-    }
+    write_chunk<SPLIT_ITEMS>(scores + (size_t)r * ld, s * SD_CUDA_TOPK_SLICE + tid * SPLIT_ITEMS, n, T, need_eq, pre_gt,
+                             pre_eq, out, scan_tmp, &total);
 }
 
 static size_t split_row_words(int n_cols)
