@@ -103,7 +103,7 @@ struct fwd {
     cudaGraphExec_t gexec;
     int graph_off;
     long graph_steps, graph_inst; // steps replayed from a graph, instantiations
-    long mla_tc_calls;            // MLA attention and indexer calls on tensor cores
+    long tc_calls;                // tensor-core MLA attention and indexer calls
     int ix_tc;                    // bf16 mode: FP8 indexer scores on tensor cores (sd_cuda_indexer_fp8, MMA)
     void *cublas_ws;              // cuBLAS workspace set explicitly (no allocation inside a capture)
     // MoE device path (T <= MOE_DEV_T): [L][3][E] expert matrix pointers (gate, up, down; NULL for dense
@@ -1256,7 +1256,7 @@ static enum sd_status indexer(struct fwd *f, int il, int T, int pos0, int *spars
             ip.scores = f->scores, ip.ld_scores = N, ip.n_q = nq, ip.n_heads = ni, ip.n_k = kend;
             ip.variant = SD_CUDA_INDEXER_MMA, ip.stream = f->st;
             TRY(sd_cuda_indexer_fp8(&ip));
-            f->mla_tc_calls++;
+            f->tc_calls++;
         } else if (f->fp8) {
             TRY(index_scores_fp8(f, ni, di, wscale, ik8, iks, kend, t0, nq));
         } else {
@@ -1352,7 +1352,7 @@ static enum sd_status attn_mla(struct fwd *f, int il, int T, int pos0)
         md.batch = 1, md.s_q = T, md.n_heads = nh, md.topk = f->topk, md.n_tokens = pos0 + T;
         md.scale = c->attn_scale, md.stream = f->st, md.variant = SD_CUDA_MLA_MMA;
         TRY(sd_cuda_mla_decode(&md));
-        f->mla_tc_calls++;
+        f->tc_calls++;
     } else {
         TRY(mla_attn_fp32(f, T, pos0, lat, sparse));
     }
@@ -1982,7 +1982,7 @@ static void fwd_counters(void *ctx, struct sd_backend_counters *out)
     const struct fwd *f = (const struct fwd *)ctx;
     out->graph_steps = f->graph_steps;
     out->graph_instances = f->graph_inst;
-    out->tc_attn_calls = f->mla_tc_calls;
+    out->tc_attn_calls = f->tc_calls;
 }
 
 static const struct sd_backend cuda_backend = {
