@@ -11,9 +11,8 @@
 // few cores those threads spin against each other: one page took 10.6 s instead of 1.3 s on 2 vCPUs, and
 // over 30 s (the page budget) while other OCR workers ran beside it. Pages are read in parallel by a pool
 // of worker processes (one per core), so each worker's regions run on one thread: max-active-levels 0
-// makes every parallel region inactive, whatever its num_threads clause asks. Weak: the symbols are there
+// makes every parallel region inactive, whatever its num_threads clause asks. Weak: the symbol is there
 // exactly when an OpenMP runtime (libgomp, loaded with libtesseract) is.
-extern void omp_set_dynamic(int dynamic) __attribute__((weak));
 extern void omp_set_max_active_levels(int levels) __attribute__((weak));
 #endif
 
@@ -93,9 +92,7 @@ enum sd_status sd_ocr_new(const char *lang, struct sd_ocr **out, struct sd_err *
                       "OCR (install libtesseract-dev and tesseract-ocr-%s, then rebuild)",
                       lang);
 #else
-    if (omp_set_dynamic) // for the calling process: a PDF worker, which only runs OCR
-        omp_set_dynamic(1);
-    if (omp_set_max_active_levels)
+    if (omp_set_max_active_levels) // for the calling process: a PDF worker, which only runs OCR
         omp_set_max_active_levels(0);
     struct sd_ocr *o = calloc(1, sizeof *o);
     if (!o || !(o->api = TessBaseAPICreate())) {
