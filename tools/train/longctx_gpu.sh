@@ -3,8 +3,8 @@
 # result in OUR engine on the GPU. Builds eval_mini with the CUDA backend in the background, trains
 # (tools/train/train.py --init INIT), blends the run with the shipped v1 weights (blend.py) and runs
 # eval_mini --backend cuda on the held-out set for each model, as long as time remains. Work happens in
-# $W; $OUT receives four files (the device returns at most eight): run.safetensors, b0.7.safetensors,
-# b0.85.safetensors (FP8, config and tokenizer as the shipped model's) and logs.tar.gz.
+# $W; $OUT receives run.safetensors, one bALPHA.safetensors per blend (ALPHAS, default "0.7 0.85"; FP8, config and
+# tokenizer as the shipped model's) and logs.tar.gz. BUCKETS (default "4096 16384 32768 65536") orders the evaluation.
 # Usage (repository root, GPU machine, carry .deps and .train/gpu):
 #   INIT=.train/gpu/run2 BUDGET=380 sh tools/train/longctx_gpu.sh
 # LONG_FROM=32768 LONG_DOC_FRAC=0.85 EARLY_FRAC=0.3: rows of 32K+ tokens get documents that fill 85-100% of
@@ -26,7 +26,7 @@ echo "train rc=$? at $(el) s"; tail -12 "$W/train_stdout.txt"
 wait $BP; tail -2 "$W/build.log"
 R=$W/run
 [ -f $R/bundle.tar ] && tar -C $R -xf $R/bundle.tar
-for a in 0.7 0.85; do
+for a in ${ALPHAS:-0.7 0.85}; do
   python3 tools/train/blend.py --a data/models/sparsedoc-mini --b $R --alpha $a --out "$W/b$a" > /dev/null 2>&1 &&
     cp $R/config.json "$W/b$a/" 2>/dev/null
 done
@@ -38,13 +38,12 @@ ev() { # model tag bucket modes [docs]
     --threads 8 --out "$W/eval_$2_$3.json" > "$W/eval_$2_$3.txt" 2>&1
   echo "== $2 $3 rc=$? at $(el) s"; grep "^| [0-9]" "$W/eval_$2_$3.txt"
 }
-for b in 4096 16384 32768 65536; do
+for b in ${BUCKETS:-4096 16384 32768 65536}; do
   ev $R run $b sparse,dense
-  ev "$W/b0.7" b70 $b sparse
-  ev "$W/b0.85" b85 $b sparse
+  for a in ${ALPHAS:-0.7 0.85}; do ev "$W/b$a" "b$a" $b sparse; done
 done
 echo "done at $(el) s"
-for m in run b0.7 b0.85; do
+for m in run $(for a in ${ALPHAS:-0.7 0.85}; do echo b$a; done); do
   d=$W/$m; [ $m = run ] && d=$R
   [ -f $d/model.safetensors ] && cp $d/model.safetensors "$OUT/$m.safetensors"
 done
