@@ -69,6 +69,8 @@ static const char ask_help[] =
     "  --attention MODE   sparse (default, DSA) or dense\n"
     "  --indexer-fp8      DeepSeek's FP8 indexer numerics instead of fp32 (DSA models; on --backend cuda with\n"
     "                     --gpu-weights bf16 or fp8 the indexer then runs on tensor cores at V3.2's shapes)\n"
+    "  --fp8-act          DeepSeek's FP8 GEMMs: inputs of FP8-released matrices quantized in 1x128 blocks (on\n"
+    "                     --backend cuda with --gpu-weights fp8: FP8 tensor-core GEMMs for prefill)\n"
     "  --no-cache         neither read nor write the KV prefix cache\n"
     "  --db PATH          document store (default $SPARSEDOC_DB, else the XDG data dir)\n"
     "  --cache-dir DIR    KV prefix cache directory (default $SPARSEDOC_CACHE_DIR, else the XDG cache dir)\n"
@@ -82,7 +84,8 @@ static const char chat_help[] =
     "  --repo DIR         ingest a code tree and chat about it\n"
     "  --resume ID        continue a saved conversation (its documents and earlier turns)\n"
     "  --list             list saved conversations\n"
-    "  --model M, --max-tokens N, --ctx N, --threads N, --backend NAME, --gpu-weights T, --indexer-fp8, --no-cache,\n"
+    "  --model M, --max-tokens N, --ctx N, --threads N, --backend NAME, --gpu-weights T, --indexer-fp8, --fp8-act,\n"
+    "  --no-cache,\n"
     "  --db PATH, --cache-dir DIR, --json\n"
     "                     as for 'sparsedoc ask' (--json prints one object per answer)\n";
 
@@ -174,6 +177,8 @@ static int parse(int argc, char **argv, struct qa_cli *c, const char *help)
                 return usage_err(cmd, "--strategy must be auto, select or map-reduce");
         } else if (!strcmp(a, "--indexer-fp8")) {
             c->qo.indexer_fp8 = 1;
+        } else if (!strcmp(a, "--fp8-act")) {
+            c->qo.fp8_act = 1;
         } else if (!strcmp(a, "--attention")) {
             VALUE;
             if (!strcmp(v, "sparse"))

@@ -150,7 +150,8 @@ enum sd_status sd_qa_open(const struct sd_qa_opts *opts, struct sd_qa **out, str
                                         .index_topk = o->index_topk,
                                         .gpu_weights_bf16 = o->gpu_weights_bf16,
                                         .gpu_weights_fp8 = o->gpu_weights_fp8,
-                                        .indexer_fp8 = o->indexer_fp8};
+                                        .indexer_fp8 = o->indexer_fp8,
+                                        .fp8_act = o->fp8_act};
     qa->logits = malloc(sizeof(float) * (size_t)qa->model->cfg.vocab_size);
     qa->logits2 = malloc(sizeof(float) * (size_t)qa->model->cfg.vocab_size);
     if (!qa->logits || !qa->logits2) {

@@ -30,6 +30,7 @@ struct sd_backend_counters {
     long graph_steps;     // forward calls replayed from a captured graph (CUDA: decode steps)
     long graph_instances; // graphs instantiated (again when a step's kernels changed)
     long tc_attn_calls;   // attention calls that ran on tensor cores in reduced precision
+    long fp8_gemm_calls;  // FP8 x FP8 GEMMs (fp8_act with FP8 device weights)
 };
 
 struct sd_backend {

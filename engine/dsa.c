@@ -27,16 +27,6 @@ void sd_hadamard(float *x, int n)
         x[i] *= s;
 }
 
-// 2^ceil(log2(r)) for r > 0, computed exactly from the binary exponent.
-static float pow2_ceil(float r)
-{
-    int e;
-    float m = frexpf(r, &e); // r = m * 2^e, m in [0.5, 1)
-    if (m == 0.5f)
-        e -= 1;
-    return ldexpf(1.0f, e);
-}
-
 void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale)
 {
     float tmp[SD_DSA_MAX_DIM];
@@ -52,7 +42,7 @@ void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale)
     }
     if (amax < 1e-4f)
         amax = 1e-4f;
-    float s = pow2_ceil(amax / 448.0f);
+    float s = sd_pow2_ceil(amax / 448.0f);
     float inv = 1.0f / s; // exact: s is a power of two
     for (int i = 0; i < d; i++)
         q8[i] = sd_f32_to_e4m3(tmp[i] * inv);

@@ -4,6 +4,7 @@
 // Loads go through byte assembly (little-endian file order), so unaligned mmap'd data is fine.
 #include "dtype.h"
 
+#include <math.h>
 #include <string.h>
 
 static const struct {
@@ -169,6 +170,47 @@ uint8_t sd_f32_to_e4m3(float f)
         return sign;
     uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
     return (uint8_t)(sign | shift_rne(m, shift));
+}
+
+float sd_pow2_ceil(float r)
+{
+    int e;
+    float m = frexpf(r, &e); // r = m * 2^e, m in [0.5, 1)
+    if (m == 0.5f)
+        e -= 1;
+    return ldexpf(1.0f, e);
+}
+
+static float act_block_scale(const float *x, int n)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (a > amax)
+            amax = a;
+    }
+    return sd_pow2_ceil((amax < 1e-4f ? 1e-4f : amax) / 448.0f);
+}
+
+void sd_fp8_act_quant(const float *x, int n, uint8_t *q, float *scales)
+{
+    for (int b0 = 0, b = 0; b0 < n; b0 += SD_FP8_ACT_BLOCK, b++) {
+        int len = n - b0 < SD_FP8_ACT_BLOCK ? n - b0 : SD_FP8_ACT_BLOCK;
+        float s = act_block_scale(x + b0, len), inv = 1.0f / s;
+        for (int i = 0; i < len; i++)
+            q[b0 + i] = sd_f32_to_e4m3(x[b0 + i] * inv);
+        scales[b] = s;
+    }
+}
+
+void sd_fp8_act_roundtrip(const float *x, float *out, int n)
+{
+    for (int b0 = 0; b0 < n; b0 += SD_FP8_ACT_BLOCK) {
+        int len = n - b0 < SD_FP8_ACT_BLOCK ? n - b0 : SD_FP8_ACT_BLOCK;
+        float s = act_block_scale(x + b0, len), inv = 1.0f / s;
+        for (int i = 0; i < len; i++)
+            out[b0 + i] = sd_e4m3_to_f32(sd_f32_to_e4m3(x[b0 + i] * inv)) * s;
+    }
 }
 
 enum sd_status sd_convert_to_f32(enum sd_dtype t, const void *src, float *dst, size_t n)

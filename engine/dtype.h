@@ -32,6 +32,17 @@ float sd_f16_to_f32(uint16_t h);
 uint16_t sd_f32_to_f16(float f);
 float sd_e4m3_to_f32(uint8_t v);
 uint8_t sd_f32_to_e4m3(float f); // round to nearest even, saturating to +-448
+// 2^ceil(log2(r)) for a finite r > 0, exact (from the binary exponent).
+float sd_pow2_ceil(float r);
+
+// DeepSeek's FP8 activation quantization (act_quant with power-of-two "ue8m0" scales): n values in blocks of
+// SD_FP8_ACT_BLOCK (the last one may be shorter), each block b with the scale
+// s[b] = sd_pow2_ceil(max(amax_b, 1e-4) / 448) and the values q[i] = e4m3(x[i] / s[b]) (exact division: s is a
+// power of two). q: n bytes, scales: ceil(n / SD_FP8_ACT_BLOCK) floats.
+#define SD_FP8_ACT_BLOCK 128
+void sd_fp8_act_quant(const float *x, int n, uint8_t *q, float *scales);
+// out[i] = e4m3_to_f32(q[i]) * s[b]: the values an FP8 GEMM multiplies, as f32 (exact). out may equal x.
+void sd_fp8_act_roundtrip(const float *x, float *out, int n);
 
 // Convert n elements of a tensor's data (any float dtype) to f32.
 // src may be unaligned and is read in little-endian order. F32/F16/BF16/F8_E4M3/F64 are

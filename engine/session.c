@@ -20,6 +20,7 @@
 #include <xxhash.h>
 
 #include "dsa.h"
+#include "dtype.h"
 #include "ops_cpu.h"
 
 // Heads of one query that share each gathered cache row in the sparse MLA attention (sd_mla_attn_heads):
@@ -65,6 +66,7 @@ struct sd_session {
     void *be_ctx;        // backend state (p.backend != NULL)
     void *qact;          // sd_matmul_w scratch (quantized activations or f32 panels)
     size_t qact_bytes;
+    float *xq;           // fp8_act: a product's input rows after the FP8 round trip [T][widest input]
     // indexer recall statistics (NULL rec: off)
     struct sd_recall_stat *rec; // [L]
     double *rec_head;           // [T][n_heads][2] per-head recall and oracle recall of the chunk
@@ -98,6 +100,7 @@ void sd_session_free(struct sd_session *s)
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         free(ptrs[i]);
     free(s->qact);
+    free(s->xq);
     free(s);
 }
 
@@ -297,6 +300,18 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
     if (qb)
         s->qact = xcalloc(qb, 1, &fail);
     s->qact_bytes = s->qact ? qb : 0;
+    if (s->p.fp8_act && !s->p.backend) {
+        size_t kmax = H > (size_t)I ? H : (size_t)I;
+        if (sd_config_is_deepseek(c)) {
+            size_t ql = (size_t)(c->q_lora_rank > 0 ? c->q_lora_rank : 0), ov = (size_t)c->n_heads * c->v_head_dim;
+            kmax = kmax > ql ? kmax : ql;
+            kmax = kmax > ov ? kmax : ov;
+        } else {
+            size_t qd = (size_t)c->n_heads * c->head_dim;
+            kmax = kmax > qd ? kmax : qd;
+        }
+        s->xq = xcalloc(T * kmax, sizeof(float), &fail);
+    }
     if (fail) {
         size_t kv = sd_session_kv_bytes_per_token(s) * N;
         sd_session_free(s);
@@ -331,9 +346,17 @@ static inline int thread_id(void)
 #endif
 }
 
-// y[T][w->rows] = x W^T (+ bias): the weight in whatever form the model keeps it.
-static inline void mm(struct sd_session *s, float *y, const float *x, const struct sd_wmat *w, const float *bias, int T)
+// y[T][w->rows] = x W^T (+ bias): the weight in whatever form the model keeps it. With fp8_act, a matrix released
+// as FP8 multiplies the FP8 round trip of x (DeepSeek's W8A8 numerics; the weights are its f32 values already).
+static void mm(struct sd_session *s, float *y, const float *x, const struct sd_wmat *w, const float *bias, int T)
 {
+    if (s->xq && w->fp8) {
+        const int K = w->cols;
+#pragma omp parallel for schedule(static) if (T > 1)
+        for (int t = 0; t < T; t++)
+            sd_fp8_act_roundtrip(x + (size_t)t * K, s->xq + (size_t)t * K, K);
+        x = s->xq;
+    }
     sd_matmul_w(y, x, w, bias, T, s->qact, s->qact_bytes);
 }
 

@@ -47,6 +47,13 @@ struct sd_session_params {
     // memory; the shape changes every 2048 positions and when DSA selection starts) and replayed as one launch:
     // the same kernels, bit-identical results. Ignored by the CPU.
     int gpu_no_graph;
+    // 1: DeepSeek's FP8 GEMM numerics for the matrices released as FP8 (struct sd_wmat.fp8): each product's input
+    // rows are quantized in blocks of 128 values to e4m3 with a power-of-two scale (sd_fp8_act_quant, DeepSeek's
+    // act_quant with ue8m0 scales) and multiplied by the FP8 weights, as DeepSeek-V3.2's reference inference does.
+    // The CPU multiplies the round-tripped f32 values; a GPU backend runs FP8 x FP8 tensor-core GEMMs for prefill
+    // chunks (kernels/gemm_fp8.cu) and its f32 kernels on the round-tripped values elsewhere. Other matrices
+    // (bf16/f32 in the file, GGUF types) are unaffected; so is a model without FP8 matrices.
+    int fp8_act;
     const struct sd_backend *backend; // NULL: the CPU forward pass (borrowed; must outlive the session)
 };
 

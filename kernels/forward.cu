@@ -80,6 +80,11 @@ struct fwd {
     float *stage;        // setup only: f32 staging for the bf16 conversion (STAGE_N floats), freed after it
     __nv_bfloat16 *xb;   // bf16 mode: GEMM input rounded to bf16, xb_n elements (the largest T x K)
     size_t xb_n;
+    int fp8act;                  // fp8_act: inputs of matrices with an FP8 source quantized (marked fp8_block > 0)
+    float *xrt;                  // fp8_act: a GEMM input after the FP8 round trip, xrt_n floats (the largest T x K)
+    size_t xrt_n;
+    struct sd_cuda_gemm_fp8 *g8; // fp8_act with gpu_weights_fp8: FP8 x FP8 GEMMs (gemm_fp8.cu) for prefill chunks
+    long fp8_gemm_calls;
     cublasHandle_t cb;
     cudaStream_t st;
     void **allocs;
@@ -111,6 +116,7 @@ struct fwd {
     const void **exp_tab;
     const float **exp_stab; // their block scales where the experts are WT_FP8 ([L][3][E], else NULL)
     int exp_bf16, exp_fp8, exp_block;
+    int exp_aq; // fp8_act and the experts have an FP8 source: their GEMV inputs are round-tripped
     float *moe_act, *moe_yk;
     size_t mla_part_n;
     float *iq, *ik, *iw, *scores;
@@ -247,6 +253,8 @@ static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n
 {
     *dev = sd_wmat{};
     dev->type = SD_Q_F32, dev->rows = host.rows, dev->cols = host.cols;
+    // Every view of a matrix with an FP8 source keeps its block size: fp8_act quantizes those inputs (mm()).
+    dev->fp8_block = host.fp8 && host.fp8_scale ? host.fp8_block : 0;
     if (f->fp8w && !f32_only && !no_fp8 && host.data && host.fp8 && host.fp8_scale && host.fp8_block > 0 &&
         (size_t)host.rows * (size_t)host.cols == n)
         return upload_fp8(f, host, n, dev);
@@ -254,6 +262,8 @@ static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n
         const float *d;
         TRY(upload(f, host, n, &d));
         dev->data = d;
+        if (f32_only)
+            dev->fp8_block = 0;
         return SD_OK;
     }
     if ((size_t)host.rows * (size_t)host.cols != n) {
@@ -571,32 +581,6 @@ __global__ void __launch_bounds__(NT)
 
 // ---- FP8 indexer (DeepSeek numerics; engine/dsa.c is the reference, matched bit for bit)
 
-// m >> shift rounded to nearest, ties to even (as engine/dtype.c).
-static __device__ __forceinline__ uint32_t shift_rne_d(uint32_t m, int shift)
-{
-    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
-    return q + (rem > half || (rem == half && (q & 1u)));
-}
-
-// f32 -> e4m3, round to nearest even, saturating to +-448: the same function as sd_f32_to_e4m3.
-static __device__ uint8_t f32_to_e4m3_d(float f)
-{
-    uint32_t u = __float_as_uint(f);
-    uint8_t sign = (uint8_t)((u >> 24) & 0x80u);
-    uint32_t a = u & 0x7FFFFFFFu;
-    if (a > 0x7F800000u)
-        return (uint8_t)(sign | 0x7Fu);
-    if (a >= 0x43E00000u)
-        return (uint8_t)(sign | 0x7Eu);
-    int e = (int)(a >> 23);
-    if (e >= 121)
-        return (uint8_t)(sign | (((uint32_t)(e - 120) << 3) + shift_rne_d(a & 0x7FFFFFu, 20)));
-    int shift = 141 - e;
-    if (e == 0 || shift > 25)
-        return sign;
-    return (uint8_t)(sign | shift_rne_d((a & 0x7FFFFFu) | 0x800000u, shift));
-}
-
 // sd_dsa_quant_fp8_row on rows of n floats (n a power of two <= 512): orthonormal Hadamard (same
 // butterflies, then times hs = 1/sqrt(n)), amax, scale 2^ceil(log2(max(amax, 1e-4) / 448)), e4m3 of x / scale.
 // One block per row; q8 rows of n bytes, one scale per row, from row *dpos on (dpos NULL: from row 0).
@@ -631,13 +615,11 @@ __global__ void __launch_bounds__(NT)
     amax = block_max_f(amax, red);
     if (amax < 1e-4f)
         amax = 1e-4f;
-    float r = __fdiv_rn(amax, 448.0f); // a normal float here: the next power of two from its bits
-    uint32_t rb = __float_as_uint(r);
-    float s = (rb & 0x7FFFFFu) ? __uint_as_float((rb & 0x7F800000u) + 0x00800000u) : r;
+    float s = sd_pow2_ceil_d(__fdiv_rn(amax, 448.0f));
     float inv = __fdiv_rn(1.0f, s); // exact: s is a power of two
     uint8_t *o = q8 + (size_t)blockIdx.x * n;
     for (int i = threadIdx.x; i < n; i += NT)
-        o[i] = f32_to_e4m3_d(__fmul_rn(v[i], inv));
+        o[i] = sd_f32_to_e4m3_d(__fmul_rn(v[i], inv));
     if (threadIdx.x == 0)
         scale[blockIdx.x] = s;
 }
@@ -986,6 +968,29 @@ static enum sd_status mm(struct fwd *f, float *y, int ldy, const float *x, int l
     if (T <= 0 || N <= 0)
         return SD_OK;
     const float one = 1.0f;
+    if (f->fp8act && w.fp8_block > 0) { // DeepSeek's W8A8: the input quantized in 1x128 blocks
+        if (w.type == WT_FP8 && T > FP8_GEMV_T && f->g8 && ldw == K) {
+            struct sd_cuda_gemm_fp8_params g = {};
+            g.w = {(const uint8_t *)w.data, w.fp8_scale, N, K, w.fp8_block};
+            g.x = x, g.ldx = ldx, g.y = y, g.ldy = ldy, g.n_tok = T, g.beta = beta, g.stream = f->st;
+            enum sd_status st = sd_cuda_gemm_fp8(f->g8, &g);
+            if (st == SD_OK) {
+                f->fp8_gemm_calls++;
+                return SD_OK;
+            }
+            if (st != SD_ERR_UNSUPPORTED) // no algorithm for this shape: the f32 round trip below instead
+                return st;
+        }
+        if ((size_t)T * (size_t)K > f->xrt_n) {
+            sd_cuda_set_error("mm", __FILE__, __LINE__, "input exceeds the FP8 round-trip scratch");
+            return SD_ERR_BACKEND;
+        }
+        TRY(sd_cuda_act_roundtrip_fp8(x, ldx, f->xrt, K, T, K, f->st));
+        f->fp8act = 0; // the same product on the round-tripped input (no second round trip)
+        enum sd_status st = mm(f, y, ldy, f->xrt, K, w, ldw, T, N, K, beta);
+        f->fp8act = 1;
+        return st;
+    }
     if (w.type == WT_FP8) {
         if (ldw != K || (size_t)N * (size_t)K > f->fp8_max || !f->wdq) {
             sd_cuda_set_error("mm", __FILE__, __LINE__, "FP8 matrix not packed or larger than the dequant scratch");
@@ -1373,9 +1378,16 @@ template <typename W> static enum sd_status moe_dev(struct fwd *f, int il, int T
     const float *const *stab = f->exp_stab ? f->exp_stab + (size_t)il * 3 * E : NULL;
     const int B = f->exp_block;
     dim3 g1((Ie + 7) / 8, T * K), g2((H + 7) / 8, T * K);
-    k_moe_gateup<W><<<g1, 256, (size_t)H * sizeof(float), f->st>>>(f->x, H, f->rsel, K, E, tab, tab + E, Ie, f->moe_act,
+    const float *xin = f->x;
+    if (f->exp_aq) { // fp8_act: the experts' inputs quantized as the CPU does (x once, each slot's activation)
+        TRY(sd_cuda_act_roundtrip_fp8(f->x, H, f->xrt, H, T, H, f->st));
+        xin = f->xrt;
+    }
+    k_moe_gateup<W><<<g1, 256, (size_t)H * sizeof(float), f->st>>>(xin, H, f->rsel, K, E, tab, tab + E, Ie, f->moe_act,
                                                                    stab, stab ? stab + E : NULL, B);
     SD_CHECK_LAUNCH();
+    if (f->exp_aq)
+        TRY(sd_cuda_act_roundtrip_fp8(f->moe_act, Ie, f->moe_act, Ie, T * K, Ie, f->st));
     k_moe_down<W><<<g2, 256, (size_t)Ie * sizeof(float), f->st>>>(f->moe_act, Ie, f->rsel, E, tab + 2 * E, H, f->moe_yk,
                                                                   stab ? stab + 2 * E : NULL, B);
     SD_CHECK_LAUNCH();
@@ -1577,6 +1589,7 @@ static void fwd_free(void *ctx)
     free(f->h_off);
     if (f->cb)
         cublasDestroy(f->cb);
+    sd_cuda_gemm_fp8_free(f->g8);
     if (f->st)
         cudaStreamDestroy(f->st);
     free(f);
@@ -1631,6 +1644,7 @@ static enum sd_status moe_table(struct fwd *f)
             f->exp_bf16 = type == SD_Q_BF16;
             f->exp_fp8 = fp8;
             f->exp_block = fp8 ? block : 0;
+            f->exp_aq = f->fp8act && block > 0;
         }
     }
     free(h);
@@ -1822,13 +1836,20 @@ static enum sd_status fwd_setup(struct fwd *f)
     }
     DALLOC(f, f->g, T * I, float);
     DALLOC(f, f->u, T * I, float);
-    if (f->bf16) { // the widest GEMM input: x (H), cq (q_lora), g (I, MoE sizes included), att / o (heads x dims)
-        size_t kmax = H > I ? H : I, ql = c->q_lora_rank > 0 ? (size_t)c->q_lora_rank : 0;
-        size_t heads = f->deepseek ? (size_t)c->n_heads * c->v_head_dim : (size_t)c->n_heads * c->head_dim;
-        kmax = kmax > ql ? kmax : ql;
-        kmax = kmax > heads ? kmax : heads;
+    // the widest GEMM input: x (H), cq (q_lora), g (I, MoE sizes included), att / o (heads x dims)
+    size_t kmax = H > I ? H : I, ql = c->q_lora_rank > 0 ? (size_t)c->q_lora_rank : 0;
+    size_t heads = f->deepseek ? (size_t)c->n_heads * c->v_head_dim : (size_t)c->n_heads * c->head_dim;
+    kmax = kmax > ql ? kmax : ql;
+    kmax = kmax > heads ? kmax : heads;
+    if (f->bf16) {
         DALLOC(f, f->xb, T * kmax, __nv_bfloat16);
         f->xb_n = T * kmax;
+    }
+    if (f->fp8act) {
+        DALLOC(f, f->xrt, T * kmax, float);
+        f->xrt_n = T * kmax;
+        if (f->fp8w)
+            TRY(sd_cuda_gemm_fp8_new(&f->g8));
     }
     SD_CHECK_CUDA(cudaDeviceSynchronize());
     return SD_OK;
@@ -1876,6 +1897,7 @@ static enum sd_status fwd_init(const struct sd_model *m, const struct sd_session
     f->fp8 = fp8;
     f->bf16 = p->gpu_weights_bf16 != 0;
     f->fp8w = p->gpu_weights_fp8 != 0;
+    f->fp8act = p->fp8_act != 0;
     f->ix_tc = fp8 && f->bf16 && !p->gpu_attn_exact && c->index_n_heads == 64 && c->index_head_dim == 128;
     enum sd_status st = fwd_setup(f);
     if (st != SD_OK) {
@@ -1983,6 +2005,7 @@ static void fwd_counters(void *ctx, struct sd_backend_counters *out)
     out->graph_steps = f->graph_steps;
     out->graph_instances = f->graph_inst;
     out->tc_attn_calls = f->tc_calls;
+    out->fp8_gemm_calls = f->fp8_gemm_calls;
 }
 
 static const struct sd_backend cuda_backend = {

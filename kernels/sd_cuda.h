@@ -187,6 +187,48 @@ enum sd_status sd_cuda_gemv_fp8(const struct sd_cuda_gemv_fp8_params *p);
 // out [rows][cols] = the dequantized matrix, f32 (bf16 = 0) or rounded to bf16 (bf16 = 1, nearest even).
 enum sd_status sd_cuda_dequant_fp8(const struct sd_cuda_fp8_mat *w, void *out, int bf16, void *stream);
 
+// ---- FP8 x FP8 GEMM with DeepSeek's block scales (gemm_fp8.cu; the forward pass's fp8_act) ----
+// Activations quantized as engine/dtype.c sd_fp8_act_quant does (DeepSeek's act_quant with power-of-two scales):
+// each row in blocks of 128 values, one f32 scale per block, e4m3 values. The scales' order in memory:
+#define SD_CUDA_ACT_SCALE_ROWS 1 // [rows][ceil(cols / 128)]: a row's blocks side by side
+#define SD_CUDA_ACT_SCALE_COLS 2 // [ceil(cols / 128)][rows]: one block column's rows side by side
+// x [rows][ldx] (first cols) -> q [rows][cols] e4m3 and scales in the order `layout`. Bit-identical to the CPU.
+enum sd_status sd_cuda_act_quant_fp8(const float *x, int ldx, int rows, int cols, uint8_t *q, float *scales,
+                                     int layout, void *stream);
+// out [rows][ldo] = the quantized values times their scales as f32 (sd_fp8_act_roundtrip; out may equal x when
+// ldo == ldx): what an FP8 GEMM multiplies, for the kernels that take f32 inputs (the FP8 GEMV, decode's experts).
+enum sd_status sd_cuda_act_roundtrip_fp8(const float *x, int ldx, float *out, int ldo, int rows, int cols,
+                                         void *stream);
+
+// cuBLASLt handle, workspace, scratch for the quantized input and the scale orders, and the chosen algorithm per
+// shape (cached). Scratch grows on first use of a larger shape (cudaMalloc: not inside a CUDA graph capture).
+struct sd_cuda_gemm_fp8;
+enum sd_status sd_cuda_gemm_fp8_new(struct sd_cuda_gemm_fp8 **out);
+void sd_cuda_gemm_fp8_free(struct sd_cuda_gemm_fp8 *g);
+// Weight scale orders handed to cuBLASLt (BLK128x128 mode); the matrix's own stays [ceil(rows/128)][ceil(cols/128)].
+#define SD_CUDA_W_SCALE_NATIVE 1 // as stored: [row blocks][col blocks]
+#define SD_CUDA_W_SCALE_T 2      // [col blocks][row blocks]
+#define SD_CUDA_W_SCALE_T4 3     // [col blocks][row blocks rounded up to 4]
+struct sd_cuda_gemm_fp8_params {
+    struct sd_cuda_fp8_mat w; // block 128; cols a multiple of 16
+    const float *x;           // [n_tok][ldx], the first w.cols used; quantized inside (1x128 blocks)
+    int ldx;
+    float *y; // [n_tok][ldy]: y[t][n] = sum_k W[n][k] xq[t][k] + beta * y[t][n]; ldy a multiple of 4
+    int ldy;
+    int n_tok;
+    float beta;
+    // Scale orders given to cuBLASLt: 0 = this library's (what cuBLASLt expects; test_cuda_ops checks every
+    // order against a reference and that only these match). Otherwise SD_CUDA_ACT_SCALE_* / SD_CUDA_W_SCALE_*.
+    int act_layout, w_layout;
+    void *stream;
+};
+// e4m3 x e4m3 products on tensor cores with fp32 accumulation, the block scales applied per 128-wide K step
+// (cuBLASLt's VEC128 x BLK128x128 modes, sm_90). SD_ERR_UNSUPPORTED where cuBLASLt offers no algorithm (the
+// caller falls back); the library then remembers that for the shape.
+enum sd_status sd_cuda_gemm_fp8(struct sd_cuda_gemm_fp8 *g, const struct sd_cuda_gemm_fp8_params *p);
+// Calls that ran and the output type cuBLASLt accepted (0 none yet, 1 f32, 2 bf16 through a scratch).
+void sd_cuda_gemm_fp8_stats(const struct sd_cuda_gemm_fp8 *g, long *calls, int *out_mode);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,6 @@
 // sd_cuda_common.cuh: shared by kernels/*.cu: the SD_CHECK_CUDA macro (captures expression, file and
 // line into the library's last-error message and returns SD_ERR_BACKEND), the post-launch check,
-// device properties cached once, and small device helpers (e4m3 -> f16/f32 conversion, warp reductions).
+// device properties cached once, and small device helpers (f32 <-> e4m3 conversion, warp reductions).
 #ifndef SD_CUDA_COMMON_CUH
 #define SD_CUDA_COMMON_CUH
 
@@ -58,6 +58,39 @@ static __device__ __forceinline__ float sd_warp_max(float v)
     for (int o = 16; o > 0; o >>= 1)
         v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+}
+
+// m >> shift rounded to nearest, ties to even (as engine/dtype.c).
+static __device__ __forceinline__ uint32_t sd_shift_rne_d(uint32_t m, int shift)
+{
+    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    return q + (rem > half || (rem == half && (q & 1u)));
+}
+
+// f32 -> e4m3, round to nearest even, saturating to +-448: the same function as engine/dtype.c sd_f32_to_e4m3.
+static __device__ __forceinline__ uint8_t sd_f32_to_e4m3_d(float f)
+{
+    uint32_t u = __float_as_uint(f);
+    uint8_t sign = (uint8_t)((u >> 24) & 0x80u);
+    uint32_t a = u & 0x7FFFFFFFu;
+    if (a > 0x7F800000u)
+        return (uint8_t)(sign | 0x7Fu);
+    if (a >= 0x43E00000u)
+        return (uint8_t)(sign | 0x7Eu);
+    int e = (int)(a >> 23);
+    if (e >= 121)
+        return (uint8_t)(sign | (((uint32_t)(e - 120) << 3) + sd_shift_rne_d(a & 0x7FFFFFu, 20)));
+    int shift = 141 - e;
+    if (e == 0 || shift > 25)
+        return sign;
+    return (uint8_t)(sign | sd_shift_rne_d((a & 0x7FFFFFu) | 0x800000u, shift));
+}
+
+// 2^ceil(log2(r)) for a normal float r > 0 (from its bits): engine/dtype.c sd_pow2_ceil.
+static __device__ __forceinline__ float sd_pow2_ceil_d(float r)
+{
+    uint32_t rb = __float_as_uint(r);
+    return (rb & 0x7FFFFFu) ? __uint_as_float((rb & 0x7F800000u) + 0x00800000u) : r;
 }
 
 // Two e4m3 values (low byte first) -> f16x2 bits. Exact: every e4m3 value is an f16 value.

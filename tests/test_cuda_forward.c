@@ -610,6 +610,79 @@ static void check_mla_tc(void)
     CHECK(system(cmd) == 0);
 }
 
+// fp8_act (DeepSeek's W8A8 numerics) on dsv32_fp8, dense attention, CUDA against the CPU's fp8_act logits. With f32
+// device weights and with FP8 weights token by token (GEMVs and the MoE device path on round-tripped inputs) the
+// inputs are the CPU's exactly, so the fp32 bound holds (1e-5). Prefill chunks with FP8 weights run FP8 x FP8 tensor-core
+// GEMMs (gemm_fp8.cu), whose 128-wide K steps accumulate in reduced precision: bounded by 0.1 on this model, which
+// amplifies rounding ~40x (bf16-rounded GEMM inputs alone move it by 0.075; FP8 inputs vs f32 by 0.38).
+static float *run_act(const struct sd_model *m, const int32_t *ids, int n, int batch, int gpu, int fp8w, long *gemms)
+{
+    struct sd_session_params sp = {.n_ctx = n,
+                                   .max_batch = batch,
+                                   .dsa_mode = SD_DSA_DENSE,
+                                   .backend = gpu ? sd_cuda_backend() : NULL,
+                                   .gpu_weights_fp8 = fp8w,
+                                   .fp8_act = 1};
+    struct sd_session *s = NULL;
+    struct sd_err err = {0};
+    if (sd_session_new(m, &sp, &s, &err) != SD_OK) {
+        fprintf(stderr, "fp8_act session (%s): %s\n", gpu ? "cuda" : "cpu", err.msg);
+        return NULL;
+    }
+    size_t V = (size_t)m->cfg.vocab_size;
+    float *lg = malloc(sizeof(float) * (size_t)n * V);
+    for (int done = 0; lg && done < n;) {
+        int step = n - done < batch ? n - done : batch;
+        if (sd_session_eval(s, ids + done, step, lg + (size_t)done * V, 1, &err) != SD_OK) {
+            fprintf(stderr, "fp8_act eval (%s): %s\n", gpu ? "cuda" : "cpu", err.msg);
+            free(lg);
+            lg = NULL;
+        }
+        done += step;
+    }
+    if (gemms)
+        *gemms = sd_session_backend_counters(s).fp8_gemm_calls;
+    sd_session_free(s);
+    return lg;
+}
+
+static void check_fp8_act(void)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/dsv32_fp8", sd_test_fixtures());
+    int n = 0;
+    int32_t *ids = sd_test_load_ids(dir, &n);
+    struct sd_model *m = NULL;
+    struct sd_err err = {0};
+    if (!ids || sd_model_load(dir, &m, &err) != SD_OK) {
+        CHECK_MSG(0, "dsv32_fp8: %s", ids ? err.msg : "ids.txt missing");
+        free(ids);
+        return;
+    }
+    size_t nv = (size_t)n * m->cfg.vocab_size;
+    int V = m->cfg.vocab_size;
+    long g_pre = 0, g_tok = 0;
+    float *cpu = run_act(m, ids, n, 256, 0, 0, NULL), *f32 = run_act(m, ids, n, 256, 1, 0, NULL);
+    float *pre = run_act(m, ids, n, 256, 1, 1, &g_pre), *tok = run_act(m, ids, n, 1, 1, 1, &g_tok);
+    CHECK(cpu && f32 && pre && tok);
+    if (cpu && f32 && pre && tok) {
+        double e32 = sd_test_rel_l2(f32, cpu, nv), et = sd_test_rel_l2(tok, cpu, nv), ep = sd_test_rel_l2(pre, cpu, nv);
+        int agree = 0;
+        for (int t = 0; t < n; t++)
+            agree += sd_test_argmax(pre + (size_t)t * V, V) == sd_test_argmax(cpu + (size_t)t * V, V);
+        printf("dsv32_fp8  fp8_act: cuda vs cpu rel_l2 f32 weights %.3g, fp8 weights token by token %.3g (%ld FP8 "
+               "GEMMs), fp8 weights prefill %.3g with %ld FP8 GEMMs, top1 %d/%d\n",
+               e32, et, g_tok, ep, g_pre, agree, n);
+        CHECK_MSG(e32 <= 1e-5, "fp8_act, f32 weights: CUDA differs from the CPU by %.3g", e32);
+        CHECK_MSG(et <= 1e-5 && g_tok == 0, "fp8_act, fp8 weights, token by token: %.3g (%ld FP8 GEMMs)", et, g_tok);
+        CHECK_MSG(ep <= (g_pre > 0 ? 0.1 : 1e-5), "fp8_act, fp8 weights, prefill: CUDA differs from the CPU by %.3g",
+                  ep);
+        CHECK_MSG(g_pre > 0, "fp8_act prefill ran no FP8 GEMM (every shape fell back)");
+    }
+    free(cpu), free(f32), free(pre), free(tok), free(ids);
+    sd_model_free(m);
+}
+
 int main(void)
 {
     if (sd_cuda_device_count() <= 0) {
@@ -618,6 +691,10 @@ int main(void)
     }
     // Sanitizer runs: SD_CUDA_FWD_ONLY=tc (the tensor-core check) or graph (the graph check on the dsv32 fixture)
     const char *only = getenv("SD_CUDA_FWD_ONLY");
+    if (only && !strcmp(only, "fp8act")) {
+        check_fp8_act();
+        return sd_test_finish("cuda_forward");
+    }
     if (only && (!strcmp(only, "tc") || !strcmp(only, "graph"))) {
         char d[1100];
         snprintf(d, sizeof d, "%s/dsv32", sd_test_fixtures());
@@ -642,6 +719,7 @@ int main(void)
     snprintf(dir, sizeof dir, "%s/qwen3", sd_test_fixtures());
     check_graph("qwen3", dir, 20, 0, 0);
     check_mla_tc();
+    check_fp8_act();
     const char *src = getenv("SD_SOURCE");
     snprintf(dir, sizeof dir, "%s/data/models/sparsedoc-mini", src ? src : ".");
     FILE *f;

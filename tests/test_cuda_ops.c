@@ -3,11 +3,14 @@
 // CUDA output is computed first into NaN-poisoned buffers, then the reference; inf/nan positions must
 // match, errors are relative by dtype, and a second launch must be bit-identical.
 // SD_CUDA_TEST_SMALL=1 keeps the cases small (for compute-sanitizer); SD_CUDA_TEST_ONLY=mla_attn,topk (groups:
-// indexer, topk, mla_decode, mla_attn, fp8w) runs only those groups. Exit 77 without a CUDA device.
+// indexer, topk, mla_decode, mla_attn, fp8w, fp8gemm) runs only those groups. Exit 77 without a CUDA device.
 // fp8w: FP8 block-scaled weights (gemv_fp8.cu): every e4m3 code, NaN codes included, dequantized to f32 must
 // equal sd_e4m3_to_f32(q) * scale bit for bit (and bf16 its nearest-even rounding) on both the 16-wide and the
 // per-element path; the GEMV of 1-4 tokens against float64 on those weights, with beta = 0 and 1, on row
 // counts that take each warps-per-row variant.
+// fp8gemm: activation quantization in 1x128 blocks (both scale orders) and its f32 round trip bit for bit against
+// engine/dtype.c; the FP8 x FP8 GEMM (cuBLASLt block-scaled) against float64 on the same quantized operands, after a
+// probe of which scale orders cuBLASLt reads as the library writes them.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -787,7 +790,190 @@ static void test_fp8ws(void)
            dequant_exact, dequant_cases, worst_gemv_rel[0], worst_gemv_rel[1]);
 }
 
-// SD_CUDA_TEST_ONLY=GROUP[,GROUP...] runs only those groups (indexer, topk, mla_attn, mla_decode, fp8w): a
+// ---------------------------------------------------------------- FP8 x FP8 GEMM (gemm_fp8.cu)
+
+static double worst_gemm8_rel;
+static int gemm8_cases, gemm8_unsupported, act8_cases, act8_exact;
+
+// Rows of random values whose magnitudes differ by row (10^-7 .. 10^3, the smallest under the 1e-4 clamp).
+static void fill_act_rows(float *x, int rows, int ld)
+{
+    for (int r = 0; r < rows; r++) {
+        double mag = pow(10.0, -7.0 + 10.0 * sd_test_urand());
+        for (int c = 0; c < ld; c++)
+            x[(size_t)r * ld + c] = (float)(sd_test_nrand() * mag);
+    }
+}
+
+// The device's activation quantization (both scale orders) and round trip (out of place, padded rows, and in
+// place) against engine/dtype.c, bit for bit.
+static void test_act8_case(int rows, int cols, int pad)
+{
+    int ld = cols + pad, nb = (cols + 127) / 128;
+    size_t nx = (size_t)rows * ld;
+    float *x = xmalloc(nx * sizeof(float)), *rt = xmalloc(nx * sizeof(float)), *want_rt = xmalloc(nx * sizeof(float));
+    uint8_t *q = xmalloc((size_t)rows * cols), *want_q = xmalloc((size_t)cols);
+    float *sc = xmalloc((size_t)rows * nb * sizeof(float)), *want_s = xmalloc((size_t)nb * sizeof(float));
+    fill_act_rows(x, rows, ld);
+    void *d_x = dupload(x, nx * sizeof(float)), *d_q = dalloc((size_t)rows * cols);
+    void *d_s = dalloc((size_t)rows * nb * sizeof(float)), *d_o = dupload(x, nx * sizeof(float));
+    size_t bad = 0;
+    for (int layout = SD_CUDA_ACT_SCALE_ROWS; layout <= SD_CUDA_ACT_SCALE_COLS; layout++) {
+        CU(sd_cuda_act_quant_fp8(d_x, ld, rows, cols, d_q, d_s, layout, NULL));
+        CU(sd_cuda_sync());
+        CU(sd_cuda_memcpy_d2h(q, d_q, (size_t)rows * cols));
+        CU(sd_cuda_memcpy_d2h(sc, d_s, (size_t)rows * nb * sizeof(float)));
+        for (int r = 0; r < rows; r++) {
+            sd_fp8_act_quant(x + (size_t)r * ld, cols, want_q, want_s);
+            bad += memcmp(q + (size_t)r * cols, want_q, (size_t)cols) != 0;
+            for (int b = 0; b < nb; b++)
+                bad += sc[layout == SD_CUDA_ACT_SCALE_ROWS ? (size_t)r * nb + b : (size_t)b * rows + r] != want_s[b];
+        }
+    }
+    // Round trip into a copy of x (padding columns must keep x's values), then in place on the device's x.
+    CU(sd_cuda_act_roundtrip_fp8(d_x, ld, d_o, ld, rows, cols, NULL));
+    CU(sd_cuda_act_roundtrip_fp8(d_x, ld, d_x, ld, rows, cols, NULL));
+    CU(sd_cuda_sync());
+    memcpy(want_rt, x, nx * sizeof(float));
+    for (int r = 0; r < rows; r++)
+        sd_fp8_act_roundtrip(x + (size_t)r * ld, want_rt + (size_t)r * ld, cols);
+    CU(sd_cuda_memcpy_d2h(rt, d_o, nx * sizeof(float)));
+    bad += memcmp(rt, want_rt, nx * sizeof(float)) != 0;
+    CU(sd_cuda_memcpy_d2h(rt, d_x, nx * sizeof(float)));
+    bad += memcmp(rt, want_rt, nx * sizeof(float)) != 0;
+    CHECK_MSG(bad == 0, "fp8 act quant %d x %d (ld %d): %zu mismatches against engine/dtype.c", rows, cols, ld, bad);
+    act8_cases++;
+    act8_exact += bad == 0;
+    free(x), free(rt), free(want_rt), free(q), free(want_q), free(sc), free(want_s);
+    sd_cuda_free(d_x), sd_cuda_free(d_q), sd_cuda_free(d_s), sd_cuda_free(d_o);
+}
+
+// y = xq W^T + beta y against float64 from the CPU-quantized input (sd_fp8_act_quant) and the dequantized weights
+// (random codes, no NaN; block scales random over 2^-20 .. 2^2, so a scale applied to the wrong block is far off);
+// error relative to the sum of |terms|, rows sampled on large shapes. layout_a / layout_w: the scale orders handed to
+// cuBLASLt (0: the library's). Returns the error (-1: cuBLASLt had no algorithm).
+static double gemm8_err(struct sd_cuda_gemm_fp8 *g, int N, int K, int T, int padx, int pady, float beta,
+                        int layout_a, int layout_w)
+{
+    uint8_t *q;
+    float *sc;
+    make_fp8_mat(N, K, 128, 0, &q, &sc);
+    int ldx = K + padx, ldy = N + pady, sc_cols = (K + 127) / 128;
+    size_t ns = (size_t)((N + 127) / 128) * sc_cols;
+    float *x = xmalloc(sizeof(float) * (size_t)T * ldx), *y0 = xmalloc(sizeof(float) * (size_t)T * ldy);
+    float *y = xmalloc(sizeof(float) * (size_t)T * ldy), *xd = xmalloc(sizeof(float) * (size_t)T * K);
+    fill_act_rows(x, T, ldx);
+    for (size_t i = 0; i < (size_t)T * ldy; i++)
+        y0[i] = sd_test_nrand();
+    for (int t = 0; t < T; t++)
+        sd_fp8_act_roundtrip(x + (size_t)t * ldx, xd + (size_t)t * K, K); // exactly the e4m3 values times scales
+    void *d_q = dupload(q, (size_t)N * K), *d_sc = dupload(sc, ns * sizeof(float));
+    void *d_x = dupload(x, sizeof(float) * (size_t)T * ldx), *d_y = dupload(y0, sizeof(float) * (size_t)T * ldy);
+    struct sd_cuda_gemm_fp8_params p = {.w = {d_q, d_sc, N, K, 128},
+                                        .x = d_x,
+                                        .ldx = ldx,
+                                        .y = d_y,
+                                        .ldy = ldy,
+                                        .n_tok = T,
+                                        .beta = beta,
+                                        .act_layout = layout_a,
+                                        .w_layout = layout_w};
+    enum sd_status st = sd_cuda_gemm_fp8(g, &p);
+    double err = -1.0;
+    if (st == SD_OK) {
+        CU(sd_cuda_sync());
+        CU(sd_cuda_memcpy_d2h(y, d_y, sizeof(float) * (size_t)T * ldy));
+        int step = (size_t)N * K * T > ((size_t)1 << 28) ? 7 : 1;
+        int pad_ok = 1;
+        err = 0.0;
+        for (int t = 0; t < T; t++) {
+            for (int r = 0; r < N; r += step) {
+                double acc = beta != 0.0f ? (double)beta * y0[(size_t)t * ldy + r] : 0.0, mag = fabs(acc);
+                for (int k = 0; k < K; k++) {
+                    double w = (double)sd_e4m3_to_f32(q[(size_t)r * K + k]) * sc[(r / 128) * sc_cols + k / 128];
+                    double v = w * xd[(size_t)t * K + k];
+                    acc += v;
+                    mag += fabs(v);
+                }
+                err = fmax(err, fabs((double)y[(size_t)t * ldy + r] - acc) / (mag > 0 ? mag : 1.0));
+            }
+            for (int r = N; r < ldy; r++)
+                pad_ok &= memcmp(&y[(size_t)t * ldy + r], &y0[(size_t)t * ldy + r], sizeof(float)) == 0;
+        }
+        CHECK_MSG(pad_ok, "gemm fp8 N %d K %d T %d: wrote past its rows", N, K, T);
+    } else {
+        CHECK_MSG(st == SD_ERR_UNSUPPORTED, "gemm fp8 N %d K %d T %d: %s (%s)", N, K, T, sd_status_str(st),
+                  sd_cuda_last_error());
+    }
+    free(q), free(sc), free(x), free(y0), free(y), free(xd);
+    sd_cuda_free(d_q), sd_cuda_free(d_sc), sd_cuda_free(d_x), sd_cuda_free(d_y);
+    return err;
+}
+
+// FP8 tensor cores accumulate each 128-wide K step in reduced precision before the fp32 promotion with the scales
+// (DeepGEMM's reason for promoting per 128): bound 2e-3 of the magnitude sum; a misplaced scale is off by O(1).
+static void test_gemm8_case(struct sd_cuda_gemm_fp8 *g, int N, int K, int T, int padx, int pady, float beta,
+                            int must_run)
+{
+    double e = gemm8_err(g, N, K, T, padx, pady, beta, 0, 0);
+    gemm8_cases++;
+    if (e < 0) {
+        gemm8_unsupported++;
+        printf("gemm fp8 N %d K %d T %d: no cuBLASLt algorithm (the forward pass falls back)\n", N, K, T);
+        CHECK_MSG(!must_run, "gemm fp8 N %d K %d T %d: DeepSeek-V3.2 shape without a cuBLASLt algorithm", N, K, T);
+        return;
+    }
+    worst_gemm8_rel = fmax(worst_gemm8_rel, e);
+    CHECK_MSG(e <= 2e-3, "gemm fp8 N %d K %d T %d beta %g: error %.3g of the magnitude sum", N, K, T, (double)beta, e);
+}
+
+// Which scale orders cuBLASLt reads as this library writes them: every combination on a shape where they all
+// differ (row blocks 5: T4 pads, column blocks 3); exactly the library's must match.
+static void probe_gemm8_orders(struct sd_cuda_gemm_fp8 *g, int N, int K, int T)
+{
+    int n_match = 0;
+    for (int a = SD_CUDA_ACT_SCALE_ROWS; a <= SD_CUDA_ACT_SCALE_COLS; a++)
+        for (int w = SD_CUDA_W_SCALE_NATIVE; w <= SD_CUDA_W_SCALE_T4; w++) {
+            double e = gemm8_err(g, N, K, T, 0, 0, 0.0f, a, w);
+            int match = e >= 0 && e <= 2e-3;
+            n_match += match;
+            printf("gemm fp8 scale orders act %d w %d, N %d K %d T %d: error %.3g%s\n", a, w, N, K, T, e,
+                   match ? "  MATCH" : "");
+        }
+    double e0 = gemm8_err(g, N, K, T, 0, 0, 0.0f, 0, 0);
+    CHECK_MSG(n_match == 1 && e0 >= 0 && e0 <= 2e-3,
+              "gemm fp8 scale orders: %d combinations match, the library's default gives %.3g", n_match, e0);
+}
+
+static void test_fp8gemms(void)
+{
+    test_act8_case(1, 128, 0);
+    test_act8_case(7, 200, 3); // partial last block, padded rows
+    test_act8_case(65, 7168, 0);
+    if (!small_mode)
+        test_act8_case(300, 2048, 5);
+    struct sd_cuda_gemm_fp8 *g = NULL;
+    CU(sd_cuda_gemm_fp8_new(&g));
+    probe_gemm8_orders(g, 600, 384, 33);
+    test_gemm8_case(g, 256, 256, 5, 0, 0, 0.0f, 1);
+    test_gemm8_case(g, 576, 7168, 70, 0, 0, 0.0f, 1);  // V3.2 wkv_a, a prefill chunk
+    test_gemm8_case(g, 1536, 7168, 17, 3, 4, 1.0f, 1); // wq_a, padded input and output rows, accumulate
+    test_gemm8_case(g, 200, 160, 9, 0, 0, 0.0f, 0);    // partial blocks both ways (the tiny fixtures' shapes)
+    if (!small_mode) {
+        test_gemm8_case(g, 7168, 2048, 130, 0, 0, 1.0f, 1); // an expert's down projection
+        test_gemm8_case(g, 2048, 7168, 256, 0, 0, 0.0f, 1); // gate / up
+    }
+    long calls = 0;
+    int out = 0;
+    sd_cuda_gemm_fp8_stats(g, &calls, &out);
+    sd_cuda_gemm_fp8_free(g);
+    printf("fp8 gemm: act quant %d/%d cases bit-exact; %d GEMM cases (%d without an algorithm), worst error %.3g of "
+           "the magnitude sum; %ld calls, output %s\n",
+           act8_exact, act8_cases, gemm8_cases, gemm8_unsupported, worst_gemm8_rel, calls,
+           out == 1 ? "f32" : out == 2 ? "bf16 + add" : "none");
+}
+
+// SD_CUDA_TEST_ONLY=GROUP[,GROUP...] runs only those groups (indexer, topk, mla_attn, mla_decode, fp8w, fp8gemm): a
 // sanitizer run of one kernel family fits a device call that all of them do not.
 static int run_group(const char *g)
 {
@@ -832,6 +1018,8 @@ int main(void)
         test_mla_attns();
     if (run_group("fp8w"))
         test_fp8ws();
+    if (run_group("fp8gemm"))
+        test_fp8gemms();
     return sd_test_finish("cuda_ops");
 }
 

@@ -258,6 +258,67 @@ static void test_misc(void)
     CHECK(sd_convert_to_f32(SD_DTYPE_F32, NULL, NULL, 0) == SD_OK);
 }
 
+// DeepSeek's FP8 activation quantization (sd_fp8_act_quant / sd_fp8_act_roundtrip): anchors by hand, then random
+// rows (fresh values, a partial last block) against the definition evaluated independently in double: scale
+// 2^ceil(log2(max(amax, 1e-4) / 448)) per 128-value block, values the nearest e4m3 code of x / scale.
+static void test_fp8_act(void)
+{
+    float x[200];
+    uint8_t q[200];
+    float sc[2], rt[200];
+    for (int i = 0; i < 128; i++)
+        x[i] = 0.01f * (float)(i - 60); // amax 0.67 at i = 127
+    x[5] = -3.0f;                      // amax 3: 3 / 448 = 0.0067 -> scale 2^-7; -3 / 2^-7 = -384 = e4m3 0xFC
+    sd_fp8_act_quant(x, 128, q, sc);
+    CHECK(sc[0] == 0x1p-7f && q[5] == 0xFC && sd_e4m3_to_f32(q[5]) * sc[0] == -3.0f);
+    for (int i = 0; i < 128; i++)
+        x[i] = 0x1p-20f * (float)((i % 7) - 3); // amax 3 * 2^-20 < 1e-4: clamped, scale 2^-22
+    sd_fp8_act_quant(x, 128, q, sc);
+    CHECK(sc[0] == 0x1p-22f);
+    for (int i = 0; i < 128; i++)
+        x[i] = i == 0 ? 56.0f : 1.0f; // 56 / 448 = 2^-3 exactly: the scale is 2^-3, not 2^-2
+    sd_fp8_act_quant(x, 128, q, sc);
+    CHECK(sc[0] == 0.125f && q[0] == 0x7E);
+
+    int bad = 0;
+    for (int rep = 0; rep < 200; rep++) {
+        int n = rep % 2 ? 200 : 128 + rep % 60;
+        double mag = pow(10.0, 6.0 * sd_test_urand() - 4.0);
+        for (int i = 0; i < n; i++)
+            x[i] = (float)((2.0 * sd_test_urand() - 1.0) * mag);
+        sd_fp8_act_quant(x, n, q, sc);
+        sd_fp8_act_roundtrip(x, rt, n);
+        for (int b = 0; b * 128 < n; b++) {
+            int len = n - b * 128 < 128 ? n - b * 128 : 128;
+            double amax = 0;
+            for (int i = 0; i < len; i++)
+                amax = fmax(amax, fabs((double)x[b * 128 + i]));
+            double want = ldexp(1.0, (int)ceil(log2(fmax(amax, (double)1e-4f) / 448.0)));
+            bad += sc[b] != (float)want;
+            for (int i = 0; i < len; i++) {
+                int j = b * 128 + i;
+                double v = (double)x[j] / want, best = INFINITY;
+                int code = -1;
+                for (int cdx = 0; cdx < 256; cdx++) { // nearest code; ties to the even (last bit 0) code
+                    double d = fabs((double)sd_e4m3_to_f32((uint8_t)cdx) - v);
+                    if (isnan(d) || ((cdx & 0x7F) == 0 && cdx)) // NaN codes, and -0 (0 is the same value)
+                        continue;
+                    if (d < best || (d == best && !(cdx & 1)))
+                        best = d, code = cdx;
+                }
+                bad += sd_e4m3_to_f32(q[j]) != sd_e4m3_to_f32((uint8_t)code);
+                bad += rt[j] != (float)((double)sd_e4m3_to_f32((uint8_t)code) * want);
+            }
+        }
+    }
+    CHECK_MSG(bad == 0, "fp8 act quantization: %d mismatches against the double-precision definition", bad);
+    float y[200];
+    memcpy(y, x, sizeof y);
+    sd_fp8_act_roundtrip(y, y, 200); // in place
+    CHECK(memcmp(y, rt, sizeof y) == 0);
+    printf("fp8 act quant: anchors and 200 random rows checked\n");
+}
+
 int main(void)
 {
     for (int i = 0; i < 3; i++) {
@@ -267,5 +328,6 @@ int main(void)
         printf("%s: %u codes decoded, rounding checked\n", fmts[i].name, 2u * sign_bit(&fmts[i]));
     }
     test_misc();
+    test_fp8_act();
     return sd_test_finish("dtype");
 }

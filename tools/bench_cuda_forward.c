@@ -379,11 +379,12 @@ struct v32_res {
     double weight_bytes; // the backend's weight copy (sd_session_backend_weight_bytes)
     long tc_calls;       // tensor-core attention calls up to the end of the timed prefill chunk
     long graph_steps;    // decode steps replayed from a CUDA graph
+    long fp8_gemms;      // FP8 x FP8 GEMMs (fp8_act) up to the end of the timed prefill chunk
 };
 
 // Warm-up past the top-k (so the selection kernels are loaded), then fill to the depth, prefill a chunk,
 // decode V32_DECODE tokens.
-// wmode: bit 0 gpu_weights_bf16, bit 1 gpu_weights_fp8, bit 2 gpu_attn_exact, bit 3 gpu_no_graph.
+// wmode: bit 0 gpu_weights_bf16, bit 1 gpu_weights_fp8, bit 2 gpu_attn_exact, bit 3 gpu_no_graph, bit 4 fp8_act.
 static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int fp8, int wmode, struct v32_res *r)
 {
     struct sd_session_params sp = {.n_ctx = ctx,
@@ -394,7 +395,8 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
                                    .gpu_weights_bf16 = wmode & 1,
                                    .gpu_weights_fp8 = (wmode & 2) != 0,
                                    .gpu_attn_exact = (wmode & 4) != 0,
-                                   .gpu_no_graph = (wmode & 8) != 0};
+                                   .gpu_no_graph = (wmode & 8) != 0,
+                                   .fp8_act = (wmode & 16) != 0};
     struct sd_session *s = NULL;
     struct sd_err err = {0};
     int32_t ids[V32_CHUNK];
@@ -412,6 +414,7 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
     ok = ok && sd_session_eval(s, ids, V32_CHUNK, lg, 0, &err) == SD_OK;
     double t1 = sd_now_s();
     r->tc_calls = s ? sd_session_backend_counters(s).tc_attn_calls : 0;
+    r->fp8_gemms = s ? sd_session_backend_counters(s).fp8_gemm_calls : 0;
     ok = ok && sd_session_eval(s, &ids[V32_DECODE], 1, lg, 0, &err) == SD_OK; // untimed: a graph's instantiation
     double t1d = sd_now_s();
     for (int i = 0; ok && i < V32_DECODE; i++)
@@ -452,16 +455,18 @@ static int v32_bf16(struct v32_model *v, const int *ctxs, int n_ctx)
         "the fp32 attention kernel); decode steps run as CUDA graphs unless marked "
         "\"no graph\" (gpu_no_graph: every kernel launched one by one). Columns tc = tensor-core indexer/attention "
         "calls in the session up to the end of the prefill chunk, graph = "
-        "decode steps from a graph.\n\n",
+        "decode steps from a graph. \"fp8 act\" rows: fp8_act (DeepSeek's W8A8: every input of an FP8 matrix "
+        "quantized in 1x128 blocks; prefill GEMMs FP8 x FP8 on tensor cores through cuBLASLt, column fp8 gemm = "
+        "their count up to the end of the prefill chunk).\n\n",
         V32_CHUNK, V32_DECODE);
     printf("| ctx | weights | device weight GiB | session GiB | prefill tok/s | decode tok/s | decode ms/token | "
-           "weights / f32 | prefill / f32 | decode / f32 | tc | graph "
-           "|\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "weights / f32 | prefill / f32 | decode / f32 | tc | graph | fp8 gemm "
+           "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     static const struct {
         const char *name;
         int wmode;
     } wm[] = {{"f32", 0}, {"f32, no graph", 8},  {"bf16", 1},   {"bf16, exact DSA", 5}, {"bf16, no graph", 9},
-              {"fp8", 3}, {"fp8, exact DSA", 7}, {"fp8-f32", 2}};
+              {"fp8", 3}, {"fp8, exact DSA", 7}, {"fp8-f32", 2},   {"fp8 + fp8 act", 19},  {"fp8-f32 + fp8 act", 18}};
     enum { NW = sizeof wm / sizeof wm[0] };
     int bad = 0;
     for (int i = 0; i < n_ctx; i++) {
@@ -469,12 +474,13 @@ static int v32_bf16(struct v32_model *v, const int *ctxs, int n_ctx)
         for (int k = 0; k < NW; k++) {
             int rc = v32_at(&v->m, ctxs[i], SD_DSA_SPARSE, 1, wm[k].wmode, &r[k]);
             bad |= rc;
-            printf("| %6d | %s | %.2f | %.2f | %8.1f | %7.2f | %8.2f | %.3f | %.2fx | %.2fx | %ld | %ld |%s\n", ctxs[i],
+            printf("| %6d | %s | %.2f | %.2f | %8.1f | %7.2f | %8.2f | %.3f | %.2fx | %.2fx | %ld | %ld | %ld |%s\n",
+                   ctxs[i],
                    wm[k].name, r[k].weight_bytes / (1 << 30), r[k].dev_bytes / (1 << 30), r[k].prefill_tps,
                    1e3 / r[k].decode_ms, r[k].decode_ms,
                    r[0].weight_bytes > 0 ? r[k].weight_bytes / r[0].weight_bytes : 0.0,
                    r[k].prefill_tps / r[0].prefill_tps, r[0].decode_ms / r[k].decode_ms, r[k].tc_calls,
-                   r[k].graph_steps, rc ? " ERROR" : "");
+                   r[k].graph_steps, r[k].fp8_gemms, rc ? " ERROR" : "");
             fflush(stdout);
         }
     }
