@@ -24,6 +24,10 @@
 // In bf16 mode at DeepSeek-V3.2's shapes DSA's two heavy kernels run on tensor cores (session param gpu_attn_exact
 // keeps the exact ones): the FP8 indexer's scores (indexer.cu MMA over this cache's flat layout) and the MLA
 // attention of prefill chunks (mla_decode_mma.cu over a bf16 copy of the layer's latent rows).
+// Session param fp8_act (DeepSeek's W8A8 numerics): every input of a matrix with an FP8 source (views keep its
+// fp8_block) is quantized in 1x128 blocks as the CPU does; FP8 matrices of prefill chunks then run FP8 x FP8 GEMMs
+// through cuBLASLt's block-scaled modes (gemm_fp8.cu), every other product (decode GEMVs, the MoE device path, f32 /
+// bf16 weights) runs its usual kernel on the round-tripped f32 input.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <math.h>

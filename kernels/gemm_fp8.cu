@@ -33,6 +33,7 @@ namespace {
 struct algo_entry {
     int used, ok; // ok = 0: cuBLASLt had no algorithm for this shape
     int n, k, t, ldy, out, act_layout, w_layout;
+    int tp; // the token count cuBLASLt runs (t rounded up where it takes no other)
     cublasLtMatmulAlgo_t algo;
 };
 } // namespace
@@ -43,7 +44,7 @@ struct sd_cuda_gemm_fp8 {
     uint8_t *xq; // quantized input [T][K]
     float *xs;   // its scales
     float *wsc;  // the weight scales in another order (layouts other than NATIVE)
-    __nv_bfloat16 *yb; // OUT_BF16: the product before it is added into y
+    void *yb;    // the product before it is added into y (bf16 output, or rows padded for cuBLASLt)
     size_t xq_cap, xs_cap, wsc_cap, yb_cap;
     int out;        // output type cuBLASLt accepted: 0 not known yet, OUT_F32, OUT_BF16
     int act_layout; // this library's scale orders (SD_CUDA_FP8_SCALE_ORDER may override them for a probe)
@@ -54,10 +55,10 @@ struct sd_cuda_gemm_fp8 {
 
 // ---------------------------------------------------------------- kernels
 
-// One warp per (row, 128-block): 4 values per lane. amax over the block, s = 2^ceil(log2(max(amax, 1e-4) / 448)),
+// One warp per (row, 128-block): 4 values per lane. srows: the row stride of the COLS scale order (>= rows). amax over the block, s = 2^ceil(log2(max(amax, 1e-4) / 448)),
 // q = e4m3(x / s) (the division exact: s is a power of two). With rt, writes q * s as f32 instead of q and s.
 __global__ void k_act_quant(const float *x, int ldx, int rows, int cols, uint8_t *q, float *sc, int layout, float *rt,
-                            int ldr)
+                            int ldr, int srows)
 {
     const int nb = (cols + ACT_BLOCK - 1) / ACT_BLOCK;
     const long g = (long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -92,7 +93,7 @@ __global__ void k_act_quant(const float *x, int ldx, int rows, int cols, uint8_t
         if (c0 + j < cols)
             o[c0 + j] = sd_f32_to_e4m3_d(__fmul_rn(v[j], inv));
     if (lane == 0)
-        sc[layout == SD_CUDA_ACT_SCALE_ROWS ? (size_t)r * nb + b : (size_t)b * rows + r] = s;
+        sc[layout == SD_CUDA_ACT_SCALE_ROWS ? (size_t)r * nb + b : (size_t)b * srows + r] = s;
 }
 
 // Weight block scales [nbr][nbc] into the order `layout` (T: [nbc][nbr]; T4: [nbc][ld], ld = nbr rounded up to 4).
@@ -105,28 +106,58 @@ __global__ void k_wscale_order(const float *src, int nbr, int nbc, float *dst, i
     dst[(size_t)c * ld + r] = src[i];
 }
 
-// y[t][n] = yb[t][n] + beta * y[t][n] (beta == 0: y not read).
-__global__ void k_add_bf16(float *y, int ldy, const __nv_bfloat16 *yb, int n, int t, float beta)
+static __device__ __forceinline__ float to_f32(float v)
+{
+    return v;
+}
+static __device__ __forceinline__ float to_f32(__nv_bfloat16 v)
+{
+    return __bfloat162float(v);
+}
+
+// y[t][n] = yb[t][n] + beta * y[t][n] for the first t rows of yb [..][n] (beta == 0: y not read).
+template <typename Y> __global__ void k_add_rows(float *y, int ldy, const Y *yb, int n, int t, float beta)
 {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)n * t)
         return;
     const size_t r = i / n, c = i % n;
-    float v = __bfloat162float(yb[i]);
+    float v = to_f32(yb[i]);
     y[r * ldy + c] = beta == 0.0f ? v : __fadd_rn(v, __fmul_rn(beta, y[r * ldy + c]));
 }
 
 // ---------------------------------------------------------------- launchers
 
 static enum sd_status act_launch(const float *x, int ldx, int rows, int cols, uint8_t *q, float *sc, int layout,
-                                 float *rt, int ldr, cudaStream_t st)
+                                 float *rt, int ldr, cudaStream_t st, int srows = 0)
 {
     const long warps = (long)rows * ((cols + ACT_BLOCK - 1) / ACT_BLOCK);
     if (warps <= 0)
         return SD_OK;
-    k_act_quant<<<(unsigned)((warps + 7) / 8), 256, 0, st>>>(x, ldx, rows, cols, q, sc, layout, rt, ldr);
+    k_act_quant<<<(unsigned)((warps + 7) / 8), 256, 0, st>>>(x, ldx, rows, cols, q, sc, layout, rt, ldr,
+                                                             srows > rows ? srows : rows);
     SD_CHECK_LAUNCH();
     return SD_OK;
+}
+
+__global__ void k_fill(float *p, size_t n, float v)
+{
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        p[i] = v;
+}
+
+// Quantize rows [0, T) for a GEMM over tp >= T tokens: the scales of rows [T, tp) are 1 (their values are zeros).
+static enum sd_status act_launch_padded(const float *x, int ldx, int T, int tp, int K, uint8_t *q, float *sc, int layout,
+                                        cudaStream_t st)
+{
+    const int nb = (K + ACT_BLOCK - 1) / ACT_BLOCK;
+    if (tp > T) {
+        const size_t n = (size_t)tp * nb;
+        k_fill<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(sc, n, 1.0f);
+        SD_CHECK_LAUNCH();
+    }
+    return act_launch(x, ldx, T, K, q, sc, layout, NULL, 0, st, tp);
 }
 
 extern "C" enum sd_status sd_cuda_act_quant_fp8(const float *x, int ldx, int rows, int cols, uint8_t *q,
@@ -230,11 +261,11 @@ struct lt_call {
 };
 } // namespace
 
-// Descriptors for output type `out` (OUT_F32: C = D = y; OUT_BF16: C = D = the bf16 scratch, ld N).
-static enum sd_status describe(lt_call &lc, const struct sd_cuda_gemm_fp8_params *p, int out, const void *ascale,
-                               const void *bscale)
+// Descriptors for tp tokens with output type `out`; direct: C = D = y (ld ldy), else the scratch [tp][N].
+static enum sd_status describe(lt_call &lc, const struct sd_cuda_gemm_fp8_params *p, int tp, int out, int direct,
+                               const void *ascale, const void *bscale)
 {
-    const int N = p->w.rows, K = p->w.cols, T = p->n_tok;
+    const int N = p->w.rows, K = p->w.cols;
     SD_CHECK_LT(cublasLtMatmulDescCreate(&lc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     const int32_t amode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bmode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
@@ -245,11 +276,9 @@ static enum sd_status describe(lt_call &lc, const struct sd_cuda_gemm_fp8_params
     SD_CHECK_LT(cublasLtMatmulDescSetAttribute(lc.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ascale, sizeof ascale));
     SD_CHECK_LT(cublasLtMatmulDescSetAttribute(lc.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &bscale, sizeof bscale));
     SD_CHECK_LT(cublasLtMatrixLayoutCreate(&lc.a, CUDA_R_8F_E4M3, K, N, K));
-    SD_CHECK_LT(cublasLtMatrixLayoutCreate(&lc.b, CUDA_R_8F_E4M3, K, T, K));
-    if (out == OUT_F32)
-        SD_CHECK_LT(cublasLtMatrixLayoutCreate(&lc.c, CUDA_R_32F, N, T, p->ldy));
-    else
-        SD_CHECK_LT(cublasLtMatrixLayoutCreate(&lc.c, CUDA_R_16BF, N, T, N));
+    SD_CHECK_LT(cublasLtMatrixLayoutCreate(&lc.b, CUDA_R_8F_E4M3, K, tp, K));
+    SD_CHECK_LT(cublasLtMatrixLayoutCreate(&lc.c, out == OUT_F32 ? CUDA_R_32F : CUDA_R_16BF, N, tp,
+                                           direct ? p->ldy : N));
     SD_CHECK_LT(cublasLtMatmulPreferenceCreate(&lc.pref));
     const size_t wsb = WS_BYTES;
     SD_CHECK_LT(
@@ -258,19 +287,72 @@ static enum sd_status describe(lt_call &lc, const struct sd_cuda_gemm_fp8_params
 }
 
 // The cached entry for this shape (found, or a fresh slot: used == 0).
-static algo_entry *lookup(struct sd_cuda_gemm_fp8 *g, int n, int k, int t, int ldy, int out, int al, int wl)
+static algo_entry *lookup(struct sd_cuda_gemm_fp8 *g, int n, int k, int t, int ldy, int al, int wl)
 {
     unsigned h = (unsigned)n * 2654435761u ^ (unsigned)k * 40503u ^ (unsigned)t * 97u ^ (unsigned)ldy * 13u ^
-                 (unsigned)(out * 7 + al * 3 + wl);
+                 (unsigned)(al * 3 + wl);
     for (int i = 0; i < ALGO_CACHE; i++) {
         algo_entry *e = &g->cache[(h + i) & (ALGO_CACHE - 1)];
-        if (!e->used || (e->n == n && e->k == k && e->t == t && e->ldy == ldy && e->out == out &&
-                         e->act_layout == al && e->w_layout == wl))
+        if (!e->used || (e->n == n && e->k == k && e->t == t && e->ldy == ldy && e->act_layout == al &&
+                         e->w_layout == wl))
             return e;
     }
     algo_entry *e = &g->cache[h & (ALGO_CACHE - 1)]; // full: reuse the home slot
     e->used = 0;
     return e;
+}
+
+// Token counts cuBLASLt's block-scaled kernels are asked for, in order: T itself, then T rounded up to 16, 32, 128
+// (on the H200 with CUDA 13 they offered no algorithm for token counts that are not a multiple of some such step:
+// 5, 17, 33, 70 and 130 had none, 96 and 256 had one). The padded rows are zeros.
+static int pad_candidates(int T, int *c)
+{
+    int n = 0;
+    const int steps[4] = {1, 16, 32, 128};
+    for (int i = 0; i < 4; i++) {
+        int tp = (T + steps[i] - 1) / steps[i] * steps[i];
+        if (n == 0 || c[n - 1] != tp)
+            c[n++] = tp;
+    }
+    return n;
+}
+
+// Find (and cache) an algorithm for this shape: the token count, the output type.
+static enum sd_status choose(struct sd_cuda_gemm_fp8 *g, const struct sd_cuda_gemm_fp8_params *p, int al, int wl,
+                             const void *wscale, algo_entry **out_e)
+{
+    const int N = p->w.rows, K = p->w.cols, T = p->n_tok;
+    algo_entry *e = lookup(g, N, K, T, p->ldy, al, wl);
+    *out_e = e;
+    if (e->used)
+        return e->ok ? SD_OK : SD_ERR_UNSUPPORTED;
+    int cand[4], nc = pad_candidates(T, cand);
+    const int outs[2] = {g->out ? g->out : OUT_F32, OUT_BF16};
+    for (int oi = 0; oi < (g->out ? 1 : 2); oi++) {
+        for (int ci = 0; ci < nc; ci++) {
+            lt_call lc;
+            const int tp = cand[ci], direct = outs[oi] == OUT_F32 && tp == T;
+            enum sd_status s = describe(lc, p, tp, outs[oi], direct, wscale, g->xs);
+            if (s != SD_OK)
+                return s;
+            cublasLtMatmulHeuristicResult_t hr;
+            int found = 0;
+            memset(&hr, 0, sizeof hr);
+            if (cublasLtMatmulAlgoGetHeuristic(g->lt, lc.op, lc.a, lc.b, lc.c, lc.c, lc.pref, 1, &hr, &found) ==
+                    CUBLAS_STATUS_SUCCESS &&
+                found > 0) {
+                e->used = 1, e->ok = 1, e->n = N, e->k = K, e->t = T, e->ldy = p->ldy, e->act_layout = al;
+                e->w_layout = wl, e->tp = tp, e->out = outs[oi], e->algo = hr.algo;
+                if (!g->out)
+                    g->out = outs[oi];
+                return SD_OK;
+            }
+        }
+    }
+    e->used = 1, e->ok = 0, e->n = N, e->k = K, e->t = T, e->ldy = p->ldy, e->act_layout = al, e->w_layout = wl;
+    sd_cuda_set_error("cublasLtMatmulAlgoGetHeuristic", __FILE__, __LINE__,
+                      "no FP8 block-scaled algorithm for this shape");
+    return SD_ERR_UNSUPPORTED;
 }
 
 extern "C" enum sd_status sd_cuda_gemm_fp8(struct sd_cuda_gemm_fp8 *g, const struct sd_cuda_gemm_fp8_params *p)
@@ -286,15 +368,7 @@ extern "C" enum sd_status sd_cuda_gemm_fp8(struct sd_cuda_gemm_fp8 *g, const str
     cudaStream_t st = (cudaStream_t)p->stream;
     const int nbk = (K + ACT_BLOCK - 1) / ACT_BLOCK, nbn = (N + ACT_BLOCK - 1) / ACT_BLOCK;
 
-    // Output type: f32 straight into y where cuBLASLt takes it, else bf16 through the scratch.
-    int out = g->out ? g->out : OUT_F32;
-    algo_entry *e = lookup(g, N, K, T, p->ldy, out, al, wl);
-    if (e->used && !e->ok)
-        return SD_ERR_UNSUPPORTED;
-
-    if (grow((void **)&g->xq, &g->xq_cap, (size_t)T * K) != SD_OK ||
-        grow((void **)&g->xs, &g->xs_cap, (size_t)T * nbk * sizeof(float)) != SD_OK)
-        return SD_ERR_BACKEND;
+    // The weight scales in the order handed to cuBLASLt (the pointer is part of the descriptor the heuristic sees).
     const float *wscale = p->w.scale;
     if (wl != SD_CUDA_W_SCALE_NATIVE) {
         const size_t need = (size_t)nbk * ((nbn + 3) / 4 * 4) * sizeof(float);
@@ -305,54 +379,45 @@ extern "C" enum sd_status sd_cuda_gemm_fp8(struct sd_cuda_gemm_fp8 *g, const str
         SD_CHECK_LAUNCH();
         wscale = g->wsc;
     }
-    enum sd_status s = act_launch(p->x, p->ldx, T, K, g->xq, g->xs, al, NULL, 0, st);
+    const int tmax = (T + 127) / 128 * 128; // the largest padded count a shape may use
+    if (grow((void **)&g->xq, &g->xq_cap, (size_t)tmax * K) != SD_OK ||
+        grow((void **)&g->xs, &g->xs_cap, (size_t)tmax * nbk * sizeof(float)) != SD_OK)
+        return SD_ERR_BACKEND;
+    algo_entry *e = NULL;
+    enum sd_status s = choose(g, p, al, wl, wscale, &e);
     if (s != SD_OK)
         return s;
-
-    for (;;) {
-        lt_call lc;
-        s = describe(lc, p, out, wscale, g->xs);
-        if (s != SD_OK)
-            return s;
-        if (!e->used) {
-            cublasLtMatmulHeuristicResult_t hr;
-            int found = 0;
-            memset(&hr, 0, sizeof hr);
-            cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(g->lt, lc.op, lc.a, lc.b, lc.c, lc.c, lc.pref, 1, &hr,
-                                                               &found);
-            if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
-                if (out == OUT_F32 && !g->out) { // maybe f32 output is what it lacks: try bf16 once
-                    out = OUT_BF16;
-                    e = lookup(g, N, K, T, p->ldy, out, al, wl);
-                    if (e->used && !e->ok)
-                        return SD_ERR_UNSUPPORTED;
-                    continue;
-                }
-                e->used = 1, e->ok = 0, e->n = N, e->k = K, e->t = T, e->ldy = p->ldy, e->out = out;
-                e->act_layout = al, e->w_layout = wl;
-                sd_cuda_set_error("cublasLtMatmulAlgoGetHeuristic", __FILE__, __LINE__,
-                                  "no FP8 block-scaled algorithm for this shape");
-                return SD_ERR_UNSUPPORTED;
-            }
-            e->used = 1, e->ok = 1, e->n = N, e->k = K, e->t = T, e->ldy = p->ldy, e->out = out;
-            e->act_layout = al, e->w_layout = wl, e->algo = hr.algo;
-            if (!g->out)
-                g->out = out;
-        }
-        const float one = 1.0f, zero = 0.0f;
-        if (out == OUT_F32) {
-            SD_CHECK_LT(cublasLtMatmul(g->lt, lc.op, &one, p->w.q, lc.a, g->xq, lc.b, &p->beta, p->y, lc.c, p->y, lc.c,
-                                       &e->algo, g->ws, WS_BYTES, st));
-        } else {
-            if (grow((void **)&g->yb, &g->yb_cap, (size_t)N * T * sizeof(__nv_bfloat16)) != SD_OK)
-                return SD_ERR_BACKEND;
-            SD_CHECK_LT(cublasLtMatmul(g->lt, lc.op, &one, p->w.q, lc.a, g->xq, lc.b, &zero, g->yb, lc.c, g->yb, lc.c,
-                                       &e->algo, g->ws, WS_BYTES, st));
-            const size_t n = (size_t)N * T;
-            k_add_bf16<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(p->y, p->ldy, g->yb, N, T, p->beta);
-            SD_CHECK_LAUNCH();
-        }
-        g->calls++;
-        return SD_OK;
+    const int tp = e->tp, out = e->out, direct = out == OUT_F32 && tp == T;
+    if (tp > T) { // zero rows after the input's, scale 1 (their products are zeros, never read)
+        SD_CHECK_CUDA(cudaMemsetAsync(g->xq + (size_t)T * K, 0, (size_t)(tp - T) * K, st));
     }
+    // The scales of a padded count: [nbk][tp] (COLS) or [tp][nbk] (ROWS); the quantization writes rows [0, T)
+    // with the row count tp so the COLS layout's stride is tp.
+    s = act_launch_padded(p->x, p->ldx, T, tp, K, g->xq, g->xs, al, st);
+    if (s != SD_OK)
+        return s;
+    lt_call lc;
+    s = describe(lc, p, tp, out, direct, wscale, g->xs);
+    if (s != SD_OK)
+        return s;
+    const float one = 1.0f, zero = 0.0f;
+    if (direct) {
+        SD_CHECK_LT(cublasLtMatmul(g->lt, lc.op, &one, p->w.q, lc.a, g->xq, lc.b, &p->beta, p->y, lc.c, p->y, lc.c,
+                                   &e->algo, g->ws, WS_BYTES, st));
+    } else {
+        const size_t n = (size_t)N * tp, esz = out == OUT_F32 ? sizeof(float) : sizeof(__nv_bfloat16);
+        if (grow(&g->yb, &g->yb_cap, n * esz) != SD_OK)
+            return SD_ERR_BACKEND;
+        SD_CHECK_LT(cublasLtMatmul(g->lt, lc.op, &one, p->w.q, lc.a, g->xq, lc.b, &zero, g->yb, lc.c, g->yb, lc.c,
+                                   &e->algo, g->ws, WS_BYTES, st));
+        const size_t m = (size_t)N * T;
+        if (out == OUT_F32)
+            k_add_rows<<<(unsigned)((m + 255) / 256), 256, 0, st>>>(p->y, p->ldy, (const float *)g->yb, N, T, p->beta);
+        else
+            k_add_rows<<<(unsigned)((m + 255) / 256), 256, 0, st>>>(p->y, p->ldy, (const __nv_bfloat16 *)g->yb, N, T,
+                                                                     p->beta);
+        SD_CHECK_LAUNCH();
+    }
+    g->calls++;
+    return SD_OK;
 }

@@ -48,6 +48,7 @@
 #include "session.h"
 #include "synth_model.h"
 #include "test_util.h"
+#include "tokenizer.h"
 
 // Logits of all n positions, fed `batch` tokens per eval. NULL on failure (message printed).
 // wmode: W_BF16 (gpu_weights_bf16) | W_FP8 (gpu_weights_fp8); wbytes (may be NULL): the backend's device weight
@@ -610,11 +611,15 @@ static void check_mla_tc(void)
     CHECK(system(cmd) == 0);
 }
 
-// fp8_act (DeepSeek's W8A8 numerics) on dsv32_fp8, dense attention, CUDA against the CPU's fp8_act logits. With f32
-// device weights and with FP8 weights token by token (GEMVs and the MoE device path on round-tripped inputs) the
-// inputs are the CPU's exactly, so the fp32 bound holds (1e-5). Prefill chunks with FP8 weights run FP8 x FP8 tensor-core
-// GEMMs (gemm_fp8.cu), whose 128-wide K steps accumulate in reduced precision: bounded by 0.1 on this model, which
-// amplifies rounding ~40x (bf16-rounded GEMM inputs alone move it by 0.075; FP8 inputs vs f32 by 0.38).
+// fp8_act (DeepSeek's W8A8 numerics) on sparsedoc-mini (a trained FP8 model, block 128) with real text (this
+// repository's README, ~700 tokens), dense attention: CUDA against the CPU's fp8_act logits. Quantization is
+// discontinuous: where CUDA's fp32 activations differ from the CPU's in the last bits (summation order), a value
+// on an e4m3 rounding boundary or a block max on a power-of-two boundary flips, so even with the same inputs the
+// logits are not equal to 1e-5 (the random fixtures, which amplify every rounding ~40x, differ by 0.14 that way).
+// Bounds: f32 device weights (round trip, then the f32 GEMMs) and FP8 weights token by token (GEMVs and the MoE
+// device path on round-tripped inputs) within 2e-3 with >= 98% top-1 agreement; prefill with FP8 weights, whose
+// GEMMs run FP8 x FP8 on tensor cores (reduced-precision accumulation inside each 128-wide K step), within 1e-2 and
+// >= 95%; and that prefill must have run FP8 GEMMs.
 static float *run_act(const struct sd_model *m, const int32_t *ids, int n, int batch, int gpu, int fp8w, long *gemms)
 {
     struct sd_session_params sp = {.n_ctx = n,
@@ -646,40 +651,55 @@ static float *run_act(const struct sd_model *m, const int32_t *ids, int n, int b
     return lg;
 }
 
-static void check_fp8_act(void)
+static int top1_agree(const float *a, const float *b, int n, int V)
 {
-    char dir[1100];
-    snprintf(dir, sizeof dir, "%s/dsv32_fp8", sd_test_fixtures());
-    int n = 0;
-    int32_t *ids = sd_test_load_ids(dir, &n);
+    int k = 0;
+    for (int t = 0; t < n; t++)
+        k += sd_test_argmax(a + (size_t)t * V, V) == sd_test_argmax(b + (size_t)t * V, V);
+    return k;
+}
+
+static void check_fp8_act(const char *dir, const char *text_path)
+{
     struct sd_model *m = NULL;
+    struct sd_tokenizer *tok = NULL;
     struct sd_err err = {0};
-    if (!ids || sd_model_load(dir, &m, &err) != SD_OK) {
-        CHECK_MSG(0, "dsv32_fp8: %s", ids ? err.msg : "ids.txt missing");
-        free(ids);
+    size_t len = 0, n_ids = 0;
+    char *text = (char *)sd_test_read_file(text_path, &len);
+    int32_t *ids = NULL;
+    if (text && len > 3000) { // whole lines (and whole UTF-8 sequences)
+        len = 3000;
+        while (len > 0 && text[len - 1] != '\n')
+            len--;
+    }
+    char tj[1200];
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+    if (!text || sd_model_load(dir, &m, &err) != SD_OK || sd_tokenizer_load(tj, &tok, &err) != SD_OK ||
+        sd_tokenizer_encode(tok, text, len, 1, &ids, &n_ids, &err) != SD_OK) {
+        CHECK_MSG(0, "fp8_act check: %s", text ? err.msg : "README.md unreadable");
+        free(text), sd_tokenizer_free(tok), sd_model_free(m);
         return;
     }
-    size_t nv = (size_t)n * m->cfg.vocab_size;
-    int V = m->cfg.vocab_size;
+    int n = (int)n_ids, V = m->cfg.vocab_size;
+    size_t nv = (size_t)n * V;
     long g_pre = 0, g_tok = 0;
     float *cpu = run_act(m, ids, n, 256, 0, 0, NULL), *f32 = run_act(m, ids, n, 256, 1, 0, NULL);
-    float *pre = run_act(m, ids, n, 256, 1, 1, &g_pre), *tok = run_act(m, ids, n, 1, 1, 1, &g_tok);
-    CHECK(cpu && f32 && pre && tok);
-    if (cpu && f32 && pre && tok) {
-        double e32 = sd_test_rel_l2(f32, cpu, nv), et = sd_test_rel_l2(tok, cpu, nv), ep = sd_test_rel_l2(pre, cpu, nv);
-        int agree = 0;
-        for (int t = 0; t < n; t++)
-            agree += sd_test_argmax(pre + (size_t)t * V, V) == sd_test_argmax(cpu + (size_t)t * V, V);
-        printf("dsv32_fp8  fp8_act: cuda vs cpu rel_l2 f32 weights %.3g, fp8 weights token by token %.3g (%ld FP8 "
-               "GEMMs), fp8 weights prefill %.3g with %ld FP8 GEMMs, top1 %d/%d\n",
-               e32, et, g_tok, ep, g_pre, agree, n);
-        CHECK_MSG(e32 <= 1e-5, "fp8_act, f32 weights: CUDA differs from the CPU by %.3g", e32);
-        CHECK_MSG(et <= 1e-5 && g_tok == 0, "fp8_act, fp8 weights, token by token: %.3g (%ld FP8 GEMMs)", et, g_tok);
-        CHECK_MSG(ep <= (g_pre > 0 ? 0.1 : 1e-5), "fp8_act, fp8 weights, prefill: CUDA differs from the CPU by %.3g",
-                  ep);
+    float *pre = run_act(m, ids, n, 256, 1, 1, &g_pre), *tk = run_act(m, ids, n, 1, 1, 1, &g_tok);
+    CHECK(cpu && f32 && pre && tk);
+    if (cpu && f32 && pre && tk) {
+        double e32 = sd_test_rel_l2(f32, cpu, nv), et = sd_test_rel_l2(tk, cpu, nv), ep = sd_test_rel_l2(pre, cpu, nv);
+        int a32 = top1_agree(f32, cpu, n, V), at = top1_agree(tk, cpu, n, V), ap = top1_agree(pre, cpu, n, V);
+        printf("sparsedoc-mini fp8_act, %d tokens: cuda vs cpu rel_l2 / top1: f32 weights %.3g / %d, fp8 weights token "
+               "by token %.3g / %d (%ld FP8 GEMMs), fp8 weights prefill %.3g / %d with %ld FP8 GEMMs\n",
+               n, e32, a32, et, at, g_tok, ep, ap, g_pre);
+        CHECK_MSG(e32 <= 2e-3 && 50 * a32 >= 49 * n, "fp8_act, f32 weights: %.3g, top1 %d/%d", e32, a32, n);
+        CHECK_MSG(et <= 2e-3 && 50 * at >= 49 * n && g_tok == 0, "fp8_act, fp8 weights, token by token: %.3g, top1 %d/%d",
+                  et, at, n);
+        CHECK_MSG(ep <= 1e-2 && 20 * ap >= 19 * n, "fp8_act, fp8 weights, prefill: %.3g, top1 %d/%d", ep, ap, n);
         CHECK_MSG(g_pre > 0, "fp8_act prefill ran no FP8 GEMM (every shape fell back)");
     }
-    free(cpu), free(f32), free(pre), free(tok), free(ids);
+    free(cpu), free(f32), free(pre), free(tk), free(ids), free(text);
+    sd_tokenizer_free(tok);
     sd_model_free(m);
 }
 
@@ -691,8 +711,12 @@ int main(void)
     }
     // Sanitizer runs: SD_CUDA_FWD_ONLY=tc (the tensor-core check) or graph (the graph check on the dsv32 fixture)
     const char *only = getenv("SD_CUDA_FWD_ONLY");
+    const char *src_dir = getenv("SD_SOURCE");
+    char mini[1100], readme[1100];
+    snprintf(mini, sizeof mini, "%s/data/models/sparsedoc-mini", src_dir ? src_dir : ".");
+    snprintf(readme, sizeof readme, "%s/README.md", src_dir ? src_dir : ".");
     if (only && !strcmp(only, "fp8act")) {
-        check_fp8_act();
+        check_fp8_act(mini, readme);
         return sd_test_finish("cuda_forward");
     }
     if (only && (!strcmp(only, "tc") || !strcmp(only, "graph"))) {
@@ -719,7 +743,7 @@ int main(void)
     snprintf(dir, sizeof dir, "%s/qwen3", sd_test_fixtures());
     check_graph("qwen3", dir, 20, 0, 0);
     check_mla_tc();
-    check_fp8_act();
+    check_fp8_act(mini, readme);
     const char *src = getenv("SD_SOURCE");
     snprintf(dir, sizeof dir, "%s/data/models/sparsedoc-mini", src ? src : ".");
     FILE *f;

@@ -6,6 +6,8 @@
 # Usage (repository root, GPU machine, carry .deps and the dir holding RUN and EVAL):
 #   RUN=.train/evalE/runE EVAL=.train/evalE/mini_eval.jsonl ALPHAS="0.3 0.5" MODELS=".train/evalE/b0.85" \
 #     sh tools/train/blend_eval_gpu.sh
+# MODES (default sparse,dense) and BUCKETS choose the eval_mini runs; EVAL64 (a second held-out file, e.g. the
+# 80-question 64K sample of tests/fixtures/mini_eval/manifest_64k.json) is run first, DSA only, for every model.
 set -u
 OUT=${OUT:-$PWD/blend-out}
 W=${W:-/tmp/blendeval}
@@ -19,10 +21,15 @@ done
 wait $BP; tail -2 "$W/build.log"
 for m in $list ${MODELS:-}; do
   t=$(basename "$m")
+  if [ -n "${EVAL64:-}" ]; then
+    timeout $((${LIMIT:-540} - $(el))) $B/tools/eval_mini --model "$m" --eval "$EVAL64" --modes sparse --buckets 65536 \
+      --backend cuda --threads 8 --out "$W/eval64_$t.json" > "$W/eval64_$t.txt" 2>&1
+    echo "== $t 64K sample rc=$? at $(el) s"; grep "^| [0-9]" "$W/eval64_$t.txt"
+  fi
   for b in ${BUCKETS:-4096 16384 32768 65536}; do
     left=$((${LIMIT:-540} - $(el)))
     [ $left -gt 20 ] || { echo "skip $t $b (no time)"; continue; }
-    timeout $left $B/tools/eval_mini --model "$m" --eval "$EVAL" --modes sparse,dense --buckets $b --backend cuda \
+    timeout $left $B/tools/eval_mini --model "$m" --eval "$EVAL" --modes "${MODES:-sparse,dense}" --buckets $b --backend cuda \
       --threads 8 --out "$W/eval_${t}_$b.json" > "$W/eval_${t}_$b.txt" 2>&1
     echo "== $t $b rc=$? at $(el) s"; grep "^| [0-9]" "$W/eval_${t}_$b.txt"
   done

@@ -8,6 +8,7 @@ export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
 T0=$(date +%s)
 el() { echo $(($(date +%s) - T0)); }
 B=build-gpu
-( (meson setup $B -Ddata=false -Dcuda=enabled -Dwerror=false && nice ninja -C $B tools/eval_mini) > "$W/build.log" 2>&1
+( ( ([ -d $B ] || meson setup $B -Ddata=false -Dcuda=enabled -Dwerror=false) && nice ninja -C $B tools/eval_mini) \
+    > "$W/build.log" 2>&1
   echo "build rc=$?" >> "$W/build.log" ) &
 BP=$!
