@@ -206,9 +206,10 @@ struct sd_cuda_gemm_fp8;
 enum sd_status sd_cuda_gemm_fp8_new(struct sd_cuda_gemm_fp8 **out);
 void sd_cuda_gemm_fp8_free(struct sd_cuda_gemm_fp8 *g);
 // Weight scale orders handed to cuBLASLt (BLK128x128 mode); the matrix's own stays [ceil(rows/128)][ceil(cols/128)].
-#define SD_CUDA_W_SCALE_NATIVE 1 // as stored: [row blocks][col blocks]
-#define SD_CUDA_W_SCALE_T 2      // [col blocks][row blocks]
-#define SD_CUDA_W_SCALE_T4 3     // [col blocks][row blocks rounded up to 4]
+#define SD_CUDA_W_SCALE_NATIVE 1  // as stored: [row blocks][col blocks]
+#define SD_CUDA_W_SCALE_T 2       // [col blocks][row blocks]
+#define SD_CUDA_W_SCALE_T4 3      // [col blocks][row blocks rounded up to 4]
+#define SD_CUDA_W_SCALE_NATIVE4 4 // [row blocks][col blocks rounded up to 4] (stored order, 16-byte rows)
 struct sd_cuda_gemm_fp8_params {
     struct sd_cuda_fp8_mat w; // block 128; cols a multiple of 16
     const float *x;           // [n_tok][ldx], the first w.cols used; quantized inside (1x128 blocks)

@@ -7,6 +7,7 @@
 # top-k rows of bench_dsa_cuda. If the library's scale orders do not match but exactly one other does, the rest of
 # the run uses that one (SD_CUDA_FP8_SCALE_ORDER) and says so.
 # Usage (repository root, GPU machine, carry .deps): rm -rf build-gpu; sh tools/cuda_fp8act_gpu.sh
+# SD_V32_CTX (default 32768): the table's contexts; SD_SKIP_BENCH=1 stops after the tests.
 set -u
 [ -f .deps/setup.sh ] && . ./.deps/setup.sh
 export PATH=/usr/local/cuda/bin:$PATH SD_FIXTURES=$PWD/tests/fixtures SD_SOURCE=$PWD
@@ -38,6 +39,7 @@ SD_CUDA_FWD_ONLY=fp8act timeout 150 compute-sanitizer --tool memcheck --error-ex
 echo "memcheck fp8act forward rc=$? $(grep 'ERROR SUMMARY' $O/memcheck_fwd.log)"
 timeout 150 $B/tests/test_cuda_forward > $O/fwd.log 2>&1
 echo "test_cuda_forward rc=$? at $(el) s: $(tail -1 $O/fwd.log)"; grep -E "CHECK" $O/fwd.log | head -5
+[ "${SD_SKIP_BENCH:-0}" = 1 ] && exit 0 # tests only
 timeout 200 $B/kernels/bench_cuda_forward --v32 --bf16 ${SD_V32_CTX:-32768} > $O/v32.log 2>&1; echo "v32 rc=$? at $(el) s"
 grep "^|" $O/v32.log
 timeout 120 $B/kernels/bench_dsa_cuda --quick > $O/dsa.log 2>&1; echo "bench_dsa_cuda rc=$? at $(el) s"
