@@ -4,7 +4,8 @@
 # (tools/train/train.py --init INIT), blends the run with the shipped v1 weights (blend.py) and runs
 # eval_mini --backend cuda on the held-out set for each model, as long as time remains. Work happens in
 # $W; $OUT receives run.safetensors, one bALPHA.safetensors per blend (ALPHAS, default "0.7 0.85"; FP8, config and
-# tokenizer as the shipped model's) and logs.tar.gz. BUCKETS (default "4096 16384 32768 65536") orders the evaluation.
+# tokenizer as the shipped model's) and logs.tar.gz. BUCKETS (default "4096 16384 32768 65536") orders the evaluation,
+# MODES (default sparse,dense) the run's modes; EVAL64 (e.g. the 80-question 64K sample) is evaluated first, DSA only.
 # Usage (repository root, GPU machine, carry .deps and .train/gpu):
 #   INIT=.train/gpu/run2 BUDGET=380 sh tools/train/longctx_gpu.sh
 # LONG_FROM=32768 LONG_DOC_FRAC=0.85 EARLY_FRAC=0.3: rows of 32K+ tokens get documents that fill 85-100% of
@@ -38,8 +39,14 @@ ev() { # model tag bucket modes [docs]
     --threads 8 --out "$W/eval_$2_$3.json" > "$W/eval_$2_$3.txt" 2>&1
   echo "== $2 $3 rc=$? at $(el) s"; grep "^| [0-9]" "$W/eval_$2_$3.txt"
 }
+if [ -n "${EVAL64:-}" ]; then # a second held-out file (the 80-question 64K sample), DSA only, run first
+  left=$((${LIMIT:-560} - $(el)))
+  timeout $left $E --model $R --eval "$EVAL64" --modes sparse --buckets 65536 --backend cuda --threads 8 \
+    --out "$W/eval64_run.json" > "$W/eval64_run.txt" 2>&1
+  echo "== run 64K sample rc=$? at $(el) s"; grep "^| [0-9]" "$W/eval64_run.txt"
+fi
 for b in ${BUCKETS:-4096 16384 32768 65536}; do
-  ev $R run $b sparse,dense
+  ev $R run $b "${MODES:-sparse,dense}"
   for a in ${ALPHAS:-0.7 0.85}; do ev "$W/b$a" "b$a" $b sparse; done
 done
 echo "done at $(el) s"
