@@ -27,7 +27,7 @@ echo "train rc=$? at $(el) s"; tail -12 "$W/train_stdout.txt"
 wait $BP; tail -2 "$W/build.log"
 R=$W/run
 [ -f $R/bundle.tar ] && tar -C $R -xf $R/bundle.tar
-for a in ${ALPHAS:-0.7 0.85}; do
+for a in ${ALPHAS-0.7 0.85}; do
   python3 tools/train/blend.py --a data/models/sparsedoc-mini --b $R --alpha $a --out "$W/b$a" > /dev/null 2>&1 &&
     cp $R/config.json "$W/b$a/" 2>/dev/null
 done
@@ -47,10 +47,10 @@ if [ -n "${EVAL64:-}" ]; then # a second held-out file (the 80-question 64K samp
 fi
 for b in ${BUCKETS:-4096 16384 32768 65536}; do
   ev $R run $b "${MODES:-sparse,dense}"
-  for a in ${ALPHAS:-0.7 0.85}; do ev "$W/b$a" "b$a" $b sparse; done
+  for a in ${ALPHAS-0.7 0.85}; do ev "$W/b$a" "b$a" $b sparse; done
 done
 echo "done at $(el) s"
-for m in run $(for a in ${ALPHAS:-0.7 0.85}; do echo b$a; done); do
+for m in run $(for a in ${ALPHAS-0.7 0.85}; do echo b$a; done); do
   d=$W/$m; [ $m = run ] && d=$R
   [ -f $d/model.safetensors ] && cp $d/model.safetensors "$OUT/$m.safetensors"
 done
