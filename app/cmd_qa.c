@@ -217,6 +217,8 @@ static int parse(int argc, char **argv, struct qa_cli *c, const char *help)
     struct sd_settings set;
     if (sd_settings_load(NULL, &set, NULL) == SD_OK) { // a broken file is reported where the model is resolved
         c->qo.no_ocr = set.no_ocr;
+        c->qo.indexer_fp8 |= set.indexer_fp8; // the flags turn them on; the settings may already have
+        c->qo.fp8_act |= set.fp8_act;
         c->ocr_lang = set.ocr_lang;
         c->qo.ocr_lang = c->ocr_lang;
         set.ocr_lang = NULL;

@@ -19,7 +19,8 @@
 static const char summarize_help[] =
     "usage: sparsedoc summarize PATH... [--out DIR] [--json] [--style brief|detailed|bullets] [--max-words N]\n"
     "                           [--model DIR] [--force] [--db FILE] [--cache-dir DIR] [--no-cache] [--ctx N]\n"
-    "                           [--threads N] [--password PW] [--fan-in N] [--backend cpu|cuda] [--gpu-weights T]\n\n"
+    "                           [--threads N] [--password PW] [--fan-in N] [--backend cpu|cuda] [--gpu-weights T]\n"
+    "                           [--indexer-fp8] [--fp8-act]\n\n"
     "Summarize each document (PDF, text file, or every file of a code tree) into DIR: one Markdown file per\n"
     "document and index.md. Paths not yet in the store are ingested first. A document larger than one\n"
     "context is summarized per context (with its page or line range), then the summaries are combined,\n"
@@ -41,6 +42,9 @@ static const char summarize_help[] =
     "  --backend NAME   cpu (default) or cuda (the forward pass on the GPU, builds with nvcc)\n"
     "  --gpu-weights T  cuda only: f32 (default), bf16, fp8 (FP8-released matrices kept FP8, the rest bf16) or\n"
     "                   fp8-f32\n"
+    "  --indexer-fp8    DeepSeek's FP8 indexer numerics instead of fp32 (DSA models; default: settings)\n"
+    "  --fp8-act        DeepSeek's FP8 GEMMs: inputs of FP8-released matrices quantized in 1x128 blocks (on\n"
+    "                   --backend cuda with --gpu-weights fp8: FP8 tensor-core GEMMs for prefill; default: settings)\n"
     "  --password PW    password for encrypted PDFs\n"
     "  --fan-in N       combine at most N part summaries per step (default: as many as fit one context);\n"
     "                   smaller values make more levels, each over less text\n"
@@ -263,7 +267,7 @@ int sd_cmd_summarize(int argc, char **argv)
     char **paths = calloc((size_t)argc + 1, sizeof *paths);
     size_t n_paths = 0;
     const char *model = NULL, *db = NULL, *cache_dir = NULL, *backend = NULL;
-    int no_cache = 0, n_ctx = 0, threads = 0, have_threads = 0, gw = 0, gw_bf16 = 0, gw_fp8 = 0;
+    int no_cache = 0, n_ctx = 0, threads = 0, have_threads = 0, gw = 0, gw_bf16 = 0, gw_fp8 = 0, ix_fp8 = 0, fp8_act = 0;
     if (!paths)
         return SD_EXIT_FAIL;
     for (int i = 1; i < argc; i++) {
@@ -288,6 +292,10 @@ int sd_cmd_summarize(int argc, char **argv)
             bo.force = 1;
         else if (!strcmp(a, "--no-cache"))
             no_cache = 1;
+        else if (!strcmp(a, "--indexer-fp8"))
+            ix_fp8 = 1;
+        else if (!strcmp(a, "--fp8-act"))
+            fp8_act = 1;
         else if (!strcmp(a, "--out"))
             bo.out_dir = v;
         else if (!strcmp(a, "--style")) {
@@ -369,6 +377,10 @@ int sd_cmd_summarize(int argc, char **argv)
         qo.n_ctx = n_ctx;
     if (have_threads)
         qo.n_threads = threads;
+    if (ix_fp8)
+        qo.indexer_fp8 = 1;
+    if (fp8_act)
+        qo.fp8_act = 1;
     if (backend)
         qo.backend = backend;
     const int cuda = qo.backend && !strcmp(qo.backend, "cuda"); // the backend may come from the settings

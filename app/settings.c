@@ -69,6 +69,17 @@ static int get_int(GKeyFile *kf, const char *group, const char *key, int lo, int
     return v < lo ? lo : v > hi ? hi : (int)v;
 }
 
+static int get_bool(GKeyFile *kf, const char *group, const char *key)
+{
+    GError *e = NULL;
+    gboolean v = g_key_file_get_boolean(kf, group, key, &e);
+    if (e) { // missing or not a boolean: off
+        g_error_free(e);
+        return 0;
+    }
+    return v != FALSE;
+}
+
 static char *get_str(GKeyFile *kf, const char *group, const char *key)
 {
     char *v = g_key_file_get_string(kf, group, key, NULL);
@@ -108,6 +119,8 @@ enum sd_status sd_settings_load(const char *path, struct sd_settings *s, struct 
     char *gw = get_str(kf, "model", "gpu_weights"); // an unknown name keeps f32
     sd_gpu_weights_parse(gw, &s->gpu_weights_bf16, &s->gpu_weights_fp8);
     free(gw);
+    s->indexer_fp8 = get_bool(kf, "engine", "indexer_fp8");
+    s->fp8_act = get_bool(kf, "engine", "fp8_act");
     s->n_ctx = get_int(kf, "engine", "context", 0, 131072, 0);
     if (s->n_ctx && s->n_ctx < 65536)
         s->n_ctx = 65536;
@@ -159,6 +172,8 @@ enum sd_status sd_settings_save(const char *path, const struct sd_settings *s, s
     g_key_file_set_string(kf, "model", "backend", s->backend ? s->backend : "cpu");
     g_key_file_set_string(kf, "model", "gpu_weights", sd_gpu_weights_name(s->gpu_weights_bf16, s->gpu_weights_fp8));
     g_key_file_set_int64(kf, "engine", "context", s->n_ctx);
+    g_key_file_set_boolean(kf, "engine", "indexer_fp8", s->indexer_fp8 != 0);
+    g_key_file_set_boolean(kf, "engine", "fp8_act", s->fp8_act != 0);
     g_key_file_set_int64(kf, "engine", "top_k", s->top_k);
     g_key_file_set_int64(kf, "engine", "threads", s->n_threads);
     g_key_file_set_int64(kf, "cache", "budget_mib", (gint64)(s->cache_budget >> 20));
@@ -201,6 +216,8 @@ void sd_settings_to_qa_opts(const struct sd_settings *s, struct sd_qa_opts *o)
     int cuda = s->backend && !strcmp(s->backend, "cuda"); // a CPU session refuses GPU weight modes
     o->gpu_weights_bf16 = cuda && s->gpu_weights_bf16;
     o->gpu_weights_fp8 = cuda && s->gpu_weights_fp8;
+    o->indexer_fp8 = s->indexer_fp8;
+    o->fp8_act = s->fp8_act;
     o->n_ctx = s->n_ctx;
     o->index_topk = s->top_k;
     o->n_threads = s->n_threads;

@@ -176,6 +176,8 @@ static void test_settings(const char *tmp)
     CHECK(s.no_ocr == 0 && !s.ocr_lang && !strcmp(sd_settings_ocr_lang(&s), "eng"), "OCR defaults");
     s.no_ocr = 1;
     s.ocr_lang = strdup("eng+fra");
+    CHECK(!s.indexer_fp8 && !s.fp8_act, "FP8 numerics default off");
+    s.fp8_act = 1;
     CHECK(sd_settings_save(ini, &s, &err) == SD_OK, "save: %s", err.msg);
     sd_settings_clear(&s);
     // Another group written by someone else survives a save.
@@ -192,6 +194,7 @@ static void test_settings(const char *tmp)
           s.gpu_weights_fp8);
     CHECK(s.no_ocr == 1 && s.ocr_lang && !strcmp(s.ocr_lang, "eng+fra"), "OCR round trip: %d %s", s.no_ocr,
           s.ocr_lang ? s.ocr_lang : "(none)");
+    CHECK(s.fp8_act == 1 && s.indexer_fp8 == 0, "FP8 round trip: %d %d", s.fp8_act, s.indexer_fp8);
     // A copy owns its strings: it outlives the original, with every value equal.
     struct sd_settings cp;
     CHECK(sd_settings_copy(&cp, &s) == SD_OK && cp.model_dir != s.model_dir && cp.backend != s.backend,
@@ -209,6 +212,7 @@ static void test_settings(const char *tmp)
     CHECK(qo.gpu_weights_bf16 == 1 && qo.gpu_weights_fp8 == 1, "cuda settings: qa gpu weights %d %d",
           qo.gpu_weights_bf16, qo.gpu_weights_fp8);
     CHECK(qo.no_ocr == 1 && qo.ocr_lang == s.ocr_lang, "qa opts: OCR");
+    CHECK(qo.fp8_act == 1 && qo.indexer_fp8 == 0, "qa opts: FP8 numerics %d %d", qo.fp8_act, qo.indexer_fp8);
     free(s.backend);
     s.backend = strdup("cpu"); // the CPU refuses GPU weight modes: they are not passed on
     sd_settings_to_qa_opts(&s, &qo);
@@ -224,13 +228,14 @@ static void test_settings(const char *tmp)
           "other group lost or value not saved:\n%s", after);
     // Out of range values are clamped; a small context goes up to the 64K minimum.
     CHECK(g_file_set_contents(ini,
-                              "[engine]\ncontext=1000\nthreads=-5\n[model]\nbackend=tpu\ngpu_weights=fp4\n"
+                              "[engine]\ncontext=1000\nthreads=-5\nfp8_act=maybe\nindexer_fp8=1\n[model]\nbackend=tpu\n"
+                              "gpu_weights=fp4\n"
                               "[ingest]\nocr=maybe\nocr_languages=eng;rm\n",
                               -1, NULL),
           "write");
     CHECK(sd_settings_load(ini, &s, &err) == SD_OK, "load: %s", err.msg);
     CHECK(s.n_ctx == 65536 && s.n_threads == 0 && !strcmp(s.backend, "cpu") && !s.gpu_weights_bf16 &&
-              !s.gpu_weights_fp8 && !s.no_ocr && !s.ocr_lang,
+              !s.gpu_weights_fp8 && !s.no_ocr && !s.ocr_lang && !s.fp8_act && s.indexer_fp8 == 1,
           "clamped: %d %d %s %d %d %d %s", s.n_ctx, s.n_threads, s.backend, s.gpu_weights_bf16, s.gpu_weights_fp8,
           s.no_ocr, s.ocr_lang ? s.ocr_lang : "(none)");
     sd_settings_clear(&s);
