@@ -38,8 +38,8 @@ void sd_chat_template_detect(const struct sd_tokenizer *tok, int32_t config_eos,
         out->kind = SD_CHAT_MINI;
         out->name = "sparsedoc-mini/1";
         out->ctx_format = SD_CTX_FORMAT_PASSAGES;
-        // MODEL.md (v5): 90-95% of held-out answers right at 16K-32K, 74-80% at 64K; contexts stay at 32K and
-        // longer scopes go through FTS5 selection or map-reduce.
+        // MODEL.md (v6): 90% of held-out answers right at 16K-64K, but 76% on a larger 64K sample; contexts stay
+        // at 32K and longer scopes go through FTS5 selection or map-reduce.
         out->trained_ctx = 32768;
         // It answers "VALUE [MARKER]" but copies markers poorly (MODEL.md: wrong digits, paths from its
         // training set); decoding is constrained so a marker it writes exists in the context.
