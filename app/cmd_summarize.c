@@ -267,7 +267,8 @@ int sd_cmd_summarize(int argc, char **argv)
     char **paths = calloc((size_t)argc + 1, sizeof *paths);
     size_t n_paths = 0;
     const char *model = NULL, *db = NULL, *cache_dir = NULL, *backend = NULL;
-    int no_cache = 0, n_ctx = 0, threads = 0, have_threads = 0, gw = 0, gw_bf16 = 0, gw_fp8 = 0, ix_fp8 = 0, fp8_act = 0;
+    int no_cache = 0, n_ctx = 0, threads = 0, have_threads = 0, gw = 0, gw_bf16 = 0, gw_fp8 = 0, ix_fp8 = 0,
+        fp8_act = 0;
     if (!paths)
         return SD_EXIT_FAIL;
     for (int i = 1; i < argc; i++) {

@@ -66,7 +66,7 @@ struct sd_session {
     void *be_ctx;        // backend state (p.backend != NULL)
     void *qact;          // sd_matmul_w scratch (quantized activations or f32 panels)
     size_t qact_bytes;
-    float *xq;           // fp8_act: a product's input rows after the FP8 round trip [T][widest input]
+    float *xq; // fp8_act: a product's input rows after the FP8 round trip [T][widest input]
     // indexer recall statistics (NULL rec: off)
     struct sd_recall_stat *rec; // [L]
     double *rec_head;           // [T][n_heads][2] per-head recall and oracle recall of the chunk

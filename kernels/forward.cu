@@ -84,8 +84,8 @@ struct fwd {
     float *stage;        // setup only: f32 staging for the bf16 conversion (STAGE_N floats), freed after it
     __nv_bfloat16 *xb;   // bf16 mode: GEMM input rounded to bf16, xb_n elements (the largest T x K)
     size_t xb_n;
-    int fp8act;                  // fp8_act: inputs of matrices with an FP8 source quantized (marked fp8_block > 0)
-    float *xrt;                  // fp8_act: a GEMM input after the FP8 round trip, xrt_n floats (the largest T x K)
+    int fp8act; // fp8_act: inputs of matrices with an FP8 source quantized (marked fp8_block > 0)
+    float *xrt; // fp8_act: a GEMM input after the FP8 round trip, xrt_n floats (the largest T x K)
     size_t xrt_n;
     struct sd_cuda_gemm_fp8 *g8; // fp8_act with gpu_weights_fp8: FP8 x FP8 GEMMs (gemm_fp8.cu) for prefill chunks
     long fp8_gemm_calls;

@@ -29,7 +29,8 @@
 #define OUT_F32 1
 #define OUT_BF16 2
 
-namespace {
+namespace
+{
 struct algo_entry {
     int used, ok; // ok = 0: cuBLASLt had no algorithm for this shape
     int n, k, t, ldy, out, act_layout, w_layout;
@@ -55,8 +56,9 @@ struct sd_cuda_gemm_fp8 {
 
 // ---------------------------------------------------------------- kernels
 
-// One warp per (row, 128-block): 4 values per lane. srows: the row stride of the COLS scale order (>= rows). amax over the block, s = 2^ceil(log2(max(amax, 1e-4) / 448)),
-// q = e4m3(x / s) (the division exact: s is a power of two). With rt, writes q * s as f32 instead of q and s.
+// One warp per (row, 128-block): 4 values per lane. srows: the row stride of the COLS scale order (>= rows). amax over
+// the block, s = 2^ceil(log2(max(amax, 1e-4) / 448)), q = e4m3(x / s) (the division exact: s is a power of two). With
+// rt, writes q * s as f32 instead of q and s.
 __global__ void k_act_quant(const float *x, int ldx, int rows, int cols, uint8_t *q, float *sc, int layout, float *rt,
                             int ldr, int srows)
 {
@@ -81,8 +83,8 @@ __global__ void k_act_quant(const float *x, int ldx, int rows, int cols, uint8_t
 #pragma unroll
         for (int j = 0; j < 4; j++)
             if (c0 + j < cols) {
-                __half_raw h = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)sd_f32_to_e4m3_d(__fmul_rn(v[j], inv)),
-                                                       __NV_E4M3);
+                __half_raw h =
+                    __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)sd_f32_to_e4m3_d(__fmul_rn(v[j], inv)), __NV_E4M3);
                 o[c0 + j] = __fmul_rn(__half2float(*reinterpret_cast<__half *>(&h)), s);
             }
         return;
@@ -154,8 +156,8 @@ __global__ void k_fill(float *p, size_t n, float v)
 }
 
 // Quantize rows [0, T) for a GEMM over tp >= T tokens: the scales of rows [T, tp) are 1 (their values are zeros).
-static enum sd_status act_launch_padded(const float *x, int ldx, int T, int tp, int K, uint8_t *q, float *sc, int layout,
-                                        cudaStream_t st)
+static enum sd_status act_launch_padded(const float *x, int ldx, int T, int tp, int K, uint8_t *q, float *sc,
+                                        int layout, cudaStream_t st)
 {
     const int nb = (K + ACT_BLOCK - 1) / ACT_BLOCK;
     if (tp > T) {
@@ -166,8 +168,8 @@ static enum sd_status act_launch_padded(const float *x, int ldx, int T, int tp, 
     return act_launch(x, ldx, T, K, q, sc, layout, NULL, 0, st, tp);
 }
 
-extern "C" enum sd_status sd_cuda_act_quant_fp8(const float *x, int ldx, int rows, int cols, uint8_t *q,
-                                                float *scales, int layout, void *stream)
+extern "C" enum sd_status sd_cuda_act_quant_fp8(const float *x, int ldx, int rows, int cols, uint8_t *q, float *scales,
+                                                int layout, void *stream)
 {
     SD_CHECK_ARG(x && q && scales && rows >= 0 && cols > 0 && ldx >= cols);
     SD_CHECK_ARG(layout == SD_CUDA_ACT_SCALE_ROWS || layout == SD_CUDA_ACT_SCALE_COLS);
@@ -247,7 +249,8 @@ extern "C" void sd_cuda_gemm_fp8_stats(const struct sd_cuda_gemm_fp8 *g, long *c
         *out_mode = g ? g->out : 0;
 }
 
-namespace {
+namespace
+{
 // The descriptor objects of one call, destroyed on every path.
 struct lt_call {
     cublasLtMatmulDesc_t op = NULL;
@@ -285,8 +288,8 @@ static enum sd_status describe(lt_call &lc, const struct sd_cuda_gemm_fp8_params
     SD_CHECK_LT(cublasLtMatmulDescSetAttribute(lc.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &bscale, sizeof bscale));
     SD_CHECK_LT(cublasLtMatrixLayoutCreate(&lc.a, CUDA_R_8F_E4M3, K, N, K));
     SD_CHECK_LT(cublasLtMatrixLayoutCreate(&lc.b, CUDA_R_8F_E4M3, K, tp, K));
-    SD_CHECK_LT(cublasLtMatrixLayoutCreate(&lc.c, out == OUT_F32 ? CUDA_R_32F : CUDA_R_16BF, N, tp,
-                                           direct ? p->ldy : N));
+    SD_CHECK_LT(
+        cublasLtMatrixLayoutCreate(&lc.c, out == OUT_F32 ? CUDA_R_32F : CUDA_R_16BF, N, tp, direct ? p->ldy : N));
     SD_CHECK_LT(cublasLtMatmulPreferenceCreate(&lc.pref));
     const size_t wsb = WS_BYTES;
     SD_CHECK_LT(
@@ -301,8 +304,8 @@ static algo_entry *lookup(struct sd_cuda_gemm_fp8 *g, int n, int k, int t, int l
                  (unsigned)(al * 3 + wl);
     for (int i = 0; i < ALGO_CACHE; i++) {
         algo_entry *e = &g->cache[(h + i) & (ALGO_CACHE - 1)];
-        if (!e->used || (e->n == n && e->k == k && e->t == t && e->ldy == ldy && e->act_layout == al &&
-                         e->w_layout == wl))
+        if (!e->used ||
+            (e->n == n && e->k == k && e->t == t && e->ldy == ldy && e->act_layout == al && e->w_layout == wl))
             return e;
     }
     algo_entry *e = &g->cache[h & (ALGO_CACHE - 1)]; // full: reuse the home slot
@@ -423,7 +426,7 @@ extern "C" enum sd_status sd_cuda_gemm_fp8(struct sd_cuda_gemm_fp8 *g, const str
             k_add_rows<<<(unsigned)((m + 255) / 256), 256, 0, st>>>(p->y, p->ldy, (const float *)g->yb, N, T, p->beta);
         else
             k_add_rows<<<(unsigned)((m + 255) / 256), 256, 0, st>>>(p->y, p->ldy, (const __nv_bfloat16 *)g->yb, N, T,
-                                                                     p->beta);
+                                                                    p->beta);
         SD_CHECK_LAUNCH();
     }
     g->calls++;

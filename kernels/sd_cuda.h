@@ -193,8 +193,8 @@ enum sd_status sd_cuda_dequant_fp8(const struct sd_cuda_fp8_mat *w, void *out, i
 #define SD_CUDA_ACT_SCALE_ROWS 1 // [rows][ceil(cols / 128)]: a row's blocks side by side
 #define SD_CUDA_ACT_SCALE_COLS 2 // [ceil(cols / 128)][rows]: one block column's rows side by side
 // x [rows][ldx] (first cols) -> q [rows][cols] e4m3 and scales in the order `layout`. Bit-identical to the CPU.
-enum sd_status sd_cuda_act_quant_fp8(const float *x, int ldx, int rows, int cols, uint8_t *q, float *scales,
-                                     int layout, void *stream);
+enum sd_status sd_cuda_act_quant_fp8(const float *x, int ldx, int rows, int cols, uint8_t *q, float *scales, int layout,
+                                     void *stream);
 // out [rows][ldo] = the quantized values times their scales as f32 (sd_fp8_act_roundtrip; out may equal x when
 // ldo == ldx): what an FP8 GEMM multiplies, for the kernels that take f32 inputs (the FP8 GEMV, decode's experts).
 enum sd_status sd_cuda_act_roundtrip_fp8(const float *x, int ldx, float *out, int ldo, int rows, int cols,

@@ -695,8 +695,8 @@ static void check_fp8_act(const char *dir, const char *text_path)
                "by token %.3g / %d (%ld FP8 GEMMs), fp8 weights prefill %.3g / %d with %ld FP8 GEMMs\n",
                n, e32, a32, et, at, g_tok, ep, ap, g_pre);
         CHECK_MSG(e32 <= 0.06 && 10 * a32 >= 9 * n, "fp8_act, f32 weights: %.3g, top1 %d/%d", e32, a32, n);
-        CHECK_MSG(et <= 0.06 && 10 * at >= 9 * n && g_tok == 0, "fp8_act, fp8 weights, token by token: %.3g, top1 %d/%d",
-                  et, at, n);
+        CHECK_MSG(et <= 0.06 && 10 * at >= 9 * n && g_tok == 0,
+                  "fp8_act, fp8 weights, token by token: %.3g, top1 %d/%d", et, at, n);
         CHECK_MSG(ep <= 0.1 && 20 * ap >= 17 * n, "fp8_act, fp8 weights, prefill: %.3g, top1 %d/%d", ep, ap, n);
         CHECK_MSG(g_pre > 0, "fp8_act prefill ran no FP8 GEMM (every shape fell back)");
     }

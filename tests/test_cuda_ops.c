@@ -852,8 +852,8 @@ static void test_act8_case(int rows, int cols, int pad)
 // (random codes, no NaN; block scales random over 2^-20 .. 2^2, so a scale applied to the wrong block is far off);
 // error relative to the sum of |terms|, rows sampled on large shapes. layout_a / layout_w: the scale orders handed to
 // cuBLASLt (0: the library's). Returns the error (-1: cuBLASLt had no algorithm).
-static double gemm8_err(struct sd_cuda_gemm_fp8 *g, int N, int K, int T, int padx, int pady, float beta,
-                        int layout_a, int layout_w)
+static double gemm8_err(struct sd_cuda_gemm_fp8 *g, int N, int K, int T, int padx, int pady, float beta, int layout_a,
+                        int layout_w)
 {
     uint8_t *q;
     float *sc;
@@ -971,7 +971,9 @@ static void test_fp8gemms(void)
     printf("fp8 gemm: act quant %d/%d cases bit-exact; %d GEMM cases (%d without an algorithm), worst error %.3g of "
            "the magnitude sum; %ld calls, output %s\n",
            act8_exact, act8_cases, gemm8_cases, gemm8_unsupported, worst_gemm8_rel, calls,
-           out == 1 ? "f32" : out == 2 ? "bf16 + add" : "none");
+           out == 1   ? "f32"
+           : out == 2 ? "bf16 + add"
+                      : "none");
 }
 
 // SD_CUDA_TEST_ONLY=GROUP[,GROUP...] runs only those groups (indexer, topk, mla_attn, mla_decode, fp8w, fp8gemm): a

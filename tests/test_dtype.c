@@ -268,7 +268,7 @@ static void test_fp8_act(void)
     float sc[2], rt[200];
     for (int i = 0; i < 128; i++)
         x[i] = 0.01f * (float)(i - 60); // amax 0.67 at i = 127
-    x[5] = -3.0f;                      // amax 3: 3 / 448 = 0.0067 -> scale 2^-7; -3 / 2^-7 = -384 = e4m3 0xFC
+    x[5] = -3.0f;                       // amax 3: 3 / 448 = 0.0067 -> scale 2^-7; -3 / 2^-7 = -384 = e4m3 0xFC
     sd_fp8_act_quant(x, 128, q, sc);
     CHECK(sc[0] == 0x1p-7f && q[5] == 0xFC && sd_e4m3_to_f32(q[5]) * sc[0] == -3.0f);
     for (int i = 0; i < 128; i++)

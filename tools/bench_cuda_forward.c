@@ -465,8 +465,8 @@ static int v32_bf16(struct v32_model *v, const int *ctxs, int n_ctx)
     static const struct {
         const char *name;
         int wmode;
-    } wm[] = {{"f32", 0}, {"f32, no graph", 8},  {"bf16", 1},   {"bf16, exact DSA", 5}, {"bf16, no graph", 9},
-              {"fp8", 3}, {"fp8, exact DSA", 7}, {"fp8-f32", 2},   {"fp8 + fp8 act", 19},  {"fp8-f32 + fp8 act", 18}};
+    } wm[] = {{"f32", 0}, {"f32, no graph", 8},  {"bf16", 1},    {"bf16, exact DSA", 5}, {"bf16, no graph", 9},
+              {"fp8", 3}, {"fp8, exact DSA", 7}, {"fp8-f32", 2}, {"fp8 + fp8 act", 19},  {"fp8-f32 + fp8 act", 18}};
     enum { NW = sizeof wm / sizeof wm[0] };
     int bad = 0;
     for (int i = 0; i < n_ctx; i++) {
@@ -475,8 +475,7 @@ static int v32_bf16(struct v32_model *v, const int *ctxs, int n_ctx)
             int rc = v32_at(&v->m, ctxs[i], SD_DSA_SPARSE, 1, wm[k].wmode, &r[k]);
             bad |= rc;
             printf("| %6d | %s | %.2f | %.2f | %8.1f | %7.2f | %8.2f | %.3f | %.2fx | %.2fx | %ld | %ld | %ld |%s\n",
-                   ctxs[i],
-                   wm[k].name, r[k].weight_bytes / (1 << 30), r[k].dev_bytes / (1 << 30), r[k].prefill_tps,
+                   ctxs[i], wm[k].name, r[k].weight_bytes / (1 << 30), r[k].dev_bytes / (1 << 30), r[k].prefill_tps,
                    1e3 / r[k].decode_ms, r[k].decode_ms,
                    r[0].weight_bytes > 0 ? r[k].weight_bytes / r[0].weight_bytes : 0.0,
                    r[k].prefill_tps / r[0].prefill_tps, r[0].decode_ms / r[k].decode_ms, r[k].tc_calls,
