@@ -654,6 +654,22 @@ static void drive(SdApplication *app, const char *source, const char *corpus)
           "OCR settings not saved: %s, off %d", back.ocr_lang ? back.ocr_lang : "(none)", back.no_ocr);
     sd_settings_clear(&back);
     gtk_switch_set_active(GTK_SWITCH(ocr_sw), TRUE);
+    // FP8 numerics: off by default, each switch saved to [engine] and applied to the app's settings.
+    GtkWidget *ix_sw = sd_prefs_window_get_fp8_switch(SD_PREFS_WINDOW(prefs), 0);
+    GtkWidget *act_sw = sd_prefs_window_get_fp8_switch(SD_PREFS_WINDOW(prefs), 1);
+    CHECK(!gtk_switch_get_active(GTK_SWITCH(ix_sw)) && !gtk_switch_get_active(GTK_SWITCH(act_sw)),
+          "the FP8 switches are not off by default");
+    gtk_switch_set_active(GTK_SWITCH(act_sw), TRUE);
+    CHECK(sd_settings_load(ini, &back, NULL) == SD_OK && back.fp8_act == 1 && back.indexer_fp8 == 0,
+          "FP8 activations not saved: %d %d", back.fp8_act, back.indexer_fp8);
+    sd_settings_clear(&back);
+    CHECK(sd_application_get_settings(app)->fp8_act == 1, "FP8 activations not applied to the app's settings");
+    gtk_switch_set_active(GTK_SWITCH(act_sw), FALSE);
+    gtk_switch_set_active(GTK_SWITCH(ix_sw), TRUE);
+    CHECK(sd_settings_load(ini, &back, NULL) == SD_OK && back.fp8_act == 0 && back.indexer_fp8 == 1,
+          "FP8 indexer not saved: %d %d", back.fp8_act, back.indexer_fp8);
+    sd_settings_clear(&back);
+    gtk_switch_set_active(GTK_SWITCH(ix_sw), FALSE);
     destroy_and_finalize(prefs, "the preferences window to be released");
     g_action_group_activate_action(G_ACTION_GROUP(app), "about", NULL);
     settle();

@@ -20,7 +20,7 @@ struct _SdPrefsWindow {
     AdwComboRow *backend_row, *context_row, *scheme_row;
     GtkStringList *backends;
     GtkSpinButton *topk_spin, *threads_spin, *budget_spin;
-    GtkSwitch *ocr_switch;
+    GtkSwitch *ocr_switch, *ix_fp8_switch, *act_fp8_switch;
     AdwEntryRow *ocr_lang_row;
 };
 
@@ -111,6 +111,13 @@ static void on_spin(SdPrefsWindow *self, GtkSpinButton *spin)
     emit(self);
 }
 
+static void on_fp8(SdPrefsWindow *self)
+{
+    self->s.indexer_fp8 = gtk_switch_get_active(self->ix_fp8_switch);
+    self->s.fp8_act = gtk_switch_get_active(self->act_fp8_switch);
+    emit(self);
+}
+
 static void on_ocr(SdPrefsWindow *self)
 {
     self->s.no_ocr = !gtk_switch_get_active(self->ocr_switch);
@@ -151,6 +158,9 @@ static void sd_prefs_window_class_init(SdPrefsWindowClass *klass)
     gtk_widget_class_bind_template_child(wc, SdPrefsWindow, threads_spin);
     gtk_widget_class_bind_template_child(wc, SdPrefsWindow, budget_spin);
     gtk_widget_class_bind_template_child(wc, SdPrefsWindow, ocr_switch);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, ix_fp8_switch);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, act_fp8_switch);
+    gtk_widget_class_bind_template_callback(wc, on_fp8);
     gtk_widget_class_bind_template_child(wc, SdPrefsWindow, ocr_lang_row);
     gtk_widget_class_bind_template_callback(wc, on_backend);
     gtk_widget_class_bind_template_callback(wc, on_context);
@@ -193,6 +203,8 @@ GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, S
     gtk_spin_button_set_value(self->threads_spin, self->s.n_threads);
     gtk_spin_button_set_value(self->budget_spin, (double)(self->s.cache_budget >> 20));
     gtk_switch_set_active(self->ocr_switch, !self->s.no_ocr);
+    gtk_switch_set_active(self->ix_fp8_switch, self->s.indexer_fp8 != 0);
+    gtk_switch_set_active(self->act_fp8_switch, self->s.fp8_act != 0);
     gtk_editable_set_text(GTK_EDITABLE(self->ocr_lang_row), sd_settings_ocr_lang(&self->s));
     self->ready = TRUE;
     return GTK_WIDGET(self);
@@ -206,4 +218,9 @@ GtkWidget *sd_prefs_window_get_ocr_switch(SdPrefsWindow *self)
 GtkWidget *sd_prefs_window_get_ocr_lang_row(SdPrefsWindow *self)
 {
     return GTK_WIDGET(self->ocr_lang_row);
+}
+
+GtkWidget *sd_prefs_window_get_fp8_switch(SdPrefsWindow *self, int act)
+{
+    return GTK_WIDGET(act ? self->act_fp8_switch : self->ix_fp8_switch);
 }
