@@ -26,6 +26,7 @@
 #include "conversations.h"
 #include "fingerprint.h"
 #include "kvcache.h"
+#include "markers.h"
 #include "model.h"
 #include "paths.h"
 #include "sd_clock.h"
@@ -534,154 +535,6 @@ static void progress(const struct sd_qa_events *ev, const char *stage, int64_t d
         ev->on_progress(ev->user, stage, done, total);
 }
 
-// ---- constrained citation markers (templates with constrain_markers) ----
-// The set of markers of a context ("p. 113]", "src/main.c:88]": the text after '[' up to and including
-// ']', for every line that starts with '['), sorted. While the answer is inside "[...", only tokens that
-// keep it a prefix of one of them are allowed, so a marker the model writes always names a passage.
-
-struct markers {
-    char **s;
-    size_t n;
-};
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void markers_free(struct markers *m)
-{
-    for (size_t i = 0; i < m->n; i++)
-        free(m->s[i]);
-    free(m->s);
-    memset(m, 0, sizeof *m);
-}
-
-static enum sd_status markers_build(struct sd_qa *qa, const int32_t *ids, size_t n, struct markers *m,
-                                    struct sd_err *err)
-{
-    char *text = NULL;
-    memset(m, 0, sizeof *m);
-    enum sd_status r = sd_tokenizer_decode(qa->tok, ids, n, 1, &text, err);
-    if (r)
-        return r;
-    size_t cap = 0;
-    for (char *p = text; *p; p++) {
-        if (*p != '[' || (p > text && p[-1] != '\n'))
-            continue;
-        char *e = p + 1;
-        while (*e && *e != ']' && *e != '\n' && *e != '[' && e - p < 600)
-            e++;
-        if (*e != ']')
-            continue;
-        if (m->n == cap) {
-            cap = cap ? cap * 2 : 256;
-            char **ns = realloc(m->s, cap * sizeof *ns);
-            if (!ns)
-                goto oom;
-            m->s = ns;
-        }
-        if (!(m->s[m->n] = strndup(p + 1, (size_t)(e - p))))
-            goto oom;
-        m->n++;
-    }
-    free(text);
-    if (m->n)
-        qsort(m->s, m->n, sizeof *m->s, cmp_str);
-    size_t k = 0; // unique
-    for (size_t i = 0; i < m->n; i++) {
-        if (k && !strcmp(m->s[k - 1], m->s[i])) {
-            free(m->s[i]);
-            continue;
-        }
-        m->s[k++] = m->s[i];
-    }
-    m->n = k;
-    return SD_OK;
-oom:
-    free(text);
-    markers_free(m);
-    return sd_err_set(err, SD_ERR_NOMEM, "out of memory");
-}
-
-// Is p[0..n) a prefix of some marker?
-static int markers_prefix(const struct markers *m, const char *p, size_t n)
-{
-    size_t lo = 0, hi = m->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (strncmp(m->s[mid], p, n) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < m->n && !strncmp(m->s[lo], p, n);
-}
-
-#define MK_CAP 640
-struct mk_state {
-    int in;           // inside "[..."
-    char buf[MK_CAP]; // bytes after '['
-    size_t len;
-};
-
-// Feed bytes to a copy of st; 0 when they leave the marker set.
-static int mk_feed(const struct markers *m, struct mk_state *st, const char *b, size_t bl)
-{
-    for (size_t i = 0; i < bl; i++) {
-        char c = b[i];
-        if (!st->in) {
-            if (c == '[') {
-                st->in = 1;
-                st->len = 0;
-            }
-            continue;
-        }
-        if (st->len + 1 >= MK_CAP)
-            return 0;
-        st->buf[st->len++] = c;
-        if (!markers_prefix(m, st->buf, st->len))
-            return 0;
-        if (c == ']')
-            st->in = 0;
-    }
-    return 1;
-}
-
-// Set the logits of tokens that would break the marker in progress to -inf (none when nothing is left).
-static void mk_mask(struct sd_qa *qa, const struct markers *m, const struct mk_state *st, float *logits, int vocab)
-{
-    int any = 0;
-    for (int v = 0; v < vocab && !any; v++) {
-        size_t bl = 0;
-        const char *b = sd_tokenizer_token_bytes(qa->tok, v, &bl);
-        int special = !b || sd_tokenizer_is_special(qa->tok, v);
-        if (special ? !st->in : (!st->in && !memchr(b, '[', bl)))
-            any = logits[v] > -INFINITY;
-        else if (!special) {
-            struct mk_state t = *st;
-            any = mk_feed(m, &t, b, bl) && logits[v] > -INFINITY;
-        }
-    }
-    if (!any)
-        return;
-    for (int v = 0; v < vocab; v++) {
-        size_t bl = 0;
-        const char *b = sd_tokenizer_token_bytes(qa->tok, v, &bl);
-        int special = !b || sd_tokenizer_is_special(qa->tok, v);
-        if (special) {
-            if (st->in)
-                logits[v] = -INFINITY; // close the marker before ending
-            continue;
-        }
-        if (!st->in && !memchr(b, '[', bl))
-            continue;
-        struct mk_state t = *st;
-        if (!mk_feed(m, &t, b, bl))
-            logits[v] = -INFINITY;
-    }
-}
-
 // Build the prompt for ctx (NULL ctx_tokens: none) + history + question and generate.
 // stream: pass the answer to ev->on_text as it is generated, grounded against gctx[0..n_gctx) (NULL: as written).
 static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_t n_ctx_tokens, const struct turn *hist,
@@ -696,8 +549,8 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
     sg.raw_done = o->len;
     struct sd_tokens p = {0};
     struct sd_sampler *smp = NULL;
-    struct markers mk = {0};
-    struct mk_state mks = {0};
+    struct sd_markers mk = {0};
+    struct sd_marker_state mks = {0};
     enum sd_status r;
     int max_new = ao && ao->max_new_tokens > 0 ? ao->max_new_tokens : QA_DEFAULT_NEW;
     if ((r = sd_chat_append_prefix(&qa->tpl, qa->tok, &p, err)) ||
@@ -812,7 +665,8 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
         spp.repetition_penalty = 1;
     if ((r = sd_sampler_new(&spp, qa->model->cfg.vocab_size, &smp, err)))
         goto out;
-    if (qa->tpl.constrain_markers && ctx_tokens && (r = markers_build(qa, ctx_tokens, n_ctx_tokens, &mk, err)))
+    if (qa->tpl.constrain_markers && ctx_tokens &&
+        (r = sd_markers_from_ids(qa->tok, ctx_tokens, n_ctx_tokens, &mk, err)))
         goto out;
     t0 = sd_now_s();
     double t_first = 0;
@@ -825,7 +679,7 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
             goto out;
         }
         if (mk.n)
-            mk_mask(qa, &mk, &mks, qa->logits, vocab);
+            sd_markers_mask(qa->tok, &mk, &mks, qa->logits, vocab);
         float mx = -INFINITY;
         for (int v = 0; v < vocab; v++)
             if (qa->logits[v] > mx)
@@ -847,7 +701,7 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
         const char *bytes = sd_tokenizer_token_bytes(qa->tok, id, &bl);
         if (bytes && !sd_tokenizer_is_special(qa->tok, id)) {
             if (mk.n)
-                mk_feed(&mk, &mks, bytes, bl);
+                sd_markers_feed(&mk, &mks, bytes, bl);
             if (n_pend + bl > sizeof pend) { // not UTF-8 after all: flush as is
                 if ((r = text_add(o, pend, n_pend, err)))
                     goto out;
@@ -894,7 +748,7 @@ static enum sd_status run_one(struct sd_qa *qa, const int32_t *ctx_tokens, size_
             snprintf(o->store_error, sizeof o->store_error, "%s", e2.msg);
     }
 out:
-    markers_free(&mk);
+    sd_markers_free(&mk);
     sd_sampler_free(smp);
     free(p.ids);
     return r;

@@ -14,6 +14,7 @@
 #include "contexts.h"
 #include "ingest.h"
 #include "store.h"
+#include "markers.h"
 #include "test_util.h"
 #include "tokenizer.h"
 
@@ -489,9 +490,30 @@ static void test_real_templates(const char *src)
     }
 }
 
+// Constrained citation markers (markers.c): the markers of a context are the bracketed line starts, sorted and
+// unique; feeding an answer's bytes stays inside the set until a byte leaves every marker.
+static void test_markers(void)
+{
+    struct sd_markers m;
+    struct sd_err err = {0};
+    CHECK_MSG(sd_markers_from_text("intro [p. 9] not a line start\n[p. 12]\nfoo\n[src/a.c:3]\n[p. 12]\n[open\n", &m, &err) ==
+              SD_OK,
+          "markers: %s", err.msg);
+    CHECK_MSG(m.n == 2 && !strcmp(m.s[0], "p. 12]") && !strcmp(m.s[1], "src/a.c:3]"), "markers: %zu", m.n);
+    struct sd_marker_state st = {0};
+    CHECK_MSG(sd_markers_feed(&m, &st, "KX-1 [p", 7) && st.in && st.len == 1, "feed into a marker");
+    struct sd_marker_state t = st;
+    CHECK_MSG(!sd_markers_feed(&m, &t, " 1", 2), "a byte that leaves every marker must stop the feed");
+    CHECK_MSG(sd_markers_feed(&m, &st, ". 12] and [src/", 15) && st.in && st.len == 4, "second marker in progress");
+    CHECK_MSG(sd_markers_feed(&m, &st, "a.c:3]", 6) && !st.in, "marker closed");
+    sd_markers_free(&m);
+    CHECK_MSG(m.n == 0 && !m.s, "freed markers are empty");
+}
+
 int main(void)
 {
     const char *src = getenv("SD_SOURCE");
+    test_markers();
     test_parse();
     test_mini(src ? src : ".");
     test_plain();
