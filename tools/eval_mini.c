@@ -14,6 +14,8 @@
 // could do). --recall-from question (default): the question and answer rows after the
 // document; all: every row, the document prefill included. Rows with causal length <= top-k (recall 1)
 // are counted apart ("rows <= top-k") and left out of mean and min.
+// --constrain-markers: decode as `sparsedoc ask` does with this model (app/markers.c): inside "[...", only tokens
+// that keep the text a prefix of a marker the document offers. Without it, the raw greedy answer.
 //   eval_mini --model DIR --check-prompt TEXT_FILE --check-ids IDS_FILE   (tokenizer agreement)
 #include <json-c/json.h>
 #include <stdio.h>
@@ -21,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "markers.h"
 #include "model.h"
 #include "sampler.h"
 #include "sd_clock.h"
@@ -162,7 +165,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: eval_mini --model DIR --eval FILE [--modes sparse,dense] [--buckets 4096,16384]\n"
                "                 [--docs N] [--questions N] [--threads N] [--gen N] [--out FILE] [--backend cpu|cuda]\n"
-               "                 [--recall] [--recall-from question|all] [--dry]\n");
+               "                 [--recall] [--recall-from question|all] [--constrain-markers] [--dry]\n");
 }
 
 int main(int argc, char **argv)
@@ -170,7 +173,7 @@ int main(int argc, char **argv)
     const char *check_prompt = NULL, *check_ids = NULL;
     const char *model_dir = NULL, *eval_path = NULL, *modes = "sparse,dense", *buckets = NULL, *out_path = NULL;
     const char *backend_name = "cpu";
-    int max_docs = 1000, max_q = 1000, threads = 0, n_gen = 32, dry = 0, recall = 0, recall_all = 0;
+    int max_docs = 1000, max_q = 1000, threads = 0, n_gen = 32, dry = 0, recall = 0, recall_all = 0, constrain = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -180,6 +183,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--recall")) {
             recall = 1;
+            continue;
+        }
+        if (!strcmp(a, "--constrain-markers")) {
+            constrain = 1;
             continue;
         }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -378,12 +385,18 @@ int main(int argc, char **argv)
         int nq = (int)json_object_array_length(jqs);
         if (nq > max_q)
             nq = max_q;
+        struct sd_markers mks = {0};
+        if (constrain && sd_markers_from_text(doc, &mks, &err) != SD_OK) {
+            fprintf(stderr, "eval_mini: %s\n", err.msg);
+            return 1;
+        }
         printf("doc %s: %zu tokens (target %d), %d questions\n", json_object_get_string(jid), n_dids, bucket, nq);
         fflush(stdout);
         if (dry || (long)n_dids + 64 + n_gen > max_pos) {
             if (!dry)
                 printf("  skipped: does not fit max_position_embeddings %d\n", max_pos);
             free(dids);
+            sd_markers_free(&mks);
             json_object_put(rec);
             continue;
         }
@@ -442,11 +455,18 @@ int main(int argc, char **argv)
                 free(qids);
                 int32_t gen[128];
                 int ng = 0;
+                struct sd_marker_state mst = {0};
                 for (; ng < n_gen && ng < 128; ng++) {
+                    if (mks.n)
+                        sd_markers_mask(tok, &mks, &mst, logits, n_vocab);
                     int32_t nx = sd_sampler_sample(smpl, logits, gen, (size_t)ng);
                     if (nx == end_id || nx == eos || nx < 0)
                         break;
                     gen[ng] = nx;
+                    size_t bl = 0;
+                    const char *bytes = sd_tokenizer_token_bytes(tok, nx, &bl);
+                    if (mks.n && bytes && !sd_tokenizer_is_special(tok, nx))
+                        sd_markers_feed(&mks, &mst, bytes, bl);
                     if (sd_session_eval(s, &nx, 1, logits, 0, &err) != SD_OK) {
                         fprintf(stderr, "eval_mini: %s\n", err.msg);
                         return 1;
@@ -498,6 +518,7 @@ int main(int argc, char **argv)
             sd_session_free(s);
         }
         free(dids);
+        sd_markers_free(&mks);
         json_object_put(rec);
     }
     printf("\n| context | mode | docs | questions | value EM | marker EM | both | prefill tok/s | value, depth < 0.5 "
