@@ -265,9 +265,7 @@ static enum sd_status upload(struct fwd *f, const struct sd_wmat &host, size_t n
     if (!f->bf16 || f32_only || !host.data) {
         const float *d;
         TRY(upload(f, host, n, &d));
-        dev->data = d;
-        if (f32_only)
-            dev->fp8_block = 0;
+        dev->data = d; // an f32-only matrix (the router) keeps its marker too: the CPU quantizes its input alike
         return SD_OK;
     }
     if ((size_t)host.rows * (size_t)host.cols != n) {
