@@ -191,4 +191,24 @@ t = json.load(open(sys.argv[1]))["tokens"]
 assert t["restored"] >= 0.9 * t["prompt"] and t["prefilled"] < 128, t
 print("ask after summarize: restored", t["restored"], "of", t["prompt"], "prompt tokens; prefilled", t["prefilled"])
 ' "$T/ask.json" || fail "ask did not reuse the prefill of summarize"
+# 6. --fp8-act (DeepSeek's FP8 GEMM numerics; sparsedoc-mini's matrices are FP8) reaches the engine: its KV state
+# is cached apart (another fingerprint), so `ask --fp8-act` restores what `summarize --fp8-act` prefilled while a
+# plain `ask` does not.
+export SPARSEDOC_CACHE_DIR="$T/kv5"
+H="$T/code/app/commands.h"
+"$BIN" summarize --fp8-act --json --max-words 12 --threads 2 --out "$T/out5" "$H" >"$T/run7.jsonl" 2>"$T/run7.err" ||
+    { cat "$T/run7.err"; fail "summarize --fp8-act"; }
+grep -q '"status":"done"' "$T/run7.jsonl" || fail "summarize --fp8-act did not summarize"
+"$BIN" ask --fp8-act --threads 2 --json --max-tokens 4 --doc "$H" "What does it declare?" >"$T/ask8.json" \
+    2>"$T/ask8.err" || { cat "$T/ask8.err"; fail "ask --fp8-act"; }
+"$BIN" ask --threads 2 --json --max-tokens 4 --doc "$H" "What does it declare?" >"$T/ask32.json" 2>"$T/ask32.err" ||
+    { cat "$T/ask32.err"; fail "ask without --fp8-act"; }
+python3 -c '
+import json, sys
+a = json.load(open(sys.argv[1]))["tokens"]
+b = json.load(open(sys.argv[2]))["tokens"]
+assert a["restored"] >= 0.9 * a["prompt"], a
+assert b["restored"] < 0.5 * b["prompt"], b
+print("fp8_act: ask --fp8-act restored", a["restored"], "of", a["prompt"], "; plain ask restored", b["restored"])
+' "$T/ask8.json" "$T/ask32.json" || fail "fp8_act KV state not cached apart"
 echo "ok"
