@@ -34,15 +34,7 @@ void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale)
     int d = dim <= SD_DSA_MAX_DIM ? dim : SD_DSA_MAX_DIM;
     memcpy(tmp, x, (size_t)d * sizeof(float));
     sd_hadamard(tmp, d);
-    float amax = 0.0f;
-    for (int i = 0; i < d; i++) {
-        float a = fabsf(tmp[i]);
-        if (a > amax)
-            amax = a;
-    }
-    if (amax < 1e-4f)
-        amax = 1e-4f;
-    float s = sd_pow2_ceil(amax / 448.0f);
+    float s = sd_fp8_pow2_scale(tmp, d);
     float inv = 1.0f / s; // exact: s is a power of two
     for (int i = 0; i < d; i++)
         q8[i] = sd_f32_to_e4m3(tmp[i] * inv);

@@ -181,7 +181,7 @@ float sd_pow2_ceil(float r)
     return ldexpf(1.0f, e);
 }
 
-static float act_block_scale(const float *x, int n)
+float sd_fp8_pow2_scale(const float *x, int n)
 {
     float amax = 0.0f;
     for (int i = 0; i < n; i++) {
@@ -196,7 +196,7 @@ void sd_fp8_act_quant(const float *x, int n, uint8_t *q, float *scales)
 {
     for (int b0 = 0, b = 0; b0 < n; b0 += SD_FP8_ACT_BLOCK, b++) {
         int len = n - b0 < SD_FP8_ACT_BLOCK ? n - b0 : SD_FP8_ACT_BLOCK;
-        float s = act_block_scale(x + b0, len), inv = 1.0f / s;
+        float s = sd_fp8_pow2_scale(x + b0, len), inv = 1.0f / s;
         for (int i = 0; i < len; i++)
             q[b0 + i] = sd_f32_to_e4m3(x[b0 + i] * inv);
         scales[b] = s;
@@ -207,7 +207,7 @@ void sd_fp8_act_roundtrip(const float *x, float *out, int n)
 {
     for (int b0 = 0; b0 < n; b0 += SD_FP8_ACT_BLOCK) {
         int len = n - b0 < SD_FP8_ACT_BLOCK ? n - b0 : SD_FP8_ACT_BLOCK;
-        float s = act_block_scale(x + b0, len), inv = 1.0f / s;
+        float s = sd_fp8_pow2_scale(x + b0, len), inv = 1.0f / s;
         for (int i = 0; i < len; i++)
             out[b0 + i] = sd_e4m3_to_f32(sd_f32_to_e4m3(x[b0 + i] * inv)) * s;
     }

@@ -34,6 +34,9 @@ float sd_e4m3_to_f32(uint8_t v);
 uint8_t sd_f32_to_e4m3(float f); // round to nearest even, saturating to +-448
 // 2^ceil(log2(r)) for a finite r > 0, exact (from the binary exponent).
 float sd_pow2_ceil(float r);
+// DeepSeek's power-of-two FP8 scale of n values: sd_pow2_ceil(max(amax, 1e-4) / 448), amax = max |x[i]|. The FP8
+// indexer (engine/dsa.c) and the FP8 activations below share it.
+float sd_fp8_pow2_scale(const float *x, int n);
 
 // DeepSeek's FP8 activation quantization (act_quant with power-of-two "ue8m0" scales): n values in blocks of
 // SD_FP8_ACT_BLOCK (the last one may be shorter), each block b with the scale
