@@ -54,20 +54,19 @@
 // wmode: W_BF16 (gpu_weights_bf16) | W_FP8 (gpu_weights_fp8); wbytes (may be NULL): the backend's device weight
 // bytes.
 enum { W_BF16 = 1, W_FP8 = 2 };
-static float *run_w(const struct sd_model *m, const int32_t *ids, int n, int batch, enum sd_dsa_mode mode,
-                    const struct sd_backend *be, int fp8, int wmode, size_t *wbytes)
+
+// The same for any session params sp (its n_ctx = n, max_batch = the chunk); wbytes and gemms (may be NULL): the
+// backend's device weight bytes and FP8 GEMM count.
+static float *run_sp(const struct sd_model *m, const int32_t *ids, int n, struct sd_session_params sp, size_t *wbytes,
+                     long *gemms)
 {
-    struct sd_session_params sp = {.n_ctx = n,
-                                   .max_batch = batch,
-                                   .dsa_mode = mode,
-                                   .backend = be,
-                                   .indexer_fp8 = fp8,
-                                   .gpu_weights_bf16 = (wmode & W_BF16) != 0,
-                                   .gpu_weights_fp8 = (wmode & W_FP8) != 0};
     struct sd_session *s = NULL;
     struct sd_err err = {0};
+    const char *be = sp.backend ? "cuda" : "cpu";
+    int batch = sp.max_batch;
+    sp.n_ctx = n;
     if (sd_session_new(m, &sp, &s, &err) != SD_OK) {
-        fprintf(stderr, "session (%s): %s\n", be ? "cuda" : "cpu", err.msg);
+        fprintf(stderr, "session (%s): %s\n", be, err.msg);
         return NULL;
     }
     if (wbytes)
@@ -76,14 +75,28 @@ static float *run_w(const struct sd_model *m, const int32_t *ids, int n, int bat
     for (int done = 0; lg && done < n;) {
         int step = n - done < batch ? n - done : batch;
         if (sd_session_eval(s, ids + done, step, lg + (size_t)done * m->cfg.vocab_size, 1, &err) != SD_OK) {
-            fprintf(stderr, "eval (%s): %s\n", be ? "cuda" : "cpu", err.msg);
+            fprintf(stderr, "eval (%s): %s\n", be, err.msg);
             free(lg);
             lg = NULL;
         }
         done += step;
     }
+    if (gemms)
+        *gemms = sd_session_backend_counters(s).fp8_gemm_calls;
     sd_session_free(s);
     return lg;
+}
+
+static float *run_w(const struct sd_model *m, const int32_t *ids, int n, int batch, enum sd_dsa_mode mode,
+                    const struct sd_backend *be, int fp8, int wmode, size_t *wbytes)
+{
+    struct sd_session_params sp = {.max_batch = batch,
+                                   .dsa_mode = mode,
+                                   .backend = be,
+                                   .indexer_fp8 = fp8,
+                                   .gpu_weights_bf16 = (wmode & W_BF16) != 0,
+                                   .gpu_weights_fp8 = (wmode & W_FP8) != 0};
+    return run_sp(m, ids, n, sp, wbytes, NULL);
 }
 
 static float *run_ex(const struct sd_model *m, const int32_t *ids, int n, int batch, enum sd_dsa_mode mode,
@@ -624,33 +637,12 @@ static void check_mla_tc(void)
 // (measured 0.061 / 89.3%; with misplaced scales it was 0.67 / 11%); and it must have run FP8 GEMMs.
 static float *run_act(const struct sd_model *m, const int32_t *ids, int n, int batch, int gpu, int fp8w, long *gemms)
 {
-    struct sd_session_params sp = {.n_ctx = n,
-                                   .max_batch = batch,
+    struct sd_session_params sp = {.max_batch = batch,
                                    .dsa_mode = SD_DSA_DENSE,
                                    .backend = gpu ? sd_cuda_backend() : NULL,
                                    .gpu_weights_fp8 = fp8w,
                                    .fp8_act = 1};
-    struct sd_session *s = NULL;
-    struct sd_err err = {0};
-    if (sd_session_new(m, &sp, &s, &err) != SD_OK) {
-        fprintf(stderr, "fp8_act session (%s): %s\n", gpu ? "cuda" : "cpu", err.msg);
-        return NULL;
-    }
-    size_t V = (size_t)m->cfg.vocab_size;
-    float *lg = malloc(sizeof(float) * (size_t)n * V);
-    for (int done = 0; lg && done < n;) {
-        int step = n - done < batch ? n - done : batch;
-        if (sd_session_eval(s, ids + done, step, lg + (size_t)done * V, 1, &err) != SD_OK) {
-            fprintf(stderr, "fp8_act eval (%s): %s\n", gpu ? "cuda" : "cpu", err.msg);
-            free(lg);
-            lg = NULL;
-        }
-        done += step;
-    }
-    if (gemms)
-        *gemms = sd_session_backend_counters(s).fp8_gemm_calls;
-    sd_session_free(s);
-    return lg;
+    return run_sp(m, ids, n, sp, NULL, gemms);
 }
 
 static int top1_agree(const float *a, const float *b, int n, int V)
