@@ -18,7 +18,8 @@ struct sd_session_params;
 // The session's host caches (layouts as in session.c: [n_layers][n_ctx][row]); NULL where unused.
 struct sd_backend_host_kv {
     float *kc, *vc; // GQA K and V rows of n_heads_kv * head_dim
-    float *lat;     // MLA latent rows [c_kv | k_pe] of kv_lora_rank + qk_rope_head_dim
+    float *lat;     // MLA latent rows [c_kv | k_pe] of kv_lora_rank + qk_rope_head_dim (NULL with kv_fp8)
+    uint8_t *lat8;  // kv_fp8: the same rows in sd_mla_kv_fp8_row_bytes bytes each (engine/dsa.h)
     float *ikc;     // indexer keys f32, rows of index_head_dim
     uint8_t *ik8;   // indexer keys e4m3, rows of index_head_dim
     float *iks;     // indexer key scales, one per row

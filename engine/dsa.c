@@ -41,6 +41,57 @@ void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale)
     *scale = s;
 }
 
+size_t sd_mla_kv_fp8_row_bytes(int d_lat, int d_rope)
+{
+    size_t tiles = ((size_t)d_lat + SD_KV_FP8_TILE - 1) / SD_KV_FP8_TILE;
+    return (size_t)d_lat + 4 * tiles + 2 * (size_t)d_rope;
+}
+
+float sd_mla_kv_fp8_scale(const float *x, int n)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (a > amax)
+            amax = a;
+    }
+    float r = amax / 448.0f;
+    return sd_pow2_ceil(r < 1e-4f ? 1e-4f : r);
+}
+
+void sd_mla_kv_fp8_quant(const float *row, int d_lat, int d_rope, uint8_t *out)
+{
+    uint8_t *sc = out + d_lat, *pe = sc + 4 * (((size_t)d_lat + SD_KV_FP8_TILE - 1) / SD_KV_FP8_TILE);
+    for (int b0 = 0; b0 < d_lat; b0 += SD_KV_FP8_TILE, sc += 4) {
+        int len = d_lat - b0 < SD_KV_FP8_TILE ? d_lat - b0 : SD_KV_FP8_TILE;
+        float s = sd_mla_kv_fp8_scale(row + b0, len), inv = 1.0f / s; // exact: s is a power of two
+        for (int i = 0; i < len; i++)
+            out[b0 + i] = sd_f32_to_e4m3(row[b0 + i] * inv);
+        uint32_t u;
+        memcpy(&u, &s, 4);
+        sc[0] = (uint8_t)u, sc[1] = (uint8_t)(u >> 8), sc[2] = (uint8_t)(u >> 16), sc[3] = (uint8_t)(u >> 24);
+    }
+    for (int i = 0; i < d_rope; i++) {
+        uint16_t h = sd_f32_to_bf16(row[d_lat + i]);
+        pe[2 * i] = (uint8_t)h, pe[2 * i + 1] = (uint8_t)(h >> 8);
+    }
+}
+
+void sd_mla_kv_fp8_dequant(const uint8_t *in, int d_lat, int d_rope, float *row)
+{
+    const uint8_t *sc = in + d_lat, *pe = sc + 4 * (((size_t)d_lat + SD_KV_FP8_TILE - 1) / SD_KV_FP8_TILE);
+    for (int b0 = 0; b0 < d_lat; b0 += SD_KV_FP8_TILE, sc += 4) {
+        int len = d_lat - b0 < SD_KV_FP8_TILE ? d_lat - b0 : SD_KV_FP8_TILE;
+        uint32_t u = (uint32_t)sc[0] | (uint32_t)sc[1] << 8 | (uint32_t)sc[2] << 16 | (uint32_t)sc[3] << 24;
+        float s;
+        memcpy(&s, &u, 4);
+        for (int i = 0; i < len; i++)
+            row[b0 + i] = sd_e4m3_to_f32(in[b0 + i]) * s;
+    }
+    for (int i = 0; i < d_rope; i++)
+        row[d_lat + i] = sd_bf16_to_f32((uint16_t)(pe[2 * i] | pe[2 * i + 1] << 8));
+}
+
 static inline __attribute__((always_inline)) float dot_f32(const float *a, const float *b, int n)
 {
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;

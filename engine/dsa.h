@@ -18,6 +18,20 @@ void sd_hadamard(float *x, int n);
 // not modified.
 void sd_dsa_quant_fp8_row(const float *x, int dim, uint8_t *q8, float *scale);
 
+// DeepSeek's FP8 MLA latent cache row (FlashMLA's "V32_FP8Sparse" layout; 656 bytes for V3.2's 512 + 64):
+// the d_lat c_kv values as e4m3 bytes, in tiles of SD_KV_FP8_TILE values (the last may be shorter), then one
+// little-endian fp32 scale per tile, then the d_rope k_pe values as little-endian bf16 (round to nearest even).
+// A tile's scale is FlashMLA's s = 2^ceil(log2(max(amax / 448, 1e-4))) (the clamp on amax / 448, not on amax as
+// the indexer's), its values e4m3(x / s). Dequantized values (e4m3 * s, bf16) are exact in f32 and in bf16.
+#define SD_KV_FP8_TILE 128
+size_t sd_mla_kv_fp8_row_bytes(int d_lat, int d_rope);
+// The power-of-two scale of one tile of n values.
+float sd_mla_kv_fp8_scale(const float *x, int n);
+// row: d_lat + d_rope floats [c_kv | k_pe]; out: sd_mla_kv_fp8_row_bytes bytes.
+void sd_mla_kv_fp8_quant(const float *row, int d_lat, int d_rope, uint8_t *out);
+// The inverse: d_lat + d_rope floats.
+void sd_mla_kv_fp8_dequant(const uint8_t *in, int d_lat, int d_rope, float *row);
+
 // fp32 indexer scores. q: [n_q][n_heads][dim], k: [n_k][dim], w: [n_q][n_heads] per-head weights
 // already multiplied by n_heads^-1/2 * dim^-1/2. scores[i][u] = sum_j w[i][j] * relu(q[i][j].k[u])
 // for u < n_valid[i] (n_valid may be NULL: all n_k valid); others set to -INFINITY.

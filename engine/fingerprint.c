@@ -327,6 +327,8 @@ static void fp_session(struct fp_stream *h, const struct sd_config *c, const str
         fp_i64(h, "gpu_attn_tc", 1);
     if (p->fp8_act && c->fp8_block > 0) // quantized GEMM inputs: other KV (only a model with FP8 matrices has any)
         fp_i64(h, "fp8_act", 1);
+    if (p->kv_fp8 && sd_config_is_deepseek(c)) // FP8 latent rows: other KV, in another layout
+        fp_i64(h, "kv_fp8", 1);
     // gpu_weights_fp8 is left out: its weights are the same values as without it (the f32 dequantization the
     // CPU uses, or their bf16 rounding with gpu_weights_bf16), only the summation order differs.
 }

@@ -38,7 +38,11 @@ struct sd_session {
     int n_threads;
     // caches
     float *kc, *vc; // GQA [L][n_ctx][n_kv*hd]
-    float *lat;     // MLA [L][n_ctx][kvr+dr]
+    float *lat;     // MLA [L][n_ctx][kvr+dr] (NULL with kv_fp8)
+    uint8_t *lat8;  // kv_fp8: MLA rows [L][n_ctx][lat8_row] (sd_mla_kv_fp8_quant)
+    size_t lat8_row;
+    float *latd;    // kv_fp8: one layer's rows [0, pos0 + T) dequantized for attention over all of them [latd_rows][kvr+dr]
+    float *tgat;    // kv_fp8: per thread [n_threads][topk][kvr+dr], one task's selected rows dequantized
     float *ikc;     // indexer keys f32 [L][n_ctx][di]
     uint8_t *ik8;   // indexer keys e4m3 [L][n_ctx][di]
     float *iks;     // indexer key scales [L][n_ctx]
@@ -96,7 +100,8 @@ void sd_session_free(struct sd_session *s)
                     s->y,       s->q,      s->k,   s->v,        s->att,        s->cq,  s->kva,      s->qlat,
                     s->olat,    s->o,      s->iq,  s->ik,       s->iw,         s->iq8, s->iqs,      s->idx,
                     s->n_valid, s->scores, s->g,   s->u,        s->router,     s->rw,  s->rsel,     s->erows,
-                    s->ew,      s->ex,     s->ey,  s->tscratch, s->tscratch_i, s->rec, s->rec_head, s->rec_i};
+                    s->ew,      s->ex,     s->ey,  s->tscratch, s->tscratch_i, s->rec, s->rec_head, s->rec_i,
+                    s->lat8,    s->latd,   s->tgat};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         free(ptrs[i]);
     free(s->qact);
@@ -124,7 +129,8 @@ size_t sd_session_kv_bytes_per_token(const struct sd_session *s)
     const struct sd_config *c = &s->m->cfg;
     size_t per = 0;
     if (sd_config_is_deepseek(c)) {
-        per = (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * sizeof(float);
+        per = s->p.kv_fp8 ? sd_mla_kv_fp8_row_bytes(c->kv_lora_rank, c->qk_rope_head_dim)
+                          : (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * sizeof(float);
         if (s->use_indexer)
             per += s->p.indexer_fp8 ? (size_t)c->index_head_dim + sizeof(float)
                                     : (size_t)c->index_head_dim * sizeof(float);
@@ -211,6 +217,8 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
     s->n_threads = sd_cpu_threads();
     s->use_indexer = c->arch == SD_ARCH_DEEPSEEK_V32;
     s->topk = s->p.index_topk > 0 ? s->p.index_topk : c->index_topk;
+    if (!sd_config_is_deepseek(c))
+        s->p.kv_fp8 = 0; // GQA caches stay f32 (session.h)
 
     int fail = 0;
     size_t L = (size_t)c->n_layers, N = (size_t)s->p.n_ctx, T = (size_t)s->p.max_batch, H = (size_t)c->hidden_size;
@@ -221,7 +229,18 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
     if (sd_config_is_deepseek(c)) {
         size_t nh = (size_t)c->n_heads, dn = (size_t)c->qk_nope_head_dim, dr = (size_t)c->qk_rope_head_dim;
         size_t dv = (size_t)c->v_head_dim, kvr = (size_t)c->kv_lora_rank;
-        s->lat = xcalloc(L * N * (kvr + dr), sizeof(float), &fail);
+        if (s->p.kv_fp8) {
+            // Attention over all rows (dense sessions, models without an indexer, and sparse sessions while every
+            // key is selected, i.e. up to top-k rows) reads one layer dequantized; selected rows are gathered per task.
+            size_t rows = s->use_indexer && s->p.dsa_mode == SD_DSA_SPARSE && (size_t)s->topk < N ? (size_t)s->topk : N;
+            s->lat8_row = sd_mla_kv_fp8_row_bytes((int)kvr, (int)dr);
+            s->lat8 = xcalloc(L * N * s->lat8_row, 1, &fail);
+            s->latd = xcalloc(rows * (kvr + dr), sizeof(float), &fail);
+            if (s->use_indexer && s->p.dsa_mode == SD_DSA_SPARSE && (size_t)s->topk < N)
+                s->tgat = xcalloc((size_t)s->n_threads * (size_t)s->topk * (kvr + dr), sizeof(float), &fail);
+        } else {
+            s->lat = xcalloc(L * N * (kvr + dr), sizeof(float), &fail);
+        }
         s->cq = xcalloc(T * (size_t)(c->q_lora_rank > 0 ? c->q_lora_rank : 1), sizeof(float), &fail);
         s->q = xcalloc(T * nh * (dn + dr), sizeof(float), &fail);
         s->kva = xcalloc(T * (kvr + dr), sizeof(float), &fail);
@@ -334,7 +353,8 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
 static struct sd_backend_host_kv host_kv(const struct sd_session *s)
 {
     return (struct sd_backend_host_kv){
-        .kc = s->kc, .vc = s->vc, .lat = s->lat, .ikc = s->ikc, .ik8 = s->ik8, .iks = s->iks, .n_ctx = s->p.n_ctx};
+        .kc = s->kc, .vc = s->vc, .lat = s->lat, .lat8 = s->lat8, .ikc = s->ikc, .ik8 = s->ik8, .iks = s->iks,
+        .n_ctx = s->p.n_ctx};
 }
 
 static inline int thread_id(void)
@@ -565,11 +585,15 @@ static int attn_mla(struct sd_session *s, int il, int T, int pos0)
     }
     mm(s, s->kva, s->x, &L->wkv_a, NULL, T);
     sd_rmsnorm(s->kva, s->kva, L->kv_a_norm, T, kvr, (size_t)dl, c->rms_norm_eps);
-    float *lat = s->lat + (size_t)il * N * dl;
+    const float *lat = s->lat8 ? s->latd : s->lat + (size_t)il * N * dl;
+    const uint8_t *lat8 = s->lat8 ? s->lat8 + (size_t)il * N * s->lat8_row : NULL;
     for (int t = 0; t < T; t++) {
         float *row = s->kva + (size_t)t * dl;
         sd_rope_apply(&c->rope_main, row + kvr, pos0 + t, 1); // interleaved pairs (MLA)
-        memcpy(lat + (size_t)(pos0 + t) * dl, row, (size_t)dl * sizeof(float));
+        if (lat8)
+            sd_mla_kv_fp8_quant(row, kvr, dr, s->lat8 + ((size_t)il * N + pos0 + t) * s->lat8_row);
+        else
+            memcpy(s->lat + ((size_t)il * N + pos0 + t) * dl, row, (size_t)dl * sizeof(float));
         for (int h = 0; h < nh; h++)
             sd_rope_apply(&c->rope_main, s->q + (size_t)t * nh * dq + (size_t)h * dq + dn, pos0 + t, 1);
     }
@@ -582,6 +606,12 @@ static int attn_mla(struct sd_session *s, int il, int T, int pos0)
         return -1;
     float scale = c->attn_scale;
     int topk = s->topk;
+    if (lat8 && !sparse) { // kv_fp8, attention over all rows so far: dequantize them once for every task
+        int n_rows = pos0 + T;
+#pragma omp parallel for schedule(static) num_threads(s->n_threads) if ((size_t)n_rows * dl >= SD_PAR_MIN_WORK)
+        for (int u = 0; u < n_rows; u++)
+            sd_mla_kv_fp8_dequant(lat8 + (size_t)u * s->lat8_row, kvr, dr, s->latd + (size_t)u * dl);
+    }
     // One (token, group of heads) per task: up to MLA_HEAD_GROUP heads share each gathered cache row
     // (sd_mla_attn_heads). Groups shrink until there are two tasks per thread (decode, T = 1, still spreads
     // its heads over the threads) and until the group's scratch fits (dense rows over many keys). Each
@@ -602,7 +632,19 @@ static int attn_mla(struct sd_session *s, int il, int T, int pos0)
             const float *qp = s->q + (size_t)t * nh * dq + (size_t)h0 * dq + dn;
             float *ol = s->olat + ((size_t)t * nh + h0) * kvr;
             const int32_t *ids = s->idx + (size_t)t * topk;
+            const float *kv = lat;
             int n = topk;
+            if (sparse && lat8) { // kv_fp8: this task's selected rows, dequantized in selection order
+                int32_t *list = s->tscratch_i + (size_t)tid * N;
+                float *g = s->tgat + (size_t)tid * (size_t)topk * dl;
+                for (int j = 0; j < topk; j++) {
+                    list[j] = ids[j] < 0 ? -1 : j;
+                    if (ids[j] >= 0)
+                        sd_mla_kv_fp8_dequant(lat8 + (size_t)ids[j] * s->lat8_row, kvr, dr, g + (size_t)j * dl);
+                }
+                ids = list;
+                kv = g;
+            }
             if (!sparse) {
                 int32_t *list = s->tscratch_i + (size_t)tid * N;
                 n = pos0 + t + 1;
@@ -610,7 +652,7 @@ static int attn_mla(struct sd_session *s, int il, int T, int pos0)
                     list[u] = u;
                 ids = list;
             }
-            sd_mla_attn_heads(ql, qp, (size_t)dq, nhg, kvr, dr, lat, (size_t)dl, ids, n, scale, ol, sc);
+            sd_mla_attn_heads(ql, qp, (size_t)dq, nhg, kvr, dr, kv, (size_t)dl, ids, n, scale, ol, sc);
         }
     }
     if (s->rec)
@@ -748,6 +790,9 @@ enum sd_status sd_session_recall_start(struct sd_session *s, int from_pos, sd_re
         return sd_err_set(err, SD_ERR_ARG, "indexer recall is measured in sparse mode; this session runs dense");
     if (s->p.backend)
         return sd_err_set(err, SD_ERR_UNSUPPORTED, "indexer recall is measured by the CPU forward pass only");
+    if (s->p.kv_fp8)
+        return sd_err_set(err, SD_ERR_UNSUPPORTED, "indexer recall reads the f32 latent cache; this session keeps it "
+                                                   "in FP8 (kv_fp8)");
     if (from_pos < 0)
         return sd_err_set(err, SD_ERR_ARG, "recall start position %d is negative", from_pos);
     if (!s->rec) {
@@ -801,10 +846,14 @@ struct kv_blob_header {
     uint32_t n_blocks;
     uint32_t main_floats; // floats per token per layer in the main cache
     uint32_t idx_floats;  // floats per token per layer of indexer keys (f32)
-    uint32_t idx_fp8;     // 1: also e4m3 keys (idx_floats bytes) + scale per token
+    uint32_t flags;       // KV_IDX_FP8: also e4m3 keys (idx_floats bytes) + scale per token; KV_MAIN_FP8: the main
+                          // cache rows are sd_mla_kv_fp8 rows (kv_fp8) instead of main_floats floats
     uint64_t payload_bytes;
     uint64_t checksum; // XXH3-64 of the payload
 };
+
+#define KV_IDX_FP8 1u
+#define KV_MAIN_FP8 2u
 
 static void kv_layout(const struct sd_session *s, uint32_t *main_floats, uint32_t *idx_floats, uint32_t *fp8)
 {
@@ -814,12 +863,19 @@ static void kv_layout(const struct sd_session *s, uint32_t *main_floats, uint32_
     else
         *main_floats = (uint32_t)(2 * c->n_heads_kv * c->head_dim);
     *idx_floats = s->use_indexer ? (uint32_t)c->index_head_dim : 0;
-    *fp8 = s->use_indexer && s->p.indexer_fp8;
+    *fp8 = (s->use_indexer && s->p.indexer_fp8 ? KV_IDX_FP8 : 0) | (s->lat8 ? KV_MAIN_FP8 : 0);
 }
 
-static size_t kv_payload_bytes(uint32_t n_layers, size_t ntok, uint32_t mf, uint32_t idf, uint32_t fp8)
+// Bytes per token and layer of the main cache rows.
+static size_t kv_main_row_bytes(const struct sd_session *s, uint32_t mf)
 {
-    size_t per = (size_t)mf * 4 + (size_t)idf * 4 + (fp8 ? (size_t)idf + 4 : 0);
+    return s->lat8 ? s->lat8_row : (size_t)mf * 4;
+}
+
+static size_t kv_payload_bytes(const struct sd_session *s, uint32_t n_layers, size_t ntok, uint32_t mf, uint32_t idf,
+                               uint32_t fp8)
+{
+    size_t per = kv_main_row_bytes(s, mf) + (size_t)idf * 4 + (fp8 & KV_IDX_FP8 ? (size_t)idf + 4 : 0);
     return (size_t)n_layers * ntok * per;
 }
 
@@ -835,7 +891,7 @@ enum sd_status sd_session_export(const struct sd_session *s, int first_block, in
     uint32_t mf, idf, fp8;
     kv_layout(s, &mf, &idf, &fp8);
     size_t t0 = (size_t)first_block * SD_KV_BLOCK, nt = (size_t)n_blocks * SD_KV_BLOCK, N = (size_t)s->p.n_ctx;
-    size_t pb = kv_payload_bytes((uint32_t)c->n_layers, nt, mf, idf, fp8);
+    size_t pb = kv_payload_bytes(s, (uint32_t)c->n_layers, nt, mf, idf, fp8), mb = kv_main_row_bytes(s, mf);
     if (s->p.backend) {
         struct sd_backend_host_kv kv = host_kv(s);
         enum sd_status st = s->p.backend->kv_download(s->be_ctx, &kv, (int)t0, (int)nt, err);
@@ -854,13 +910,15 @@ enum sd_status sd_session_export(const struct sd_session *s, int first_block, in
                                 .n_blocks = (uint32_t)n_blocks,
                                 .main_floats = mf,
                                 .idx_floats = idf,
-                                .idx_fp8 = fp8,
+                                .flags = fp8,
                                 .payload_bytes = pb};
     uint8_t *p = b + sizeof hd;
     for (int il = 0; il < c->n_layers; il++) {
         if (sd_config_is_deepseek(c)) {
-            memcpy(p, s->lat + ((size_t)il * N + t0) * mf, nt * mf * 4);
-            p += nt * mf * 4;
+            const void *src = s->lat8 ? (const void *)(s->lat8 + ((size_t)il * N + t0) * mb)
+                                      : (const void *)(s->lat + ((size_t)il * N + t0) * mf);
+            memcpy(p, src, nt * mb);
+            p += nt * mb;
         } else {
             size_t kvd = mf / 2;
             memcpy(p, s->kc + ((size_t)il * N + t0) * kvd, nt * kvd * 4);
@@ -872,7 +930,7 @@ enum sd_status sd_session_export(const struct sd_session *s, int first_block, in
             memcpy(p, s->ikc + ((size_t)il * N + t0) * idf, nt * idf * 4);
             p += nt * idf * 4;
         }
-        if (fp8) {
+        if (fp8 & KV_IDX_FP8) {
             memcpy(p, s->ik8 + ((size_t)il * N + t0) * idf, nt * idf);
             p += nt * idf;
             memcpy(p, s->iks + (size_t)il * N + t0, nt * 4);
@@ -926,22 +984,25 @@ enum sd_status sd_session_import(struct sd_session *s, const void *blob, size_t 
     uint32_t mf, idf, fp8;
     kv_layout(s, &mf, &idf, &fp8);
     if (hd.arch != (uint32_t)c->arch || hd.n_layers != (uint32_t)c->n_layers || hd.main_floats != mf ||
-        hd.idx_floats != idf || hd.idx_fp8 != fp8)
+        hd.idx_floats != idf || hd.flags != fp8)
         return sd_err_set(err, SD_ERR_FORMAT, "KV blob was made for another model or KV layout");
     size_t t0 = (size_t)hd.first_block * SD_KV_BLOCK, nt = (size_t)hd.n_blocks * SD_KV_BLOCK, N = (size_t)s->p.n_ctx;
     if (t0 != (size_t)s->pos)
         return sd_err_set(err, SD_ERR_ARG, "KV blob starts at token %zu but the session is at %d", t0, s->pos);
     if (t0 + nt > N)
         return sd_err_set(err, SD_ERR_RANGE, "KV blob ends at token %zu, beyond the session context %zu", t0 + nt, N);
-    if (hd.payload_bytes != kv_payload_bytes(hd.n_layers, nt, mf, idf, fp8))
+    size_t mb = kv_main_row_bytes(s, mf);
+    if (hd.payload_bytes != kv_payload_bytes(s, hd.n_layers, nt, mf, idf, fp8))
         return sd_err_set(err, SD_ERR_FORMAT, "KV blob payload size does not match its header");
     const uint8_t *p = (const uint8_t *)blob + sizeof hd;
     if (XXH3_64bits(p, hd.payload_bytes) != hd.checksum)
         return sd_err_set(err, SD_ERR_CHECKSUM, "KV blob checksum mismatch: the cached state is corrupt");
     for (int il = 0; il < c->n_layers; il++) {
         if (sd_config_is_deepseek(c)) {
-            memcpy(s->lat + ((size_t)il * N + t0) * mf, p, nt * mf * 4);
-            p += nt * mf * 4;
+            void *dst = s->lat8 ? (void *)(s->lat8 + ((size_t)il * N + t0) * mb)
+                                : (void *)(s->lat + ((size_t)il * N + t0) * mf);
+            memcpy(dst, p, nt * mb);
+            p += nt * mb;
         } else {
             size_t kvd = mf / 2;
             memcpy(s->kc + ((size_t)il * N + t0) * kvd, p, nt * kvd * 4);
@@ -953,7 +1014,7 @@ enum sd_status sd_session_import(struct sd_session *s, const void *blob, size_t 
             memcpy(s->ikc + ((size_t)il * N + t0) * idf, p, nt * idf * 4);
             p += nt * idf * 4;
         }
-        if (fp8) {
+        if (fp8 & KV_IDX_FP8) {
             memcpy(s->ik8 + ((size_t)il * N + t0) * idf, p, nt * idf);
             p += nt * idf;
             memcpy(s->iks + (size_t)il * N + t0, p, nt * 4);
@@ -997,9 +1058,12 @@ enum sd_status sd_session_debug_fill(struct sd_session *s, int n, uint64_t seed,
         for (int t = s->pos; t < s->pos + n; t++) {
             if (sd_config_is_deepseek(c)) {
                 size_t dl = (size_t)c->kv_lora_rank + c->qk_rope_head_dim;
-                float *row = s->lat + ((size_t)il * N + t) * dl;
+                float *row = s->lat8 ? s->latd : s->lat + ((size_t)il * N + t) * dl; // latd: one row of scratch
                 for (size_t i = 0; i < dl; i++)
                     row[i] = fill_rand(&st);
+                if (s->lat8)
+                    sd_mla_kv_fp8_quant(row, c->kv_lora_rank, c->qk_rope_head_dim,
+                                        s->lat8 + ((size_t)il * N + t) * s->lat8_row);
                 if (s->use_indexer) {
                     size_t di = (size_t)c->index_head_dim;
                     float *k = s->ikc + ((size_t)il * N + t) * di;

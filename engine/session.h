@@ -54,6 +54,12 @@ struct sd_session_params {
     // chunks (kernels/gemm_fp8.cu) and its f32 kernels on the round-tripped values elsewhere. Other matrices
     // (bf16/f32 in the file, GGUF types) are unaffected; so is a model without FP8 matrices.
     int fp8_act;
+    // 1: DeepSeek's FP8 MLA latent cache (engine/dsa.h sd_mla_kv_fp8_quant, FlashMLA's 656-byte row for V3.2's
+    // 512 + 64): each token's c_kv is kept as e4m3 in tiles of 128 with power-of-two scales and its k_pe as bf16,
+    // 3.5x less than the f32 rows, in memory, on the device and in exported KV blobs; attention reads the
+    // dequantized values, the current chunk's rows included (DeepSeek-V3.2's reference rounds c_kv the same way
+    // before caching). Ignored by models without MLA (Llama/Qwen GQA caches stay f32).
+    int kv_fp8;
     const struct sd_backend *backend; // NULL: the CPU forward pass (borrowed; must outlive the session)
 };
 

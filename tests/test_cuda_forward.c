@@ -48,7 +48,7 @@
 #include "session.h"
 #include "synth_model.h"
 #include "test_util.h"
-#include "tokenizer.h"
+#include "test_util_engine.h"
 
 // Logits of all n positions, fed `batch` tokens per eval. NULL on failure (message printed).
 // wmode: W_BF16 (gpu_weights_bf16) | W_FP8 (gpu_weights_fp8); wbytes (may be NULL): the backend's device weight
@@ -656,25 +656,15 @@ static int top1_agree(const float *a, const float *b, int n, int V)
 static void check_fp8_act(const char *dir, const char *text_path)
 {
     struct sd_model *m = NULL;
-    struct sd_tokenizer *tok = NULL;
     struct sd_err err = {0};
-    size_t len = 0, n_ids = 0;
-    char *text = (char *)sd_test_read_file(text_path, &len);
-    int32_t *ids = NULL;
-    if (text && len > 3000) { // whole lines (and whole UTF-8 sequences)
-        len = 3000;
-        while (len > 0 && text[len - 1] != '\n')
-            len--;
-    }
-    char tj[1200];
-    snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
-    if (!text || sd_model_load(dir, &m, &err) != SD_OK || sd_tokenizer_load(tj, &tok, &err) != SD_OK ||
-        sd_tokenizer_encode(tok, text, len, 1, &ids, &n_ids, &err) != SD_OK) {
-        CHECK_MSG(0, "fp8_act check: %s", text ? err.msg : "README.md unreadable");
-        free(text), sd_tokenizer_free(tok), sd_model_free(m);
+    int n = 0;
+    int32_t *ids = sd_test_text_ids(dir, text_path, 3000, &n);
+    if (!ids || sd_model_load(dir, &m, &err) != SD_OK) {
+        CHECK_MSG(0, "fp8_act check: %s", ids ? err.msg : "README.md or tokenizer unreadable");
+        free(ids);
         return;
     }
-    int n = (int)n_ids, V = m->cfg.vocab_size;
+    int V = m->cfg.vocab_size;
     size_t nv = (size_t)n * V;
     long g_pre = 0, g_tok = 0;
     float *cpu = run_act(m, ids, n, 256, 0, 0, NULL), *f32 = run_act(m, ids, n, 256, 1, 0, NULL);
@@ -692,8 +682,7 @@ static void check_fp8_act(const char *dir, const char *text_path)
         CHECK_MSG(ep <= 0.1 && 20 * ap >= 17 * n, "fp8_act, fp8 weights, prefill: %.3g, top1 %d/%d", ep, ap, n);
         CHECK_MSG(g_pre > 0, "fp8_act prefill ran no FP8 GEMM (every shape fell back)");
     }
-    free(cpu), free(f32), free(pre), free(tk), free(ids), free(text);
-    sd_tokenizer_free(tok);
+    free(cpu), free(f32), free(pre), free(tk), free(ids);
     sd_model_free(m);
 }
 

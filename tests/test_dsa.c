@@ -1,6 +1,7 @@
 // test_dsa.c: DSA primitives against independent float64 references on fresh random inputs (seed
 // printed): Hadamard vs the explicit Sylvester matrix, FP8 row quantization (power-of-two scale,
-// dequantized error bound), fp32 and FP8 indexer scores, top-k (set, ties, -1 padding, causal bound),
+// dequantized error bound), the FP8 MLA latent cache row (layout, scales, codes and bf16 k_pe against their
+// definitions in double), fp32 and FP8 indexer scores, top-k (set, ties, -1 padding, causal bound),
 // and sparse absorbed MLA attention (and its per-slot probabilities) equal to dense attention
 // restricted to the selected set.
 #include <math.h>
@@ -59,6 +60,90 @@ static void test_quant(void)
             // e4m3 has 3 mantissa bits: relative step 1/16 for normals; absolute floor from subnormals.
             CHECK_MSG(fabs(dq - h[i]) <= fabs(h[i]) / 16 + s * 0x1p-9 * 1.01, "quant %d: %g vs %g", i, dq, h[i]);
         }
+    }
+}
+
+// The FP8 latent cache row (sd_mla_kv_fp8_*): V3.2's 512 + 64 (656 bytes), sparsedoc-mini's 64 + 32 and a
+// partial last tile (200 + 16), rows of magnitudes 1e-7 .. 1e3 (the clamp and large scales), checked against the
+// definition in double: byte layout (codes, then little-endian fp32 scales, then little-endian bf16), each
+// scale the smallest power of two >= max(amax / 448, 1e-4), each code the nearest e4m3 of x / s (ties to even;
+// checked as: no other finite code is nearer), each k_pe the nearest bf16; the dequantized row is exactly
+// code * scale and bf16.
+static void test_kv_fp8(void)
+{
+    CHECK(sd_mla_kv_fp8_row_bytes(512, 64) == 656);
+    CHECK(sd_mla_kv_fp8_row_bytes(64, 32) == 132);
+    CHECK(sd_mla_kv_fp8_row_bytes(200, 16) == 200 + 8 + 32);
+    // anchors: amax 896 -> s = 2, 896 -> 448 (code 0x7e), -1 -> -0.5 (0xb0); a tiny tile -> s = 2^-13 (the clamp)
+    float row[2] = {896.0f, -1.0f}, back[2];
+    uint8_t b[16];
+    sd_mla_kv_fp8_quant(row, 2, 0, b);
+    float s0;
+    memcpy(&s0, b + 2, 4);
+    CHECK_MSG(b[0] == 0x7e && s0 == 2.0f && b[1] == 0xb0, "anchor: code 0x%02x scale %g code 0x%02x", b[0], s0, b[1]);
+    row[0] = 1e-6f, row[1] = -3e-6f;
+    sd_mla_kv_fp8_quant(row, 2, 0, b);
+    memcpy(&s0, b + 2, 4);
+    CHECK_MSG(s0 == 0x1p-13f, "clamped scale %g, want 2^-13", s0);
+    sd_mla_kv_fp8_dequant(b, 2, 0, back);
+    CHECK_MSG(fabsf(back[1] - row[1]) <= 0x1p-23f, "tiny value %g -> %g", row[1], back[1]);
+
+    static const int dims[][2] = {{512, 64}, {64, 32}, {200, 16}};
+    double e4[256]; // every code's value, by the textbook formula (bias 7, 3 mantissa bits, 0x7f/0xff NaN)
+    for (int c = 0; c < 256; c++) {
+        int e = (c >> 3) & 15, m = c & 7;
+        double v = e ? ldexp(8 + m, e - 10) : ldexp(m, -9);
+        e4[c] = (c & 0x80) ? -v : v;
+    }
+    for (int trial = 0; trial < 30; trial++) {
+        int dl = dims[trial % 3][0], dr = dims[trial % 3][1], D = dl + dr;
+        float x[576], y[576];
+        uint8_t q[700];
+        double mag = pow(10.0, sd_test_urand() * 10 - 7);
+        for (int i = 0; i < D; i++)
+            x[i] = sd_test_nrand() * (float)(mag * (i % 128 == 5 ? 8 : 1));
+        size_t rb = sd_mla_kv_fp8_row_bytes(dl, dr);
+        sd_mla_kv_fp8_quant(x, dl, dr, q);
+        sd_mla_kv_fp8_dequant(q, dl, dr, y);
+        int bad = 0;
+        for (int t = 0; t * 128 < dl; t++) {
+            int len = dl - t * 128 < 128 ? dl - t * 128 : 128;
+            double amax = 0;
+            for (int i = 0; i < len; i++)
+                amax = fmax(amax, fabs(x[t * 128 + i]));
+            const uint8_t *sb = q + dl + 4 * t;
+            uint32_t u = (uint32_t)sb[0] | (uint32_t)sb[1] << 8 | (uint32_t)sb[2] << 16 | (uint32_t)sb[3] << 24;
+            float sf;
+            memcpy(&sf, &u, 4);
+            double s = sf, want = fmax(amax / 448.0, 1e-4);
+            int ex;
+            CHECK_MSG(frexp(s, &ex) == 0.5 && s >= want && s < 2 * want, "tile %d: scale %g for amax %g", t, s, amax);
+            for (int i = 0; i < len; i++) {
+                int k = t * 128 + i, c = q[k];
+                double r = x[k] / s, d = fabs(e4[c] - r);
+                for (int c2 = 0; c2 < 256 && (c & 0x7f) != 0x7f; c2++) {
+                    if ((c2 & 0x7f) == 0x7f)
+                        continue;
+                    double d2 = fabs(e4[c2] - r);
+                    if (d2 < d || (d2 == d && e4[c2] != e4[c] && (c2 & 1) == 0 && (c & 1)))
+                        bad++;
+                }
+                if ((c & 0x7f) == 0x7f || y[k] != (float)(e4[c] * s))
+                    bad++;
+            }
+        }
+        for (int i = 0; i < dr; i++) {
+            const uint8_t *pb = q + rb - 2 * (size_t)dr + 2 * i;
+            uint32_t bits = ((uint32_t)pb[0] | (uint32_t)pb[1] << 8) << 16;
+            float v;
+            memcpy(&v, &bits, 4);
+            // nearest bf16: |x - v| <= half a bf16 step at v (2^(e-8) for v in [2^e, 2^(e+1)))
+            int ev;
+            frexp(fabs(v) > 0 ? v : x[dl + i], &ev);
+            if (fabs((double)x[dl + i] - v) > ldexp(1.0, ev - 9) * 1.0000001 || y[dl + i] != v)
+                bad++;
+        }
+        CHECK_MSG(bad == 0, "kv_fp8 row %d + %d (magnitude %g): %d values off their definition", dl, dr, mag, bad);
     }
 }
 
@@ -519,6 +604,7 @@ int main(void)
     sd_test_seed();
     test_hadamard();
     test_quant();
+    test_kv_fp8();
     test_scores();
     test_topk();
     test_sparse_attn();

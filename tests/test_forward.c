@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dsa.h"
 #include "dtype.h"
 #include "fingerprint.h"
 #include "model.h"
@@ -249,11 +250,99 @@ static void check_fp8_act(void)
     }
 }
 
+// kv_fp8 (DeepSeek's FP8 latent cache: c_kv e4m3 in 1x128 tiles with power-of-two scales, k_pe bf16; the row
+// format is checked against its definition in test_dsa) on sparsedoc-mini with real text (this repository's
+// README, ~1000 tokens, so the top-k of 512 selects): the logits must move (the rows attention reads are the
+// rounded ones) but stay close to the f32 cache's (measured 0.044 relative L2, 94.6% top-1), chunked prefill and
+// token-by-token decode must stay close to one prefill, the KV bytes per token must shrink to the row format's,
+// and the KV fingerprint must change. On llama (GQA, no latent cache) nothing changes.
+// Chunking cannot give equal logits here: the f32 path's chunked and one-prefill logits differ by ~9e-7 (GEMM
+// summation order), and where such a difference meets an e4m3 rounding boundary a code flips. Measured by
+// comparing the exported caches of one prefill and 7-token chunks (dense attention): 1, 2, 1 and 9 of the 65,536
+// e4m3 codes per layer differ, each by one code, no scale differs, and 4-21 of 1,024 rows' bf16 k_pe differ. That
+// moves the logits by 0.9e-4 to 9e-4 (sparse: 3.0e-4 chunked, 9.1e-4 token by token); bound 3e-3.
+static void check_kv_fp8(void)
+{
+    const char *src = getenv("SD_SOURCE");
+    char dir[1100], readme[1100];
+    snprintf(dir, sizeof dir, "%s/data/models/sparsedoc-mini", src ? src : ".");
+    snprintf(readme, sizeof readme, "%s/README.md", src ? src : ".");
+    struct sd_model *m = NULL;
+    struct sd_err err = {0};
+    int n = 0;
+    int32_t *ids = sd_test_text_ids(dir, readme, 3000, &n);
+    if (!ids || sd_model_load(dir, &m, &err) != SD_OK) {
+        CHECK_MSG(0, "kv_fp8 check: %s", ids ? err.msg : "README.md or the sparsedoc-mini tokenizer unreadable");
+        free(ids);
+        return;
+    }
+    const struct sd_config *c = &m->cfg;
+    int V = c->vocab_size;
+    size_t nv = (size_t)n * V;
+    CHECK_MSG(n > c->index_topk + 64, "kv_fp8: %d tokens do not exceed the top-k %d", n, c->index_topk);
+    struct sd_session_params p0 = {.max_batch = 256}, p1 = p0;
+    p1.kv_fp8 = 1;
+    float *a = sd_test_logits(m, ids, n, &p0), *b = sd_test_logits(m, ids, n, &p1);
+    p1.max_batch = 7;
+    float *b7 = sd_test_logits(m, ids, n, &p1);
+    p1.max_batch = 1;
+    float *b1 = sd_test_logits(m, ids, n, &p1);
+    p1.max_batch = 256;
+    uint8_t f0[SD_FINGERPRINT_BYTES], f1[SD_FINGERPRINT_BYTES];
+    int fp_ok = sd_model_fingerprint(m, NULL, &p0, NULL, f0, &err) == SD_OK &&
+                sd_model_fingerprint(m, NULL, &p1, NULL, f1, &err) == SD_OK;
+    struct sd_session *s0 = NULL, *s1 = NULL;
+    CHECK(sd_session_new(m, &p0, &s0, &err) == SD_OK && sd_session_new(m, &p1, &s1, &err) == SD_OK);
+    CHECK(a && b && b7 && b1 && fp_ok);
+    if (a && b && b7 && b1 && fp_ok && s0 && s1) {
+        double d = sd_test_rel_l2(b, a, nv), d7 = sd_test_rel_l2(b7, b, nv), d1 = sd_test_rel_l2(b1, b, nv);
+        int agree = 0;
+        for (int t = 0; t < n; t++)
+            agree += sd_test_argmax(a + (size_t)t * V, V) == sd_test_argmax(b + (size_t)t * V, V);
+        size_t kb0 = sd_session_kv_bytes_per_token(s0), kb1 = sd_session_kv_bytes_per_token(s1);
+        size_t row = sd_mla_kv_fp8_row_bytes(c->kv_lora_rank, c->qk_rope_head_dim);
+        size_t want = kb0 - (size_t)c->n_layers * ((size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * 4 - row);
+        printf("sparsedoc-mini kv_fp8, %d tokens: vs f32 cache rel_l2 %.3g, top1 %d/%d; batch 7 / 1 vs prefill %.3g / "
+               "%.3g; KV bytes/token %zu -> %zu (row %zu)\n",
+               n, d, agree, n, d7, d1, kb0, kb1, row);
+        CHECK_MSG(d > 1e-3 && d < 0.08, "kv_fp8 moves the logits by %.3g (want 1e-3 .. 0.08)", d);
+        CHECK_MSG(10 * agree >= 9 * n, "kv_fp8 top-1 agreement %d/%d (want >= 90%%)", agree, n);
+        CHECK_MSG(d7 <= 3e-3 && d1 <= 3e-3, "kv_fp8 chunked %.3g / token-by-token %.3g differ from prefill", d7, d1);
+        CHECK_MSG(kb1 == want, "kv_fp8 KV bytes per token %zu, want %zu", kb1, want);
+        CHECK_MSG(memcmp(f0, f1, sizeof f0) != 0, "kv_fp8 leaves the KV fingerprint unchanged");
+    }
+    sd_session_free(s0), sd_session_free(s1);
+    free(a), free(b), free(b7), free(b1), free(ids);
+    sd_model_free(m);
+
+    // llama: a GQA cache, untouched
+    snprintf(dir, sizeof dir, "%s/llama", sd_test_fixtures());
+    ids = sd_test_load_ids(dir, &n);
+    m = NULL;
+    if (!ids || sd_model_load(dir, &m, &err) != SD_OK) {
+        CHECK_MSG(0, "llama: %s", ids ? err.msg : "ids.txt missing");
+        free(ids);
+        return;
+    }
+    p1.dsa_mode = p0.dsa_mode;
+    a = sd_test_logits(m, ids, n, &p0), b = sd_test_logits(m, ids, n, &p1);
+    fp_ok = sd_model_fingerprint(m, NULL, &p0, NULL, f0, &err) == SD_OK &&
+            sd_model_fingerprint(m, NULL, &p1, NULL, f1, &err) == SD_OK;
+    CHECK(a && b && fp_ok);
+    if (a && b && fp_ok) {
+        CHECK_MSG(!memcmp(a, b, sizeof(float) * (size_t)n * m->cfg.vocab_size), "llama: kv_fp8 changes its logits");
+        CHECK_MSG(!memcmp(f0, f1, sizeof f0), "llama: kv_fp8 changes its KV fingerprint");
+    }
+    free(a), free(b), free(ids);
+    sd_model_free(m);
+}
+
 int main(int argc, char **argv)
 {
     check_gpu_weights_refused();
     check_fp8_sources();
     check_fp8_act();
+    check_kv_fp8();
     if (argc > 1) {
         for (int i = 1; i < argc; i++)
             check_fixture(argv[i], strncmp(argv[i], "dsv32", 5) == 0);

@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "test_util.h"
+#include "tokenizer.h"
+
 float *sd_test_logits(const struct sd_model *m, const int32_t *ids, int n, const struct sd_session_params *p)
 {
     struct sd_session_params sp = *p;
@@ -30,4 +33,30 @@ float *sd_test_logits(const struct sd_model *m, const int32_t *ids, int n, const
     }
     sd_session_free(s);
     return lg;
+}
+
+int32_t *sd_test_text_ids(const char *dir, const char *text_path, size_t max_bytes, int *n)
+{
+    size_t len = 0, n_ids = 0;
+    char *text = sd_test_read_file(text_path, &len);
+    struct sd_tokenizer *tok = NULL;
+    struct sd_err err = {0};
+    int32_t *ids = NULL;
+    *n = 0;
+    if (text && len > max_bytes) { // whole lines (and whole UTF-8 sequences)
+        len = max_bytes;
+        while (len > 0 && text[len - 1] != '\n')
+            len--;
+    }
+    char tj[1200];
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+    if (!text || sd_tokenizer_load(tj, &tok, &err) != SD_OK ||
+        sd_tokenizer_encode(tok, text, len, 1, &ids, &n_ids, &err) != SD_OK) {
+        fprintf(stderr, "%s: %s\n", text ? tj : text_path, text ? err.msg : "unreadable");
+        ids = NULL;
+    }
+    free(text);
+    sd_tokenizer_free(tok);
+    *n = ids ? (int)n_ids : 0;
+    return ids;
 }

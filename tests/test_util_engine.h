@@ -13,4 +13,8 @@
 // token). malloc'd, caller frees; NULL (message on stderr) when the session or an eval fails.
 float *sd_test_logits(const struct sd_model *m, const int32_t *ids, int n, const struct sd_session_params *p);
 
+// The token ids of the first max_bytes of a text file (cut at a line end), encoded with the tokenizer.json of
+// model directory dir (BOS first). malloc'd, caller frees; NULL (message on stderr) when a file is unreadable.
+int32_t *sd_test_text_ids(const char *dir, const char *text_path, size_t max_bytes, int *n);
+
 #endif
