@@ -99,6 +99,8 @@ struct fwd {
     struct sd_layer_weights *L; // host array of structs holding device pointers
     // caches [L][N][row]
     float *kc, *vc, *lat, *ikc;
+    uint8_t *lat8; // kv_fp8: the MLA latent cache in its FP8 rows [L][N][lat8_row] (kv_fp8.cu), lat NULL
+    size_t lat8_row;
     // a forward call's input, copied in one piece from h_io (pinned): [0] the position of its first token, then its
     // token ids; dpos and ids point into it
     int32_t *dio, *h_io, *ids;
@@ -1291,20 +1293,20 @@ static enum sd_status indexer(struct fwd *f, int il, int T, int pos0, int *spars
 
 // MLA attention in fp32 (mla_attn.cu: all heads over the shared latent rows); the per-head kernel where that
 // kernel does not fit. Reads f->qfull and the idx rows (sparse), writes f->olat.
-static enum sd_status mla_attn_fp32(struct fwd *f, int T, int pos0, const float *lat, int sparse)
+static enum sd_status mla_attn_fp32(struct fwd *f, int T, int pos0, const float *lat, const uint8_t *lat8, int sparse)
 {
     const struct sd_config *c = &f->m->cfg;
     int nh = c->n_heads, dr = c->qk_rope_head_dim, kvr = c->kv_lora_rank, dl = kvr + dr;
     size_t N = (size_t)f->p.n_ctx;
     struct sd_cuda_mla_attn_params ma = {};
-    ma.q = f->qfull, ma.kv = lat, ma.idx = sparse ? f->idx : NULL, ma.out = f->olat;
+    ma.q = f->qfull, ma.kv = lat, ma.kv8 = lat8, ma.idx = sparse ? f->idx : NULL, ma.out = f->olat;
     ma.scratch = f->mla_part, ma.scratch_floats = f->mla_part_n;
     ma.n_q = T, ma.n_heads = nh, ma.d_lat = kvr, ma.d_rope = dr, ma.n_idx = sparse ? f->topk : 0;
     // dense: the split over blocks is planned for key_bound's keys, the kernel reads the position from f->dpos
     ma.n_tokens = (int)N, ma.pos0 = key_bound(f, T, pos0) - T, ma.d_pos0 = f->dpos;
     ma.scale = c->attn_scale, ma.stream = f->st;
     enum sd_status ms = sd_cuda_mla_attn(&ma);
-    if (ms != SD_OK && ms != SD_ERR_UNSUPPORTED)
+    if (ms != SD_OK && (ms != SD_ERR_UNSUPPORTED || lat8)) // the per-head kernel reads f32 rows only
         return ms;
     if (ms == SD_ERR_UNSUPPORTED) {
         struct attn_args a = {};
@@ -1337,8 +1339,12 @@ static enum sd_status attn_mla(struct fwd *f, int il, int T, int pos0)
     TRY(matmul(f, f->kva, f->x, L->wkv_a, NULL, T, dl, H));
     TRY(rmsnorm(f, f->kva, f->kva, L->kv_a_norm, T, kvr, (size_t)dl, c->rms_norm_eps));
     TRY(rope(f, f->kva + kvr, T, 1, (size_t)dl, 0, &c->rope_main, 1));
-    float *lat = f->lat + (size_t)il * N * dl;
-    TRY(store_rows(f, lat, f->kva, T, (size_t)dl));
+    float *lat = f->lat8 ? NULL : f->lat + (size_t)il * N * dl;
+    uint8_t *lat8 = f->lat8 ? f->lat8 + (size_t)il * N * f->lat8_row : NULL;
+    if (lat8)
+        TRY(sd_cuda_kv_fp8_store(lat8, f->kva, (size_t)dl, T, kvr, dr, f->dpos, f->st));
+    else
+        TRY(store_rows(f, lat, f->kva, T, (size_t)dl));
     TRY(rope(f, f->q + dn, T, nh, (size_t)nh * dq, (size_t)dq, &c->rope_main, 1));
     // qfull[t][h] = [W_UK_h^T q_nope[t][h] | q_pe[t][h]]  (one strided-batched GEMM over heads + a 2-D copy)
     const float one = 1.0f, zero = 0.0f;
@@ -1352,8 +1358,12 @@ static enum sd_status attn_mla(struct fwd *f, int il, int T, int pos0)
         TRY(indexer(f, il, T, pos0, &sparse));
     if (sparse && f->latb && T >= MLA_TC_MIN_T) { // tensor cores over a bf16 copy of this layer's rows so far
         size_t n = (size_t)(pos0 + T) * dl;
-        k_to_bf16<<<blocks(n), 256, 0, f->st>>>((__nv_bfloat16 *)f->latb, lat, 1, n, n);
-        SD_CHECK_LAUNCH();
+        if (lat8) {
+            TRY(sd_cuda_kv_fp8_to_bf16(f->latb, lat8, (size_t)(pos0 + T), kvr, dr, f->st));
+        } else {
+            k_to_bf16<<<blocks(n), 256, 0, f->st>>>((__nv_bfloat16 *)f->latb, lat, 1, n, n);
+            SD_CHECK_LAUNCH();
+        }
         struct sd_cuda_mla_decode_params md = {};
         md.q = f->qfull, md.kv = f->latb, md.idx = f->idx, md.out = f->olat, md.lse = NULL;
         md.batch = 1, md.s_q = T, md.n_heads = nh, md.topk = f->topk, md.n_tokens = pos0 + T;
@@ -1361,7 +1371,7 @@ static enum sd_status attn_mla(struct fwd *f, int il, int T, int pos0)
         TRY(sd_cuda_mla_decode(&md));
         f->tc_calls++;
     } else {
-        TRY(mla_attn_fp32(f, T, pos0, lat, sparse));
+        TRY(mla_attn_fp32(f, T, pos0, lat, lat8, sparse));
     }
     // o_h = W_UV_h o_lat_h
     SD_CHECK_CUBLAS(cublasSgemmStridedBatched(f->cb, CUBLAS_OP_T, CUBLAS_OP_N, dv, T, kvr, &one,
@@ -1763,7 +1773,12 @@ static enum sd_status fwd_setup(struct fwd *f)
     if (f->deepseek) {
         size_t nh = (size_t)c->n_heads, dn = (size_t)c->qk_nope_head_dim, dr = (size_t)c->qk_rope_head_dim;
         size_t dv = (size_t)c->v_head_dim, kvr = (size_t)c->kv_lora_rank, dl = kvr + dr;
-        DALLOC(f, f->lat, L * N * dl, float);
+        if (f->p.kv_fp8) {
+            f->lat8_row = sd_cuda_kv_fp8_row_bytes((int)kvr, (int)dr);
+            DALLOC(f, f->lat8, L * N * f->lat8_row, uint8_t);
+        } else {
+            DALLOC(f, f->lat, L * N * dl, float);
+        }
         DALLOC(f, f->cq, T * (size_t)(c->q_lora_rank > 0 ? c->q_lora_rank : 1), float);
         DALLOC(f, f->q, T * nh * (dn + dr), float);
         DALLOC(f, f->kva, T * dl, float);
@@ -1885,6 +1900,11 @@ static enum sd_status fwd_init(const struct sd_model *m, const struct sd_session
     if (use_indexer && !fp8 && ((size_t)c->index_n_heads * c->index_head_dim * 4 > 48 * 1024 || c->index_n_heads > 256))
         return sd_err_set(err, SD_ERR_UNSUPPORTED, "CUDA backend: indexer of %d heads x %d exceeds the kernel's limits",
                           c->index_n_heads, c->index_head_dim);
+    if (deepseek && p->kv_fp8 && (c->kv_lora_rank % 4 || c->qk_rope_head_dim % 4))
+        return sd_err_set(err, SD_ERR_UNSUPPORTED,
+                          "CUDA backend: the FP8 latent cache (kv_fp8) takes kv_lora_rank and qk_rope_head_dim "
+                          "multiples of 4; this model has %d and %d; use --backend cpu",
+                          c->kv_lora_rank, c->qk_rope_head_dim);
     if (deepseek && c->n_routed_experts > MAX_EXPERTS)
         return sd_err_set(err, SD_ERR_UNSUPPORTED, "CUDA backend: %d routed experts exceed the router's %d",
                           c->n_routed_experts, MAX_EXPERTS);
@@ -1938,7 +1958,10 @@ static enum sd_status kv_copy(struct fwd *f, const struct sd_backend_host_kv *kv
     int nc = 0;
     size_t di = (size_t)c->index_head_dim;
     if (f->deepseek) {
-        caches[nc++] = {f->lat, kv->lat, ((size_t)c->kv_lora_rank + c->qk_rope_head_dim) * 4};
+        if (f->lat8)
+            caches[nc++] = {f->lat8, kv->lat8, f->lat8_row};
+        else
+            caches[nc++] = {f->lat, kv->lat, ((size_t)c->kv_lora_rank + c->qk_rope_head_dim) * 4};
         if (f->use_indexer && f->fp8) {
             caches[nc++] = {f->ik8, kv->ik8, di};
             caches[nc++] = {f->iks, kv->iks, 4};

@@ -1,5 +1,5 @@
-// mla_attn.cu: absorbed MLA attention in fp32 over the fp32 latent cache, the forward pass's MLA attention
-// (kernels/forward.cu), sparse over the indexer's top-k or dense causal. In the absorbed form every head of
+// mla_attn.cu: absorbed MLA attention in fp32 over the fp32 latent cache (or the kv_fp8 one, dequantized as its rows
+// load), the forward pass's MLA attention (kernels/forward.cu), sparse over the indexer's top-k or dense causal. In the absorbed form every head of
 // a query attends over the same latent rows (MQA), so one block takes one query and a group of up to 32
 // heads, gathers 32 latent rows per tile into shared memory once and uses them for every head of the
 // group (the per-head kernel it replaces re-read each row once per head). Rows are copied with cp.async
@@ -20,6 +20,8 @@
 struct ma_args {
     const float *q;     // [n_q][n_heads][D]
     const float *kv;    // [n_tokens][D]
+    const uint8_t *kv8; // or (kv NULL) kv_fp8 rows of rb bytes, dequantized on load
+    size_t rb;
     const int32_t *idx; // [n_q][n_idx] or NULL (dense causal)
     float *out;         // [n_q][n_heads][dv]                 (split == 1)
     float *part;        // [n_q][n_heads][split][dv], then [n_q][n_heads][split] lse   (split > 1)
@@ -56,13 +58,23 @@ static __device__ __forceinline__ int ma_token(const struct ma_args &a, int i, i
 // Load the tile of keys t0 .. t0 + TT - 1 into kvs (rows of dlp floats, zero past D and for skipped slots)
 // and their slots into tok. D % 4 == 0: asynchronous 16-byte copies (complete after cp_async_wait);
 // otherwise plain loads.
+template <bool KV8>
 static __device__ __forceinline__ void ma_load_tile(const struct ma_args &a, int i, int t0, int j1, float *kvs,
                                                     int *tok)
 {
     const int tid = threadIdx.x, nthr = blockDim.x, D = a.D, dlp = a.dlp;
     if (tid < MA_TT)
         tok[tid] = ma_token(a, i, t0 + tid, j1);
-    if ((D & 3) == 0) {
+    if (KV8) { // kv_fp8 rows (D % 4 == 0): 4 values per thread and step, dequantized into the tile
+        const int D4 = D >> 2;
+        for (int e = tid; e < MA_TT * D4; e += nthr) {
+            const int r = e / D4, c = e - r * D4, u = ma_token(a, i, t0 + r, j1);
+            float w[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (u >= 0)
+                sd_kv8_load4(a.kv8 + (size_t)u * a.rb, c, a.dv, w);
+            *(float4 *)(kvs + r * dlp + 4 * c) = make_float4(w[0], w[1], w[2], w[3]);
+        }
+    } else if ((D & 3) == 0) {
         const int D4 = D >> 2;
         int r = tid / D4, c = tid - r * D4, u = ma_token(a, i, t0 + r, j1);
         for (int e = tid; e < MA_TT * D4; e += nthr) {
@@ -94,7 +106,8 @@ static __device__ __forceinline__ void ma_load_tile(const struct ma_args &a, int
     }
 }
 
-template <int HG, int NT> __global__ void __launch_bounds__(NT) k_mla_attn(struct ma_args a)
+// KV8: the rows are kv_fp8 rows (a separate instantiation, so the f32 one keeps its registers).
+template <int HG, int NT, bool KV8> __global__ void __launch_bounds__(NT) k_mla_attn(struct ma_args a)
 {
     constexpr int NW = NT / 32, HPW = (HG + NW - 1) / NW; // warps; heads per warp in the QK step
     extern __shared__ __align__(16) float sm[];
@@ -130,11 +143,11 @@ template <int HG, int NT> __global__ void __launch_bounds__(NT) k_mla_attn(struc
 
     const int nt = j1 > j0 ? (j1 - j0 + MA_TT - 1) / MA_TT : 0;
     if (nt > 0)
-        ma_load_tile(a, i, j0, j1, kvb, tokb);
+        ma_load_tile<KV8>(a, i, j0, j1, kvb, tokb);
     for (int kt = 0; kt < nt; kt++) {
         const int t0 = j0 + kt * MA_TT, b = a.nbuf == 2 ? (kt & 1) : 0;
         if (a.nbuf == 2 && kt + 1 < nt) {
-            ma_load_tile(a, i, t0 + MA_TT, j1, kvb + (b ^ 1) * MA_TT * dlp, tokb + (b ^ 1) * MA_TT);
+            ma_load_tile<KV8>(a, i, t0 + MA_TT, j1, kvb + (b ^ 1) * MA_TT * dlp, tokb + (b ^ 1) * MA_TT);
             cp_async_wait<1>(); // this tile's copies are done, the next tile's may still run
         } else {
             cp_async_wait<0>();
@@ -195,7 +208,7 @@ template <int HG, int NT> __global__ void __launch_bounds__(NT) k_mla_attn(struc
         }
         __syncthreads(); // kvs, tok_s and ps of this tile are consumed
         if (a.nbuf == 1 && kt + 1 < nt)
-            ma_load_tile(a, i, t0 + MA_TT, j1, kvb, tokb);
+            ma_load_tile<KV8>(a, i, t0 + MA_TT, j1, kvb, tokb);
     }
     float *m_s = ps, *l_s = ps + HG; // ps holds TT * HG >= 2 * HG floats
     if (lane == 0) {
@@ -273,29 +286,32 @@ static int ma_heads_per_block(int n_heads)
     return n_heads >= 32 ? 32 : n_heads > 8 ? 16 : n_heads > 4 ? 8 : 4;
 }
 
-template <int HG, int NT> static enum sd_status ma_launch(const struct ma_args *a, dim3 grid, size_t smem, void *st)
+template <int HG, int NT, bool KV8>
+static enum sd_status ma_launch(const struct ma_args *a, dim3 grid, size_t smem, void *st)
 {
     static size_t attr_bytes = 0; // per instantiation: raised once to the largest size launched
     if (smem > 48 * 1024 && smem > attr_bytes) {
-        SD_CHECK_CUDA(cudaFuncSetAttribute(k_mla_attn<HG, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        SD_CHECK_CUDA(
+            cudaFuncSetAttribute(k_mla_attn<HG, NT, KV8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         attr_bytes = smem;
     }
-    k_mla_attn<HG, NT><<<grid, NT, smem, (cudaStream_t)st>>>(*a);
+    k_mla_attn<HG, NT, KV8><<<grid, NT, smem, (cudaStream_t)st>>>(*a);
     SD_CHECK_LAUNCH();
     return SD_OK;
 }
 
-template <int NT> static enum sd_status ma_dispatch(int hg, const struct ma_args *a, dim3 grid, size_t smem, void *st)
+template <int NT, bool KV8>
+static enum sd_status ma_dispatch(int hg, const struct ma_args *a, dim3 grid, size_t smem, void *st)
 {
     switch (hg) {
     case 4:
-        return ma_launch<4, NT>(a, grid, smem, st);
+        return ma_launch<4, NT, KV8>(a, grid, smem, st);
     case 8:
-        return ma_launch<8, NT>(a, grid, smem, st);
+        return ma_launch<8, NT, KV8>(a, grid, smem, st);
     case 16:
-        return ma_launch<16, NT>(a, grid, smem, st);
+        return ma_launch<16, NT, KV8>(a, grid, smem, st);
     default:
-        return ma_launch<32, NT>(a, grid, smem, st);
+        return ma_launch<32, NT, KV8>(a, grid, smem, st);
     }
 }
 
@@ -308,11 +324,12 @@ extern "C" size_t sd_cuda_mla_attn_scratch_floats(int n_heads, int d_lat)
 
 extern "C" enum sd_status sd_cuda_mla_attn(const struct sd_cuda_mla_attn_params *p)
 {
-    SD_CHECK_ARG(p && p->q && p->kv && p->out);
+    SD_CHECK_ARG(p && p->q && (p->kv != NULL) != (p->kv8 != NULL) && p->out);
     SD_CHECK_ARG(p->n_q >= 0 && p->n_heads > 0 && p->d_lat > 0 && p->d_rope >= 0 && p->n_tokens >= 0);
     SD_CHECK_ARG(p->idx == NULL || p->n_idx >= 0);
     SD_CHECK_ARG(p->pos0 >= 0 && p->n_split >= 0);
     SD_CHECK_SUPPORTED(p->d_lat <= 512);
+    SD_CHECK_SUPPORTED(!p->kv8 || (p->d_lat % 4 == 0 && p->d_rope % 4 == 0));
     if (p->n_q == 0)
         return SD_OK;
     const int hg = ma_heads_per_block(p->n_heads), groups = (p->n_heads + hg - 1) / hg;
@@ -331,6 +348,7 @@ extern "C" enum sd_status sd_cuda_mla_attn(const struct sd_cuda_mla_attn_params 
 
     struct ma_args a = {};
     a.q = p->q, a.kv = p->kv, a.idx = p->idx, a.out = p->out, a.part = p->scratch;
+    a.kv8 = p->kv8, a.rb = p->kv8 ? sd_cuda_kv_fp8_row_bytes(p->d_lat, p->d_rope) : 0;
     a.n_q = p->n_q, a.n_heads = p->n_heads, a.D = D, a.dv = p->d_lat, a.dlp = dlp;
     a.n_idx = p->idx ? p->n_idx : 0, a.n_tokens = p->n_tokens, a.pos0 = p->pos0, a.scale = p->scale;
     a.d_pos0 = p->idx ? NULL : p->d_pos0;
@@ -361,8 +379,13 @@ extern "C" enum sd_status sd_cuda_mla_attn(const struct sd_cuda_mla_attn_params 
     a.split = split, a.chunk = (int)chunk;
     dim3 grid((unsigned)p->n_q, (unsigned)groups, (unsigned)split);
     // One thread per output dim: 256 threads up to d_lat 256, 512 above (16 warps share the QK heads).
-    enum sd_status st = p->d_lat <= 256 ? ma_dispatch<256>(hg, &a, grid, smem, p->stream)
-                                        : ma_dispatch<512>(hg, &a, grid, smem, p->stream);
+    enum sd_status st;
+    if (p->kv8)
+        st = p->d_lat <= 256 ? ma_dispatch<256, true>(hg, &a, grid, smem, p->stream)
+                             : ma_dispatch<512, true>(hg, &a, grid, smem, p->stream);
+    else
+        st = p->d_lat <= 256 ? ma_dispatch<256, false>(hg, &a, grid, smem, p->stream)
+                             : ma_dispatch<512, false>(hg, &a, grid, smem, p->stream);
     if (st != SD_OK || split == 1)
         return st;
     int rows = p->n_q * p->n_heads;

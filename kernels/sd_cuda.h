@@ -137,7 +137,7 @@ enum sd_status sd_cuda_mla_decode(const struct sd_cuda_mla_decode_params *p);
 // ---- absorbed MLA attention in fp32 over an fp32 latent cache (mla_attn.cu; the forward pass's MLA) ----
 struct sd_cuda_mla_attn_params {
     const float *q;     // [n_q][n_heads][d_lat + d_rope] ([q_lat | q_pe], q_lat = W_UK^T q_nope)
-    const float *kv;    // [n_tokens][d_lat + d_rope] latent rows [c_kv | k_pe]; values are the first d_lat
+    const float *kv;    // [n_tokens][d_lat + d_rope] latent rows [c_kv | k_pe]; values are the first d_lat (or kv8)
     const int32_t *idx; // [n_q][n_idx] token slots (-1 or >= n_tokens skipped), or NULL: dense causal,
                         // query i attends over tokens 0 .. pos0 + i
     float *out;         // [n_q][n_heads][d_lat]; rows with no valid key get 0
@@ -149,12 +149,25 @@ struct sd_cuda_mla_attn_params {
     float scale;       // softmax scale
     int n_split; // 0: automatic (split the keys over blocks when there are fewer blocks than SMs)
     void *stream;
+    const uint8_t *kv8; // NULL, or (kv NULL) the rows in the kv_fp8 layout (engine/dsa.h sd_mla_kv_fp8_*, rows of
+                        // sd_cuda_kv_fp8_row_bytes), dequantized as they load: the result equals kv's over the
+                        // dequantized rows bit for bit; d_lat and d_rope multiples of 4
 };
 // Any n_heads; d_lat <= 512; (d_lat + d_rope) rows must fit shared memory (576 does). fp32 throughout:
 // the same result as sd_mla_sparse_attn_absorbed up to summation order.
 enum sd_status sd_cuda_mla_attn(const struct sd_cuda_mla_attn_params *p);
 // Scratch floats that let the automatic split reach its full width for this head count and d_lat.
 size_t sd_cuda_mla_attn_scratch_floats(int n_heads, int d_lat);
+
+// ---- FP8 MLA latent cache rows (kv_fp8.cu; the layout of engine/dsa.h sd_mla_kv_fp8_*) ----
+size_t sd_cuda_kv_fp8_row_bytes(int d_lat, int d_rope);
+// Cache rows [*d_pos, *d_pos + n_rows) (d_pos: device memory) from src rows of d_lat + d_rope floats, ld floats
+// apart: bit for bit sd_mla_kv_fp8_quant. d_lat and d_rope multiples of 4.
+enum sd_status sd_cuda_kv_fp8_store(uint8_t *cache, const float *src, size_t ld, int n_rows, int d_lat, int d_rope,
+                                    const int *d_pos, void *stream);
+// Cache rows [0, n_rows) as bf16 rows of d_lat + d_rope (dst), exact.
+enum sd_status sd_cuda_kv_fp8_to_bf16(uint16_t *dst, const uint8_t *cache, size_t n_rows, int d_lat, int d_rope,
+                                      void *stream);
 
 // ---- FP8 block-scaled weight matrices (gemv_fp8.cu; the forward pass's gpu_weights_fp8) ----
 // W [rows][cols] e4m3 (row-major, packed), its f32 block scales [ceil(rows / block)][ceil(cols / block)]

@@ -144,4 +144,30 @@ static __device__ __forceinline__ void sd_dequant16_e4m3(uint4 raw, float sv, fl
         sd_e4m3x4_nan(wd[j], w + 4 * j);
 }
 
+// kv_fp8 latent rows (engine/dsa.h sd_mla_kv_fp8_*): 4 values of group c (values 4c .. 4c + 3) of a row with d_lat
+// e4m3 codes, ceil(d_lat / 128) fp32 scales and d_rope bf16 values, d_lat and d_rope multiples of 4 (so every 4-byte
+// load is aligned when the row size is). Exactly the CPU's sd_mla_kv_fp8_dequant: e4m3 value (exact, from its bits
+// as in sd_dequant16_e4m3) times the tile scale, or the bf16 value.
+static __device__ __forceinline__ void sd_kv8_load4(const uint8_t *row, int c, int d_lat, float *w)
+{
+    const int d = 4 * c;
+    if (d < d_lat) {
+        const uint32_t v = *(const uint32_t *)(row + d);
+        const float s = *(const float *)(row + d_lat + 4 * (d >> 7));
+        w[0] = __uint_as_float(((v & 0x7fu) << 20) | ((v & 0x80u) << 24));
+        w[1] = __uint_as_float(((v & 0x7f00u) << 12) | ((v & 0x8000u) << 16));
+        w[2] = __uint_as_float(((v & 0x7f0000u) << 4) | ((v & 0x800000u) << 8));
+        w[3] = __uint_as_float(((v >> 4) & 0x07f00000u) | (v & 0x80000000u));
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            w[i] = __fmul_rn(__fmul_rn(w[i], 0x1p120f), s);
+        sd_e4m3x4_nan(v, w);
+    } else {
+        const uint16_t *pe = (const uint16_t *)(row + d_lat + 4 * ((d_lat + 127) >> 7)) + (d - d_lat);
+        const uint32_t lo = *(const uint32_t *)pe, hi = *(const uint32_t *)(pe + 2);
+        w[0] = __uint_as_float(lo << 16), w[1] = __uint_as_float(lo & 0xffff0000u);
+        w[2] = __uint_as_float(hi << 16), w[3] = __uint_as_float(hi & 0xffff0000u);
+    }
+}
+
 #endif

@@ -3,7 +3,7 @@
 // CUDA output is computed first into NaN-poisoned buffers, then the reference; inf/nan positions must
 // match, errors are relative by dtype, and a second launch must be bit-identical.
 // SD_CUDA_TEST_SMALL=1 keeps the cases small (for compute-sanitizer); SD_CUDA_TEST_ONLY=mla_attn,topk (groups:
-// indexer, topk, mla_decode, mla_attn, fp8w, fp8gemm) runs only those groups. Exit 77 without a CUDA device.
+// indexer, topk, mla_decode, mla_attn, fp8w, fp8gemm, kvfp8) runs only those groups. Exit 77 without a CUDA device.
 // fp8w: FP8 block-scaled weights (gemv_fp8.cu): every e4m3 code, NaN codes included, dequantized to f32 must
 // equal sd_e4m3_to_f32(q) * scale bit for bit (and bf16 its nearest-even rounding) on both the 16-wide and the
 // per-element path; the GEMV of 1-4 tokens against float64 on those weights, with beta = 0 and 1, on row
@@ -11,6 +11,8 @@
 // fp8gemm: activation quantization in 1x128 blocks (both scale orders) and its f32 round trip bit for bit against
 // engine/dtype.c; the FP8 x FP8 GEMM (cuBLASLt block-scaled) against float64 on the same quantized operands, after a
 // probe of which scale orders cuBLASLt reads as the library writes them.
+// kvfp8: the FP8 latent cache rows (kv_fp8.cu): the store bit for bit against engine/dsa.c, the bf16 expansion, and
+// the fp32 attention over FP8 rows bit for bit against the same attention over their dequantized f32 values.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -560,7 +562,7 @@ static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int 
     float *d_scr = dalloc(scr_n * 4);
     float *o = xmalloc(no * 4), *o2 = xmalloc(no * 4);
     struct sd_cuda_mla_attn_params p = {d_q,    d_kv,  d_idx,    d_o,  d_scr, scr_n, n_q,     n_heads, d_lat,
-                                        d_rope, n_idx, n_tokens, pos0, NULL,  scale, n_split, NULL};
+                                        d_rope, n_idx, n_tokens, pos0, NULL,  scale, n_split, NULL, NULL};
     for (int rep = 0; rep < 2; rep++) {
         CU(sd_cuda_memset(d_o, 0xff, no * 4));
         CU(sd_cuda_memset(d_scr, 0xff, scr_n * 4));
@@ -640,6 +642,106 @@ static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int 
     attn_cases++;
     free(q), free(kv), free(idx), free(o), free(o2), free(sc), free(acc), free(keys);
     sd_cuda_free(d_q), sd_cuda_free(d_kv), sd_cuda_free(d_o), sd_cuda_free(d_idx), sd_cuda_free(d_scr);
+}
+
+// ---------------------------------------------------------------- FP8 latent cache rows (kv_fp8.cu)
+// Rows of mixed magnitudes (1e-6: the scale clamp; 1 .. 300) quantized on the host (engine/dsa.c, itself checked
+// against its definition in test_dsa): the device's store (at a device position, from rows ld floats apart) must
+// write the same bytes and leave the rows before it alone; its bf16 expansion must equal the host's dequantized
+// values rounded to bf16; the fp32 attention over the kv_fp8 rows must equal, bit for bit, the attention over the
+// host's dequantized f32 rows (the f32 kernel is checked against float64 in mla_attn).
+static int kv8_cases, kv8_exact;
+
+static void test_kv8_case(int n_q, int n_heads, int d_lat, int d_rope, int n_tokens, int n_idx, int pos0,
+                          int idx_kind, int n_split)
+{
+    const int D = d_lat + d_rope, P = 3, ld = D + 4;
+    const size_t rb = sd_mla_kv_fp8_row_bytes(d_lat, d_rope);
+    CHECK(sd_cuda_kv_fp8_row_bytes(d_lat, d_rope) == rb);
+    float *rows = xmalloc((size_t)n_tokens * ld * 4), *kvd = xmalloc((size_t)n_tokens * D * 4);
+    uint8_t *kv8 = xmalloc((size_t)(n_tokens + P) * rb), *back = xmalloc((size_t)(n_tokens + P) * rb);
+    memset(kv8, 0xab, (size_t)P * rb);
+    for (int u = 0; u < n_tokens; u++) {
+        float mag = u % 17 == 3 ? 1e-6f : (float)(1 + (u % 5) * 75);
+        for (int d = 0; d < ld; d++)
+            rows[(size_t)u * ld + d] = d < D ? sd_test_nrand() * mag : NAN; // the gap between rows is never read
+        sd_mla_kv_fp8_quant(rows + (size_t)u * ld, d_lat, d_rope, kv8 + (size_t)(u + P) * rb);
+        sd_mla_kv_fp8_dequant(kv8 + (size_t)(u + P) * rb, d_lat, d_rope, kvd + (size_t)u * D);
+    }
+    float *d_rows = dupload(rows, (size_t)n_tokens * ld * 4);
+    uint8_t *d_cache = dalloc((size_t)(n_tokens + P) * rb);
+    int *d_pos = dupload(&P, sizeof P);
+    CU(sd_cuda_memset(d_cache, 0xab, (size_t)(n_tokens + P) * rb));
+    CU(sd_cuda_kv_fp8_store(d_cache, d_rows, (size_t)ld, n_tokens, d_lat, d_rope, d_pos, NULL));
+    CU(sd_cuda_sync());
+    CU(sd_cuda_memcpy_d2h(back, d_cache, (size_t)(n_tokens + P) * rb));
+    int store_ok = memcmp(back, kv8, (size_t)(n_tokens + P) * rb) == 0;
+    CHECK_MSG(store_ok, "kv_fp8 store %d+%d, %d rows: bytes differ from sd_mla_kv_fp8_quant", d_lat, d_rope, n_tokens);
+    // bf16 expansion
+    uint16_t *b16 = xmalloc((size_t)n_tokens * D * 2);
+    uint16_t *d_b16 = dalloc((size_t)n_tokens * D * 2);
+    CU(sd_cuda_kv_fp8_to_bf16(d_b16, d_cache + (size_t)P * rb, (size_t)n_tokens, d_lat, d_rope, NULL));
+    CU(sd_cuda_sync());
+    CU(sd_cuda_memcpy_d2h(b16, d_b16, (size_t)n_tokens * D * 2));
+    int b16_bad = 0;
+    for (size_t x = 0; x < (size_t)n_tokens * D; x++)
+        b16_bad += b16[x] != sd_f32_to_bf16(kvd[x]) || sd_bf16_to_f32(b16[x]) != kvd[x];
+    CHECK_MSG(b16_bad == 0, "kv_fp8 to bf16 %d+%d: %d values differ (or are not exact)", d_lat, d_rope, b16_bad);
+    // attention: kv_fp8 rows against the dequantized f32 rows
+    const float scale = 1.0f / sqrtf((float)D);
+    size_t nq = (size_t)n_q * n_heads * D, no = (size_t)n_q * n_heads * d_lat;
+    float *q = xmalloc(nq * 4), *o = xmalloc(no * 4), *o8 = xmalloc(no * 4);
+    for (size_t x = 0; x < nq; x++)
+        q[x] = sd_test_nrand();
+    int32_t *idx = idx_kind >= 0 ? make_idx(n_q, n_idx, n_tokens, idx_kind) : NULL;
+    float *d_q = dupload(q, nq * 4), *d_kvd = dupload(kvd, (size_t)n_tokens * D * 4), *d_o = dalloc(no * 4);
+    int32_t *d_idx = idx ? dupload(idx, (size_t)n_q * n_idx * 4 + 4) : NULL;
+    size_t scr_n = sd_cuda_mla_attn_scratch_floats(n_heads, d_lat);
+    if (n_split > 0 && (size_t)n_split * n_q * n_heads * (d_lat + 1) > scr_n)
+        scr_n = (size_t)n_split * n_q * n_heads * (d_lat + 1);
+    float *d_scr = dalloc(scr_n * 4);
+    struct sd_cuda_mla_attn_params p = {0};
+    p.q = d_q, p.kv = d_kvd, p.idx = d_idx, p.out = d_o, p.scratch = d_scr, p.scratch_floats = scr_n;
+    p.n_q = n_q, p.n_heads = n_heads, p.d_lat = d_lat, p.d_rope = d_rope, p.n_idx = idx ? n_idx : 0;
+    p.n_tokens = n_tokens, p.pos0 = pos0, p.scale = scale, p.n_split = n_split;
+    for (int k = 0; k < 2; k++) {
+        if (k)
+            p.kv = NULL, p.kv8 = d_cache + (size_t)P * rb;
+        CU(sd_cuda_memset(d_o, 0xff, no * 4));
+        CU(sd_cuda_mla_attn(&p));
+        CU(sd_cuda_sync());
+        CU(sd_cuda_memcpy_d2h(k ? o8 : o, d_o, no * 4));
+    }
+    int finite = 0, nonzero = 0;
+    for (size_t x = 0; x < no; x++)
+        finite += isfinite(o8[x]), nonzero += o8[x] != 0.0f;
+    int same = memcmp(o, o8, no * 4) == 0;
+    printf("  kv_fp8 %d+%d (%zu B/row), %d rows: store %s, bf16 %s; attention q %d h %d idx %d kind %d split %d over "
+           "FP8 rows vs their f32 values: %s\n",
+           d_lat, d_rope, rb, n_tokens, store_ok ? "exact" : "DIFFERS", b16_bad ? "DIFFERS" : "exact", n_q, n_heads,
+           n_idx, idx_kind, n_split, same ? "bit-identical" : "DIFFERENT");
+    CHECK_MSG(same, "kv_fp8 attention differs from the f32 attention over the same values (%d+%d kind %d)", d_lat,
+              d_rope, idx_kind);
+    CHECK_MSG(finite == (int)no && (idx_kind == 2 || nonzero > (int)no / 2), "kv_fp8 attention: %d finite, %d nonzero of %zu",
+              finite, nonzero, no);
+    kv8_cases++;
+    kv8_exact += same && store_ok && !b16_bad;
+    free(rows), free(kvd), free(kv8), free(back), free(b16), free(q), free(o), free(o8), free(idx);
+    sd_cuda_free(d_rows), sd_cuda_free(d_cache), sd_cuda_free(d_pos), sd_cuda_free(d_b16), sd_cuda_free(d_q);
+    sd_cuda_free(d_kvd), sd_cuda_free(d_o), sd_cuda_free(d_idx), sd_cuda_free(d_scr);
+}
+
+static void test_kv8s(void)
+{
+    test_kv8_case(3, 4, 64, 32, 5000, 512, 0, 1, 0);                        // sparsedoc-mini, sparse
+    test_kv8_case(5, 4, 64, 32, 2100, 0, 2000, -1, 0);                      // dense causal, split
+    test_kv8_case(2, 7, 200, 16, 700, 65, 0, 0, 1);                         // partial last tile
+    test_kv8_case(3, 20, 300, 12, 900, 100, 0, 1, 2);                       // 3 tiles, forced split
+    test_kv8_case(2, 5, 64, 32, 100, 40, 0, 2, 0);                          // all invalid: zeros
+    test_kv8_case(2, 128, 512, 64, 3000, small_mode ? 200 : 2048, 0, 1, 0); // V3.2 decode shape, 656 B rows
+    if (!small_mode)
+        test_kv8_case(36, 128, 512, 64, 6000, 256, 0, 1, 0); // prefill-like
+    printf("kv_fp8: %d cases, %d exact (store, bf16, attention)\n", kv8_cases, kv8_exact);
 }
 
 // ---------------------------------------------------------------- FP8 block-scaled weights
@@ -1023,6 +1125,8 @@ int main(void)
         test_fp8ws();
     if (run_group("fp8gemm"))
         test_fp8gemms();
+    if (run_group("kvfp8"))
+        test_kv8s();
     return sd_test_finish("cuda_ops");
 }
 

@@ -380,11 +380,13 @@ struct v32_res {
     long tc_calls;       // tensor-core attention calls up to the end of the timed prefill chunk
     long graph_steps;    // decode steps replayed from a CUDA graph
     long fp8_gemms;      // FP8 x FP8 GEMMs (fp8_act) up to the end of the timed prefill chunk
+    double kv_bytes;     // KV + indexer cache bytes per token (all layers)
 };
 
 // Warm-up past the top-k (so the selection kernels are loaded), then fill to the depth, prefill a chunk,
 // decode V32_DECODE tokens.
-// wmode: bit 0 gpu_weights_bf16, bit 1 gpu_weights_fp8, bit 2 gpu_attn_exact, bit 3 gpu_no_graph, bit 4 fp8_act.
+// wmode: bit 0 gpu_weights_bf16, bit 1 gpu_weights_fp8, bit 2 gpu_attn_exact, bit 3 gpu_no_graph, bit 4 fp8_act,
+// bit 5 kv_fp8.
 static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int fp8, int wmode, struct v32_res *r)
 {
     struct sd_session_params sp = {.n_ctx = ctx,
@@ -396,7 +398,8 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
                                    .gpu_weights_fp8 = (wmode & 2) != 0,
                                    .gpu_attn_exact = (wmode & 4) != 0,
                                    .gpu_no_graph = (wmode & 8) != 0,
-                                   .fp8_act = (wmode & 16) != 0};
+                                   .fp8_act = (wmode & 16) != 0,
+                                   .kv_fp8 = (wmode & 32) != 0};
     struct sd_session *s = NULL;
     struct sd_err err = {0};
     int32_t ids[V32_CHUNK];
@@ -437,6 +440,7 @@ static int v32_at(const struct sd_model *m, int ctx, enum sd_dsa_mode mode, int 
     r->prefill_tps = V32_CHUNK / (t1 - t0);
     r->decode_ms = (t2 - t1d) * 1e3 / V32_DECODE;
     r->dev_bytes = (double)free0 - (double)free1;
+    r->kv_bytes = s ? (double)sd_session_kv_bytes_per_token(s) : 0.0;
     sd_session_free(s);
     free(lg);
     return ok ? 0 : -1;
@@ -486,9 +490,43 @@ static int v32_bf16(struct v32_model *v, const int *ctxs, int n_ctx)
     return bad ? 1 : 0;
 }
 
+// --v32 --kv: the FP8 latent cache (kv_fp8) against the f32 one, in three weight modes, at each context; the
+// session's device memory (weights included) and the cache bytes per token.
+static int v32_kv(struct v32_model *v, const int *ctxs, int n_ctx)
+{
+    printf("The MLA latent cache in fp32 (2,304 B per token and layer) or kv_fp8 (DeepSeek's FP8 rows, 656 B: c_kv "
+           "e4m3 in 1x128 tiles with power-of-two scales, k_pe bf16; attention dequantizes rows as it loads them, the "
+           "tensor-core prefill attention expands them to bf16), DSA with the FP8 indexer, same %d-token chunk and %d "
+           "decode steps. Ratios: the kv_fp8 row against the row above it.\n\n",
+           V32_CHUNK, V32_DECODE);
+    printf("| ctx | weights | latent cache | KV+indexer B/token | session GiB | prefill tok/s | decode ms/token | prefill "
+           "ratio | decode ratio |\n|---|---|---|---|---|---|---|---|---|\n");
+    static const struct {
+        const char *name;
+        int wmode;
+    } wm[] = {{"f32", 0}, {"f32", 32}, {"bf16", 1}, {"bf16", 33}, {"fp8 + fp8 act", 19}, {"fp8 + fp8 act", 51}};
+    enum { NW = sizeof wm / sizeof wm[0] };
+    int bad = 0;
+    for (int i = 0; i < n_ctx; i++) {
+        struct v32_res r[NW] = {{0}};
+        for (int k = 0; k < NW; k++) {
+            int rc = v32_at(&v->m, ctxs[i], SD_DSA_SPARSE, 1, wm[k].wmode, &r[k]);
+            bad |= rc;
+            int kv8 = (wm[k].wmode & 32) != 0;
+            printf("| %6d | %s | %s | %.0f | %.2f | %8.1f | %8.2f | %.2fx | %.2fx |%s\n", ctxs[i], wm[k].name,
+                   kv8 ? "kv_fp8" : "fp32", r[k].kv_bytes, r[k].dev_bytes / (1 << 30), r[k].prefill_tps, r[k].decode_ms,
+                   kv8 ? r[k].prefill_tps / r[k - 1].prefill_tps : 1.0, kv8 ? r[k - 1].decode_ms / r[k].decode_ms : 1.0,
+                   rc ? " ERROR" : "");
+            fflush(stdout);
+        }
+    }
+    return bad ? 1 : 0;
+}
+
 static int v32_bench(int argc, char **argv)
 {
-    int ctxs[8] = {32768, 131072}, n_ctx = 2, bf16 = argc > 2 && !strcmp(argv[2], "--bf16");
+    int kv = argc > 2 && !strcmp(argv[2], "--kv");
+    int ctxs[8] = {32768, 131072}, n_ctx = 2, bf16 = argc > 2 && (!strcmp(argv[2], "--bf16") || kv);
     if (argc > 2 + bf16) {
         n_ctx = 0;
         for (int i = 2 + bf16; i < argc && n_ctx < 8; i++)
@@ -521,7 +559,7 @@ static int v32_bench(int argc, char **argv)
            "decode: the next %d tokens.\n\n",
            V32_CHUNK, V32_CHUNK + V32_DECODE + 1, V32_DECODE);
     if (bf16) {
-        int rc = v32_bf16(v, ctxs, n_ctx);
+        int rc = kv ? v32_kv(v, ctxs, n_ctx) : v32_bf16(v, ctxs, n_ctx);
         v32_free(v);
         return rc;
     }

@@ -517,7 +517,7 @@ static void bench_mla(void)
         }
         int n_keys = dense ? shapes[sh].dense_pos0 + 1 : TOPK;
         struct mattn_ctx c = {{d_q, d_kvf, dense ? NULL : d_idx, d_o, d_scr, scr_n, n_q, H, 512, 64, dense ? 0 : TOPK,
-                               dense ? n_keys : (int)blk_rows, dense ? shapes[sh].dense_pos0 : 0, NULL, tau, 0, NULL}};
+                               dense ? n_keys : (int)blk_rows, dense ? shapes[sh].dense_pos0 : 0, NULL, tau, 0, NULL, NULL}};
         CU(sd_cuda_memset(d_o, 0xff, (size_t)n_q * H * 512 * 4));
         mattn_fn(&c, 0);
         CU(sd_cuda_sync());
