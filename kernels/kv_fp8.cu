@@ -4,8 +4,6 @@
 // The fp32 attention (mla_attn.cu) dequantizes rows as it loads them (sd_kv8_load4, sd_cuda_common.cuh).
 #include "sd_cuda_common.cuh"
 
-#include <cuda_bf16.h>
-
 #define KV8_TILE 128 // SD_KV_FP8_TILE
 #define KV8_NT 128   // threads per row
 
@@ -42,13 +40,13 @@ __global__ void __launch_bounds__(KV8_NT)
     }
     uint8_t *pe = row + d_lat + 4 * n_tiles;
     for (int i = tid; i < d_rope; i += KV8_NT) {
-        const uint16_t h = __bfloat16_as_ushort(__float2bfloat16_rn(x[d_lat + i]));
+        const uint16_t h = sd_f32_to_bf16_d(x[d_lat + i]);
         pe[2 * i] = (uint8_t)h, pe[2 * i + 1] = (uint8_t)(h >> 8);
     }
 }
 
 // Rows [0, n) of the cache as bf16 rows of d_lat + d_rope (grid-stride over groups of 4 values).
-__global__ void k_kv8_to_bf16(__nv_bfloat16 *dst, const uint8_t *cache, size_t n, int d_lat, int d_rope)
+__global__ void k_kv8_to_bf16(uint16_t *dst, const uint8_t *cache, size_t n, int d_lat, int d_rope)
 {
     const int D4 = (d_lat + d_rope) / 4;
     const size_t rb = kv8_row_bytes(d_lat, d_rope);
@@ -57,9 +55,10 @@ __global__ void k_kv8_to_bf16(__nv_bfloat16 *dst, const uint8_t *cache, size_t n
         const int c = (int)(e - u * D4);
         float w[4];
         sd_kv8_load4(cache + u * rb, c, d_lat, w);
-        __nv_bfloat162 *o = (__nv_bfloat162 *)(dst + u * (size_t)(d_lat + d_rope) + 4 * c);
-        o[0] = __floats2bfloat162_rn(w[0], w[1]);
-        o[1] = __floats2bfloat162_rn(w[2], w[3]);
+        uint2 o; // exact: every value is a bf16 value
+        o.x = (uint32_t)sd_f32_to_bf16_d(w[0]) | (uint32_t)sd_f32_to_bf16_d(w[1]) << 16;
+        o.y = (uint32_t)sd_f32_to_bf16_d(w[2]) | (uint32_t)sd_f32_to_bf16_d(w[3]) << 16;
+        *(uint2 *)(dst + u * (size_t)(d_lat + d_rope) + 4 * c) = o;
     }
 }
 
@@ -89,7 +88,7 @@ extern "C" enum sd_status sd_cuda_kv_fp8_to_bf16(uint16_t *dst, const uint8_t *c
         return SD_OK;
     size_t groups = n_rows * (size_t)((d_lat + d_rope) / 4);
     unsigned grid = (unsigned)((groups + 255) / 256 < 65536 ? (groups + 255) / 256 : 65536);
-    k_kv8_to_bf16<<<grid, 256, 0, (cudaStream_t)stream>>>((__nv_bfloat16 *)dst, cache, n_rows, d_lat, d_rope);
+    k_kv8_to_bf16<<<grid, 256, 0, (cudaStream_t)stream>>>(dst, cache, n_rows, d_lat, d_rope);
     SD_CHECK_LAUNCH();
     return SD_OK;
 }

@@ -86,6 +86,16 @@ static __device__ __forceinline__ uint8_t sd_f32_to_e4m3_d(float f)
     return (uint8_t)(sign | sd_shift_rne_d((a & 0x7FFFFFu) | 0x800000u, shift));
 }
 
+// f32 -> bf16 bits, round to nearest even (NaN kept quiet): engine/dtype.c sd_f32_to_bf16, from the bits.
+static __device__ __forceinline__ uint16_t sd_f32_to_bf16_d(float f)
+{
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u)
+        return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
 // 2^ceil(log2(r)) for a normal float r > 0 (from its bits): engine/dtype.c sd_pow2_ceil.
 static __device__ __forceinline__ float sd_pow2_ceil_d(float r)
 {

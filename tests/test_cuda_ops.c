@@ -676,6 +676,24 @@ static void test_kv8_case(int n_q, int n_heads, int d_lat, int d_rope, int n_tok
     CU(sd_cuda_sync());
     CU(sd_cuda_memcpy_d2h(back, d_cache, (size_t)(n_tokens + P) * rb));
     int store_ok = memcmp(back, kv8, (size_t)(n_tokens + P) * rb) == 0;
+    if (!store_ok) { // where: before the rows, codes, scales, k_pe; the first differing byte
+        size_t nd[4] = {0}, first = (size_t)-1;
+        for (size_t i = 0; i < (size_t)(n_tokens + P) * rb; i++) {
+            if (back[i] == kv8[i])
+                continue;
+            size_t off = i % rb;
+            nd[i < (size_t)P * rb ? 0 : off < (size_t)d_lat ? 1 : off < rb - 2 * (size_t)d_rope ? 2 : 3]++;
+            if (first == (size_t)-1)
+                first = i;
+        }
+        size_t u = first / rb - P, off = first % rb;
+        printf("  kv_fp8 store %d+%d: differing bytes: before the rows %zu, codes %zu, scales %zu, k_pe %zu; first: "
+               "row %zu byte %zu, cpu 0x%02x cuda 0x%02x (source value %.9g)\n",
+               d_lat, d_rope, nd[0], nd[1], nd[2], nd[3], u, off, kv8[first], back[first],
+               off < (size_t)d_lat ? rows[u * ld + off]
+               : off >= rb - 2 * (size_t)d_rope ? rows[u * ld + d_lat + (off - (rb - 2 * (size_t)d_rope)) / 2]
+                                                : 0.0);
+    }
     CHECK_MSG(store_ok, "kv_fp8 store %d+%d, %d rows: bytes differ from sd_mla_kv_fp8_quant", d_lat, d_rope, n_tokens);
     // bf16 expansion
     uint16_t *b16 = xmalloc((size_t)n_tokens * D * 2);

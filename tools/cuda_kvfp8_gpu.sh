@@ -9,12 +9,14 @@
 # Usage (repository root, GPU machine, carry .deps and .train/gpu):
 #   EVAL=.train/gpu/mini_eval.jsonl EVAL64=.train/gpu/mini_eval_64k.jsonl sh tools/cuda_kvfp8_gpu.sh
 # SD_V32_CTX (default "32768 131072"): the table's contexts; SD_SKIP_BENCH=1 stops after the tests; LIMIT (540 s)
-# bounds the eval.
+# bounds the eval; BASELINE=1 repeats the eval without kv_fp8.
 set -u
 [ -f .deps/setup.sh ] && . ./.deps/setup.sh
 export PATH=/usr/local/cuda/bin:$PATH SD_FIXTURES=$PWD/tests/fixtures SD_SOURCE=$PWD
 B=build-gpu
-O=${OUT:-/tmp}
+O=/tmp/kvfp8_logs # logs; all of them end up in $OUT/logs.tar.gz
+mkdir -p $O
+trap '[ -n "${OUT:-}" ] && tar czf "$OUT/logs.tar.gz" -C $O .' EXIT
 T0=$(date +%s)
 el() { echo $(($(date +%s) - T0)); }
 ( [ -d $B ] || meson setup $B -Ddata=false -Dcuda=enabled -Dwerror=false ) > $O/build.log 2>&1
@@ -43,15 +45,18 @@ if [ "${SD_SKIP_BENCH:-0}" != 1 ]; then
 fi
 [ -n "${EVAL:-}" ] || exit 0
 M=data/models/sparsedoc-mini
-if [ -n "${EVAL64:-}" ]; then
-    timeout $((${LIMIT:-540} - $(el))) $B/tools/eval_mini --model $M --eval "$EVAL64" --modes sparse --buckets 65536 \
-        --backend cuda --threads 8 --kv-fp8 > $O/eval64.txt 2>&1
-    echo "== 64K sample, kv_fp8, rc=$? at $(el) s"; grep "^| [0-9]" $O/eval64.txt
-fi
-for b in ${BUCKETS:-4096 16384 32768 65536}; do
-    left=$((${LIMIT:-540} - $(el)))
-    [ $left -gt 20 ] || { echo "skip $b (no time)"; continue; }
-    timeout $left $B/tools/eval_mini --model $M --eval "$EVAL" --modes sparse --buckets $b --backend cuda --threads 8 \
-        --kv-fp8 > $O/eval_$b.txt 2>&1
-    echo "== $b kv_fp8 rc=$? at $(el) s"; grep "^| [0-9]" $O/eval_$b.txt
+for kv in --kv-fp8 ${BASELINE:+none}; do # BASELINE=1: the same runs without kv_fp8 after them
+    f=$kv; [ "$kv" = none ] && f=
+    if [ -n "${EVAL64:-}" ]; then
+        timeout $((${LIMIT:-540} - $(el))) $B/tools/eval_mini --model $M --eval "$EVAL64" --modes sparse \
+            --buckets 65536 --backend cuda --threads 8 $f > $O/eval64$kv.txt 2>&1
+        echo "== 64K sample $kv rc=$? at $(el) s"; grep "^| [0-9]" $O/eval64$kv.txt
+    fi
+    for b in ${BUCKETS:-4096 16384 32768 65536}; do
+        left=$((${LIMIT:-540} - $(el)))
+        [ $left -gt 20 ] || { echo "skip $b (no time)"; continue; }
+        timeout $left $B/tools/eval_mini --model $M --eval "$EVAL" --modes sparse --buckets $b --backend cuda \
+            --threads 8 $f > $O/eval_$b$kv.txt 2>&1
+        echo "== $b $kv rc=$? at $(el) s"; grep "^| [0-9]" $O/eval_$b$kv.txt
+    done
 done
