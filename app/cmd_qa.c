@@ -71,6 +71,8 @@ static const char ask_help[] =
     "                     --gpu-weights bf16 or fp8 the indexer then runs on tensor cores at V3.2's shapes)\n"
     "  --fp8-act          DeepSeek's FP8 GEMMs: inputs of FP8-released matrices quantized in 1x128 blocks (on\n"
     "                     --backend cuda with --gpu-weights fp8: FP8 tensor-core GEMMs for prefill)\n"
+    "  --kv-fp8           keep the MLA latent cache in FP8 (DeepSeek's 656-byte rows; 3.5x less KV memory;\n"
+    "                     models with MLA only)\n"
     "  --no-cache         neither read nor write the KV prefix cache\n"
     "  --db PATH          document store (default $SPARSEDOC_DB, else the XDG data dir)\n"
     "  --cache-dir DIR    KV prefix cache directory (default $SPARSEDOC_CACHE_DIR, else the XDG cache dir)\n"
@@ -85,7 +87,7 @@ static const char chat_help[] =
     "  --resume ID        continue a saved conversation (its documents and earlier turns)\n"
     "  --list             list saved conversations\n"
     "  --model M, --max-tokens N, --ctx N, --threads N, --backend NAME, --gpu-weights T, --indexer-fp8, --fp8-act,\n"
-    "  --no-cache,\n"
+    "  --kv-fp8, --no-cache,\n"
     "  --db PATH, --cache-dir DIR, --json\n"
     "                     as for 'sparsedoc ask' (--json prints one object per answer)\n";
 
@@ -179,6 +181,8 @@ static int parse(int argc, char **argv, struct qa_cli *c, const char *help)
             c->qo.indexer_fp8 = 1;
         } else if (!strcmp(a, "--fp8-act")) {
             c->qo.fp8_act = 1;
+        } else if (!strcmp(a, "--kv-fp8")) {
+            c->qo.kv_fp8 = 1;
         } else if (!strcmp(a, "--attention")) {
             VALUE;
             if (!strcmp(v, "sparse"))
@@ -219,6 +223,7 @@ static int parse(int argc, char **argv, struct qa_cli *c, const char *help)
         c->qo.no_ocr = set.no_ocr;
         c->qo.indexer_fp8 |= set.indexer_fp8; // the flags turn them on; the settings may already have
         c->qo.fp8_act |= set.fp8_act;
+        c->qo.kv_fp8 |= set.kv_fp8;
         c->ocr_lang = set.ocr_lang;
         c->qo.ocr_lang = c->ocr_lang;
         set.ocr_lang = NULL;

@@ -24,6 +24,7 @@
 #include "contexts.h"
 #include "contexts_store.h"
 #include "conversations.h"
+#include "dsa.h"
 #include "fingerprint.h"
 #include "kvcache.h"
 #include "markers.h"
@@ -135,9 +136,12 @@ enum sd_status sd_qa_open(const struct sd_qa_opts *opts, struct sd_qa **out, str
     }
     if (qa->n_ctx > SD_CONTEXT_MAX_TOKENS + QA_RESERVE)
         qa->n_ctx = SD_CONTEXT_MAX_TOKENS + QA_RESERVE;
-    // Memory: weights as loaded + a KV estimate (MLA latent + indexer keys, or GQA K/V, f32).
+    // Memory: weights as loaded + a KV estimate (MLA latent + indexer keys, or GQA K/V, f32; the latent rows in
+    // sd_mla_kv_fp8_row_bytes with kv_fp8).
+    uint64_t lat_tok = o->kv_fp8 ? (uint64_t)sd_mla_kv_fp8_row_bytes(cfg.kv_lora_rank, cfg.qk_rope_head_dim)
+                                 : (uint64_t)4 * (cfg.kv_lora_rank + cfg.qk_rope_head_dim);
     uint64_t kv_tok = sd_config_is_deepseek(&cfg)
-                          ? (uint64_t)cfg.n_layers * 4 * (cfg.kv_lora_rank + cfg.qk_rope_head_dim + cfg.index_head_dim)
+                          ? (uint64_t)cfg.n_layers * (lat_tok + (uint64_t)4 * cfg.index_head_dim)
                           : (uint64_t)cfg.n_layers * 4 * 2 * cfg.n_heads_kv * cfg.head_dim;
     if ((r = sd_qa_check_memory(qa->model_dir, kv_tok * (uint64_t)qa->n_ctx, NULL, err)))
         goto fail;
@@ -152,7 +156,8 @@ enum sd_status sd_qa_open(const struct sd_qa_opts *opts, struct sd_qa **out, str
                                         .gpu_weights_bf16 = o->gpu_weights_bf16,
                                         .gpu_weights_fp8 = o->gpu_weights_fp8,
                                         .indexer_fp8 = o->indexer_fp8,
-                                        .fp8_act = o->fp8_act};
+                                        .fp8_act = o->fp8_act,
+                                        .kv_fp8 = o->kv_fp8};
     qa->logits = malloc(sizeof(float) * (size_t)qa->model->cfg.vocab_size);
     qa->logits2 = malloc(sizeof(float) * (size_t)qa->model->cfg.vocab_size);
     if (!qa->logits || !qa->logits2) {

@@ -37,6 +37,7 @@ struct sd_qa_opts {
     int gpu_weights_fp8;
     int indexer_fp8;      // sd_session_params.indexer_fp8: DeepSeek's FP8 indexer numerics (DSA models)
     int fp8_act;          // sd_session_params.fp8_act: DeepSeek's FP8 GEMM numerics (models with FP8 matrices)
+    int kv_fp8;           // sd_session_params.kv_fp8: DeepSeek's FP8 MLA latent cache (MLA models)
     int no_ocr;           // ingestion: never OCR pages without a text layer (data/ingest.h)
     const char *ocr_lang; // ingestion: Tesseract languages; NULL: eng
 };

@@ -121,6 +121,7 @@ enum sd_status sd_settings_load(const char *path, struct sd_settings *s, struct 
     free(gw);
     s->indexer_fp8 = get_bool(kf, "engine", "indexer_fp8");
     s->fp8_act = get_bool(kf, "engine", "fp8_act");
+    s->kv_fp8 = get_bool(kf, "engine", "kv_fp8");
     s->n_ctx = get_int(kf, "engine", "context", 0, 131072, 0);
     if (s->n_ctx && s->n_ctx < 65536)
         s->n_ctx = 65536;
@@ -174,6 +175,7 @@ enum sd_status sd_settings_save(const char *path, const struct sd_settings *s, s
     g_key_file_set_int64(kf, "engine", "context", s->n_ctx);
     g_key_file_set_boolean(kf, "engine", "indexer_fp8", s->indexer_fp8 != 0);
     g_key_file_set_boolean(kf, "engine", "fp8_act", s->fp8_act != 0);
+    g_key_file_set_boolean(kf, "engine", "kv_fp8", s->kv_fp8 != 0);
     g_key_file_set_int64(kf, "engine", "top_k", s->top_k);
     g_key_file_set_int64(kf, "engine", "threads", s->n_threads);
     g_key_file_set_int64(kf, "cache", "budget_mib", (gint64)(s->cache_budget >> 20));
@@ -218,6 +220,7 @@ void sd_settings_to_qa_opts(const struct sd_settings *s, struct sd_qa_opts *o)
     o->gpu_weights_fp8 = cuda && s->gpu_weights_fp8;
     o->indexer_fp8 = s->indexer_fp8;
     o->fp8_act = s->fp8_act;
+    o->kv_fp8 = s->kv_fp8;
     o->n_ctx = s->n_ctx;
     o->index_topk = s->top_k;
     o->n_threads = s->n_threads;

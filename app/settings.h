@@ -20,6 +20,7 @@ struct sd_settings {
     int gpu_weights_fp8;   // fp8-f32, sd_gpu_weights_parse); ignored with backend cpu
     int indexer_fp8;       // [engine] indexer_fp8 = true: DeepSeek's FP8 indexer numerics (DSA models)
     int fp8_act;           // [engine] fp8_act = true: DeepSeek's FP8 GEMM numerics (models with FP8 matrices)
+    int kv_fp8;            // [engine] kv_fp8 = true: DeepSeek's FP8 MLA latent cache (MLA models)
     int n_ctx;             // 0: default (64K); else 65536..131072
     int top_k;             // 0: the model's
     int n_threads;         // 0: all cores

@@ -176,8 +176,9 @@ static void test_settings(const char *tmp)
     CHECK(s.no_ocr == 0 && !s.ocr_lang && !strcmp(sd_settings_ocr_lang(&s), "eng"), "OCR defaults");
     s.no_ocr = 1;
     s.ocr_lang = strdup("eng+fra");
-    CHECK(!s.indexer_fp8 && !s.fp8_act, "FP8 numerics default off");
+    CHECK(!s.indexer_fp8 && !s.fp8_act && !s.kv_fp8, "FP8 numerics default off");
     s.fp8_act = 1;
+    s.kv_fp8 = 1;
     CHECK(sd_settings_save(ini, &s, &err) == SD_OK, "save: %s", err.msg);
     sd_settings_clear(&s);
     // Another group written by someone else survives a save.
@@ -194,7 +195,8 @@ static void test_settings(const char *tmp)
           s.gpu_weights_fp8);
     CHECK(s.no_ocr == 1 && s.ocr_lang && !strcmp(s.ocr_lang, "eng+fra"), "OCR round trip: %d %s", s.no_ocr,
           s.ocr_lang ? s.ocr_lang : "(none)");
-    CHECK(s.fp8_act == 1 && s.indexer_fp8 == 0, "FP8 round trip: %d %d", s.fp8_act, s.indexer_fp8);
+    CHECK(s.fp8_act == 1 && s.indexer_fp8 == 0 && s.kv_fp8 == 1, "FP8 round trip: %d %d %d", s.fp8_act, s.indexer_fp8,
+          s.kv_fp8);
     // A copy owns its strings: it outlives the original, with every value equal.
     struct sd_settings cp;
     CHECK(sd_settings_copy(&cp, &s) == SD_OK && cp.model_dir != s.model_dir && cp.backend != s.backend,
@@ -202,6 +204,7 @@ static void test_settings(const char *tmp)
     struct sd_settings orig = s;
     sd_settings_clear(&s);
     CHECK(cp.ocr_lang && !strcmp(cp.ocr_lang, "eng+fra") && cp.no_ocr == 1, "copy: OCR");
+    CHECK(cp.fp8_act == 1 && cp.kv_fp8 == 1 && cp.indexer_fp8 == 0, "copy: FP8 numerics");
     CHECK(!strcmp(cp.model_dir, "/models/x") && !strcmp(cp.backend, "cuda") && cp.n_ctx == orig.n_ctx &&
               cp.top_k == orig.top_k && cp.cache_budget == orig.cache_budget && cp.gpu_weights_fp8 == 1 &&
               cp.color_scheme == SD_COLOR_DARK,
@@ -212,7 +215,8 @@ static void test_settings(const char *tmp)
     CHECK(qo.gpu_weights_bf16 == 1 && qo.gpu_weights_fp8 == 1, "cuda settings: qa gpu weights %d %d",
           qo.gpu_weights_bf16, qo.gpu_weights_fp8);
     CHECK(qo.no_ocr == 1 && qo.ocr_lang == s.ocr_lang, "qa opts: OCR");
-    CHECK(qo.fp8_act == 1 && qo.indexer_fp8 == 0, "qa opts: FP8 numerics %d %d", qo.fp8_act, qo.indexer_fp8);
+    CHECK(qo.fp8_act == 1 && qo.indexer_fp8 == 0 && qo.kv_fp8 == 1, "qa opts: FP8 numerics %d %d %d", qo.fp8_act,
+          qo.indexer_fp8, qo.kv_fp8);
     free(s.backend);
     s.backend = strdup("cpu"); // the CPU refuses GPU weight modes: they are not passed on
     sd_settings_to_qa_opts(&s, &qo);
@@ -227,15 +231,16 @@ static void test_settings(const char *tmp)
     CHECK(g_file_get_contents(ini, &after, NULL, NULL) && strstr(after, "key=kept") && strstr(after, "top_k=64"),
           "other group lost or value not saved:\n%s", after);
     // Out of range values are clamped; a small context goes up to the 64K minimum.
-    CHECK(g_file_set_contents(ini,
-                              "[engine]\ncontext=1000\nthreads=-5\nfp8_act=maybe\nindexer_fp8=1\n[model]\nbackend=tpu\n"
-                              "gpu_weights=fp4\n"
-                              "[ingest]\nocr=maybe\nocr_languages=eng;rm\n",
-                              -1, NULL),
+    CHECK(g_file_set_contents(
+              ini,
+              "[engine]\ncontext=1000\nthreads=-5\nfp8_act=maybe\nkv_fp8=maybe\nindexer_fp8=1\n[model]\nbackend=tpu\n"
+              "gpu_weights=fp4\n"
+              "[ingest]\nocr=maybe\nocr_languages=eng;rm\n",
+              -1, NULL),
           "write");
     CHECK(sd_settings_load(ini, &s, &err) == SD_OK, "load: %s", err.msg);
     CHECK(s.n_ctx == 65536 && s.n_threads == 0 && !strcmp(s.backend, "cpu") && !s.gpu_weights_bf16 &&
-              !s.gpu_weights_fp8 && !s.no_ocr && !s.ocr_lang && !s.fp8_act && s.indexer_fp8 == 1,
+              !s.gpu_weights_fp8 && !s.no_ocr && !s.ocr_lang && !s.fp8_act && !s.kv_fp8 && s.indexer_fp8 == 1,
           "clamped: %d %d %s %d %d %d %s", s.n_ctx, s.n_threads, s.backend, s.gpu_weights_bf16, s.gpu_weights_fp8,
           s.no_ocr, s.ocr_lang ? s.ocr_lang : "(none)");
     sd_settings_clear(&s);

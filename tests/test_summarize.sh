@@ -211,4 +211,22 @@ assert a["restored"] >= 0.9 * a["prompt"], a
 assert b["restored"] < 0.5 * b["prompt"], b
 print("fp8_act: ask --fp8-act restored", a["restored"], "of", a["prompt"], "; plain ask restored", b["restored"])
 ' "$T/ask8.json" "$T/ask32.json" || fail "fp8_act KV state not cached apart"
+# 7. --kv-fp8 (DeepSeek's FP8 MLA latent cache; sparsedoc-mini is an MLA model) likewise: another fingerprint, so
+# `ask --kv-fp8` restores what `summarize --kv-fp8` prefilled while a plain `ask` does not.
+export SPARSEDOC_CACHE_DIR="$T/kv6"
+"$BIN" summarize --kv-fp8 --json --max-words 12 --threads 2 --out "$T/out6" "$H" >"$T/run8.jsonl" 2>"$T/run8.err" ||
+    { cat "$T/run8.err"; fail "summarize --kv-fp8"; }
+grep -q '"status":"done"' "$T/run8.jsonl" || fail "summarize --kv-fp8 did not summarize"
+"$BIN" ask --kv-fp8 --threads 2 --json --max-tokens 4 --doc "$H" "What does it declare?" >"$T/ask9.json" \
+    2>"$T/ask9.err" || { cat "$T/ask9.err"; fail "ask --kv-fp8"; }
+"$BIN" ask --threads 2 --json --max-tokens 4 --doc "$H" "What does it declare?" >"$T/ask33.json" 2>"$T/ask33.err" ||
+    { cat "$T/ask33.err"; fail "ask without --kv-fp8"; }
+python3 -c '
+import json, sys
+a = json.load(open(sys.argv[1]))["tokens"]
+b = json.load(open(sys.argv[2]))["tokens"]
+assert a["restored"] >= 0.9 * a["prompt"], a
+assert b["restored"] < 0.5 * b["prompt"], b
+print("kv_fp8: ask --kv-fp8 restored", a["restored"], "of", a["prompt"], "; plain ask restored", b["restored"])
+' "$T/ask9.json" "$T/ask33.json" || fail "kv_fp8 KV state not cached apart"
 echo "ok"

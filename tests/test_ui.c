@@ -657,19 +657,29 @@ static void drive(SdApplication *app, const char *source, const char *corpus)
     // FP8 numerics: off by default, each switch saved to [engine] and applied to the app's settings.
     GtkWidget *ix_sw = sd_prefs_window_get_fp8_switch(SD_PREFS_WINDOW(prefs), 0);
     GtkWidget *act_sw = sd_prefs_window_get_fp8_switch(SD_PREFS_WINDOW(prefs), 1);
-    CHECK(!gtk_switch_get_active(GTK_SWITCH(ix_sw)) && !gtk_switch_get_active(GTK_SWITCH(act_sw)),
+    GtkWidget *kv_sw = sd_prefs_window_get_fp8_switch(SD_PREFS_WINDOW(prefs), 2);
+    CHECK(kv_sw != act_sw && kv_sw != ix_sw, "no FP8 KV cache switch of its own");
+    CHECK(!gtk_switch_get_active(GTK_SWITCH(ix_sw)) && !gtk_switch_get_active(GTK_SWITCH(act_sw)) &&
+              !gtk_switch_get_active(GTK_SWITCH(kv_sw)),
           "the FP8 switches are not off by default");
     gtk_switch_set_active(GTK_SWITCH(act_sw), TRUE);
-    CHECK(sd_settings_load(ini, &back, NULL) == SD_OK && back.fp8_act == 1 && back.indexer_fp8 == 0,
-          "FP8 activations not saved: %d %d", back.fp8_act, back.indexer_fp8);
+    CHECK(sd_settings_load(ini, &back, NULL) == SD_OK && back.fp8_act == 1 && back.indexer_fp8 == 0 && back.kv_fp8 == 0,
+          "FP8 activations not saved: %d %d %d", back.fp8_act, back.indexer_fp8, back.kv_fp8);
     sd_settings_clear(&back);
     CHECK(sd_application_get_settings(app)->fp8_act == 1, "FP8 activations not applied to the app's settings");
     gtk_switch_set_active(GTK_SWITCH(act_sw), FALSE);
     gtk_switch_set_active(GTK_SWITCH(ix_sw), TRUE);
-    CHECK(sd_settings_load(ini, &back, NULL) == SD_OK && back.fp8_act == 0 && back.indexer_fp8 == 1,
-          "FP8 indexer not saved: %d %d", back.fp8_act, back.indexer_fp8);
+    CHECK(sd_settings_load(ini, &back, NULL) == SD_OK && back.fp8_act == 0 && back.indexer_fp8 == 1 && back.kv_fp8 == 0,
+          "FP8 indexer not saved: %d %d %d", back.fp8_act, back.indexer_fp8, back.kv_fp8);
     sd_settings_clear(&back);
     gtk_switch_set_active(GTK_SWITCH(ix_sw), FALSE);
+    gtk_switch_set_active(GTK_SWITCH(kv_sw), TRUE);
+    CHECK(sd_settings_load(ini, &back, NULL) == SD_OK && back.kv_fp8 == 1 && back.fp8_act == 0 && back.indexer_fp8 == 0,
+          "FP8 KV cache not saved: %d %d %d", back.kv_fp8, back.fp8_act, back.indexer_fp8);
+    sd_settings_clear(&back);
+    CHECK(sd_application_get_settings(app)->kv_fp8 == 1, "FP8 KV cache not applied to the app's settings");
+    gtk_switch_set_active(GTK_SWITCH(kv_sw), FALSE);
+    CHECK(sd_application_get_settings(app)->kv_fp8 == 0, "FP8 KV cache switched off not applied");
     destroy_and_finalize(prefs, "the preferences window to be released");
     g_action_group_activate_action(G_ACTION_GROUP(app), "about", NULL);
     settle();

@@ -7,7 +7,7 @@
 // inside the last [...]), against the planted value and marker.
 //   eval_mini --model DIR --eval FILE [--modes sparse,dense] [--buckets 4096,16384] [--docs N]
 //             [--questions N] [--threads N] [--gen N] [--out results.jsonl] [--dry]
-//             [--recall] [--recall-from question|all]
+//             [--recall] [--recall-from question|all] [--kv-fp8]
 // --recall (sparse mode, CPU): per layer and bucket, the indexer recall of the measured rows (share of
 // the dense causal attention mass on the selected top-k, mean over heads; sd_session_recall_*), mean
 // and min over rows, and the oracle's mean (mass of the top-k most probable keys: the best any k-set
@@ -16,6 +16,8 @@
 // are counted apart ("rows <= top-k") and left out of mean and min.
 // --constrain-markers: decode as `sparsedoc ask` does with this model (app/markers.c): inside "[...", only tokens
 // that keep the text a prefix of a marker the document offers. Without it, the raw greedy answer.
+// --kv-fp8: the sessions keep the MLA latent cache in FP8 (sd_session_params.kv_fp8, DeepSeek's 656-byte rows);
+// each JSONL record then says "kv_fp8": true.
 //   eval_mini --model DIR --check-prompt TEXT_FILE --check-ids IDS_FILE   (tokenizer agreement)
 #include <json-c/json.h>
 #include <stdio.h>
@@ -165,7 +167,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: eval_mini --model DIR --eval FILE [--modes sparse,dense] [--buckets 4096,16384]\n"
                "                 [--docs N] [--questions N] [--threads N] [--gen N] [--out FILE] [--backend cpu|cuda]\n"
-               "                 [--recall] [--recall-from question|all] [--constrain-markers] [--dry]\n");
+               "                 [--recall] [--recall-from question|all] [--constrain-markers] [--kv-fp8] [--dry]\n");
 }
 
 int main(int argc, char **argv)
@@ -173,7 +175,8 @@ int main(int argc, char **argv)
     const char *check_prompt = NULL, *check_ids = NULL;
     const char *model_dir = NULL, *eval_path = NULL, *modes = "sparse,dense", *buckets = NULL, *out_path = NULL;
     const char *backend_name = "cpu";
-    int max_docs = 1000, max_q = 1000, threads = 0, n_gen = 32, dry = 0, recall = 0, recall_all = 0, constrain = 0;
+    int max_docs = 1000, max_q = 1000, threads = 0, n_gen = 32, dry = 0, recall = 0, recall_all = 0, constrain = 0,
+        kv_fp8 = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -187,6 +190,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--constrain-markers")) {
             constrain = 1;
+            continue;
+        }
+        if (!strcmp(a, "--kv-fp8")) {
+            kv_fp8 = 1;
             continue;
         }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -408,6 +415,7 @@ int main(int argc, char **argv)
                                            .n_threads = threads,
                                            .max_batch = 256,
                                            .dsa_mode = mi == 0 ? SD_DSA_SPARSE : SD_DSA_DENSE,
+                                           .kv_fp8 = kv_fp8,
                                            .backend = backend};
             if (sp.n_ctx > max_pos)
                 sp.n_ctx = max_pos;
@@ -498,6 +506,8 @@ int main(int argc, char **argv)
                     json_object_object_add(r, "bucket", json_object_new_int(bucket));
                     json_object_object_add(r, "doc_tokens", json_object_new_int((int)n_dids));
                     json_object_object_add(r, "mode", json_object_new_string(mode_names[mi]));
+                    if (kv_fp8)
+                        json_object_object_add(r, "kv_fp8", json_object_new_boolean(1));
                     json_object_object_add(r, "q", json_object_new_int(qi));
                     json_object_object_add(r, "depth", json_object_new_double(json_object_get_double(jd)));
                     json_object_object_add(r, "output", json_object_new_string(txt));

@@ -20,7 +20,7 @@ struct _SdPrefsWindow {
     AdwComboRow *backend_row, *context_row, *scheme_row;
     GtkStringList *backends;
     GtkSpinButton *topk_spin, *threads_spin, *budget_spin;
-    GtkSwitch *ocr_switch, *ix_fp8_switch, *act_fp8_switch;
+    GtkSwitch *ocr_switch, *ix_fp8_switch, *act_fp8_switch, *kv_fp8_switch;
     AdwEntryRow *ocr_lang_row;
 };
 
@@ -115,6 +115,7 @@ static void on_fp8(SdPrefsWindow *self)
 {
     self->s.indexer_fp8 = gtk_switch_get_active(self->ix_fp8_switch);
     self->s.fp8_act = gtk_switch_get_active(self->act_fp8_switch);
+    self->s.kv_fp8 = gtk_switch_get_active(self->kv_fp8_switch);
     emit(self);
 }
 
@@ -160,6 +161,7 @@ static void sd_prefs_window_class_init(SdPrefsWindowClass *klass)
     gtk_widget_class_bind_template_child(wc, SdPrefsWindow, ocr_switch);
     gtk_widget_class_bind_template_child(wc, SdPrefsWindow, ix_fp8_switch);
     gtk_widget_class_bind_template_child(wc, SdPrefsWindow, act_fp8_switch);
+    gtk_widget_class_bind_template_child(wc, SdPrefsWindow, kv_fp8_switch);
     gtk_widget_class_bind_template_callback(wc, on_fp8);
     gtk_widget_class_bind_template_child(wc, SdPrefsWindow, ocr_lang_row);
     gtk_widget_class_bind_template_callback(wc, on_backend);
@@ -205,6 +207,7 @@ GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, S
     gtk_switch_set_active(self->ocr_switch, !self->s.no_ocr);
     gtk_switch_set_active(self->ix_fp8_switch, self->s.indexer_fp8 != 0);
     gtk_switch_set_active(self->act_fp8_switch, self->s.fp8_act != 0);
+    gtk_switch_set_active(self->kv_fp8_switch, self->s.kv_fp8 != 0);
     gtk_editable_set_text(GTK_EDITABLE(self->ocr_lang_row), sd_settings_ocr_lang(&self->s));
     self->ready = TRUE;
     return GTK_WIDGET(self);
@@ -222,5 +225,5 @@ GtkWidget *sd_prefs_window_get_ocr_lang_row(SdPrefsWindow *self)
 
 GtkWidget *sd_prefs_window_get_fp8_switch(SdPrefsWindow *self, int act)
 {
-    return GTK_WIDGET(act ? self->act_fp8_switch : self->ix_fp8_switch);
+    return GTK_WIDGET(act == 2 ? self->kv_fp8_switch : act ? self->act_fp8_switch : self->ix_fp8_switch);
 }

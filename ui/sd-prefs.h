@@ -19,7 +19,7 @@ GtkWidget *sd_prefs_window_new(GtkWindow *parent, const struct sd_settings *s, S
 // The OCR rows (borrowed; for tests): the on/off GtkSwitch and the languages AdwEntryRow.
 GtkWidget *sd_prefs_window_get_ocr_switch(SdPrefsWindow *self);
 GtkWidget *sd_prefs_window_get_ocr_lang_row(SdPrefsWindow *self);
-// The FP8 switches (borrowed; for tests): act 0 the FP8 indexer, 1 FP8 activations.
+// The FP8 switches (borrowed; for tests): act 0 the FP8 indexer, 1 FP8 activations, 2 the FP8 KV cache.
 GtkWidget *sd_prefs_window_get_fp8_switch(SdPrefsWindow *self, int act);
 
 G_END_DECLS
