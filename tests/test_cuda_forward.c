@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dsa.h"
 #include "dtype.h"
 #include "model.h"
 #include "sd_cuda.h"
@@ -692,7 +693,8 @@ static void check_fp8_act(const char *dir, const char *text_path)
 // latent rows differ from the CPU's in the last bits (summation order, ~1e-6) and an e4m3 code flips where that
 // meets a rounding boundary; on the CPU alone, 7-token chunks against one prefill move the logits by 3e-4 that way
 // (test_forward). Bound 5e-3 with >= 98% top-1. Then the KV blobs: the CUDA session's export has the CPU's size, a
-// CPU kv_fp8 session imports it, and at most 1 in 1,000 of its bytes differ from the CPU's own export.
+// CPU kv_fp8 session imports it, and at most 1% of its latent-row bytes differ from the CPU's own export (the f32
+// indexer keys beside them differ in their last bits on most rows, as they do without kv_fp8).
 static void check_kv_fp8(const char *dir, const char *text_path)
 {
     struct sd_model *m = NULL;
@@ -736,13 +738,20 @@ static void check_kv_fp8(const char *dir, const char *text_path)
              sd_session_export(sc, 0, nb, &bc, &lc, &err) == SD_OK && sd_session_export(sg, 0, nb, &bg, &lg, &err) == SD_OK;
     CHECK_MSG(ok, "kv_fp8 blobs: %s", err.msg);
     if (ok) {
-        size_t diff = 0;
-        for (size_t i = 0; lc == lg && i < lc; i++)
-            diff += ((const uint8_t *)bc)[i] != ((const uint8_t *)bg)[i];
+        // the latent rows of each layer (the f32 indexer keys after them differ in their last bits, as without kv_fp8)
+        const struct sd_config *c = &m->cfg;
+        size_t nt = (size_t)nb * SD_KV_BLOCK, rb = sd_mla_kv_fp8_row_bytes(c->kv_lora_rank, c->qk_rope_head_dim);
+        size_t per = nt * (rb + (size_t)c->index_head_dim * 4), hdr = lc - (size_t)c->n_layers * per, diff = 0;
+        for (int il = 0; lc == lg && il < c->n_layers; il++)
+            for (size_t i = 0; i < nt * rb; i++)
+                diff += ((const uint8_t *)bc)[hdr + il * per + i] != ((const uint8_t *)bg)[hdr + il * per + i];
+        size_t lat_bytes = (size_t)c->n_layers * nt * rb;
         enum sd_status st = sd_session_import(si, bg, lg, &err);
-        printf("kv_fp8 blobs of %d tokens: cpu %zu B, cuda %zu B, %zu bytes differ; cpu import of the cuda blob: %s\n",
-               nb * SD_KV_BLOCK, lc, lg, diff, sd_status_str(st));
-        CHECK_MSG(lc == lg && diff * 1000 <= lc, "kv_fp8 blobs: %zu vs %zu bytes, %zu differ", lc, lg, diff);
+        printf("kv_fp8 blobs of %d tokens: cpu %zu B, cuda %zu B, %zu of their %zu latent-row bytes differ; cpu import "
+               "of the cuda blob: %s\n",
+               nb * SD_KV_BLOCK, lc, lg, diff, lat_bytes, sd_status_str(st));
+        CHECK_MSG(lc == lg && diff * 100 <= lat_bytes, "kv_fp8 blobs: %zu vs %zu bytes, %zu of %zu latent bytes differ",
+                  lc, lg, diff, lat_bytes);
         CHECK_MSG(st == SD_OK && sd_session_pos(si) == nb * SD_KV_BLOCK, "kv_fp8: the cuda blob does not import: %s",
                   err.msg);
     }
