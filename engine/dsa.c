@@ -77,6 +77,16 @@ void sd_mla_kv_fp8_quant(const float *row, int d_lat, int d_rope, uint8_t *out)
     }
 }
 
+// e4m3 code -> f32 times 2^-120, exact, without branches or tables (vectorizes): the code's exponent and mantissa
+// bits go into f32's fields (subnormal codes become f32 subnormals). The NaN codes (0x7f, 0xff) are not handled here.
+static inline float e4m3_bits_scaled(uint8_t v)
+{
+    uint32_t b = ((uint32_t)(v & 0x7fu) << 20) | ((uint32_t)(v & 0x80u) << 24);
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
 void sd_mla_kv_fp8_dequant(const uint8_t *in, int d_lat, int d_rope, float *row)
 {
     const uint8_t *sc = in + d_lat, *pe = sc + 4 * (((size_t)d_lat + SD_KV_FP8_TILE - 1) / SD_KV_FP8_TILE);
@@ -85,11 +95,20 @@ void sd_mla_kv_fp8_dequant(const uint8_t *in, int d_lat, int d_rope, float *row)
         uint32_t u = (uint32_t)sc[0] | (uint32_t)sc[1] << 8 | (uint32_t)sc[2] << 16 | (uint32_t)sc[3] << 24;
         float s;
         memcpy(&s, &u, 4);
+        // e4m3 value * s, rounded once as sd_e4m3_to_f32(q) * s (the 2^120 step is exact)
         for (int i = 0; i < len; i++)
-            row[b0 + i] = sd_e4m3_to_f32(in[b0 + i]) * s;
+            row[b0 + i] = e4m3_bits_scaled(in[b0 + i]) * 0x1p120f * s;
+        int nan = 0;
+        for (int i = 0; i < len; i++)
+            nan |= (in[b0 + i] & 0x7f) == 0x7f;
+        for (int i = 0; nan && i < len; i++) // NaN codes (never written by the quantizer, but a blob may hold them)
+            if ((in[b0 + i] & 0x7f) == 0x7f)
+                row[b0 + i] = NAN;
     }
-    for (int i = 0; i < d_rope; i++)
-        row[d_lat + i] = sd_bf16_to_f32((uint16_t)(pe[2 * i] | pe[2 * i + 1] << 8));
+    for (int i = 0; i < d_rope; i++) {
+        uint32_t b = ((uint32_t)pe[2 * i] | (uint32_t)pe[2 * i + 1] << 8) << 16;
+        memcpy(row + d_lat + i, &b, 4);
+    }
 }
 
 static inline __attribute__((always_inline)) float dot_f32(const float *a, const float *b, int n)

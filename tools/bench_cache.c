@@ -3,7 +3,8 @@
 // restore the context's blocks from the cache (data/kvcache.c) + prefill of the question only. Both in
 // one run, printed as a ratio, with restore time, store time and blob bytes per token; the warm logits
 // are checked bit-identical to the cold ones.
-//   bench_cache [--ctx 65536] [--question 32] [--threads 0] [--dir DIR] [--keep]
+// --kv-fp8: the sessions keep the MLA latent cache in FP8 rows (kv_fp8), and so do the blobs.
+//   bench_cache [--ctx 65536] [--question 32] [--threads 0] [--dir DIR] [--keep] [--kv-fp8]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@ static int fail(const char *what, const struct sd_err *err)
 
 int main(int argc, char **argv)
 {
-    int ctx = 65536, q = 32, threads = 0, keep = 0, batch = 256;
+    int ctx = 65536, q = 32, threads = 0, keep = 0, batch = 256, kv_fp8 = 0;
     const char *dir_arg = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ctx") && i + 1 < argc)
@@ -40,8 +41,11 @@ int main(int argc, char **argv)
             dir_arg = argv[++i];
         else if (!strcmp(argv[i], "--keep"))
             keep = 1;
+        else if (!strcmp(argv[i], "--kv-fp8"))
+            kv_fp8 = 1;
         else {
-            fprintf(stderr, "usage: bench_cache [--ctx N] [--question N] [--threads N] [--dir DIR] [--keep]\n");
+            fprintf(stderr,
+                    "usage: bench_cache [--ctx N] [--question N] [--threads N] [--dir DIR] [--keep] [--kv-fp8]\n");
             return 2;
         }
     }
@@ -100,7 +104,7 @@ int main(int argc, char **argv)
     if (sd_model_load(mdir, &m, &err) != SD_OK)
         return fail("load", &err);
     sd_cpu_set_threads(threads);
-    struct sd_session_params sp = {.n_ctx = n, .n_threads = threads, .max_batch = batch};
+    struct sd_session_params sp = {.n_ctx = n, .n_threads = threads, .max_batch = batch, .kv_fp8 = kv_fp8};
     double t0 = sd_now_s();
     uint8_t fp[SD_FINGERPRINT_BYTES];
     if (sd_model_fingerprint(m, NULL, &sp, NULL, fp, &err) != SD_OK)
@@ -111,9 +115,10 @@ int main(int argc, char **argv)
         return fail("fingerprint", &err);
     double t_fp2 = sd_now_s() - t0;
     printf("model: synthetic DeepSeek-V3.2, hidden %d, %d layers (%d dense + %d MoE, %d experts top-%d), %d heads, "
-           "kv_lora %d + rope %d, indexer %dx%d, index_topk %d, vocab %d; %d threads\n",
+           "kv_lora %d + rope %d, indexer %dx%d, index_topk %d, vocab %d; %d threads; latent cache %s\n",
            sh.hidden, sh.layers, sh.first_dense, sh.layers - sh.first_dense, sh.experts, sh.experts_per_tok, sh.heads,
-           sh.kv_lora, sh.rope, sh.index_heads, sh.index_dim, sh.index_topk, sh.vocab, sd_cpu_threads());
+           sh.kv_lora, sh.rope, sh.index_heads, sh.index_dim, sh.index_topk, sh.vocab, sd_cpu_threads(),
+           kv_fp8 ? "kv_fp8 (FP8 rows)" : "f32");
     printf("prompt: %d context tokens (%d blocks of %d) + %d question tokens; prefill chunk %d; cache in %s\n", ctx,
            ctx / SD_KV_BLOCK, SD_KV_BLOCK, q, batch, cdir);
     printf("fingerprint: %.2f ms first, %.2f ms memoized\n\n", t_fp * 1e3, t_fp2 * 1e3);
