@@ -401,7 +401,6 @@ int sd_cmd_generate(int argc, char **argv)
     struct sd_sampler *smpl = NULL;
     int32_t *ids = NULL, *hist = NULL;
     size_t n_ids = 0;
-    float *logits = NULL;
     int rc = SD_EXIT_FAIL;
     if (sd_model_load(model_dir, &m, &err) != SD_OK || sd_tokenizer_load_model(model_dir, &tok, &err) != SD_OK) {
         fprintf(stderr, "sparsedoc: %s\n", err.msg);
@@ -428,16 +427,16 @@ int sd_cmd_generate(int argc, char **argv)
         fprintf(stderr, "sparsedoc: %s\n", err.msg);
         goto out;
     }
-    logits = malloc((size_t)m->cfg.vocab_size * sizeof(float));
     hist = malloc(((size_t)n_ids + (size_t)n_gen + 1) * sizeof(int32_t));
-    if (!logits || !hist) {
+    if (!hist) {
         fprintf(stderr, "sparsedoc: out of memory\n");
         goto out;
     }
     memcpy(hist, ids, n_ids * sizeof(int32_t));
     size_t n_hist = n_ids;
     double t0 = sd_now_s();
-    if (sd_session_eval(s, ids, (int)n_ids, logits, 0, &err) != SD_OK) {
+    int32_t next = -1; // sampled where the logits are (on the GPU with --backend cuda)
+    if (sd_session_eval_sample(s, ids, (int)n_ids, smpl, hist, n_hist, &next, &err) != SD_OK) {
         fprintf(stderr, "sparsedoc: %s\n", err.msg);
         goto out;
     }
@@ -446,7 +445,11 @@ int sd_cmd_generate(int argc, char **argv)
     long produced = 0;
     int prev = hist[n_hist - 1];
     for (long i = 0; i < n_gen; i++) {
-        int32_t next = sd_sampler_sample(smpl, logits, hist, n_hist);
+        if (next < 0) {
+            fprintf(stderr, "\nsparsedoc: the model produced no finite logits (NaN) at position %d\n", sd_session_pos(s));
+            rc = SD_EXIT_FAIL;
+            goto out;
+        }
         if (next == eos || (next == bos && bos >= 0))
             break;
         hist[n_hist++] = next;
@@ -465,7 +468,7 @@ int sd_cmd_generate(int argc, char **argv)
         prev = next;
         if (i + 1 == n_gen || sd_session_pos(s) >= sp.n_ctx)
             break;
-        if (sd_session_eval(s, &next, 1, logits, 0, &err) != SD_OK) {
+        if (sd_session_eval_sample(s, &hist[n_hist - 1], 1, smpl, hist, n_hist, &next, &err) != SD_OK) {
             fprintf(stderr, "\nsparsedoc: %s\n", err.msg);
             goto out;
         }
@@ -482,7 +485,6 @@ int sd_cmd_generate(int argc, char **argv)
     }
     rc = SD_EXIT_OK;
 out:
-    free(logits);
     free(hist);
     free(ids);
     sd_sampler_free(smpl);

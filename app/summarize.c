@@ -84,7 +84,6 @@ struct gen {
     char fp_hex[2 * SD_FINGERPRINT_BYTES + 1];
     int n_ctx;
     int32_t n_vocab;
-    float *logits;
     int32_t *held; // the tokens the session holds (prompt + generated), for in-memory prefix reuse
     size_t n_held, cap_held;
     struct sd_chat_template tmpl; // the service's prompt layout for this model (chat_template.h)
@@ -100,7 +99,6 @@ static void gen_free(struct gen *g)
     }
     sd_sampler_free(g->smp);
     sd_session_free(g->sess);
-    free(g->logits);
     free(g->held);
     free(g);
 }
@@ -138,10 +136,6 @@ static enum sd_status gen_open(struct sd_qa *qa, const struct sd_qa_opts *qo, st
     smp.repeat_last_n = 64;
     if ((r = sd_sampler_new(&smp, g->n_vocab, &g->smp, err)))
         goto fail;
-    if (!(g->logits = malloc((size_t)g->n_vocab * sizeof *g->logits))) {
-        r = sd_err_set(err, SD_ERR_NOMEM, "out of memory");
-        goto fail;
-    }
     if (!qo || !qo->no_cache) {
         struct sd_kvcache_opts co = {.budget_bytes = qo ? qo->cache_budget : 0};
         if ((r = sd_kvcache_open(qo ? qo->cache_dir : NULL, &co, &g->cache, err)))
@@ -252,14 +246,22 @@ static enum sd_status gen_run(struct gen *g, const int32_t *ids, size_t n, size_
     cs->reused += pos;
     if ((r = held_reserve(g, n + 1, err)) || (r = held_set(g, ids, n, err)))
         return r;
+    if ((size_t)pos >= n && n > 0) { // the last token is fed again below: its logits give the first token
+        pos = (int)n - 1;
+        if ((r = sd_session_truncate(g->sess, pos, err)))
+            return r;
+    }
     g->n_held = (size_t)pos;
-    // Prefill the rest in chunks, polling for cancellation.
+    // Prefill the rest in chunks, polling for cancellation; the last chunk also samples the first token (on the
+    // device where the logits are, with --backend cuda).
     t0 = sd_now_s();
+    int32_t t = -1;
     for (size_t i = (size_t)pos; i < n;) {
         if (cancelled(ev))
             return sd_err_set(err, SD_ERR_ARG, "cancelled");
         size_t m = n - i < PREFILL_CHUNK ? n - i : PREFILL_CHUNK;
-        if ((r = sd_session_eval(g->sess, ids + i, (int)m, g->logits, 0, err))) {
+        if ((r = i + m < n ? sd_session_eval(g->sess, ids + i, (int)m, NULL, 0, err)
+                           : sd_session_eval_sample(g->sess, ids + i, (int)m, g->smp, ids, n, &t, err))) {
             int p = sd_session_pos(g->sess);
             g->n_held = p >= 0 && (size_t)p <= n ? (size_t)p : 0;
             return r;
@@ -290,7 +292,6 @@ static enum sd_status gen_run(struct gen *g, const int32_t *ids, size_t n, size_
             r = sd_err_set(err, SD_ERR_ARG, "cancelled");
             break;
         }
-        int32_t t = sd_sampler_sample(g->smp, g->logits, g->held, g->n_held);
         if (t < 0) {
             r = sd_err_set(err, SD_ERR_FORMAT, "the model produced no finite logits");
             break;
@@ -327,7 +328,7 @@ static enum sd_status gen_run(struct gen *g, const int32_t *ids, size_t n, size_
         g->held[g->n_held++] = t;
         if ((size_t)sd_session_pos(g->sess) + 1 > (size_t)g->n_ctx)
             break;
-        if ((r = sd_session_eval(g->sess, &t, 1, g->logits, 0, err))) {
+        if ((r = sd_session_eval_sample(g->sess, &g->held[g->n_held - 1], 1, g->smp, g->held, g->n_held, &t, err))) {
             g->n_held--;
             break;
         }

@@ -32,6 +32,18 @@ struct sd_backend_counters {
     long graph_instances; // graphs instantiated (again when a step's kernels changed)
     long tc_attn_calls;   // attention calls that ran on tensor cores in reduced precision
     long fp8_gemm_calls;  // FP8 x FP8 GEMMs (fp8_act with FP8 device weights)
+    long device_samples;  // tokens sampled on the device (forward_sample)
+};
+
+// One token to sample on the device (sd_session_eval_sample; engine/sampler.h for the meaning of each field).
+struct sd_backend_sample {
+    float temperature;          // <= 0: greedy
+    int top_k;                  // <= 0: none
+    float top_p;                // 1: none
+    float repetition_penalty;   // applied to the penalty_ids
+    const int32_t *penalty_ids; // distinct token ids (host)
+    int n_penalty;
+    double u; // the uniform draw in [0, 1) of a sampled token (unused when greedy)
 };
 
 struct sd_backend {
@@ -52,6 +64,11 @@ struct sd_backend {
     size_t (*weight_bytes)(void *ctx);
     // The session's counters (may be NULL: none).
     void (*counters)(void *ctx, struct sd_backend_counters *out);
+    // Forward T tokens as forward does, then pick the next token from the last one's logits on the device, which
+    // are not copied out (sd_sampler_sample's algorithm): *token, or -1 when no logit is a number. May be NULL (the
+    // session then copies the logits and samples on the host).
+    enum sd_status (*forward_sample)(void *ctx, const int32_t *ids, int T, int pos0, const struct sd_backend_sample *req,
+                                     int32_t *token, struct sd_err *err);
 };
 
 #endif

@@ -16,6 +16,7 @@ struct sd_sampler {
     int32_t n_vocab;
     struct cand *cand; // n_vocab
     uint32_t *stamp;   // n_vocab, for de-duplicating history in the penalty
+    int32_t *stamp_ids; // n_vocab: the penalized ids of one call
     uint32_t gen;
     uint64_t rng[4];
 };
@@ -87,7 +88,8 @@ enum sd_status sd_sampler_new(const struct sd_sampler_params *params, int32_t n_
     s->n_vocab = n_vocab;
     s->cand = malloc(sizeof *s->cand * (size_t)n_vocab);
     s->stamp = calloc((size_t)n_vocab, sizeof *s->stamp);
-    if (!s->cand || !s->stamp) {
+    s->stamp_ids = malloc(sizeof *s->stamp_ids * (size_t)n_vocab);
+    if (!s->cand || !s->stamp || !s->stamp_ids) {
         sd_sampler_free(s);
         return sd_err_set(err, SD_ERR_NOMEM, "sampler: out of memory for %d candidates", n_vocab);
     }
@@ -102,6 +104,7 @@ void sd_sampler_free(struct sd_sampler *s)
         return;
     free(s->cand);
     free(s->stamp);
+    free(s->stamp_ids);
     free(s);
 }
 
@@ -152,6 +155,45 @@ static int cmp_cand(const void *a, const void *b)
     return before(x, y) ? -1 : before(y, x) ? 1 : 0;
 }
 
+const struct sd_sampler_params *sd_sampler_get_params(const struct sd_sampler *s)
+{
+    return &s->p;
+}
+
+int32_t sd_sampler_n_vocab(const struct sd_sampler *s)
+{
+    return s->n_vocab;
+}
+
+double sd_sampler_draw(struct sd_sampler *s)
+{
+    return uniform01(s->rng);
+}
+
+size_t sd_sampler_penalty_ids(struct sd_sampler *s, const int32_t *history, size_t n_history, int32_t *out)
+{
+    const int32_t n = s->n_vocab;
+    size_t k = 0;
+    if (s->p.repetition_penalty == 1.0f || s->p.repeat_last_n == 0 || !history)
+        return 0;
+    size_t from = 0;
+    if (s->p.repeat_last_n > 0 && n_history > (size_t)s->p.repeat_last_n)
+        from = n_history - (size_t)s->p.repeat_last_n;
+    if (++s->gen == 0) { // wrapped: clear stamps
+        for (int32_t i = 0; i < n; i++)
+            s->stamp[i] = 0;
+        s->gen = 1;
+    }
+    for (size_t i = from; i < n_history; i++) {
+        int32_t t = history[i];
+        if (t < 0 || t >= n || s->stamp[t] == s->gen)
+            continue;
+        s->stamp[t] = s->gen;
+        out[k++] = t;
+    }
+    return k;
+}
+
 int32_t sd_sampler_sample(struct sd_sampler *s, float *logits, const int32_t *history, size_t n_history)
 {
     if (!s || !logits)
@@ -159,23 +201,11 @@ int32_t sd_sampler_sample(struct sd_sampler *s, float *logits, const int32_t *hi
     const int32_t n = s->n_vocab;
 
     // repetition penalty, once per distinct token (as HF's gather/scatter does)
-    if (s->p.repetition_penalty != 1.0f && s->p.repeat_last_n != 0 && history) {
-        size_t from = 0;
-        if (s->p.repeat_last_n > 0 && n_history > (size_t)s->p.repeat_last_n)
-            from = n_history - (size_t)s->p.repeat_last_n;
-        if (++s->gen == 0) { // wrapped: clear stamps
-            for (int32_t i = 0; i < n; i++)
-                s->stamp[i] = 0;
-            s->gen = 1;
-        }
-        for (size_t i = from; i < n_history; i++) {
-            int32_t t = history[i];
-            if (t < 0 || t >= n || s->stamp[t] == s->gen)
-                continue;
-            s->stamp[t] = s->gen;
-            float l = logits[t];
-            logits[t] = l > 0.0f ? l / s->p.repetition_penalty : l * s->p.repetition_penalty;
-        }
+    int32_t *pen = s->stamp_ids;
+    size_t np = sd_sampler_penalty_ids(s, history, n_history, pen);
+    for (size_t i = 0; i < np; i++) {
+        float l = logits[pen[i]];
+        logits[pen[i]] = l > 0.0f ? l / s->p.repetition_penalty : l * s->p.repetition_penalty;
     }
 
     // greedy
@@ -198,10 +228,12 @@ int32_t sd_sampler_sample(struct sd_sampler *s, float *logits, const int32_t *hi
             s->cand[m++] = (struct cand){logits[i], i};
     }
 
-    // top-k
+    // top-k, the kept ones in logit order (the draw's order without top-p: see sampler.h)
     if (s->p.top_k > 0 && (size_t)s->p.top_k < m) {
         select_top(s->cand, m, (size_t)s->p.top_k);
         m = (size_t)s->p.top_k;
+        if (s->p.top_p >= 1.0f)
+            qsort(s->cand, m, sizeof *s->cand, cmp_cand);
     }
 
     // softmax over the kept candidates (probabilities kept in .logit from here on)

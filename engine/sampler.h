@@ -31,7 +31,19 @@ void sd_sampler_free(struct sd_sampler *s);
 // Pick the next token. logits (n_vocab floats) are modified in place (penalty, temperature).
 // history holds the tokens so far (prompt and generated), oldest first. Returns the token id,
 // or -1 when no logit is a finite number or NaN is present.
+// The draw walks the candidates in a fixed order, so that a device can reproduce it: by logit (higher first, lower
+// id on ties) after top-k or for top-p (top-p by probability, which only differs where two logits give the same
+// probability), in id order when neither cuts.
 int32_t sd_sampler_sample(struct sd_sampler *s, float *logits, const int32_t *history, size_t n_history);
+
+// For a backend that samples on its device (sd_session_eval_sample): the parameters; the distinct token ids the
+// repetition penalty applies to for this history (at most n_vocab; out has room for n_vocab), as
+// sd_sampler_sample applies it; and the uniform draw in [0, 1) of one sampled (not greedy) token, the one
+// sd_sampler_sample would make, so both keep the same random stream.
+const struct sd_sampler_params *sd_sampler_get_params(const struct sd_sampler *s);
+int32_t sd_sampler_n_vocab(const struct sd_sampler *s);
+size_t sd_sampler_penalty_ids(struct sd_sampler *s, const int32_t *history, size_t n_history, int32_t *out);
+double sd_sampler_draw(struct sd_sampler *s);
 
 // Restart the PRNG stream from seed.
 void sd_sampler_reseed(struct sd_sampler *s, uint64_t seed);

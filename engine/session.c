@@ -22,6 +22,7 @@
 #include "dsa.h"
 #include "dtype.h"
 #include "ops_cpu.h"
+#include "sampler.h"
 
 // Heads of one query that share each gathered cache row in the sparse MLA attention (sd_mla_attn_heads):
 // enough to read a row once for many heads, few enough that their outputs stay in the first cache levels.
@@ -71,6 +72,8 @@ struct sd_session {
     void *qact;          // sd_matmul_w scratch (quantized activations or f32 panels)
     size_t qact_bytes;
     float *xq; // fp8_act: a product's input rows after the FP8 round trip [T][widest input]
+    float *lg;        // sd_session_eval_sample on the host: the last token's logits [vocab]
+    int32_t *pen_ids; // sd_session_eval_sample on a backend: the penalized ids [vocab]
     // indexer recall statistics (NULL rec: off)
     struct sd_recall_stat *rec; // [L]
     double *rec_head;           // [T][n_heads][2] per-head recall and oracle recall of the chunk
@@ -106,6 +109,8 @@ void sd_session_free(struct sd_session *s)
         free(ptrs[i]);
     free(s->qact);
     free(s->xq);
+    free(s->lg);
+    free(s->pen_ids);
     free(s);
 }
 
@@ -319,6 +324,10 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
     if (qb)
         s->qact = xcalloc(qb, 1, &fail);
     s->qact_bytes = s->qact ? qb : 0;
+    if (s->p.backend && s->p.backend->forward_sample)
+        s->pen_ids = xcalloc((size_t)c->vocab_size, sizeof(int32_t), &fail);
+    else
+        s->lg = xcalloc((size_t)c->vocab_size, sizeof(float), &fail);
     if (s->p.fp8_act && !s->p.backend) {
         size_t kmax = H > (size_t)I ? H : (size_t)I;
         if (sd_config_is_deepseek(c)) {
@@ -1128,6 +1137,57 @@ static int forward_chunk(struct sd_session *s, const int32_t *ids, int T, float 
     sd_rmsnorm(s->x, s->h + (size_t)first * H, m->norm, n, H, (size_t)H, c->rms_norm_eps);
     mm(s, logits, s->x, &m->lm_head, NULL, n);
     return 0;
+}
+
+enum sd_status sd_session_eval_sample(struct sd_session *s, const int32_t *ids, int n, struct sd_sampler *smp,
+                                      const int32_t *history, size_t n_history, int32_t *token, struct sd_err *err)
+{
+    // *token is written last: it may be where ids point (the previous token fed back)
+    const struct sd_config *c = &s->m->cfg;
+    if (!smp || sd_sampler_n_vocab(smp) != c->vocab_size) {
+        *token = -1;
+        return sd_err_set(err, SD_ERR_ARG, "sampler for %d tokens, the model has %d", smp ? sd_sampler_n_vocab(smp) : 0,
+                          c->vocab_size);
+    }
+    if (!s->pen_ids) { // host: the logits through the session's buffer
+        enum sd_status st = sd_session_eval(s, ids, n, s->lg, 0, err);
+        *token = st == SD_OK ? sd_sampler_sample(smp, s->lg, history, n_history) : -1;
+        return st;
+    }
+    // device: every chunk but the last as usual, the last one samples where its logits are
+    int last = n > s->p.max_batch ? n - (n - 1) % s->p.max_batch - 1 : 0;
+    if (last > 0) {
+        enum sd_status st = sd_session_eval(s, ids, last, NULL, 0, err);
+        if (st != SD_OK) {
+            *token = -1;
+            return st;
+        }
+    }
+    int T = n - last, bad = n <= 0 || s->pos + T > s->p.n_ctx;
+    for (int i = 0; !bad && i < T; i++)
+        bad = ids[last + i] < 0 || ids[last + i] >= c->vocab_size;
+    if (bad) { // sd_session_eval's checks say what is wrong
+        enum sd_status st = sd_session_eval(s, ids + last, T, NULL, 0, err);
+        *token = -1;
+        return st;
+    }
+    const struct sd_sampler_params *sp = sd_sampler_get_params(smp);
+    struct sd_backend_sample req = {.temperature = sp->temperature,
+                                    .top_k = sp->top_k,
+                                    .top_p = sp->top_p,
+                                    .repetition_penalty = sp->repetition_penalty,
+                                    .penalty_ids = s->pen_ids,
+                                    .n_penalty = (int)sd_sampler_penalty_ids(smp, history, n_history, s->pen_ids),
+                                    .u = 0.0};
+    if (sp->temperature > 0.0f)
+        req.u = sd_sampler_draw(smp);
+    int32_t t = -1;
+    enum sd_status st = s->p.backend->forward_sample(s->be_ctx, ids + last, T, s->pos, &req, &t, err);
+    *token = t;
+    if (st != SD_OK)
+        return st;
+    s->pos += T;
+    return SD_OK;
 }
 
 enum sd_status sd_session_eval(struct sd_session *s, const int32_t *ids, int n, float *logits, int all_logits,

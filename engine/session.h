@@ -81,6 +81,13 @@ void sd_session_free(struct sd_session *s);
 enum sd_status sd_session_eval(struct sd_session *s, const int32_t *ids, int n, float *logits, int all_logits,
                                struct sd_err *err);
 
+// sd_session_eval, then the next token: sd_sampler_sample on the last token's logits with this history (as there;
+// *token -1 when no logit is a number). A backend that samples on its device (CUDA) does it there without copying the
+// logits out; otherwise they go through a session buffer. Either way the sampler's random stream advances alike.
+struct sd_sampler;
+enum sd_status sd_session_eval_sample(struct sd_session *s, const int32_t *ids, int n, struct sd_sampler *smp,
+                                      const int32_t *history, size_t n_history, int32_t *token, struct sd_err *err);
+
 int sd_session_pos(const struct sd_session *s);  // tokens in the cache
 int sd_session_n_ctx(const struct sd_session *s);
 // Forget tokens from position pos on (pos <= current position).

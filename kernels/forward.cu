@@ -100,6 +100,8 @@ struct fwd {
     // caches [L][N][row]
     float *kc, *vc, *lat, *ikc;
     uint8_t *lat8; // kv_fp8: the MLA latent cache in its FP8 rows [L][N][lat8_row] (kv_fp8.cu), lat NULL
+    struct sd_cuda_sampler *smp; // device sampling (sample.cu), made at the first forward_sample
+    long samples;                // tokens sampled on the device
     size_t lat8_row;
     // a forward call's input, copied in one piece from h_io (pinned): [0] the position of its first token, then its
     // token ids; dpos and ids point into it
@@ -1544,14 +1546,17 @@ static enum sd_status step_graph(struct fwd *f, int T, int pos0)
     return SD_OK;
 }
 
-static enum sd_status forward(struct fwd *f, const int32_t *ids, int T, int pos0, float *logits, int all_logits)
+// dev_logits: compute the last token's logits into f->logits even without a host copy (device sampling); the
+// stream is then left running (the caller syncs).
+static enum sd_status forward(struct fwd *f, const int32_t *ids, int T, int pos0, float *logits, int all_logits,
+                              int dev_logits = 0)
 {
     const struct sd_config *c = &f->m->cfg;
     f->h_io[0] = pos0;
     memcpy(f->h_io + 1, ids, (size_t)T * sizeof(int32_t));
     SD_CHECK_CUDA(cudaMemcpyAsync(f->dio, f->h_io, (size_t)(T + 1) * sizeof(int32_t), cudaMemcpyHostToDevice, f->st));
     int graphed = 0;
-    if (T == 1 && logits && !f->p.gpu_no_graph && !f->graph_off) {
+    if (T == 1 && (logits || dev_logits) && !f->p.gpu_no_graph && !f->graph_off) {
         enum sd_status gs = step_graph(f, T, pos0);
         if (gs == SD_ERR_UNSUPPORTED)
             f->graph_off = 1; // launch one by one from now on
@@ -1560,13 +1565,14 @@ static enum sd_status forward(struct fwd *f, const int32_t *ids, int T, int pos0
         graphed = gs == SD_OK;
     }
     if (!graphed)
-        TRY(enqueue(f, T, pos0, logits != NULL, all_logits));
+        TRY(enqueue(f, T, pos0, logits != NULL || dev_logits, all_logits));
     if (logits) {
         int n = all_logits ? T : 1;
         SD_CHECK_CUDA(cudaMemcpyAsync(logits, f->logits, (size_t)n * c->vocab_size * sizeof(float),
                                       cudaMemcpyDeviceToHost, f->st));
     }
-    SD_CHECK_CUDA(cudaStreamSynchronize(f->st));
+    if (!dev_logits)
+        SD_CHECK_CUDA(cudaStreamSynchronize(f->st));
     return SD_OK;
 }
 
@@ -1581,6 +1587,7 @@ static void fwd_free(void *ctx)
         cudaStreamSynchronize(f->st);
     if (f->gexec)
         cudaGraphExecDestroy(f->gexec);
+    sd_cuda_sampler_free(f->smp);
     for (size_t i = 0; i < f->n_allocs; i++)
         cudaFree(f->allocs[i]);
     cudaFree(f->stage);
@@ -2031,10 +2038,36 @@ static void fwd_counters(void *ctx, struct sd_backend_counters *out)
     out->graph_instances = f->graph_inst;
     out->tc_attn_calls = f->tc_calls;
     out->fp8_gemm_calls = f->fp8_gemm_calls;
+    out->device_samples = f->samples;
+}
+
+static enum sd_status fwd_forward_sample(void *ctx, const int32_t *ids, int T, int pos0,
+                                         const struct sd_backend_sample *req, int32_t *token, struct sd_err *err)
+{
+    struct fwd *f = (struct fwd *)ctx;
+    if (T <= 0 || T > f->p.max_batch || pos0 < 0 || pos0 + T > f->p.n_ctx)
+        return sd_err_set(err, SD_ERR_ARG, "CUDA backend: chunk of %d tokens at %d (max %d, n_ctx %d)", T, pos0,
+                          f->p.max_batch, f->p.n_ctx);
+    enum sd_status st = forward(f, ids, T, pos0, NULL, 0, 1);
+    if (st == SD_OK && !f->smp)
+        st = sd_cuda_sampler_new(f->m->cfg.vocab_size, &f->smp);
+    if (st == SD_OK) {
+        struct sd_cuda_sample_params sp = {};
+        sp.logits = f->logits, sp.n_vocab = f->m->cfg.vocab_size, sp.temperature = req->temperature;
+        sp.top_k = req->top_k, sp.top_p = req->top_p, sp.repetition_penalty = req->repetition_penalty;
+        sp.penalty_ids = req->penalty_ids, sp.n_penalty = req->n_penalty, sp.u = req->u, sp.stream = f->st;
+        st = sd_cuda_sample(f->smp, &sp, token);
+        f->samples++;
+    }
+    if (st != SD_OK)
+        return sd_err_set(err, st, "CUDA backend: forward pass and sampling failed at position %d: %s", pos0,
+                          sd_cuda_last_error());
+    return SD_OK;
 }
 
 static const struct sd_backend cuda_backend = {
-    "cuda", fwd_init, fwd_free, fwd_forward, fwd_kv_download, fwd_kv_upload, fwd_weight_bytes, fwd_counters,
+    "cuda",        fwd_init,     fwd_free, fwd_forward, fwd_kv_download, fwd_kv_upload, fwd_weight_bytes,
+    fwd_counters, fwd_forward_sample,
 };
 
 extern "C" const struct sd_backend *sd_cuda_backend(void)

@@ -159,6 +159,25 @@ enum sd_status sd_cuda_mla_attn(const struct sd_cuda_mla_attn_params *p);
 // Scratch floats that let the automatic split reach its full width for this head count and d_lat.
 size_t sd_cuda_mla_attn_scratch_floats(int n_heads, int d_lat);
 
+// ---- next-token sampling on the device (sample.cu; engine/sampler.c's algorithm, see there) ----
+struct sd_cuda_sampler; // scratch for one vocabulary size
+enum sd_status sd_cuda_sampler_new(int n_vocab, struct sd_cuda_sampler **out);
+void sd_cuda_sampler_free(struct sd_cuda_sampler *s);
+struct sd_cuda_sample_params {
+    float *logits; // device [n_vocab]; modified in place (penalty, temperature) as the CPU sampler modifies its own
+    int n_vocab;
+    float temperature; // <= 0: greedy
+    int top_k;         // <= 0: none
+    float top_p;       // 1: none
+    float repetition_penalty;
+    const int32_t *penalty_ids; // host: the distinct ids to penalize (sd_sampler_penalty_ids)
+    int n_penalty;
+    double u; // uniform draw in [0, 1) (sd_sampler_draw), sampled tokens only
+    void *stream;
+};
+// *token: the sampled id, or -1 when a logit is NaN or none is finite. Synchronizes the stream.
+enum sd_status sd_cuda_sample(struct sd_cuda_sampler *s, const struct sd_cuda_sample_params *p, int32_t *token);
+
 // ---- FP8 MLA latent cache rows (kv_fp8.cu; the layout of engine/dsa.h sd_mla_kv_fp8_*) ----
 size_t sd_cuda_kv_fp8_row_bytes(int d_lat, int d_rope);
 // Cache rows [*d_pos, *d_pos + n_rows) (d_pos: device memory) from src rows of d_lat + d_rope floats, ld floats

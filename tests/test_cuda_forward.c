@@ -45,6 +45,7 @@
 #include "dsa.h"
 #include "dtype.h"
 #include "model.h"
+#include "sampler.h"
 #include "sd_cuda.h"
 #include "session.h"
 #include "synth_model.h"
@@ -761,6 +762,99 @@ static void check_kv_fp8(const char *dir, const char *text_path)
     sd_model_free(m);
 }
 
+// Sampling on the device (sd_session_eval_sample through the backend's forward_sample; the kernels are checked
+// draw by draw against engine/sampler.c in test_cuda_ops sample): sparsedoc-mini continues 600 tokens of README for
+// 48 tokens, once sampling on the device and once copying the same CUDA logits to the host and sampling there
+// (sd_session_eval + sd_sampler_sample, one sampler seed): the tokens must be equal, greedy, with generate's
+// defaults (temperature 0.8, top-p 0.95) and with top-k 40 + repetition penalty 1.2; the device sampled every one.
+// Greedy on the CPU backend gives the same tokens too.
+static int gen48(const struct sd_model *m, const int32_t *prompt, int n, const struct sd_backend *be, int device,
+                 const struct sd_sampler_params *sp, int32_t *out, long *dev_samples)
+{
+    struct sd_session_params p = {.n_ctx = n + 64, .max_batch = 256, .backend = be};
+    struct sd_session *s = NULL;
+    struct sd_sampler *smp = NULL;
+    struct sd_err err = {0};
+    int V = m->cfg.vocab_size, ok = sd_session_new(m, &p, &s, &err) == SD_OK &&
+                                   sd_sampler_new(sp, V, &smp, &err) == SD_OK;
+    int32_t *hist = malloc(sizeof(int32_t) * (size_t)(n + 64));
+    float *lg = malloc(sizeof(float) * (size_t)V);
+    memcpy(hist, prompt, sizeof(int32_t) * (size_t)n);
+    size_t nh = (size_t)n;
+    const int32_t *feed = prompt;
+    int nf = n;
+    for (int k = 0; ok && k < 48; k++) {
+        int32_t t = -1;
+        if (device) {
+            ok = sd_session_eval_sample(s, feed, nf, smp, hist, nh, &t, &err) == SD_OK;
+        } else {
+            ok = sd_session_eval(s, feed, nf, lg, 0, &err) == SD_OK;
+            t = ok ? sd_sampler_sample(smp, lg, hist, nh) : -1;
+        }
+        ok = ok && t >= 0;
+        out[k] = t;
+        hist[nh++] = t;
+        feed = &hist[nh - 1];
+        nf = 1;
+    }
+    if (!ok)
+        fprintf(stderr, "gen48: %s\n", err.msg);
+    if (dev_samples)
+        *dev_samples = s ? sd_session_backend_counters(s).device_samples : 0;
+    sd_sampler_free(smp);
+    sd_session_free(s);
+    free(hist), free(lg);
+    return ok;
+}
+
+static void check_sampling(const char *dir, const char *text_path)
+{
+    struct sd_model *m = NULL;
+    struct sd_err err = {0};
+    int n = 0;
+    int32_t *ids = sd_test_text_ids(dir, text_path, 2000, &n);
+    if (!ids || sd_model_load(dir, &m, &err) != SD_OK) {
+        CHECK_MSG(0, "sampling check: %s", ids ? err.msg : "README.md or tokenizer unreadable");
+        free(ids);
+        return;
+    }
+    if (n > 600)
+        n = 600;
+    static const struct {
+        const char *name;
+        struct sd_sampler_params p;
+    } cfg[] = {{"greedy", {0.0f, 0, 1.0f, 1.0f, 64, 1}},
+               {"temperature 0.8, top-p 0.95", {0.8f, 0, 0.95f, 1.0f, 64, 7}},
+               {"temperature 1, top-k 40, penalty 1.2", {1.0f, 40, 1.0f, 1.2f, 64, 11}}};
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        int32_t dev[48], host[48], cpu[48];
+        long ns = 0;
+        int ok = gen48(m, ids, n, sd_cuda_backend(), 1, &cfg[c].p, dev, &ns) &&
+                 gen48(m, ids, n, sd_cuda_backend(), 0, &cfg[c].p, host, NULL);
+        CHECK_MSG(ok, "sampling (%s) failed", cfg[c].name);
+        if (!ok)
+            continue;
+        int same = 0;
+        while (same < 48 && dev[same] == host[same])
+            same++;
+        printf("sparsedoc-mini, %s: device sampling equals host sampling of the CUDA logits for %d of 48 tokens (%ld "
+               "sampled on the device)\n",
+               cfg[c].name, same, ns);
+        CHECK_MSG(same == 48 && ns == 48, "%s: device vs host sampling agree for %d tokens, %ld device samples",
+                  cfg[c].name, same, ns);
+        if (c == 0) {
+            CHECK(gen48(m, ids, n, NULL, 1, &cfg[c].p, cpu, NULL));
+            int sc = 0;
+            while (sc < 48 && cpu[sc] == dev[sc])
+                sc++;
+            printf("sparsedoc-mini greedy: CPU backend equals CUDA device sampling for %d of 48 tokens\n", sc);
+            CHECK_MSG(sc == 48, "greedy: CPU and CUDA (device sampling) agree for %d of 48 tokens", sc);
+        }
+    }
+    free(ids);
+    sd_model_free(m);
+}
+
 int main(void)
 {
     if (sd_cuda_device_count() <= 0) {
@@ -779,6 +873,10 @@ int main(void)
     }
     if (only && !strcmp(only, "kvfp8")) {
         check_kv_fp8(mini, readme);
+        return sd_test_finish("cuda_forward");
+    }
+    if (only && !strcmp(only, "sample")) {
+        check_sampling(mini, readme);
         return sd_test_finish("cuda_forward");
     }
     if (only && (!strcmp(only, "tc") || !strcmp(only, "graph"))) {
@@ -807,6 +905,7 @@ int main(void)
     check_mla_tc();
     check_fp8_act(mini, readme);
     check_kv_fp8(mini, readme);
+    check_sampling(mini, readme);
     const char *src = getenv("SD_SOURCE");
     snprintf(dir, sizeof dir, "%s/data/models/sparsedoc-mini", src ? src : ".");
     FILE *f;

@@ -3,7 +3,7 @@
 // CUDA output is computed first into NaN-poisoned buffers, then the reference; inf/nan positions must
 // match, errors are relative by dtype, and a second launch must be bit-identical.
 // SD_CUDA_TEST_SMALL=1 keeps the cases small (for compute-sanitizer); SD_CUDA_TEST_ONLY=mla_attn,topk (groups:
-// indexer, topk, mla_decode, mla_attn, fp8w, fp8gemm, kvfp8) runs only those groups. Exit 77 without a CUDA device.
+// indexer, topk, mla_decode, mla_attn, fp8w, fp8gemm, kvfp8, sample) runs only those groups. Exit 77 without a CUDA device.
 // fp8w: FP8 block-scaled weights (gemv_fp8.cu): every e4m3 code, NaN codes included, dequantized to f32 must
 // equal sd_e4m3_to_f32(q) * scale bit for bit (and bf16 its nearest-even rounding) on both the 16-wide and the
 // per-element path; the GEMV of 1-4 tokens against float64 on those weights, with beta = 0 and 1, on row
@@ -21,6 +21,7 @@
 
 #include "dsa.h"
 #include "dtype.h"
+#include "sampler.h"
 #include "sd_cuda.h"
 #include "test_util.h"
 
@@ -762,6 +763,102 @@ static void test_kv8s(void)
     printf("kv_fp8: %d cases, %d exact (store, bf16, attention)\n", kv8_cases, kv8_exact);
 }
 
+// ---------------------------------------------------------------- sampling (sample.cu)
+// The device sampler against engine/sampler.c on the same logits and the same random stream (two samplers of one
+// seed: the CPU one samples, the other gives the device its penalty ids and uniform draws): fresh logits per draw
+// (normal, a few peaks, some exact ties), vocabularies of 1,000, 8,192 (sparsedoc-mini) and 129,280 (V3.2), greedy
+// with and without the repetition penalty, temperature with top-p, top-k, both, and neither (id order). The tokens
+// must be equal; the CPU's expf and sequential double sums against the device's expf and scans could move a draw
+// that lands within ~1e-7 of a boundary, so one difference per configuration is allowed (and printed). Then NaN
+// (-1), nothing finite (-1) and a single finite logit.
+static int smp_draws, smp_diff;
+
+static void fill_logits(float *l, int n, uint64_t k)
+{
+    for (int i = 0; i < n; i++)
+        l[i] = sd_test_nrand() * 2.0f;
+    for (int j = 0; j < 4; j++)
+        l[(k * 7919 + (uint64_t)j * 104729) % (uint64_t)n] = 9.0f + (float)j * 0.25f; // peaks
+    for (int j = 0; j < 8; j++) // exact ties with other tokens
+        l[(k * 31 + (uint64_t)j * 613) % (uint64_t)n] = l[(k * 17 + (uint64_t)j * 211) % (uint64_t)n];
+}
+
+static void test_sample_case(int n, float temp, int top_k, float top_p, float pen, int draws)
+{
+    struct sd_sampler_params sp = {temp, top_k, top_p, pen, 64, 4242 + (uint64_t)n};
+    struct sd_sampler *cpu = NULL, *twin = NULL;
+    struct sd_cuda_sampler *dev = NULL;
+    struct sd_err err = {0};
+    CHECK(sd_sampler_new(&sp, n, &cpu, &err) == SD_OK && sd_sampler_new(&sp, n, &twin, &err) == SD_OK);
+    CU(sd_cuda_sampler_new(n, &dev));
+    float *l = xmalloc((size_t)n * 4), *lc = xmalloc((size_t)n * 4), *d_l = dalloc((size_t)n * 4);
+    int32_t hist[96], *pen_ids = xmalloc((size_t)n * 4);
+    int diff = 0;
+    for (int k = 0; k < draws; k++) {
+        fill_logits(l, n, (uint64_t)k);
+        for (int j = 0; j < 96; j++)
+            hist[j] = (int32_t)(((uint64_t)k * 131 + (uint64_t)j * 977) % (uint64_t)n);
+        memcpy(lc, l, (size_t)n * 4);
+        int32_t want = sd_sampler_sample(cpu, lc, hist, 96), got = -2;
+        CU(sd_cuda_memcpy_h2d(d_l, l, (size_t)n * 4));
+        struct sd_cuda_sample_params p = {0};
+        p.logits = d_l, p.n_vocab = n, p.temperature = temp, p.top_k = top_k, p.top_p = top_p;
+        p.repetition_penalty = pen, p.penalty_ids = pen_ids;
+        p.n_penalty = (int)sd_sampler_penalty_ids(twin, hist, 96, pen_ids);
+        p.u = temp > 0.0f ? sd_sampler_draw(twin) : 0.0;
+        CU(sd_cuda_sample(dev, &p, &got));
+        if (got != want) {
+            if (diff < 3)
+                printf("  sample n %d t %g k %d p %g pen %g draw %d: cpu %d, cuda %d\n", n, temp, top_k, top_p, pen,
+                       k, want, got);
+            diff++;
+        }
+    }
+    printf("  sample n %d temperature %g top_k %d top_p %g penalty %g: %d of %d draws equal\n", n, temp, top_k,
+           top_p, pen, draws - diff, draws);
+    CHECK_MSG(diff <= 1, "device sampling differs from the CPU in %d of %d draws (n %d t %g k %d p %g)", diff, draws, n,
+              temp, top_k, top_p);
+    smp_draws += draws, smp_diff += diff;
+    // NaN, nothing finite, one finite logit
+    int32_t got = 0;
+    struct sd_cuda_sample_params p = {0};
+    p.logits = d_l, p.n_vocab = n, p.temperature = temp, p.top_k = top_k, p.top_p = top_p, p.repetition_penalty = 1;
+    p.u = 0.5;
+    for (int i = 0; i < n; i++)
+        l[i] = -INFINITY;
+    CU(sd_cuda_memcpy_h2d(d_l, l, (size_t)n * 4));
+    CU(sd_cuda_sample(dev, &p, &got));
+    CHECK_MSG(got == -1, "nothing finite: token %d, want -1", got);
+    l[n / 3] = -5.0f;
+    CU(sd_cuda_memcpy_h2d(d_l, l, (size_t)n * 4));
+    CU(sd_cuda_sample(dev, &p, &got));
+    CHECK_MSG(got == n / 3, "one finite logit at %d: token %d", n / 3, got);
+    fill_logits(l, n, 99);
+    l[n - 2] = NAN;
+    CU(sd_cuda_memcpy_h2d(d_l, l, (size_t)n * 4));
+    CU(sd_cuda_sample(dev, &p, &got));
+    CHECK_MSG(got == -1, "a NaN logit: token %d, want -1", got);
+    sd_sampler_free(cpu), sd_sampler_free(twin), sd_cuda_sampler_free(dev);
+    free(l), free(lc), free(pen_ids);
+    sd_cuda_free(d_l);
+}
+
+static void test_samples(void)
+{
+    static const int ns[] = {1000, 8192, 129280};
+    for (int i = 0; i < 3; i++) {
+        int n = ns[i], d = small_mode ? 20 : n > 10000 ? 150 : 300;
+        test_sample_case(n, 0.0f, 0, 1.0f, 1.0f, d);     // greedy
+        test_sample_case(n, 0.0f, 0, 1.0f, 1.3f, d);     // greedy, penalty
+        test_sample_case(n, 0.8f, 0, 0.95f, 1.0f, d);    // `sparsedoc generate`'s defaults
+        test_sample_case(n, 1.0f, 40, 1.0f, 1.0f, d);    // top-k
+        test_sample_case(n, 1.0f, 0, 1.0f, 1.0f, d);     // neither: id order
+        test_sample_case(n, 0.7f, 50, 0.9f, 1.1f, d);    // all of them
+        test_sample_case(n, 1.5f, 0, 0.5f, 1.0f, d);     // a flat distribution, a narrow nucleus
+    }
+    printf("sample: %d draws, %d differ from the CPU sampler\n", smp_draws, smp_diff);
+}
+
 // ---------------------------------------------------------------- FP8 block-scaled weights
 
 // A random FP8 matrix: codes cycle through all 256 (NaN codes 0x7f / 0xff where nan_codes, else skipped) in a
@@ -1145,6 +1242,8 @@ int main(void)
         test_fp8gemms();
     if (run_group("kvfp8"))
         test_kv8s();
+    if (run_group("sample"))
+        test_samples();
     return sd_test_finish("cuda_ops");
 }
 

@@ -24,6 +24,7 @@
 
 #include "dtype.h"
 #include "model.h"
+#include "sampler.h"
 #include "sd_cuda.h"
 #include "session.h"
 #include "synth_model.h"
@@ -523,10 +524,85 @@ static int v32_kv(struct v32_model *v, const int *ctxs, int n_ctx)
     return bad ? 1 : 0;
 }
 
+// --v32 --sample: decode steps that pick their token, with the logits copied to the host and sd_sampler_sample
+// there, against sd_session_eval_sample (the CUDA backend samples on the device, the logits stay there), greedy and
+// with `sparsedoc generate`'s defaults (temperature 0.8, top-p 0.95), fp8 + fp8_act weights, FP8 indexer.
+#define V32_SAMPLE_STEPS 32
+static int v32_sample(struct v32_model *v, const int *ctxs, int n_ctx)
+{
+    const struct sd_model *m = &v->m;
+    int V = m->cfg.vocab_size, bad = 0;
+    printf("Decode with sampling, %d steps after a %d-token chunk at depth (the cache before it pseudo-random rows), "
+           "fp8 + fp8 act weights, DSA with the FP8 indexer; vocabulary %d. host: logits copied out, "
+           "sd_sampler_sample on the CPU; device: sd_session_eval_sample, sampled on the GPU (kernels/sample.cu).\n\n",
+           V32_SAMPLE_STEPS, V32_CHUNK, V);
+    printf("| ctx | sampling | host ms/token | device ms/token | host / device |\n|---|---|---|---|---|\n");
+    static const struct {
+        const char *name;
+        struct sd_sampler_params p;
+    } cfg[] = {{"greedy", {0.0f, 0, 1.0f, 1.0f, 64, 1}}, {"temperature 0.8, top-p 0.95", {0.8f, 0, 0.95f, 1.0f, 64, 1}}};
+    int32_t *ids = malloc(sizeof(int32_t) * (V32_CHUNK + V32_SAMPLE_STEPS + 1));
+    int32_t *hist = malloc(sizeof(int32_t) * (V32_CHUNK + V32_SAMPLE_STEPS + 1));
+    float *lg = malloc(sizeof(float) * (size_t)V);
+    for (int i = 0; i < n_ctx; i++) {
+        for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+            double ms[2] = {0, 0};
+            for (int dev = 0; dev < 2; dev++) {
+                struct sd_session_params sp = {.n_ctx = ctxs[i],
+                                               .max_batch = V32_CHUNK,
+                                               .backend = sd_cuda_backend(),
+                                               .indexer_fp8 = 1,
+                                               .gpu_weights_bf16 = 1,
+                                               .gpu_weights_fp8 = 1,
+                                               .fp8_act = 1};
+                struct sd_session *s = NULL;
+                struct sd_sampler *smp = NULL;
+                struct sd_err err = {0};
+                rand_ids(ids, V32_CHUNK, V, 77);
+                memcpy(hist, ids, sizeof(int32_t) * V32_CHUNK);
+                size_t nh = V32_CHUNK;
+                int depth = ctxs[i] - V32_CHUNK - V32_SAMPLE_STEPS - 2;
+                int32_t t = 0;
+                int ok = sd_session_new(m, &sp, &s, &err) == SD_OK && sd_sampler_new(&cfg[c].p, V, &smp, &err) == SD_OK &&
+                         sd_session_debug_fill(s, depth, 9, &err) == SD_OK &&
+                         sd_session_eval_sample(s, ids, V32_CHUNK, smp, hist, nh, &t, &err) == SD_OK && t >= 0;
+                hist[nh++] = t;
+                // one untimed step (graph instantiation), then the timed ones
+                for (int k = 0; ok && k <= V32_SAMPLE_STEPS; k++) {
+                    double t0 = sd_now_s();
+                    if (dev) {
+                        ok = sd_session_eval_sample(s, &hist[nh - 1], 1, smp, hist, nh, &t, &err) == SD_OK;
+                    } else {
+                        ok = sd_session_eval(s, &hist[nh - 1], 1, lg, 0, &err) == SD_OK;
+                        t = ok ? sd_sampler_sample(smp, lg, hist, nh) : -1;
+                    }
+                    ok = ok && t >= 0;
+                    if (k > 0)
+                        ms[dev] += (sd_now_s() - t0) * 1e3 / V32_SAMPLE_STEPS;
+                    hist[nh++] = t;
+                    if (nh > V32_CHUNK + V32_SAMPLE_STEPS)
+                        nh = V32_CHUNK + V32_SAMPLE_STEPS; // the history buffer's end (the penalty is off here)
+                }
+                if (!ok) {
+                    fprintf(stderr, "v32 sample (ctx %d, %s, %s): %s\n", ctxs[i], cfg[c].name, dev ? "device" : "host",
+                            err.msg);
+                    bad = 1;
+                }
+                sd_sampler_free(smp);
+                sd_session_free(s);
+            }
+            printf("| %6d | %s | %.3f | %.3f | %.2fx |\n", ctxs[i], cfg[c].name, ms[0], ms[1], ms[0] / ms[1]);
+            fflush(stdout);
+        }
+    }
+    free(ids), free(hist), free(lg);
+    return bad;
+}
+
 static int v32_bench(int argc, char **argv)
 {
-    int kv = argc > 2 && !strcmp(argv[2], "--kv");
-    int ctxs[8] = {32768, 131072}, n_ctx = 2, bf16 = argc > 2 && (!strcmp(argv[2], "--bf16") || kv);
+    int kv = argc > 2 && !strcmp(argv[2], "--kv"), smp = argc > 2 && !strcmp(argv[2], "--sample");
+    int ctxs[8] = {32768, 131072}, n_ctx = 2, bf16 = argc > 2 && (!strcmp(argv[2], "--bf16") || kv || smp);
     if (argc > 2 + bf16) {
         n_ctx = 0;
         for (int i = 2 + bf16; i < argc && n_ctx < 8; i++)
@@ -559,7 +635,7 @@ static int v32_bench(int argc, char **argv)
            "decode: the next %d tokens.\n\n",
            V32_CHUNK, V32_CHUNK + V32_DECODE + 1, V32_DECODE);
     if (bf16) {
-        int rc = kv ? v32_kv(v, ctxs, n_ctx) : v32_bf16(v, ctxs, n_ctx);
+        int rc = smp ? v32_sample(v, ctxs, n_ctx) : kv ? v32_kv(v, ctxs, n_ctx) : v32_bf16(v, ctxs, n_ctx);
         v32_free(v);
         return rc;
     }
