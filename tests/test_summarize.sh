@@ -191,42 +191,29 @@ t = json.load(open(sys.argv[1]))["tokens"]
 assert t["restored"] >= 0.9 * t["prompt"] and t["prefilled"] < 128, t
 print("ask after summarize: restored", t["restored"], "of", t["prompt"], "prompt tokens; prefilled", t["prefilled"])
 ' "$T/ask.json" || fail "ask did not reuse the prefill of summarize"
-# 6. --fp8-act (DeepSeek's FP8 GEMM numerics; sparsedoc-mini's matrices are FP8) reaches the engine: its KV state
-# is cached apart (another fingerprint), so `ask --fp8-act` restores what `summarize --fp8-act` prefilled while a
-# plain `ask` does not.
-export SPARSEDOC_CACHE_DIR="$T/kv5"
+# 6. An engine flag that changes the KV state (another fingerprint) reaches the engine and keeps its cache apart:
+# `ask FLAG` restores what `summarize FLAG` prefilled while a plain `ask` does not. --fp8-act (DeepSeek's FP8 GEMM
+# numerics; sparsedoc-mini's matrices are FP8) and --kv-fp8 (the FP8 MLA latent cache; sparsedoc-mini is MLA).
 H="$T/code/app/commands.h"
-"$BIN" summarize --fp8-act --json --max-words 12 --threads 2 --out "$T/out5" "$H" >"$T/run7.jsonl" 2>"$T/run7.err" ||
-    { cat "$T/run7.err"; fail "summarize --fp8-act"; }
-grep -q '"status":"done"' "$T/run7.jsonl" || fail "summarize --fp8-act did not summarize"
-"$BIN" ask --fp8-act --threads 2 --json --max-tokens 4 --doc "$H" "What does it declare?" >"$T/ask8.json" \
-    2>"$T/ask8.err" || { cat "$T/ask8.err"; fail "ask --fp8-act"; }
-"$BIN" ask --threads 2 --json --max-tokens 4 --doc "$H" "What does it declare?" >"$T/ask32.json" 2>"$T/ask32.err" ||
-    { cat "$T/ask32.err"; fail "ask without --fp8-act"; }
-python3 -c '
+check_apart() { # FLAG NAME N
+    export SPARSEDOC_CACHE_DIR="$T/kv_$2"
+    "$BIN" summarize "$1" --json --max-words 12 --threads 2 --out "$T/out_$2" "$H" >"$T/run_$2.jsonl" \
+        2>"$T/run_$2.err" || { cat "$T/run_$2.err"; fail "summarize $1"; }
+    grep -q '"status":"done"' "$T/run_$2.jsonl" || fail "summarize $1 did not summarize"
+    "$BIN" ask "$1" --threads 2 --json --max-tokens 4 --doc "$H" "What does it declare?" >"$T/ask_$2.json" \
+        2>"$T/ask_$2.err" || { cat "$T/ask_$2.err"; fail "ask $1"; }
+    "$BIN" ask --threads 2 --json --max-tokens 4 --doc "$H" "What does it declare?" >"$T/ask_plain_$2.json" \
+        2>"$T/ask_plain_$2.err" || { cat "$T/ask_plain_$2.err"; fail "ask without $1"; }
+    python3 -c '
 import json, sys
 a = json.load(open(sys.argv[1]))["tokens"]
 b = json.load(open(sys.argv[2]))["tokens"]
 assert a["restored"] >= 0.9 * a["prompt"], a
 assert b["restored"] < 0.5 * b["prompt"], b
-print("fp8_act: ask --fp8-act restored", a["restored"], "of", a["prompt"], "; plain ask restored", b["restored"])
-' "$T/ask8.json" "$T/ask32.json" || fail "fp8_act KV state not cached apart"
-# 7. --kv-fp8 (DeepSeek's FP8 MLA latent cache; sparsedoc-mini is an MLA model) likewise: another fingerprint, so
-# `ask --kv-fp8` restores what `summarize --kv-fp8` prefilled while a plain `ask` does not.
-export SPARSEDOC_CACHE_DIR="$T/kv6"
-"$BIN" summarize --kv-fp8 --json --max-words 12 --threads 2 --out "$T/out6" "$H" >"$T/run8.jsonl" 2>"$T/run8.err" ||
-    { cat "$T/run8.err"; fail "summarize --kv-fp8"; }
-grep -q '"status":"done"' "$T/run8.jsonl" || fail "summarize --kv-fp8 did not summarize"
-"$BIN" ask --kv-fp8 --threads 2 --json --max-tokens 4 --doc "$H" "What does it declare?" >"$T/ask9.json" \
-    2>"$T/ask9.err" || { cat "$T/ask9.err"; fail "ask --kv-fp8"; }
-"$BIN" ask --threads 2 --json --max-tokens 4 --doc "$H" "What does it declare?" >"$T/ask33.json" 2>"$T/ask33.err" ||
-    { cat "$T/ask33.err"; fail "ask without --kv-fp8"; }
-python3 -c '
-import json, sys
-a = json.load(open(sys.argv[1]))["tokens"]
-b = json.load(open(sys.argv[2]))["tokens"]
-assert a["restored"] >= 0.9 * a["prompt"], a
-assert b["restored"] < 0.5 * b["prompt"], b
-print("kv_fp8: ask --kv-fp8 restored", a["restored"], "of", a["prompt"], "; plain ask restored", b["restored"])
-' "$T/ask9.json" "$T/ask33.json" || fail "kv_fp8 KV state not cached apart"
+print(sys.argv[3] + ": ask " + sys.argv[4] + " restored", a["restored"], "of", a["prompt"], "; plain ask restored",
+      b["restored"])
+' "$T/ask_$2.json" "$T/ask_plain_$2.json" "$2" "$1" || fail "$2 KV state not cached apart"
+}
+check_apart --fp8-act fp8_act
+check_apart --kv-fp8 kv_fp8
 echo "ok"
