@@ -49,13 +49,7 @@ size_t sd_mla_kv_fp8_row_bytes(int d_lat, int d_rope)
 
 float sd_mla_kv_fp8_scale(const float *x, int n)
 {
-    float amax = 0.0f;
-    for (int i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        if (a > amax)
-            amax = a;
-    }
-    float r = amax / 448.0f;
+    float r = sd_absmax(x, n) / 448.0f; // FlashMLA clamps amax / 448, the indexer and activations amax
     return sd_pow2_ceil(r < 1e-4f ? 1e-4f : r);
 }
 

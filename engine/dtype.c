@@ -181,7 +181,7 @@ float sd_pow2_ceil(float r)
     return ldexpf(1.0f, e);
 }
 
-float sd_fp8_pow2_scale(const float *x, int n)
+float sd_absmax(const float *x, int n)
 {
     float amax = 0.0f;
     for (int i = 0; i < n; i++) {
@@ -189,6 +189,12 @@ float sd_fp8_pow2_scale(const float *x, int n)
         if (a > amax)
             amax = a;
     }
+    return amax;
+}
+
+float sd_fp8_pow2_scale(const float *x, int n)
+{
+    float amax = sd_absmax(x, n);
     return sd_pow2_ceil((amax < 1e-4f ? 1e-4f : amax) / 448.0f);
 }
 

@@ -32,6 +32,8 @@ float sd_f16_to_f32(uint16_t h);
 uint16_t sd_f32_to_f16(float f);
 float sd_e4m3_to_f32(uint8_t v);
 uint8_t sd_f32_to_e4m3(float f); // round to nearest even, saturating to +-448
+// max |x[i]| over n values (0 for n <= 0; NaN values are skipped).
+float sd_absmax(const float *x, int n);
 // 2^ceil(log2(r)) for a finite r > 0, exact (from the binary exponent).
 float sd_pow2_ceil(float r);
 // DeepSeek's power-of-two FP8 scale of n values: sd_pow2_ceil(max(amax, 1e-4) / 448), amax = max |x[i]|. The FP8
