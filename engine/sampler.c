@@ -258,15 +258,28 @@ int32_t sd_sampler_sample(struct sd_sampler *s, float *logits, const int32_t *hi
                     s->cand[w++] = s->cand[i];
             m = w;
         }
-        qsort(s->cand, m, sizeof *s->cand, cmp_cand);
+        // The nucleus is a prefix of the candidates sorted by probability: sort growing prefixes (the k most
+        // probable ones selected first, then sorted) until one holds the mass. Walking a sorted prefix is walking
+        // the whole sorted list, so the result is the same as one full sort's, which a flat distribution over a
+        // large vocabulary would pay for every token (5.6 ms for 129K logits before).
         double cum = 0.0, want = (double)s->p.top_p * sum;
-        size_t keep = m;
-        for (size_t i = 0; i < m; i++) {
-            cum += s->cand[i].logit;
-            if (cum >= want) {
-                keep = i + 1;
-                break;
+        size_t keep = m, done = 0, k = m < 256 ? m : 256;
+        for (;;) {
+            if (k < m)
+                select_top(s->cand + done, m - done, k - done);
+            qsort(s->cand + done, k - done, sizeof *s->cand, cmp_cand);
+            size_t i = done;
+            for (; i < k; i++) {
+                cum += s->cand[i].logit;
+                if (cum >= want) {
+                    keep = i + 1;
+                    break;
+                }
             }
+            if (i < k || k == m)
+                break;
+            done = k;
+            k = k < m / 4 ? 4 * k : m;
         }
         m = keep;
         sum = cum < want ? sum : cum;

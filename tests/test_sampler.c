@@ -1,7 +1,11 @@
 // test_sampler.c: sampler correctness: greedy ties, repetition penalty arithmetic, seeded
 // determinism, sampling frequencies vs softmax probabilities (temperature 1 and 0.5), and that
-// top-k / top-p never draw what they exclude while keeping the renormalized proportions.
+// top-k / top-p never draw what they exclude while keeping the renormalized proportions; and, draw by draw, the same
+// tokens as a plain reference written here (every candidate sorted, then the walk) with the same uniform draws, on
+// vocabularies where the sampler sorts only growing prefixes of the nucleus.
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sampler.h"
@@ -197,11 +201,99 @@ static void test_determinism(void)
     sd_sampler_free(s);
 }
 
+// Reference: scaled logits, candidates sorted by (logit desc, id asc), top-k as a prefix, probabilities against the
+// best, top-p as the shortest sorted prefix reaching the mass, the draw walked in sorted order (id order when
+// neither cuts). Sums in sorted order (the sampler's top-k sum runs in selection order: equal up to rounding).
+struct rc {
+    float l;
+    int32_t id;
+};
+static int rc_cmp(const void *a, const void *b)
+{
+    const struct rc *x = a, *y = b;
+    return x->l > y->l ? -1 : x->l < y->l ? 1 : x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int32_t ref_sample(const float *logits, int n, float temp, int top_k, float top_p, double u, struct rc *c)
+{
+    const float inv_t = 1.0f / temp;
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (logits[i] * inv_t > -INFINITY)
+            c[m++] = (struct rc){logits[i] * inv_t, i};
+    int sorted = (top_k > 0 && top_k < m) || top_p < 1.0f;
+    if (sorted)
+        qsort(c, (size_t)m, sizeof *c, rc_cmp);
+    if (top_k > 0 && top_k < m)
+        m = top_k;
+    float mx = -INFINITY;
+    for (int i = 0; i < m; i++)
+        mx = c[i].l > mx ? c[i].l : mx;
+    double sum = 0;
+    for (int i = 0; i < m; i++) {
+        c[i].l = expf(c[i].l - mx);
+        sum += c[i].l;
+    }
+    if (top_p < 1.0f) {
+        double cum = 0, want = (double)top_p * sum;
+        int keep = m;
+        for (int i = 0; i < m; i++) {
+            cum += c[i].l;
+            if (cum >= want) {
+                keep = i + 1;
+                break;
+            }
+        }
+        m = keep;
+        sum = cum < want ? sum : cum;
+    }
+    double r = u * sum, acc = 0;
+    for (int i = 0; i < m; i++) {
+        acc += c[i].l;
+        if (r < acc)
+            return c[i].id;
+    }
+    return c[m - 1].id;
+}
+
+static void test_reference(void)
+{
+    enum { N = 20000 };
+    static float l[N], lc[N];
+    static struct rc c[N];
+    static const struct {
+        float t;
+        int k;
+        float p;
+    } cfg[] = {{0.8f, 0, 0.95f}, {1.0f, 0, 0.5f}, {1.5f, 0, 0.99f}, {0.7f, 50, 0.9f}, {1.0f, 40, 1.0f}, {1.0f, 0, 1.0f}};
+    int diff = 0, draws = 0;
+    for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
+        struct sd_sampler *s = mk(cfg[k].t, cfg[k].k, cfg[k].p, 1.0f, 0, 99 + k, N),
+                          *twin = mk(cfg[k].t, cfg[k].k, cfg[k].p, 1.0f, 0, 99 + k, N);
+        for (int d = 0; d < 60; d++) {
+            float spread = 0.5f + (float)(d % 6); // flat (large nuclei) to peaked
+            for (int i = 0; i < N; i++)
+                l[i] = sd_test_nrand() * spread;
+            l[(d * 7919) % N] = l[(d * 104729) % N]; // an exact tie
+            memcpy(lc, l, sizeof l);
+            int32_t got = sd_sampler_sample(s, lc, NULL, 0);
+            int32_t want = ref_sample(l, N, cfg[k].t, cfg[k].k, cfg[k].p, sd_sampler_draw(twin), c);
+            diff += got != want;
+            draws++;
+        }
+        sd_sampler_free(s);
+        sd_sampler_free(twin);
+    }
+    printf("reference: %d of %d draws equal\n", draws - diff, draws);
+    CHECK_MSG(diff == 0, "sampler differs from the reference in %d of %d draws", diff, draws);
+}
+
 int main(void)
 {
     test_greedy();
     test_penalty();
     test_distribution();
     test_determinism();
+    test_reference();
     return sd_test_finish("sampler");
 }
