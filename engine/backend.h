@@ -67,8 +67,8 @@ struct sd_backend {
     // Forward T tokens as forward does, then pick the next token from the last one's logits on the device, which
     // are not copied out (sd_sampler_sample's algorithm): *token, or -1 when no logit is a number. May be NULL (the
     // session then copies the logits and samples on the host).
-    enum sd_status (*forward_sample)(void *ctx, const int32_t *ids, int T, int pos0, const struct sd_backend_sample *req,
-                                     int32_t *token, struct sd_err *err);
+    enum sd_status (*forward_sample)(void *ctx, const int32_t *ids, int T, int pos0,
+                                     const struct sd_backend_sample *req, int32_t *token, struct sd_err *err);
 };
 
 #endif

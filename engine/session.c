@@ -42,7 +42,7 @@ struct sd_session {
     float *lat;     // MLA [L][n_ctx][kvr+dr] (NULL with kv_fp8)
     uint8_t *lat8;  // kv_fp8: MLA rows [L][n_ctx][lat8_row] (sd_mla_kv_fp8_quant)
     size_t lat8_row;
-    float *latd;    // kv_fp8: one layer's rows [0, pos0 + T) dequantized for attention over all of them [latd_rows][kvr+dr]
+    float *latd;    // kv_fp8: one layer's rows [0, pos0 + T) dequantized, for attention over all rows
     float *tgat;    // kv_fp8: per thread [n_threads][topk][kvr+dr], one task's selected rows dequantized
     float *ikc;     // indexer keys f32 [L][n_ctx][di]
     uint8_t *ik8;   // indexer keys e4m3 [L][n_ctx][di]
@@ -72,7 +72,7 @@ struct sd_session {
     void *qact;          // sd_matmul_w scratch (quantized activations or f32 panels)
     size_t qact_bytes;
     float *xq; // fp8_act: a product's input rows after the FP8 round trip [T][widest input]
-    float *lg;        // sd_session_eval_sample on the host: the last token's logits [vocab]
+    float *lg; // sd_session_eval_sample on the host: the last token's logits [vocab]
     int32_t *pen_ids; // sd_session_eval_sample on a backend: the penalized ids [vocab]
     // indexer recall statistics (NULL rec: off)
     struct sd_recall_stat *rec; // [L]
@@ -99,12 +99,11 @@ void sd_session_free(struct sd_session *s)
         return;
     if (s->p.backend && s->be_ctx)
         s->p.backend->free(s->be_ctx);
-    void *ptrs[] = {s->kc,      s->vc,     s->lat, s->ikc,      s->ik8,        s->iks, s->h,        s->x,
-                    s->y,       s->q,      s->k,   s->v,        s->att,        s->cq,  s->kva,      s->qlat,
-                    s->olat,    s->o,      s->iq,  s->ik,       s->iw,         s->iq8, s->iqs,      s->idx,
-                    s->n_valid, s->scores, s->g,   s->u,        s->router,     s->rw,  s->rsel,     s->erows,
-                    s->ew,      s->ex,     s->ey,  s->tscratch, s->tscratch_i, s->rec, s->rec_head, s->rec_i,
-                    s->lat8,    s->latd,   s->tgat};
+    void *ptrs[] = {
+        s->kc,  s->vc,  s->lat,      s->ikc,        s->ik8,  s->iks,      s->h,      s->x,    s->y,    s->q,     s->k,
+        s->v,   s->att, s->cq,       s->kva,        s->qlat, s->olat,     s->o,      s->iq,   s->ik,   s->iw,    s->iq8,
+        s->iqs, s->idx, s->n_valid,  s->scores,     s->g,    s->u,        s->router, s->rw,   s->rsel, s->erows, s->ew,
+        s->ex,  s->ey,  s->tscratch, s->tscratch_i, s->rec,  s->rec_head, s->rec_i,  s->lat8, s->latd, s->tgat};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         free(ptrs[i]);
     free(s->qact);
@@ -361,9 +360,14 @@ enum sd_status sd_session_new(const struct sd_model *m, const struct sd_session_
 
 static struct sd_backend_host_kv host_kv(const struct sd_session *s)
 {
-    return (struct sd_backend_host_kv){
-        .kc = s->kc, .vc = s->vc, .lat = s->lat, .lat8 = s->lat8, .ikc = s->ikc, .ik8 = s->ik8, .iks = s->iks,
-        .n_ctx = s->p.n_ctx};
+    return (struct sd_backend_host_kv){.kc = s->kc,
+                                       .vc = s->vc,
+                                       .lat = s->lat,
+                                       .lat8 = s->lat8,
+                                       .ikc = s->ikc,
+                                       .ik8 = s->ik8,
+                                       .iks = s->iks,
+                                       .n_ctx = s->p.n_ctx};
 }
 
 static inline int thread_id(void)
@@ -800,8 +804,9 @@ enum sd_status sd_session_recall_start(struct sd_session *s, int from_pos, sd_re
     if (s->p.backend)
         return sd_err_set(err, SD_ERR_UNSUPPORTED, "indexer recall is measured by the CPU forward pass only");
     if (s->p.kv_fp8)
-        return sd_err_set(err, SD_ERR_UNSUPPORTED, "indexer recall reads the f32 latent cache; this session keeps it "
-                                                   "in FP8 (kv_fp8)");
+        return sd_err_set(err, SD_ERR_UNSUPPORTED,
+                          "indexer recall reads the f32 latent cache; this session keeps it "
+                          "in FP8 (kv_fp8)");
     if (from_pos < 0)
         return sd_err_set(err, SD_ERR_ARG, "recall start position %d is negative", from_pos);
     if (!s->rec) {

@@ -99,7 +99,7 @@ struct fwd {
     struct sd_layer_weights *L; // host array of structs holding device pointers
     // caches [L][N][row]
     float *kc, *vc, *lat, *ikc;
-    uint8_t *lat8; // kv_fp8: the MLA latent cache in its FP8 rows [L][N][lat8_row] (kv_fp8.cu), lat NULL
+    uint8_t *lat8;               // kv_fp8: the MLA latent cache in its FP8 rows [L][N][lat8_row] (kv_fp8.cu), lat NULL
     struct sd_cuda_sampler *smp; // device sampling (sample.cu), made at the first forward_sample
     long samples;                // tokens sampled on the device
     size_t lat8_row;
@@ -2066,8 +2066,8 @@ static enum sd_status fwd_forward_sample(void *ctx, const int32_t *ids, int T, i
 }
 
 static const struct sd_backend cuda_backend = {
-    "cuda",        fwd_init,     fwd_free, fwd_forward, fwd_kv_download, fwd_kv_upload, fwd_weight_bytes,
-    fwd_counters, fwd_forward_sample,
+    "cuda",        fwd_init,         fwd_free,     fwd_forward,        fwd_kv_download,
+    fwd_kv_upload, fwd_weight_bytes, fwd_counters, fwd_forward_sample,
 };
 
 extern "C" const struct sd_backend *sd_cuda_backend(void)

@@ -1,11 +1,10 @@
 // mla_attn.cu: absorbed MLA attention in fp32 over the fp32 latent cache (or the kv_fp8 one, dequantized as its rows
-// load), the forward pass's MLA attention (kernels/forward.cu), sparse over the indexer's top-k or dense causal. In the absorbed form every head of
-// a query attends over the same latent rows (MQA), so one block takes one query and a group of up to 32
-// heads, gathers 32 latent rows per tile into shared memory once and uses them for every head of the
-// group (the per-head kernel it replaces re-read each row once per head). Rows are copied with cp.async
-// (16-byte, no register staging) into two tile buffers, so the next tile loads while this one is used.
-// One thread per output dim (256 threads up to d_lat 256, 512 above); in the QK step lane = row and the
-// warps share the group's heads. Online softmax in fp32.
+// load), the forward pass's MLA attention (kernels/forward.cu), sparse over the indexer's top-k or dense causal. In the
+// absorbed form every head of a query attends over the same latent rows (MQA), so one block takes one query and a group
+// of up to 32 heads, gathers 32 latent rows per tile into shared memory once and uses them for every head of the group
+// (the per-head kernel it replaces re-read each row once per head). Rows are copied with cp.async (16-byte, no register
+// staging) into two tile buffers, so the next tile loads while this one is used. One thread per output dim (256 threads
+// up to d_lat 256, 512 above); in the QK step lane = row and the warps share the group's heads. Online softmax in fp32.
 // When a launch has fewer blocks than the device has multiprocessors (decode), the key list is split
 // over blocks (split-K); each split writes its normalized output and log-sum-exp, and a second kernel
 // merges them. Generic dimensions: d_lat + d_rope any width that fits shared memory, d_lat <= 512.

@@ -168,7 +168,7 @@ extern "C" enum sd_status sd_cuda_sampler_new(int n_vocab, struct sd_cuda_sample
     s->n_vocab = n_vocab;
     size_t a = 0, b = 0;
     cudaError_t e = cub::DeviceRadixSort::SortPairsDescending(NULL, a, (const float *)NULL, (float *)NULL,
-                                                             (const int32_t *)NULL, (int32_t *)NULL, n_vocab);
+                                                              (const int32_t *)NULL, (int32_t *)NULL, n_vocab);
     if (e == cudaSuccess)
         e = cub::DeviceScan::InclusiveSum(NULL, b, (const double *)NULL, (double *)NULL, n_vocab);
     s->tmp_bytes = a > b ? a : b;
@@ -221,8 +221,8 @@ extern "C" enum sd_status sd_cuda_sample(struct sd_cuda_sampler *s, const struct
     cudaStream_t st = (cudaStream_t)p->stream;
     if (p->n_penalty > 0 && p->repetition_penalty != 1.0f) {
         memcpy(s->h_pen, p->penalty_ids, (size_t)p->n_penalty * sizeof(int32_t));
-        SD_CHECK_CUDA(cudaMemcpyAsync(s->pen, s->h_pen, (size_t)p->n_penalty * sizeof(int32_t), cudaMemcpyHostToDevice,
-                                      st));
+        SD_CHECK_CUDA(
+            cudaMemcpyAsync(s->pen, s->h_pen, (size_t)p->n_penalty * sizeof(int32_t), cudaMemcpyHostToDevice, st));
         k_sm_penalty<<<(p->n_penalty + 255) / 256, 256, 0, st>>>(p->logits, s->pen, p->n_penalty,
                                                                  p->repetition_penalty);
         SD_CHECK_LAUNCH();

@@ -736,7 +736,8 @@ static void check_kv_fp8(const char *dir, const char *text_path)
              sd_session_new(m, &pc, &si, &err) == SD_OK &&
              sd_session_eval(sc, ids, nb * SD_KV_BLOCK, NULL, 0, &err) == SD_OK &&
              sd_session_eval(sg, ids, nb * SD_KV_BLOCK, NULL, 0, &err) == SD_OK &&
-             sd_session_export(sc, 0, nb, &bc, &lc, &err) == SD_OK && sd_session_export(sg, 0, nb, &bg, &lg, &err) == SD_OK;
+             sd_session_export(sc, 0, nb, &bc, &lc, &err) == SD_OK &&
+             sd_session_export(sg, 0, nb, &bg, &lg, &err) == SD_OK;
     CHECK_MSG(ok, "kv_fp8 blobs: %s", err.msg);
     if (ok) {
         // the latent rows of each layer (the f32 indexer keys after them differ in their last bits, as without kv_fp8)
@@ -775,8 +776,8 @@ static int gen48(const struct sd_model *m, const int32_t *prompt, int n, const s
     struct sd_session *s = NULL;
     struct sd_sampler *smp = NULL;
     struct sd_err err = {0};
-    int V = m->cfg.vocab_size, ok = sd_session_new(m, &p, &s, &err) == SD_OK &&
-                                   sd_sampler_new(sp, V, &smp, &err) == SD_OK;
+    int V = m->cfg.vocab_size,
+        ok = sd_session_new(m, &p, &s, &err) == SD_OK && sd_sampler_new(sp, V, &smp, &err) == SD_OK;
     int32_t *hist = malloc(sizeof(int32_t) * (size_t)(n + 64));
     float *lg = malloc(sizeof(float) * (size_t)V);
     memcpy(hist, prompt, sizeof(int32_t) * (size_t)n);

@@ -3,8 +3,8 @@
 // CUDA output is computed first into NaN-poisoned buffers, then the reference; inf/nan positions must
 // match, errors are relative by dtype, and a second launch must be bit-identical.
 // SD_CUDA_TEST_SMALL=1 keeps the cases small (for compute-sanitizer); SD_CUDA_TEST_ONLY=mla_attn,topk (groups:
-// indexer, topk, mla_decode, mla_attn, fp8w, fp8gemm, kvfp8, sample) runs only those groups. Exit 77 without a CUDA device.
-// fp8w: FP8 block-scaled weights (gemv_fp8.cu): every e4m3 code, NaN codes included, dequantized to f32 must
+// indexer, topk, mla_decode, mla_attn, fp8w, fp8gemm, kvfp8, sample) runs only those groups. Exit 77 without a CUDA
+// device. fp8w: FP8 block-scaled weights (gemv_fp8.cu): every e4m3 code, NaN codes included, dequantized to f32 must
 // equal sd_e4m3_to_f32(q) * scale bit for bit (and bf16 its nearest-even rounding) on both the 16-wide and the
 // per-element path; the GEMV of 1-4 tokens against float64 on those weights, with beta = 0 and 1, on row
 // counts that take each warps-per-row variant.
@@ -563,7 +563,7 @@ static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int 
     float *d_scr = dalloc(scr_n * 4);
     float *o = xmalloc(no * 4), *o2 = xmalloc(no * 4);
     struct sd_cuda_mla_attn_params p = {d_q,    d_kv,  d_idx,    d_o,  d_scr, scr_n, n_q,     n_heads, d_lat,
-                                        d_rope, n_idx, n_tokens, pos0, NULL,  scale, n_split, NULL, NULL};
+                                        d_rope, n_idx, n_tokens, pos0, NULL,  scale, n_split, NULL,    NULL};
     for (int rep = 0; rep < 2; rep++) {
         CU(sd_cuda_memset(d_o, 0xff, no * 4));
         CU(sd_cuda_memset(d_scr, 0xff, scr_n * 4));
@@ -653,8 +653,8 @@ static void test_mla_attn_case(int n_q, int n_heads, int d_lat, int d_rope, int 
 // host's dequantized f32 rows (the f32 kernel is checked against float64 in mla_attn).
 static int kv8_cases, kv8_exact;
 
-static void test_kv8_case(int n_q, int n_heads, int d_lat, int d_rope, int n_tokens, int n_idx, int pos0,
-                          int idx_kind, int n_split)
+static void test_kv8_case(int n_q, int n_heads, int d_lat, int d_rope, int n_tokens, int n_idx, int pos0, int idx_kind,
+                          int n_split)
 {
     const int D = d_lat + d_rope, P = 3, ld = D + 4;
     const size_t rb = sd_mla_kv_fp8_row_bytes(d_lat, d_rope);
@@ -691,7 +691,7 @@ static void test_kv8_case(int n_q, int n_heads, int d_lat, int d_rope, int n_tok
         printf("  kv_fp8 store %d+%d: differing bytes: before the rows %zu, codes %zu, scales %zu, k_pe %zu; first: "
                "row %zu byte %zu, cpu 0x%02x cuda 0x%02x (source value %.9g)\n",
                d_lat, d_rope, nd[0], nd[1], nd[2], nd[3], u, off, kv8[first], back[first],
-               off < (size_t)d_lat ? rows[u * ld + off]
+               off < (size_t)d_lat              ? rows[u * ld + off]
                : off >= rb - 2 * (size_t)d_rope ? rows[u * ld + d_lat + (off - (rb - 2 * (size_t)d_rope)) / 2]
                                                 : 0.0);
     }
@@ -741,8 +741,8 @@ static void test_kv8_case(int n_q, int n_heads, int d_lat, int d_rope, int n_tok
            n_idx, idx_kind, n_split, same ? "bit-identical" : "DIFFERENT");
     CHECK_MSG(same, "kv_fp8 attention differs from the f32 attention over the same values (%d+%d kind %d)", d_lat,
               d_rope, idx_kind);
-    CHECK_MSG(finite == (int)no && (idx_kind == 2 || nonzero > (int)no / 2), "kv_fp8 attention: %d finite, %d nonzero of %zu",
-              finite, nonzero, no);
+    CHECK_MSG(finite == (int)no && (idx_kind == 2 || nonzero > (int)no / 2),
+              "kv_fp8 attention: %d finite, %d nonzero of %zu", finite, nonzero, no);
     kv8_cases++;
     kv8_exact += same && store_ok && !b16_bad;
     free(rows), free(kvd), free(kv8), free(back), free(b16), free(q), free(o), free(o8), free(idx);
@@ -779,7 +779,7 @@ static void fill_logits(float *l, int n, uint64_t k)
         l[i] = sd_test_nrand() * 2.0f;
     for (int j = 0; j < 4; j++)
         l[(k * 7919 + (uint64_t)j * 104729) % (uint64_t)n] = 9.0f + (float)j * 0.25f; // peaks
-    for (int j = 0; j < 8; j++) // exact ties with other tokens
+    for (int j = 0; j < 8; j++)                                                       // exact ties with other tokens
         l[(k * 31 + (uint64_t)j * 613) % (uint64_t)n] = l[(k * 17 + (uint64_t)j * 211) % (uint64_t)n];
 }
 
@@ -809,13 +809,13 @@ static void test_sample_case(int n, float temp, int top_k, float top_p, float pe
         CU(sd_cuda_sample(dev, &p, &got));
         if (got != want) {
             if (diff < 3)
-                printf("  sample n %d t %g k %d p %g pen %g draw %d: cpu %d, cuda %d\n", n, temp, top_k, top_p, pen,
-                       k, want, got);
+                printf("  sample n %d t %g k %d p %g pen %g draw %d: cpu %d, cuda %d\n", n, temp, top_k, top_p, pen, k,
+                       want, got);
             diff++;
         }
     }
-    printf("  sample n %d temperature %g top_k %d top_p %g penalty %g: %d of %d draws equal\n", n, temp, top_k,
-           top_p, pen, draws - diff, draws);
+    printf("  sample n %d temperature %g top_k %d top_p %g penalty %g: %d of %d draws equal\n", n, temp, top_k, top_p,
+           pen, draws - diff, draws);
     CHECK_MSG(diff <= 1, "device sampling differs from the CPU in %d of %d draws (n %d t %g k %d p %g)", diff, draws, n,
               temp, top_k, top_p);
     smp_draws += draws, smp_diff += diff;
@@ -848,13 +848,13 @@ static void test_samples(void)
     static const int ns[] = {1000, 8192, 129280};
     for (int i = 0; i < 3; i++) {
         int n = ns[i], d = small_mode ? 20 : n > 10000 ? 150 : 300;
-        test_sample_case(n, 0.0f, 0, 1.0f, 1.0f, d);     // greedy
-        test_sample_case(n, 0.0f, 0, 1.0f, 1.3f, d);     // greedy, penalty
-        test_sample_case(n, 0.8f, 0, 0.95f, 1.0f, d);    // `sparsedoc generate`'s defaults
-        test_sample_case(n, 1.0f, 40, 1.0f, 1.0f, d);    // top-k
-        test_sample_case(n, 1.0f, 0, 1.0f, 1.0f, d);     // neither: id order
-        test_sample_case(n, 0.7f, 50, 0.9f, 1.1f, d);    // all of them
-        test_sample_case(n, 1.5f, 0, 0.5f, 1.0f, d);     // a flat distribution, a narrow nucleus
+        test_sample_case(n, 0.0f, 0, 1.0f, 1.0f, d);  // greedy
+        test_sample_case(n, 0.0f, 0, 1.0f, 1.3f, d);  // greedy, penalty
+        test_sample_case(n, 0.8f, 0, 0.95f, 1.0f, d); // `sparsedoc generate`'s defaults
+        test_sample_case(n, 1.0f, 40, 1.0f, 1.0f, d); // top-k
+        test_sample_case(n, 1.0f, 0, 1.0f, 1.0f, d);  // neither: id order
+        test_sample_case(n, 0.7f, 50, 0.9f, 1.1f, d); // all of them
+        test_sample_case(n, 1.5f, 0, 0.5f, 1.0f, d);  // a flat distribution, a narrow nucleus
     }
     printf("sample: %d draws, %d differ from the CPU sampler\n", smp_draws, smp_diff);
 }

@@ -84,8 +84,7 @@ static void check(const char *name, int kv_fp8, void **blob_out, size_t *len_out
     CHECK_MSG(memcmp(la, lb, sizeof(float) * (size_t)S * V) == 0, "%s: logits after import differ from prefill",
               name);
     printf("%s%s: %zu-byte blob for %d tokens; logits after import bit-identical: %s\n", name, kv_fp8 ? " kv_fp8" : "",
-           len, P,
-           memcmp(la, lb, sizeof(float) * (size_t)S * V) == 0 ? "yes" : "NO");
+           len, P, memcmp(la, lb, sizeof(float) * (size_t)S * V) == 0 ? "yes" : "NO");
     if (blob_out) {
         *blob_out = blob;
         *len_out = len;
@@ -127,8 +126,8 @@ int main(void)
         int dl = m->cfg.kv_lora_rank + m->cfg.qk_rope_head_dim;
         size_t diff = (size_t)m->cfg.n_layers * SD_KV_BLOCK *
                       ((size_t)dl * 4 - sd_mla_kv_fp8_row_bytes(m->cfg.kv_lora_rank, m->cfg.qk_rope_head_dim));
-        CHECK_MSG(blob32 && blob8 && len32 - len8 == diff, "kv_fp8 blob %zu bytes, f32 %zu, want %zu less", len8,
-                  len32, diff);
+        CHECK_MSG(blob32 && blob8 && len32 - len8 == diff, "kv_fp8 blob %zu bytes, f32 %zu, want %zu less", len8, len32,
+                  diff);
         for (int k = 0; k < 2 && blob32 && blob8; k++) {
             struct sd_session_params sp8 = {.n_ctx = 96, .kv_fp8 = k};
             CHECK(sd_session_new(m, &sp8, &s, &err) == SD_OK);

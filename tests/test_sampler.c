@@ -265,7 +265,8 @@ static void test_reference(void)
         float t;
         int k;
         float p;
-    } cfg[] = {{0.8f, 0, 0.95f}, {1.0f, 0, 0.5f}, {1.5f, 0, 0.99f}, {0.7f, 50, 0.9f}, {1.0f, 40, 1.0f}, {1.0f, 0, 1.0f}};
+    } cfg[] = {{0.8f, 0, 0.95f}, {1.0f, 0, 0.5f},  {1.5f, 0, 0.99f},
+               {0.7f, 50, 0.9f}, {1.0f, 40, 1.0f}, {1.0f, 0, 1.0f}};
     int diff = 0, draws = 0;
     for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
         struct sd_sampler *s = mk(cfg[k].t, cfg[k].k, cfg[k].p, 1.0f, 0, 99 + k, N),
