@@ -149,6 +149,23 @@ static void select_top(struct cand *c, size_t n, size_t k)
     }
 }
 
+// Restore the heap below slot i of h[0..n): every parent weaker than (or as weak as) its children, the root the
+// weakest of all (the order of before()).
+static void sift_weakest(struct cand *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t w = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && before(&h[w], &h[l]))
+            w = l;
+        if (r < n && before(&h[w], &h[r]))
+            w = r;
+        if (w == i)
+            return;
+        swap(&h[i], &h[w]);
+        i = w;
+    }
+}
+
 static int cmp_cand(const void *a, const void *b)
 {
     const struct cand *x = a, *y = b;
@@ -228,12 +245,19 @@ int32_t sd_sampler_sample(struct sd_sampler *s, float *logits, const int32_t *hi
             s->cand[m++] = (struct cand){logits[i], i};
     }
 
-    // top-k, the kept ones in logit order (the draw's order without top-p: see sampler.h)
+    // top-k, the kept ones in logit order (the draw's order without top-p: see sampler.h). One pass with a heap of
+    // the k best (its root the weakest): most candidates are rejected by one comparison with the root.
     if (s->p.top_k > 0 && (size_t)s->p.top_k < m) {
-        select_top(s->cand, m, (size_t)s->p.top_k);
-        m = (size_t)s->p.top_k;
-        if (s->p.top_p >= 1.0f)
-            qsort(s->cand, m, sizeof *s->cand, cmp_cand);
+        size_t k = (size_t)s->p.top_k;
+        for (size_t i = k / 2; i-- > 0;)
+            sift_weakest(s->cand, k, i);
+        for (size_t i = k; i < m; i++)
+            if (before(&s->cand[i], &s->cand[0])) {
+                s->cand[0] = s->cand[i];
+                sift_weakest(s->cand, k, 0);
+            }
+        m = k;
+        qsort(s->cand, m, sizeof *s->cand, cmp_cand);
     }
 
     // softmax over the kept candidates (probabilities kept in .logit from here on)
