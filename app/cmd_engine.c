@@ -110,7 +110,7 @@ static void logits_usage(FILE *f)
                "  --indexer-fp8      DeepSeek's FP8 indexer numerics instead of fp32\n"
                "  --fp8-act          DeepSeek's FP8 GEMMs: inputs of FP8-released matrices quantized in 1x128 blocks\n"
                "                     (with --gpu-weights fp8 on cuda: FP8 tensor-core GEMMs for prefill)\n"
-               "  --kv-fp8           keep the MLA latent cache in FP8 (DeepSeek's 656-byte rows; 3.5x less KV memory;\n"
+               "  --kv-fp8           keep the MLA latent cache in FP8 (DeepSeek's 656-byte rows, 3.5x smaller than f32;\n"
                "                     models with MLA only)\n"
                "  --gpu-weights T    cuda only: f32 (default); bf16 (large matrices in bf16, fp32 accumulation; at\n"
                "                     DeepSeek-V3.2's shapes the FP8 indexer and prefill attention on tensor cores);\n"
@@ -297,7 +297,7 @@ static void generate_usage(FILE *f)
                "  --indexer-fp8      DeepSeek's FP8 indexer numerics instead of fp32 (DSA models)\n"
                "  --fp8-act          DeepSeek's FP8 GEMMs: inputs of FP8-released matrices quantized in 1x128 blocks\n"
                "                     (with --gpu-weights fp8 on cuda: FP8 tensor-core GEMMs for prefill)\n"
-               "  --kv-fp8           keep the MLA latent cache in FP8 (DeepSeek's 656-byte rows; 3.5x less KV memory;\n"
+               "  --kv-fp8           keep the MLA latent cache in FP8 (DeepSeek's 656-byte rows, 3.5x smaller than f32;\n"
                "                     models with MLA only)\n"
                "  --stats            print timing to stderr\n");
 }

@@ -71,7 +71,7 @@ static const char ask_help[] =
     "                     --gpu-weights bf16 or fp8 the indexer then runs on tensor cores at V3.2's shapes)\n"
     "  --fp8-act          DeepSeek's FP8 GEMMs: inputs of FP8-released matrices quantized in 1x128 blocks (on\n"
     "                     --backend cuda with --gpu-weights fp8: FP8 tensor-core GEMMs for prefill)\n"
-    "  --kv-fp8           keep the MLA latent cache in FP8 (DeepSeek's 656-byte rows; 3.5x less KV memory;\n"
+    "  --kv-fp8           keep the MLA latent cache in FP8 (DeepSeek's 656-byte rows, 3.5x smaller than f32;\n"
     "                     models with MLA only)\n"
     "  --no-cache         neither read nor write the KV prefix cache\n"
     "  --db PATH          document store (default $SPARSEDOC_DB, else the XDG data dir)\n"

@@ -45,7 +45,7 @@ static const char summarize_help[] =
     "  --indexer-fp8    DeepSeek's FP8 indexer numerics instead of fp32 (DSA models; default: settings)\n"
     "  --fp8-act        DeepSeek's FP8 GEMMs: inputs of FP8-released matrices quantized in 1x128 blocks (on\n"
     "                   --backend cuda with --gpu-weights fp8: FP8 tensor-core GEMMs for prefill; default: settings)\n"
-    "  --kv-fp8         keep the MLA latent cache in FP8 (DeepSeek's 656-byte rows; 3.5x less KV memory; models\n"
+    "  --kv-fp8         keep the MLA latent cache in FP8 (DeepSeek's 656-byte rows, 3.5x smaller than f32; models\n"
     "                   with MLA only; default: settings)\n"
     "  --password PW    password for encrypted PDFs\n"
     "  --fan-in N       combine at most N part summaries per step (default: as many as fit one context);\n"
