@@ -657,13 +657,11 @@ static int top1_agree(const float *a, const float *b, int n, int V)
 
 static void check_fp8_act(const char *dir, const char *text_path)
 {
-    struct sd_model *m = NULL;
-    struct sd_err err = {0};
     int n = 0;
-    int32_t *ids = sd_test_text_ids(dir, text_path, 3000, &n);
-    if (!ids || sd_model_load(dir, &m, &err) != SD_OK) {
-        CHECK_MSG(0, "fp8_act check: %s", ids ? err.msg : "README.md or tokenizer unreadable");
-        free(ids);
+    int32_t *ids = NULL;
+    struct sd_model *m = sd_test_model_text(dir, text_path, 3000, &ids, &n);
+    if (!m) {
+        CHECK_MSG(0, "fp8_act check: %s or its text %s unreadable", dir, text_path);
         return;
     }
     int V = m->cfg.vocab_size;
@@ -698,13 +696,12 @@ static void check_fp8_act(const char *dir, const char *text_path)
 // indexer keys beside them differ in their last bits on most rows, as they do without kv_fp8).
 static void check_kv_fp8(const char *dir, const char *text_path)
 {
-    struct sd_model *m = NULL;
     struct sd_err err = {0};
     int n = 0;
-    int32_t *ids = sd_test_text_ids(dir, text_path, 3000, &n);
-    if (!ids || sd_model_load(dir, &m, &err) != SD_OK) {
-        CHECK_MSG(0, "kv_fp8 check: %s", ids ? err.msg : "README.md or tokenizer unreadable");
-        free(ids);
+    int32_t *ids = NULL;
+    struct sd_model *m = sd_test_model_text(dir, text_path, 3000, &ids, &n);
+    if (!m) {
+        CHECK_MSG(0, "kv_fp8 check: %s or its text %s unreadable", dir, text_path);
         return;
     }
     int V = m->cfg.vocab_size;
@@ -810,13 +807,11 @@ static int gen48(const struct sd_model *m, const int32_t *prompt, int n, const s
 
 static void check_sampling(const char *dir, const char *text_path)
 {
-    struct sd_model *m = NULL;
-    struct sd_err err = {0};
     int n = 0;
-    int32_t *ids = sd_test_text_ids(dir, text_path, 2000, &n);
-    if (!ids || sd_model_load(dir, &m, &err) != SD_OK) {
-        CHECK_MSG(0, "sampling check: %s", ids ? err.msg : "README.md or tokenizer unreadable");
-        free(ids);
+    int32_t *ids = NULL;
+    struct sd_model *m = sd_test_model_text(dir, text_path, 2000, &ids, &n);
+    if (!m) {
+        CHECK_MSG(0, "sampling check: %s or its text %s unreadable", dir, text_path);
         return;
     }
     if (n > 600)

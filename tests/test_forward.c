@@ -267,13 +267,12 @@ static void check_kv_fp8(void)
     char dir[1100], readme[1100];
     snprintf(dir, sizeof dir, "%s/data/models/sparsedoc-mini", src ? src : ".");
     snprintf(readme, sizeof readme, "%s/README.md", src ? src : ".");
-    struct sd_model *m = NULL;
     struct sd_err err = {0};
     int n = 0;
-    int32_t *ids = sd_test_text_ids(dir, readme, 3000, &n);
-    if (!ids || sd_model_load(dir, &m, &err) != SD_OK) {
-        CHECK_MSG(0, "kv_fp8 check: %s", ids ? err.msg : "README.md or the sparsedoc-mini tokenizer unreadable");
-        free(ids);
+    int32_t *ids = NULL;
+    struct sd_model *m = sd_test_model_text(dir, readme, 3000, &ids, &n);
+    if (!m) {
+        CHECK_MSG(0, "kv_fp8 check: %s or %s unreadable", dir, readme);
         return;
     }
     const struct sd_config *c = &m->cfg;

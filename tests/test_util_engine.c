@@ -60,3 +60,20 @@ int32_t *sd_test_text_ids(const char *dir, const char *text_path, size_t max_byt
     *n = ids ? (int)n_ids : 0;
     return ids;
 }
+
+struct sd_model *sd_test_model_text(const char *dir, const char *text_path, size_t max_bytes, int32_t **ids, int *n)
+{
+    struct sd_model *m = NULL;
+    struct sd_err err = {0};
+    *ids = sd_test_text_ids(dir, text_path, max_bytes, n);
+    if (*ids && sd_model_load(dir, &m, &err) != SD_OK) {
+        fprintf(stderr, "%s: %s\n", dir, err.msg);
+        m = NULL;
+    }
+    if (!m) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
+    return m;
+}

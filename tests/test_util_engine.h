@@ -16,5 +16,8 @@ float *sd_test_logits(const struct sd_model *m, const int32_t *ids, int n, const
 // The token ids of the first max_bytes of a text file (cut at a line end), encoded with the tokenizer.json of
 // model directory dir (BOS first). malloc'd, caller frees; NULL (message on stderr) when a file is unreadable.
 int32_t *sd_test_text_ids(const char *dir, const char *text_path, size_t max_bytes, int *n);
+// The model of dir and the ids of its text as sd_test_text_ids gives them: the model (caller frees it with
+// sd_model_free, and *ids with free), or NULL (message on stderr, *ids NULL) when either cannot be read.
+struct sd_model *sd_test_model_text(const char *dir, const char *text_path, size_t max_bytes, int32_t **ids, int *n);
 
 #endif
