@@ -1,7 +1,7 @@
 // test_sampler.c: sampler correctness: greedy ties, repetition penalty arithmetic, seeded
 // determinism, sampling frequencies vs softmax probabilities (temperature 1 and 0.5), and that
 // top-k / top-p never draw what they exclude while keeping the renormalized proportions; and, draw by draw, the same
-// tokens as a plain reference written here (every candidate sorted, then the walk) with the same uniform draws, on
+// tokens as the plain reference of tools/sampler_ref.c (every candidate sorted, then the walk) with the same uniform draws, on
 // vocabularies where the sampler sorts only growing prefixes of the nucleus.
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "sampler.h"
+#include "tools/sampler_ref.h"
 #include "test_util.h"
 
 static struct sd_sampler *mk(float temp, int top_k, float top_p, float pen, int last_n, uint64_t seed, int32_t n)
@@ -201,66 +202,11 @@ static void test_determinism(void)
     sd_sampler_free(s);
 }
 
-// Reference: scaled logits, candidates sorted by (logit desc, id asc), top-k as a prefix, probabilities against the
-// best, top-p as the shortest sorted prefix reaching the mass, the draw walked in sorted order (id order when
-// neither cuts). Sums in sorted order (the sampler's top-k sum runs in selection order: equal up to rounding).
-struct rc {
-    float l;
-    int32_t id;
-};
-static int rc_cmp(const void *a, const void *b)
-{
-    const struct rc *x = a, *y = b;
-    return x->l > y->l ? -1 : x->l < y->l ? 1 : x->id < y->id ? -1 : x->id > y->id;
-}
-
-static int32_t ref_sample(const float *logits, int n, float temp, int top_k, float top_p, double u, struct rc *c)
-{
-    const float inv_t = 1.0f / temp;
-    int m = 0;
-    for (int i = 0; i < n; i++)
-        if (logits[i] * inv_t > -INFINITY)
-            c[m++] = (struct rc){logits[i] * inv_t, i};
-    int sorted = (top_k > 0 && top_k < m) || top_p < 1.0f;
-    if (sorted)
-        qsort(c, (size_t)m, sizeof *c, rc_cmp);
-    if (top_k > 0 && top_k < m)
-        m = top_k;
-    float mx = -INFINITY;
-    for (int i = 0; i < m; i++)
-        mx = c[i].l > mx ? c[i].l : mx;
-    double sum = 0;
-    for (int i = 0; i < m; i++) {
-        c[i].l = expf(c[i].l - mx);
-        sum += c[i].l;
-    }
-    if (top_p < 1.0f) {
-        double cum = 0, want = (double)top_p * sum;
-        int keep = m;
-        for (int i = 0; i < m; i++) {
-            cum += c[i].l;
-            if (cum >= want) {
-                keep = i + 1;
-                break;
-            }
-        }
-        m = keep;
-        sum = cum < want ? sum : cum;
-    }
-    double r = u * sum, acc = 0;
-    for (int i = 0; i < m; i++) {
-        acc += c[i].l;
-        if (r < acc)
-            return c[i].id;
-    }
-    return c[m - 1].id;
-}
-
 static void test_reference(void)
 {
     enum { N = 20000 };
     static float l[N], lc[N];
-    static struct rc c[N];
+    static struct sd_sampler_ref_cand c[N];
     static const struct {
         float t;
         int k;
@@ -278,7 +224,8 @@ static void test_reference(void)
             l[(d * 7919) % N] = l[(d * 104729) % N]; // an exact tie
             memcpy(lc, l, sizeof l);
             int32_t got = sd_sampler_sample(s, lc, NULL, 0);
-            int32_t want = ref_sample(l, N, cfg[k].t, cfg[k].k, cfg[k].p, sd_sampler_draw(twin), c);
+            struct sd_sampler_params rp = {cfg[k].t, cfg[k].k, cfg[k].p, 1.0f, 0, 0};
+            int32_t want = sd_sampler_ref(l, N, &rp, sd_sampler_draw(twin), c);
             diff += got != want;
             draws++;
         }

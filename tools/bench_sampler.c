@@ -1,6 +1,6 @@
 // bench_sampler.c: next-token sampling on the CPU (engine/sampler.c) per configuration, on a vocabulary of
-// DeepSeek-V3's size, against a plain baseline in the same process: every candidate sorted (qsort by logit), then
-// top-k, softmax, top-p and the draw walked in that order, the textbook version of the same distribution.
+// DeepSeek-V3's size, against a plain baseline in the same process (tools/sampler_ref.c: every candidate sorted by
+// logit, then top-k, softmax, top-p and the draw walked in that order, the textbook version of the same distribution).
 // Logits: normal with a standard deviation of 2 (flat: large top-p nuclei, the sampler's worst case) plus two peaks;
 // every call gets a fresh copy, since sampling modifies them. Tokens of both are checked equal on the same draws.
 //   bench_sampler [--vocab 129280] [--iters 200]
@@ -10,62 +10,8 @@
 #include <string.h>
 
 #include "sampler.h"
+#include "sampler_ref.h"
 #include "sd_clock.h"
-
-struct bc {
-    float l;
-    int32_t id;
-};
-
-static int bc_cmp(const void *a, const void *b)
-{
-    const struct bc *x = a, *y = b;
-    return x->l > y->l ? -1 : x->l < y->l ? 1 : x->id < y->id ? -1 : x->id > y->id;
-}
-
-// The baseline: sort everything, then cut.
-static int32_t full_sort_sample(const float *logits, int n, const struct sd_sampler_params *p, double u, struct bc *c)
-{
-    int m = 0, best = 0;
-    for (int i = 0; i < n; i++)
-        if (logits[i] > logits[best])
-            best = i;
-    if (!(p->temperature > 0.0f))
-        return best;
-    const float inv_t = 1.0f / p->temperature;
-    for (int i = 0; i < n; i++)
-        if (logits[i] * inv_t > -INFINITY)
-            c[m++] = (struct bc){logits[i] * inv_t, i};
-    qsort(c, (size_t)m, sizeof *c, bc_cmp);
-    if (p->top_k > 0 && p->top_k < m)
-        m = p->top_k;
-    const float mx = c[0].l;
-    double sum = 0.0;
-    for (int i = 0; i < m; i++) {
-        c[i].l = expf(c[i].l - mx);
-        sum += c[i].l;
-    }
-    if (p->top_p < 1.0f) {
-        double cum = 0.0, want = (double)p->top_p * sum;
-        int keep = m;
-        for (int i = 0; i < m; i++) {
-            cum += c[i].l;
-            if (cum >= want) {
-                keep = i + 1;
-                break;
-            }
-        }
-        m = keep;
-        sum = cum < want ? sum : cum;
-    }
-    double r = u * sum, acc = 0.0;
-    for (int i = 0; i < m; i++) {
-        acc += c[i].l;
-        if (r < acc)
-            return c[i].id;
-    }
-    return c[m - 1].id;
-}
 
 int main(int argc, char **argv)
 {
@@ -85,7 +31,7 @@ int main(int argc, char **argv)
         return 2;
     }
     float *base = malloc(sizeof(float) * (size_t)n), *l = malloc(sizeof(float) * (size_t)n);
-    struct bc *c = malloc(sizeof *c * (size_t)n);
+    struct sd_sampler_ref_cand *c = malloc(sizeof *c * (size_t)n);
     if (!base || !l || !c)
         return 1;
     uint64_t x = 88172645463325252ull;
@@ -123,7 +69,7 @@ int main(int argc, char **argv)
             t_s += sd_now_s() - t0;
             double u = cfg[k].p.temperature > 0.0f ? sd_sampler_draw(twin) : 0.0;
             t0 = sd_now_s();
-            int32_t b = full_sort_sample(base, n, &cfg[k].p, u, c);
+            int32_t b = sd_sampler_ref(base, n, &cfg[k].p, u, c);
             t_b += sd_now_s() - t0;
             same += a == b;
         }
