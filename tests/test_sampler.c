@@ -1,8 +1,8 @@
 // test_sampler.c: sampler correctness: greedy ties, repetition penalty arithmetic, seeded
 // determinism, sampling frequencies vs softmax probabilities (temperature 1 and 0.5), and that
 // top-k / top-p never draw what they exclude while keeping the renormalized proportions; and, draw by draw, the same
-// tokens as the plain reference of tools/sampler_ref.c (every candidate sorted, then the walk) with the same uniform draws, on
-// vocabularies where the sampler sorts only growing prefixes of the nucleus.
+// tokens as the plain reference of tools/sampler_ref.c (every candidate sorted, then the walk) with the same uniform
+// draws, on vocabularies where the sampler sorts only growing prefixes of the nucleus.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
