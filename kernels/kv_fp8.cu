@@ -7,7 +7,8 @@
 #define KV8_TILE 128 // SD_KV_FP8_TILE
 #define KV8_NT 128   // threads per row
 
-static __device__ __forceinline__ size_t kv8_row_bytes(int d_lat, int d_rope)
+// The row size of engine/dsa.h sd_mla_kv_fp8_row_bytes, on both sides.
+static __host__ __device__ __forceinline__ size_t kv8_row_bytes(int d_lat, int d_rope)
 {
     return (size_t)d_lat + 4 * (size_t)((d_lat + KV8_TILE - 1) / KV8_TILE) + 2 * (size_t)d_rope;
 }
@@ -64,7 +65,7 @@ __global__ void k_kv8_to_bf16(uint16_t *dst, const uint8_t *cache, size_t n, int
 
 extern "C" size_t sd_cuda_kv_fp8_row_bytes(int d_lat, int d_rope)
 {
-    return (size_t)d_lat + 4 * (size_t)((d_lat + KV8_TILE - 1) / KV8_TILE) + 2 * (size_t)d_rope;
+    return kv8_row_bytes(d_lat, d_rope);
 }
 
 extern "C" enum sd_status sd_cuda_kv_fp8_store(uint8_t *cache, const float *src, size_t ld, int n_rows, int d_lat,

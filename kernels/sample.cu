@@ -26,7 +26,6 @@ struct sd_cuda_sampler {
 
 struct sm_state {
     int best, last_finite, m, nan; // argmax (-1: none finite), the highest finite id, finite count, NaN seen
-    float mx;                      // the best scaled logit
     int keep;                      // candidates the draw walks
     int token;
 };
@@ -85,7 +84,7 @@ __global__ void __launch_bounds__(SM_NT) k_sm_argmax(const float *logits, int n,
 }
 
 // Temperature (in place, as the CPU), then the sort keys: finite scaled logits, -inf for the rest (sorted last).
-__global__ void k_sm_scale(float *logits, int n, float inv_t, float *keys, int32_t *vals, const struct sm_state *st)
+__global__ void k_sm_scale(float *logits, int n, float inv_t, float *keys, int32_t *vals)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
@@ -108,11 +107,11 @@ __global__ void k_sm_exp(const float *keys_sorted, const float *logits, int n, i
     if (by_sort) {
         int m = st->m, keep = top_k > 0 && top_k < m ? top_k : m;
         if (i == 0)
-            st->keep = keep, st->mx = mx;
+            st->keep = keep;
         e[i] = i < keep ? (double)expf(keys_sorted[i] - mx) : 0.0;
     } else {
         if (i == 0)
-            st->keep = n, st->mx = mx;
+            st->keep = n;
         float l = logits[i];
         e[i] = l > -INFINITY ? (double)expf(l - mx) : 0.0;
     }
@@ -164,7 +163,10 @@ extern "C" enum sd_status sd_cuda_sampler_new(int n_vocab, struct sd_cuda_sample
     SD_CHECK_ARG(out && n_vocab > 0);
     *out = NULL;
     struct sd_cuda_sampler *s = (struct sd_cuda_sampler *)calloc(1, sizeof *s);
-    SD_CHECK_ARG(s != NULL);
+    if (!s) {
+        sd_cuda_set_error("calloc", __FILE__, __LINE__, "out of memory");
+        return SD_ERR_NOMEM;
+    }
     s->n_vocab = n_vocab;
     size_t a = 0, b = 0;
     cudaError_t e = cub::DeviceRadixSort::SortPairsDescending(NULL, a, (const float *)NULL, (float *)NULL,
@@ -234,7 +236,7 @@ extern "C" enum sd_status sd_cuda_sample(struct sd_cuda_sampler *s, const struct
         // on values the draw then ignores.
         const int by_sort = (p->top_k > 0 && p->top_k < n) || p->top_p < 1.0f;
         const unsigned g = (unsigned)((n + 255) / 256);
-        k_sm_scale<<<g, 256, 0, st>>>(p->logits, n, 1.0f / p->temperature, s->keys, s->vals, s->st);
+        k_sm_scale<<<g, 256, 0, st>>>(p->logits, n, 1.0f / p->temperature, s->keys, s->vals);
         SD_CHECK_LAUNCH();
         if (by_sort) {
             size_t tb = s->tmp_bytes;
